@@ -1,0 +1,288 @@
+//! count / sum / avg / min / max registers over sliding event-time windows.
+//!
+//! A series keeps one bucket per distinct (aligned) event time, ordered by time, and for each
+//! window a running aggregate over the buckets in `[newest - width, newest]`. An in-order event
+//! updates the newest bucket and slides every window forward: amortised O(1). An out-of-order
+//! event is inserted at its time, added to the running windows it falls in, and its own value
+//! is computed over `[t - width, t]` by the cheaper of a direct scan and an adjustment of the
+//! running aggregate (min and max always scan).
+
+use std::collections::VecDeque;
+
+use crate::bucket_start;
+use crate::minmax::{Extreme, MonoDeque};
+use crate::plan::SeriesSpec;
+use crate::sum::ExactSum;
+use crate::value::FeatureValue;
+use crate::Agg;
+
+/// The merged values of every event with one aligned time.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    ts: i64,
+    count: u32,
+    sum: ExactSum,
+    min: f64,
+    max: f64,
+}
+
+impl Bucket {
+    fn new(ts: i64, v: f64) -> Self {
+        let mut sum = ExactSum::default();
+        sum.add(v);
+        Bucket {
+            ts,
+            count: 1,
+            sum,
+            min: v,
+            max: v,
+        }
+    }
+
+    fn merge(&mut self, v: f64) {
+        self.count += 1;
+        self.sum.add(v);
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+    }
+}
+
+/// Running aggregate of one window over buckets `lo..` (those with `ts >= start`).
+#[derive(Debug, Clone, Default)]
+struct Running {
+    start: i64,
+    lo: usize,
+    count: u64,
+    sum: ExactSum,
+    min: MonoDeque,
+    max: MonoDeque,
+}
+
+/// Numeric registers of one key and field: every window of a [`SeriesSpec`] of kind numeric.
+#[derive(Debug, Clone)]
+pub struct NumericSeries {
+    buckets: VecDeque<Bucket>,
+    windows: Box<[Running]>,
+}
+
+impl NumericSeries {
+    /// An empty series for `spec`.
+    pub fn new(spec: &SeriesSpec) -> Self {
+        NumericSeries {
+            buckets: VecDeque::new(),
+            windows: spec
+                .windows
+                .iter()
+                .map(|_| Running {
+                    start: i64::MIN,
+                    ..Running::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// The newest bucket time, if any.
+    pub fn newest(&self) -> Option<i64> {
+        self.buckets.back().map(|b| b.ts)
+    }
+
+    /// Number of buckets held.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// Adds an event at `ts` with value `v` (ignored unless `spec.needs_values`) and writes its
+    /// feature values into `out` (indexed by output slot).
+    ///
+    /// `floor` is the oldest event time a later event may still have (newest event time seen
+    /// minus lateness): buckets that no window of such an event can reach are dropped.
+    /// The caller guarantees `ts >= floor`.
+    pub fn observe(
+        &mut self,
+        spec: &SeriesSpec,
+        ts: i64,
+        v: f64,
+        floor: i64,
+        out: &mut [FeatureValue],
+    ) {
+        let g = spec.granularity_ms;
+        let t = bucket_start(ts, g);
+        let v = if spec.needs_values { v } else { 0.0 };
+        match self.newest() {
+            Some(newest) if t < newest => self.observe_out_of_order(spec, t, v, out),
+            _ => self.observe_in_order(spec, t, v, out),
+        }
+        self.evict(bucket_start(floor, g).saturating_sub(spec.max_window_ms()));
+    }
+
+    fn observe_in_order(&mut self, spec: &SeriesSpec, t: i64, v: f64, out: &mut [FeatureValue]) {
+        match self.buckets.back_mut() {
+            Some(b) if b.ts == t => b.merge(v),
+            _ => self.buckets.push_back(Bucket::new(t, v)),
+        }
+        let newest = *self.buckets.back().expect("just pushed");
+        for (w, run) in spec.windows.iter().zip(self.windows.iter_mut()) {
+            run.count += 1;
+            run.sum.add(v);
+            if w.needs_min {
+                run.min.push_newest(Extreme::Min, t, newest.min);
+            }
+            if w.needs_max {
+                run.max.push_newest(Extreme::Max, t, newest.max);
+            }
+            advance(run, &self.buckets, t - w.width_ms);
+            for &(agg, slot) in &w.outputs {
+                out[slot] = match agg {
+                    Agg::Count => FeatureValue::Int(run.count),
+                    Agg::Sum => FeatureValue::Num(run.sum.value()),
+                    Agg::Avg => FeatureValue::Num(run.sum.value() / run.count as f64),
+                    Agg::Min => FeatureValue::Exact(run.min.front().unwrap_or(f64::NAN)),
+                    Agg::Max => FeatureValue::Exact(run.max.front().unwrap_or(f64::NAN)),
+                    Agg::DistinctCount | Agg::Last => continue,
+                };
+            }
+        }
+    }
+
+    fn observe_out_of_order(
+        &mut self,
+        spec: &SeriesSpec,
+        t: i64,
+        v: f64,
+        out: &mut [FeatureValue],
+    ) {
+        let p = self.buckets.partition_point(|b| b.ts <= t);
+        let idx = if p > 0 && self.buckets[p - 1].ts == t {
+            self.buckets[p - 1].merge(v);
+            p - 1
+        } else {
+            self.buckets.insert(p, Bucket::new(t, v));
+            for run in self.windows.iter_mut() {
+                if t < run.start {
+                    run.lo += 1;
+                }
+            }
+            p
+        };
+        let bucket = self.buckets[idx];
+        for (w, run) in spec.windows.iter().zip(self.windows.iter_mut()) {
+            if t >= run.start {
+                run.count += 1;
+                run.sum.add(v);
+                if w.needs_min {
+                    run.min.insert(Extreme::Min, t, bucket.min);
+                }
+                if w.needs_max {
+                    run.max.insert(Extreme::Max, t, bucket.max);
+                }
+            }
+            let a = self.buckets.partition_point(|b| b.ts < t - w.width_ms);
+            let (count, sum) = range_count_sum(&self.buckets, run, a, idx);
+            let needs_scan = w.needs_min || w.needs_max;
+            let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+            if needs_scan {
+                for b in self.buckets.range(a..=idx) {
+                    min = min.min(b.min);
+                    max = max.max(b.max);
+                }
+            }
+            for &(agg, slot) in &w.outputs {
+                out[slot] = match agg {
+                    Agg::Count => FeatureValue::Int(count),
+                    Agg::Sum => FeatureValue::Num(sum),
+                    Agg::Avg => FeatureValue::Num(sum / count as f64),
+                    Agg::Min => FeatureValue::Exact(min),
+                    Agg::Max => FeatureValue::Exact(max),
+                    Agg::DistinctCount | Agg::Last => continue,
+                };
+            }
+        }
+    }
+
+    /// Drops buckets older than `horizon`, first from every running window.
+    fn evict(&mut self, horizon: i64) {
+        if self.buckets.front().is_none_or(|b| b.ts >= horizon) {
+            return;
+        }
+        for run in self.windows.iter_mut() {
+            advance(run, &self.buckets, horizon);
+        }
+        let mut dropped = 0;
+        while self.buckets.front().is_some_and(|b| b.ts < horizon) {
+            self.buckets.pop_front();
+            dropped += 1;
+        }
+        for run in self.windows.iter_mut() {
+            run.lo -= dropped;
+        }
+    }
+}
+
+/// Moves a running window's start forward to `start`, removing the buckets it leaves.
+#[inline]
+fn advance(run: &mut Running, buckets: &VecDeque<Bucket>, start: i64) {
+    if start <= run.start {
+        return;
+    }
+    run.start = start;
+    while let Some(b) = buckets.get(run.lo) {
+        if b.ts >= start {
+            break;
+        }
+        run.count -= u64::from(b.count);
+        run.sum.sub_sum(&b.sum);
+        run.min.expire(b.ts);
+        run.max.expire(b.ts);
+        run.lo += 1;
+    }
+    if run.count == 0 {
+        run.sum.clear();
+        run.min.clear();
+        run.max.clear();
+    }
+}
+
+/// Count and sum of buckets `a..=b`, by a direct scan or by adjusting the running aggregate of
+/// `lo..`, whichever touches fewer buckets.
+fn range_count_sum(buckets: &VecDeque<Bucket>, run: &Running, a: usize, b: usize) -> (u64, f64) {
+    let direct = b + 1 - a;
+    let adjust = (buckets.len() - 1 - b) + a.abs_diff(run.lo);
+    let mut count: u64;
+    let mut sum: ExactSum;
+    let add = |count: &mut u64, sum: &mut ExactSum, x: &Bucket| {
+        *count += u64::from(x.count);
+        sum.add_sum(&x.sum);
+    };
+    let remove = |count: &mut u64, sum: &mut ExactSum, x: &Bucket| {
+        *count -= u64::from(x.count);
+        sum.sub_sum(&x.sum);
+    };
+    if direct <= adjust {
+        count = 0;
+        sum = ExactSum::default();
+        for x in buckets.range(a..=b) {
+            add(&mut count, &mut sum, x);
+        }
+    } else {
+        count = run.count;
+        sum = run.sum;
+        for x in buckets.range(b + 1..) {
+            remove(&mut count, &mut sum, x);
+        }
+        if a < run.lo {
+            for x in buckets.range(a..run.lo) {
+                add(&mut count, &mut sum, x);
+            }
+        } else {
+            for x in buckets.range(run.lo..a) {
+                remove(&mut count, &mut sum, x);
+            }
+        }
+    }
+    (count, sum.value())
+}

@@ -1,0 +1,355 @@
+//! The plan: features grouped by the key they are computed over and the register series they
+//! share.
+//!
+//! Features with the same `by` fields form a [`KeySpec`]: one state lookup per event and key.
+//! Within it, features over the same `of` field and granularity share one [`SeriesSpec`] (one
+//! register set), and features with the same window width share one [`WindowSpec`].
+
+use crate::agg::Agg;
+
+/// One `[[feature]]` of a pipeline, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureSpec {
+    /// Output name, unique within the pipeline.
+    pub name: String,
+    /// The aggregation.
+    pub agg: Agg,
+    /// The aggregated field (required for every aggregation but `count`).
+    pub of: Option<String>,
+    /// The key fields (at least one).
+    pub by: Vec<String>,
+    /// Window width in milliseconds.
+    pub window_ms: i64,
+    /// Bucket width in milliseconds; 1 means exact.
+    pub granularity_ms: i64,
+}
+
+/// Which register layout a series uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeriesKind {
+    /// count / sum / avg / min / max registers.
+    Numeric,
+    /// Exact distinct-count registers.
+    Distinct,
+}
+
+/// The features of one window width within a series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSpec {
+    /// Window width in milliseconds.
+    pub width_ms: i64,
+    /// `(aggregation, output slot within the key spec)` for every feature of this window.
+    pub outputs: Vec<(Agg, usize)>,
+    /// Whether a feature needs the minimum.
+    pub needs_min: bool,
+    /// Whether a feature needs the maximum.
+    pub needs_max: bool,
+}
+
+/// One register set: every window over the same key, field and granularity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSpec {
+    /// The register layout.
+    pub kind: SeriesKind,
+    /// Index into [`Plan::fields`] of the aggregated field; `None` for a plain `count`.
+    pub of: Option<usize>,
+    /// Bucket width in milliseconds; 1 means exact.
+    pub granularity_ms: i64,
+    /// Windows, widest last.
+    pub windows: Vec<WindowSpec>,
+    /// Whether values (not just presence) are aggregated: sum, avg, min or max.
+    pub needs_values: bool,
+}
+
+impl SeriesSpec {
+    /// The widest window: state older than this (plus lateness) is never read again.
+    pub fn max_window_ms(&self) -> i64 {
+        self.windows.iter().map(|w| w.width_ms).max().unwrap_or(0)
+    }
+}
+
+/// All features computed over the same `by` fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeySpec {
+    /// The key fields, as written.
+    pub by: Vec<String>,
+    /// Global feature index of each output slot.
+    pub features: Vec<usize>,
+    /// The register series of this key.
+    pub series: Vec<SeriesSpec>,
+    /// `(output slot, field index)` of `last` features: the event's own value.
+    pub own: Vec<(usize, usize)>,
+}
+
+/// The validated, grouped form of a pipeline's features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Features in the order they were written (the output order).
+    pub features: Vec<FeatureSpec>,
+    /// Distinct `of` fields.
+    pub fields: Vec<String>,
+    /// Whether each of [`Plan::fields`] must hold numbers.
+    pub numeric_fields: Vec<bool>,
+    /// Whether each of [`Plan::fields`] is distinct-counted.
+    pub distinct_fields: Vec<bool>,
+    /// Key specs in order of first use.
+    pub keys: Vec<KeySpec>,
+    /// How far behind the newest event time an event may be and still be accepted.
+    pub lateness_ms: i64,
+}
+
+/// A feature that cannot be planned. `feature` is its index and `field` the offending setting,
+/// so that the configuration layer can point at the line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("feature `{name}`: {message}")]
+pub struct PlanError {
+    /// Index of the feature in the pipeline.
+    pub feature: usize,
+    /// Its name.
+    pub name: String,
+    /// The setting at fault: `name`, `of`, `by`, `window` or `granularity`.
+    pub field: &'static str,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl Plan {
+    /// Validates and groups features. `lateness_ms` must be >= 0.
+    pub fn new(features: Vec<FeatureSpec>, lateness_ms: i64) -> Result<Plan, PlanError> {
+        let mut plan = Plan {
+            features: Vec::new(),
+            fields: Vec::new(),
+            numeric_fields: Vec::new(),
+            distinct_fields: Vec::new(),
+            keys: Vec::new(),
+            lateness_ms: lateness_ms.max(0),
+        };
+        for (i, f) in features.iter().enumerate() {
+            let err = |field: &'static str, message: String| PlanError {
+                feature: i,
+                name: f.name.clone(),
+                field,
+                message,
+            };
+            if f.name.is_empty() {
+                return Err(err("name", "the name is empty".into()));
+            }
+            if features[..i].iter().any(|g| g.name == f.name) {
+                return Err(err(
+                    "name",
+                    "the name is used by an earlier feature; names must be unique".into(),
+                ));
+            }
+            if f.by.is_empty() {
+                return Err(err(
+                    "by",
+                    "`by` is empty; give at least one key field, e.g. by = [\"user_id\"]".into(),
+                ));
+            }
+            if f.agg.needs_of() && f.of.is_none() {
+                return Err(err(
+                    "of",
+                    format!(
+                        "`{}` needs `of`, the field to aggregate, e.g. of = \"amount\"",
+                        f.agg
+                    ),
+                ));
+            }
+            if f.window_ms <= 0 {
+                return Err(err("window", "the window must be positive".into()));
+            }
+            if f.granularity_ms <= 0 || f.window_ms % f.granularity_ms != 0 {
+                return Err(err(
+                    "granularity",
+                    "the window must be a whole number of granularity buckets (e.g. window = \"1d\", granularity = \"1m\")".into(),
+                ));
+            }
+            plan.add(i, f);
+        }
+        plan.features = features;
+        for key in &mut plan.keys {
+            for series in &mut key.series {
+                series.windows.sort_by_key(|w| w.width_ms);
+            }
+        }
+        Ok(plan)
+    }
+
+    fn field_index(&mut self, name: &str) -> usize {
+        if let Some(i) = self.fields.iter().position(|f| f == name) {
+            return i;
+        }
+        self.fields.push(name.to_owned());
+        self.numeric_fields.push(false);
+        self.distinct_fields.push(false);
+        self.fields.len() - 1
+    }
+
+    fn add(&mut self, index: usize, f: &FeatureSpec) {
+        let of = f.of.as_deref().map(|name| self.field_index(name));
+        if let Some(of) = of {
+            self.numeric_fields[of] |= f.agg.is_numeric();
+            self.distinct_fields[of] |= f.agg == Agg::DistinctCount;
+        }
+        let key = match self.keys.iter().position(|k| k.by == f.by) {
+            Some(k) => &mut self.keys[k],
+            None => {
+                self.keys.push(KeySpec {
+                    by: f.by.clone(),
+                    features: Vec::new(),
+                    series: Vec::new(),
+                    own: Vec::new(),
+                });
+                self.keys.last_mut().expect("just pushed")
+            }
+        };
+        let slot = key.features.len();
+        key.features.push(index);
+        if f.agg == Agg::Last {
+            key.own
+                .push((slot, of.expect("`last` has `of`, checked above")));
+            return;
+        }
+        let kind = if f.agg == Agg::DistinctCount {
+            SeriesKind::Distinct
+        } else {
+            SeriesKind::Numeric
+        };
+        let series = match key
+            .series
+            .iter()
+            .position(|s| s.kind == kind && s.of == of && s.granularity_ms == f.granularity_ms)
+        {
+            Some(s) => &mut key.series[s],
+            None => {
+                key.series.push(SeriesSpec {
+                    kind,
+                    of,
+                    granularity_ms: f.granularity_ms,
+                    windows: Vec::new(),
+                    needs_values: false,
+                });
+                key.series.last_mut().expect("just pushed")
+            }
+        };
+        series.needs_values |= f.agg.is_numeric();
+        let window = match series
+            .windows
+            .iter()
+            .position(|w| w.width_ms == f.window_ms)
+        {
+            Some(w) => &mut series.windows[w],
+            None => {
+                series.windows.push(WindowSpec {
+                    width_ms: f.window_ms,
+                    outputs: Vec::new(),
+                    needs_min: false,
+                    needs_max: false,
+                });
+                series.windows.last_mut().expect("just pushed")
+            }
+        };
+        window.outputs.push((f.agg, slot));
+        window.needs_min |= f.agg == Agg::Min;
+        window.needs_max |= f.agg == Agg::Max;
+    }
+
+    /// Every field the engine must read from an event besides the time: key fields, then `of`
+    /// fields, without repetition.
+    pub fn key_fields(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for k in &self.keys {
+            for f in &k.by {
+                if !out.contains(f) {
+                    out.push(f.clone());
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn feature(
+        name: &str,
+        agg: Agg,
+        of: Option<&str>,
+        by: &[&str],
+        window_ms: i64,
+    ) -> FeatureSpec {
+        FeatureSpec {
+            name: name.into(),
+            agg,
+            of: of.map(Into::into),
+            by: by.iter().map(|s| s.to_string()).collect(),
+            window_ms,
+            granularity_ms: 1,
+        }
+    }
+
+    #[test]
+    fn groups_by_key_field_and_window() {
+        let plan = Plan::new(
+            vec![
+                feature("a", Agg::Sum, Some("amount"), &["user_id"], 1000),
+                feature("b", Agg::Max, Some("amount"), &["user_id"], 1000),
+                feature("c", Agg::Count, None, &["user_id"], 100),
+                feature(
+                    "d",
+                    Agg::DistinctCount,
+                    Some("device_id"),
+                    &["user_id"],
+                    5000,
+                ),
+                feature("e", Agg::Count, None, &["device_id"], 100),
+                feature("f", Agg::Last, Some("amount"), &["user_id"], 100),
+            ],
+            0,
+        )
+        .expect("valid");
+        assert_eq!(plan.keys.len(), 2);
+        let user = &plan.keys[0];
+        assert_eq!(user.features, vec![0, 1, 2, 3, 5]);
+        assert_eq!(user.series.len(), 3);
+        assert_eq!(user.series[0].windows.len(), 1);
+        assert_eq!(
+            user.series[0].windows[0].outputs,
+            vec![(Agg::Sum, 0), (Agg::Max, 1)]
+        );
+        assert!(user.series[0].windows[0].needs_max);
+        assert_eq!(user.own, vec![(4, 0)]);
+        assert_eq!(plan.fields, vec!["amount", "device_id"]);
+        assert_eq!(plan.numeric_fields, vec![true, false]);
+        assert_eq!(plan.distinct_fields, vec![false, true]);
+    }
+
+    #[test]
+    fn rejects_invalid_features() {
+        let e = Plan::new(vec![feature("a", Agg::Sum, None, &["u"], 10)], 0).expect_err("no of");
+        assert_eq!(e.field, "of");
+        let e = Plan::new(
+            vec![
+                feature("a", Agg::Count, None, &["u"], 10),
+                feature("a", Agg::Count, None, &["u"], 10),
+            ],
+            0,
+        )
+        .expect_err("dup");
+        assert_eq!(e.field, "name");
+        let mut f = feature("a", Agg::Count, None, &["u"], 10);
+        f.granularity_ms = 3;
+        assert_eq!(
+            Plan::new(vec![f], 0).expect_err("gran").field,
+            "granularity"
+        );
+        assert_eq!(
+            Plan::new(vec![feature("a", Agg::Count, None, &[], 10)], 0)
+                .expect_err("by")
+                .field,
+            "by"
+        );
+    }
+}

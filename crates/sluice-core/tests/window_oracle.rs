@@ -1,0 +1,889 @@
+//! The window registers against a brute-force oracle.
+//!
+//! [`KeyState`] is driven exactly as the engine drives it: one `HashMap<key, KeyState>` per
+//! [`KeySpec`] of a [`Plan`], events in arrival order, a watermark `wm` = the newest accepted
+//! event time, events older than `wm - lateness` skipped as late, `floor = wm - lateness` passed
+//! to every `observe`, and keys for which `is_expired(spec, floor)` holds dropped now and then
+//! (which must never change a result).
+//!
+//! The contract checked, for every accepted event `e` at time `t` and every feature
+//! `agg(of) over W by key` with granularity `g`: the value is the aggregation over every
+//! accepted event `x` received so far (`e` included) with the same key, with `of` present, and
+//! `bucket(x.ts)` in `[bucket(t) - W, bucket(t)]` (both inclusive), where
+//! `bucket(ts) = ts.div_euclid(g) * g`. A feature is null when the event lacks `of` or a key field.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use proptest::prelude::*;
+use sluice_core::{
+    Agg, DistinctScratch, FeatureSpec, FeatureValue, FieldObs, KeyEncoder, KeyState, Plan,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Events and how the harness feeds them to the registers.
+
+/// One generated event. Amounts are integer cents (two-decimal amounts).
+#[derive(Debug, Clone, Copy)]
+struct Event {
+    ts: i64,
+    user: Option<u32>,
+    device: Option<u32>,
+    merchant: Option<u32>,
+    cents: Option<i64>,
+}
+
+impl Event {
+    /// The canonical bytes of field `name`, if present.
+    fn bytes(&self, name: &str) -> Option<Vec<u8>> {
+        match name {
+            "user" => self.user.map(|v| format!("u{v}").into_bytes()),
+            "device" => self.device.map(|v| format!("d{v}").into_bytes()),
+            "merchant" => self.merchant.map(|v| format!("m{v}").into_bytes()),
+            "amount" => self.cents.map(|c| c.to_string().into_bytes()),
+            other => panic!("unknown field {other}"),
+        }
+    }
+
+    /// The encoded key of `by`, or `None` when a key field is missing.
+    fn key(&self, by: &[String]) -> Option<Vec<u8>> {
+        let mut buf = Vec::new();
+        let mut enc = KeyEncoder::new(&mut buf);
+        for field in by {
+            match field.as_str() {
+                "user" => enc.int(i64::from(self.user?)),
+                "device" => enc.str(&format!("d{}", self.device?)),
+                "merchant" => enc.str(&format!("m{}", self.merchant?)),
+                other => panic!("unknown key field {other}"),
+            }
+        }
+        Some(buf)
+    }
+}
+
+fn bucket(ts: i64, g: i64) -> i64 {
+    ts.div_euclid(g) * g
+}
+
+/// Feeds events to per-key-spec registers the way the engine does.
+struct Harness {
+    plan: Plan,
+    states: Vec<HashMap<Vec<u8>, KeyState>>,
+    scratch: DistinctScratch,
+    wm: Option<i64>,
+    accepted: usize,
+    drop_every: usize,
+}
+
+impl Harness {
+    fn new(plan: Plan, drop_every: usize) -> Self {
+        Harness {
+            states: plan.keys.iter().map(|_| HashMap::new()).collect(),
+            plan,
+            scratch: DistinctScratch::default(),
+            wm: None,
+            accepted: 0,
+            drop_every: drop_every.max(1),
+        }
+    }
+
+    fn floor(&self) -> Option<i64> {
+        self.wm.map(|wm| wm - self.plan.lateness_ms)
+    }
+
+    /// Processes one event. Returns `None` when it is late, else the value of every feature
+    /// (indexed like `plan.features`).
+    fn push(&mut self, e: &Event) -> Option<Vec<FeatureValue>> {
+        if self.floor().is_some_and(|floor| e.ts < floor) {
+            return None;
+        }
+        let wm = self.wm.map_or(e.ts, |wm| wm.max(e.ts));
+        self.wm = Some(wm);
+        let floor = wm - self.plan.lateness_ms;
+        let bytes: Vec<Option<Vec<u8>>> = self.plan.fields.iter().map(|f| e.bytes(f)).collect();
+        let fields: Vec<FieldObs<'_>> = self
+            .plan
+            .fields
+            .iter()
+            .zip(&bytes)
+            .map(|(name, b)| FieldObs {
+                present: b.is_some(),
+                num: if name == "amount" {
+                    e.cents.map_or(0.0, |c| c as f64 / 100.0)
+                } else {
+                    0.0
+                },
+                bytes: b.as_deref().unwrap_or(&[]),
+            })
+            .collect();
+        let mut values = vec![FeatureValue::Null; self.plan.features.len()];
+        for (spec, states) in self.plan.keys.iter().zip(self.states.iter_mut()) {
+            let Some(key) = e.key(&spec.by) else {
+                continue;
+            };
+            let mut out = vec![FeatureValue::Null; spec.features.len()];
+            states
+                .entry(key)
+                .or_insert_with(|| KeyState::new(spec))
+                .observe(spec, e.ts, &fields, floor, &mut self.scratch, &mut out);
+            for (slot, &feature) in spec.features.iter().enumerate() {
+                values[feature] = out[slot];
+            }
+        }
+        self.accepted += 1;
+        if self.accepted % self.drop_every == 0 {
+            self.drop_expired(floor);
+        }
+        Some(values)
+    }
+
+    fn drop_expired(&mut self, floor: i64) {
+        for (spec, states) in self.plan.keys.iter().zip(self.states.iter_mut()) {
+            states.retain(|_, s| !s.is_expired(spec, floor));
+        }
+    }
+
+    fn live_keys(&self) -> usize {
+        self.states.iter().map(HashMap::len).sum()
+    }
+
+    fn total_size(&self) -> usize {
+        self.states
+            .iter()
+            .flat_map(|m| m.values())
+            .map(KeyState::size)
+            .sum()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The oracle: every accepted event, scanned for every feature of every event.
+
+struct Oracle {
+    features: Vec<FeatureSpec>,
+    events: Vec<Event>,
+    /// Per feature, accepted event indices by key.
+    by_key: Vec<HashMap<Vec<u8>, Vec<usize>>>,
+}
+
+/// What a feature should be, with what a sum is allowed to deviate by.
+#[derive(Debug, Clone, PartialEq)]
+enum Expected {
+    Null,
+    Int(u64),
+    /// An exact value in cents over a divisor (1 for a sum, the count for an average), and the
+    /// absolute scale the relative tolerance applies to.
+    Num {
+        cents: i64,
+        divisor: u64,
+        scale: f64,
+    },
+    Exact(f64),
+    Own,
+}
+
+impl Oracle {
+    fn new(features: Vec<FeatureSpec>) -> Self {
+        Oracle {
+            by_key: features.iter().map(|_| HashMap::new()).collect(),
+            features,
+            events: Vec::new(),
+        }
+    }
+
+    /// Records an accepted event and returns the expected value of every feature.
+    fn push(&mut self, e: Event) -> Vec<Expected> {
+        let i = self.events.len();
+        self.events.push(e);
+        let mut expected = Vec::with_capacity(self.features.len());
+        for (f, index) in self.features.iter().zip(self.by_key.iter_mut()) {
+            let Some(key) = e.key(&f.by) else {
+                expected.push(Expected::Null);
+                continue;
+            };
+            let list = index.entry(key).or_default();
+            list.push(i);
+            let of = f.of.as_deref();
+            if of.is_some_and(|of| e.bytes(of).is_none()) {
+                expected.push(Expected::Null);
+                continue;
+            }
+            if f.agg == Agg::Last {
+                expected.push(Expected::Own);
+                continue;
+            }
+            let g = f.granularity_ms;
+            let hi = bucket(e.ts, g);
+            let lo = hi - f.window_ms;
+            let mut count = 0u64;
+            let mut cents = 0i64;
+            let mut abs_cents = 0i64;
+            let mut negative = false;
+            let mut min = i64::MAX;
+            let mut max = i64::MIN;
+            let mut distinct: HashSet<Vec<u8>> = HashSet::new();
+            for &j in list.iter() {
+                let x = &self.events[j];
+                let b = bucket(x.ts, g);
+                if b < lo || b > hi {
+                    continue;
+                }
+                let value = match of {
+                    None => None,
+                    Some(of) => match x.bytes(of) {
+                        None => continue,
+                        Some(v) => Some(v),
+                    },
+                };
+                count += 1;
+                if let Some(c) = x.cents.filter(|_| of == Some("amount")) {
+                    cents += c;
+                    abs_cents += c.abs();
+                    negative |= c < 0;
+                    min = min.min(c);
+                    max = max.max(c);
+                }
+                if let Some(v) = value {
+                    distinct.insert(v);
+                }
+            }
+            // Relative 1e-9 of the exact result; when signs mix (refunds), of the result or one
+            // unit, whichever is larger: the inputs themselves are binary approximations of
+            // decimals, so an exactly-zero decimal sum is only near zero in f64.
+            let scale = if negative {
+                (cents.abs() as f64 / 100.0)
+                    .max(1.0)
+                    .max(abs_cents as f64 * 1e-7)
+            } else {
+                cents.abs() as f64 / 100.0
+            };
+            expected.push(match f.agg {
+                Agg::Count => Expected::Int(count),
+                Agg::DistinctCount => Expected::Int(distinct.len() as u64),
+                Agg::Sum => Expected::Num {
+                    cents,
+                    divisor: 1,
+                    scale,
+                },
+                Agg::Avg => Expected::Num {
+                    cents,
+                    divisor: count,
+                    scale: scale / count as f64,
+                },
+                Agg::Min => Expected::Exact(min as f64 / 100.0),
+                Agg::Max => Expected::Exact(max as f64 / 100.0),
+                Agg::Last => Expected::Own,
+            });
+        }
+        expected
+    }
+}
+
+fn matches(expected: &Expected, got: &FeatureValue) -> bool {
+    match (expected, got) {
+        (Expected::Null, FeatureValue::Null) | (Expected::Own, FeatureValue::Own) => true,
+        (Expected::Int(a), FeatureValue::Int(b)) => a == b,
+        (Expected::Exact(a), FeatureValue::Exact(b)) => a.to_bits() == b.to_bits(),
+        (
+            Expected::Num {
+                cents,
+                divisor,
+                scale,
+            },
+            FeatureValue::Num(v),
+        ) => {
+            let exact = *cents as f64 / 100.0 / *divisor as f64;
+            (v - exact).abs() <= 1e-9 * scale
+        }
+        _ => false,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated cases.
+
+/// How the next event's time is chosen.
+#[derive(Debug, Clone, Copy)]
+enum TimeOp {
+    /// `wm + dt` (in order when `dt >= 0`).
+    Advance(i64),
+    /// The previous event's time again (a run of equal timestamps).
+    Same,
+    /// `wm - d`: out of order, late when `d > lateness`.
+    Back(i64),
+    /// `wm - lateness + d`: right at the lateness bound.
+    AtLateness(i64),
+    /// `x.ts ± (W + d)` for an earlier accepted event `x` and a window `W` of the plan: places
+    /// events exactly on (and next to) window boundaries, in both directions.
+    Boundary {
+        pick: usize,
+        window: usize,
+        d: i64,
+        forward: bool,
+    },
+}
+
+/// Raw event payload; values are reduced modulo the case's alphabets.
+#[derive(Debug, Clone, Copy)]
+struct Payload {
+    user: Option<u32>,
+    device: Option<u32>,
+    merchant: Option<u32>,
+    cents: Option<i64>,
+}
+
+/// `(aggregation, of)` choices: several aggregations over the same field, so series are shared.
+const AGGS: [(Agg, Option<&str>); 13] = [
+    (Agg::Count, None),
+    (Agg::Count, Some("amount")),
+    (Agg::Sum, Some("amount")),
+    (Agg::Avg, Some("amount")),
+    (Agg::Min, Some("amount")),
+    (Agg::Max, Some("amount")),
+    (Agg::DistinctCount, Some("device")),
+    (Agg::DistinctCount, Some("merchant")),
+    (Agg::Last, Some("amount")),
+    (Agg::DistinctCount, Some("user")),
+    (Agg::Count, Some("merchant")),
+    (Agg::DistinctCount, Some("amount")),
+    (Agg::Last, Some("merchant")),
+];
+
+const BYS: [&[&str]; 4] = [&["user"], &["device"], &["user", "device"], &["merchant"]];
+
+#[derive(Debug, Clone)]
+struct Case {
+    /// `(agg index, by index, window index, coarse granularity)`.
+    features: Vec<(usize, usize, usize, bool)>,
+    /// The coarse granularity (1 means every feature is exact).
+    granularity: i64,
+    /// Window widths in units of the coarse granularity.
+    windows: Vec<i64>,
+    lateness: i64,
+    drop_every: usize,
+    users_hot: u32,
+    users: u32,
+    devices: u32,
+    merchants: u32,
+    base: i64,
+    ops: Vec<(TimeOp, Payload)>,
+}
+
+fn time_op() -> impl Strategy<Value = TimeOp> {
+    prop_oneof![
+        5 => (0i64..25).prop_map(TimeOp::Advance),
+        1 => (0i64..400).prop_map(TimeOp::Advance),
+        3 => Just(TimeOp::Same),
+        2 => (0i64..60).prop_map(TimeOp::Back),
+        1 => (-2i64..=2).prop_map(TimeOp::AtLateness),
+        3 => (any::<usize>(), 0usize..4, prop_oneof![3 => -1i64..=1, 1 => -11i64..=11], any::<bool>())
+            .prop_map(|(pick, window, d, forward)| TimeOp::Boundary { pick, window, d, forward }),
+    ]
+}
+
+fn payload() -> impl Strategy<Value = Payload> {
+    let cents = prop_oneof![
+        2 => Just(None),
+        10 => (1i64..100_000).prop_map(Some),
+        1 => (0i64..3).prop_map(Some),
+        1 => (-50_000i64..50_000).prop_map(Some),
+        1 => (1_000_000_000i64..1_000_000_100).prop_map(Some),
+    ];
+    (
+        prop::option::weighted(0.95, any::<u32>()),
+        prop::option::weighted(0.9, any::<u32>()),
+        prop::option::weighted(0.9, any::<u32>()),
+        cents,
+    )
+        .prop_map(|(user, device, merchant, cents)| Payload {
+            user,
+            device,
+            merchant,
+            cents,
+        })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec(
+            (0..AGGS.len(), 0..BYS.len(), 0usize..4, any::<bool>()),
+            1..10,
+        ),
+        prop_oneof![Just(1i64), Just(10i64), Just(7i64)],
+        prop::collection::vec(
+            prop::sample::select(vec![1i64, 2, 3, 5, 10, 30, 100, 1000]),
+            1..4,
+        ),
+        prop_oneof![Just(0i64), 1i64..30, Just(100), Just(1_000_000)],
+        1usize..30,
+        (1u32..4, 4u32..200),
+        (
+            prop_oneof![Just(2u32), Just(4), Just(40)],
+            prop_oneof![Just(3u32), Just(60)],
+        ),
+        prop_oneof![Just(0i64), -1000i64..1000, Just(1_767_225_600_000)],
+        prop::collection::vec((time_op(), payload()), 1..160),
+    )
+        .prop_map(
+            |(
+                features,
+                granularity,
+                windows,
+                lateness,
+                drop_every,
+                (users_hot, users),
+                (devices, merchants),
+                base,
+                ops,
+            )| Case {
+                features,
+                granularity,
+                windows,
+                lateness,
+                drop_every,
+                users_hot,
+                users,
+                devices,
+                merchants,
+                base,
+                ops,
+            },
+        )
+}
+
+impl Case {
+    fn feature_specs(&self) -> Vec<FeatureSpec> {
+        self.features
+            .iter()
+            .enumerate()
+            .map(|(i, &(agg, by, window, coarse))| {
+                let (agg, of) = AGGS[agg];
+                FeatureSpec {
+                    name: format!("f{i}"),
+                    agg,
+                    of: of.map(Into::into),
+                    by: BYS[by].iter().map(|s| s.to_string()).collect(),
+                    window_ms: self.windows[window % self.windows.len()] * self.granularity,
+                    granularity_ms: if coarse { self.granularity } else { 1 },
+                }
+            })
+            .collect()
+    }
+
+    fn event(&self, ts: i64, p: &Payload) -> Event {
+        // Skewed users: about 70% of events go to a few hot keys.
+        let user = p.user.map(|u| {
+            if u % 10 < 7 {
+                (u / 10) % self.users_hot
+            } else {
+                self.users_hot + (u / 10) % self.users
+            }
+        });
+        Event {
+            ts,
+            user,
+            device: p.device.map(|d| d % self.devices),
+            merchant: p.merchant.map(|m| m % self.merchants),
+            cents: p.cents,
+        }
+    }
+}
+
+/// Runs a case: every accepted event's features against the oracle.
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+static STATS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+#[test]
+fn zz_stats() {
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    eprintln!(
+        "STATS {:?}",
+        STATS.iter().map(|a| a.load(Relaxed)).collect::<Vec<_>>()
+    );
+}
+fn check(case: &Case) -> Result<(), TestCaseError> {
+    let specs = case.feature_specs();
+    let plan =
+        Plan::new(specs.clone(), case.lateness).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut harness = Harness::new(plan, case.drop_every);
+    let mut oracle = Oracle::new(specs.clone());
+    let mut last = case.base;
+    for (n, (op, payload)) in case.ops.iter().enumerate() {
+        let wm = harness.wm.unwrap_or(case.base);
+        let ts = match *op {
+            TimeOp::Advance(dt) => wm + dt,
+            TimeOp::Same => last,
+            TimeOp::Back(d) => wm - d,
+            TimeOp::AtLateness(d) => wm - case.lateness.min(10_000) + d,
+            TimeOp::Boundary {
+                pick,
+                window,
+                d,
+                forward,
+            } => {
+                let x = if oracle.events.is_empty() {
+                    case.base
+                } else {
+                    oracle.events[pick % oracle.events.len()].ts
+                };
+                let w = specs[window % specs.len()].window_ms;
+                if forward {
+                    x + w + d
+                } else {
+                    x - w - d
+                }
+            }
+        };
+        let event = case.event(ts, payload);
+        STATS[0].fetch_add(1, Relaxed);
+        let ooo = harness.wm.is_some_and(|w| ts < w);
+        let Some(got) = harness.push(&event) else {
+            STATS[1].fetch_add(1, Relaxed);
+            continue;
+        };
+        if ooo {
+            STATS[2].fetch_add(1, Relaxed);
+        }
+        for g in &got {
+            match g {
+                FeatureValue::Null => STATS[3].fetch_add(1, Relaxed),
+                FeatureValue::Int(n) if *n > 1 => STATS[4].fetch_add(1, Relaxed),
+                _ => STATS[5].fetch_add(1, Relaxed),
+            };
+        }
+        last = ts;
+        let expected = oracle.push(event);
+        for (i, (want, got)) in expected.iter().zip(&got).enumerate() {
+            prop_assert!(
+                matches(want, got),
+                "op {n}, event {:?}: feature {:?}\n expected {want:?}\n got {got:?}",
+                event,
+                specs[i],
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn registers_match_brute_force(case in case()) {
+        check(&case)?;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hand-written boundary cases: the exact rule, spelled out.
+
+fn feature(
+    name: &str,
+    agg: Agg,
+    of: Option<&str>,
+    window_ms: i64,
+    granularity_ms: i64,
+) -> FeatureSpec {
+    FeatureSpec {
+        name: name.into(),
+        agg,
+        of: of.map(Into::into),
+        by: vec!["user".into()],
+        window_ms,
+        granularity_ms,
+    }
+}
+
+fn at(ts: i64, cents: i64) -> Event {
+    Event {
+        ts,
+        user: Some(1),
+        device: Some(u32::try_from(cents % 3).expect("small")),
+        merchant: None,
+        cents: Some(cents),
+    }
+}
+
+#[test]
+fn window_bounds_are_inclusive() {
+    let plan = Plan::new(
+        vec![
+            feature("n", Agg::Count, None, 10, 1),
+            feature("s", Agg::Sum, Some("amount"), 10, 1),
+        ],
+        0,
+    )
+    .expect("valid");
+    let mut h = Harness::new(plan, 1);
+    let counts: Vec<FeatureValue> = [
+        at(0, 100),
+        at(10, 200),
+        at(10, 300),
+        at(11, 400),
+        at(21, 500),
+    ]
+    .iter()
+    .map(|e| h.push(e).expect("in order")[0])
+    .collect();
+    // t=10 sees t=0 (10 - 10 = 0 is inside); t=11 no longer does; equal times see each other.
+    assert_eq!(
+        counts,
+        [1, 2, 3, 3, 2].map(FeatureValue::Int).to_vec(),
+        "counts over [t - 10, t]"
+    );
+}
+
+#[test]
+fn granularity_covers_whole_buckets() {
+    let plan = Plan::new(vec![feature("n", Agg::Count, None, 20, 10)], 0).expect("valid");
+    let mut h = Harness::new(plan, 1);
+    // Buckets: 5 → 0, 29 → 20 (covers buckets 0..=20), 30 → 30 (covers 10..=30).
+    let counts: Vec<FeatureValue> = [at(5, 1), at(29, 1), at(30, 1)]
+        .iter()
+        .map(|e| h.push(e).expect("in order")[0])
+        .collect();
+    assert_eq!(counts, [1, 2, 2].map(FeatureValue::Int).to_vec());
+}
+
+#[test]
+fn late_events_are_skipped_and_out_of_order_ones_are_exact() {
+    let plan = Plan::new(
+        vec![
+            feature("n", Agg::Count, None, 10, 1),
+            feature("m", Agg::Min, Some("amount"), 10, 1),
+        ],
+        5,
+    )
+    .expect("valid");
+    let mut h = Harness::new(plan, 1);
+    assert_eq!(h.push(&at(100, 7)).expect("first")[0], FeatureValue::Int(1));
+    // 95 is exactly at the lateness bound: accepted, and its window [85, 95] holds only itself.
+    let v = h.push(&at(95, 9)).expect("at the bound");
+    assert_eq!(v, vec![FeatureValue::Int(1), FeatureValue::Exact(0.09)]);
+    assert!(h.push(&at(94, 1)).is_none(), "94 < 100 - 5 is late");
+    // 105 sees 95..=105: both earlier events.
+    let v = h.push(&at(105, 8)).expect("in order");
+    assert_eq!(v, vec![FeatureValue::Int(3), FeatureValue::Exact(0.07)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Long streams.
+
+/// A small deterministic PRNG (PCG-style LCG), so the long tests need no strategy machinery.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Exact windowed cent sums of one key: a time-ordered map and, per window, the running total
+/// over `[start, ∞)` where `start = newest - W`.
+struct CentWindows {
+    entries: BTreeMap<i64, i64>,
+    newest: i64,
+    runs: Vec<(i64, i64, i64)>,
+}
+
+impl CentWindows {
+    fn new(windows: &[i64]) -> Self {
+        CentWindows {
+            entries: BTreeMap::new(),
+            newest: i64::MIN,
+            runs: windows.iter().map(|&w| (w, i64::MIN, 0)).collect(),
+        }
+    }
+
+    /// Adds `cents` at `ts` and returns the exact sum of each window ending at `ts`; entries no
+    /// window of an event at or after `floor` can reach are forgotten.
+    fn push(&mut self, ts: i64, cents: i64, floor: i64, out: &mut Vec<i64>) {
+        out.clear();
+        *self.entries.entry(ts).or_default() += cents;
+        if ts >= self.newest {
+            self.newest = ts;
+            for (w, start, total) in &mut self.runs {
+                *total += cents;
+                let new_start = ts - *w;
+                if new_start > *start {
+                    *total -= self
+                        .entries
+                        .range(*start..new_start)
+                        .map(|(_, c)| c)
+                        .sum::<i64>();
+                    *start = new_start;
+                }
+                out.push(*total);
+            }
+        } else {
+            for (w, start, total) in &mut self.runs {
+                if ts >= *start {
+                    *total += cents;
+                }
+                out.push(self.entries.range(ts - *w..=ts).map(|(_, c)| c).sum());
+            }
+        }
+        let widest = self.runs.iter().map(|r| r.0).max().unwrap_or(0);
+        let oldest = self.runs.iter().map(|r| r.1).fold(floor - widest, i64::min);
+        while self
+            .entries
+            .first_key_value()
+            .is_some_and(|(&t, _)| t < oldest)
+        {
+            self.entries.pop_first();
+        }
+    }
+}
+
+/// Millions of two-decimal amounts, including huge ones that enter and leave the windows, with
+/// windows that evict on every event: every sum stays within 1e-9 relative of the exact cents.
+#[test]
+fn long_stream_sums_do_not_drift() {
+    const EVENTS: usize = 2_000_000;
+    const KEYS: u64 = 4;
+    let windows = [1_000i64, 20_000];
+    let lateness = 50;
+    let plan = Plan::new(
+        vec![
+            feature("s1", Agg::Sum, Some("amount"), windows[0], 1),
+            feature("s2", Agg::Sum, Some("amount"), windows[1], 1),
+        ],
+        lateness,
+    )
+    .expect("valid");
+    let spec = &plan.keys[0];
+    let mut states: Vec<KeyState> = (0..KEYS).map(|_| KeyState::new(spec)).collect();
+    let mut oracles: Vec<CentWindows> = (0..KEYS).map(|_| CentWindows::new(&windows)).collect();
+    let mut scratch = DistinctScratch::default();
+    let mut rng = Lcg(0x5EED);
+    let mut out = [FeatureValue::Null; 2];
+    let mut exact = Vec::new();
+    let mut wm = 1_767_225_600_000i64;
+    let mut worst = 0.0f64;
+    for n in 0..EVENTS {
+        wm += i64::from(rng.below(4) == 0);
+        let ts = if rng.below(100) == 0 {
+            wm - rng.below(lateness as u64 + 1) as i64
+        } else {
+            wm
+        };
+        let cents = match rng.below(2000) {
+            0 => 1_234_567_891 + rng.below(1000) as i64,
+            1 => 1,
+            _ => 1 + rng.below(100_000) as i64,
+        };
+        let key = rng.below(KEYS) as usize;
+        let field = [FieldObs {
+            present: true,
+            num: cents as f64 / 100.0,
+            bytes: &[],
+        }];
+        states[key].observe(spec, ts, &field, wm - lateness, &mut scratch, &mut out);
+        oracles[key].push(ts, cents, wm - lateness, &mut exact);
+        for (got, &want) in out.iter().zip(&exact) {
+            let FeatureValue::Num(got) = *got else {
+                panic!("sum is a number, got {got:?}");
+            };
+            let want = want as f64 / 100.0;
+            let rel = ((got - want) / want).abs();
+            worst = worst.max(rel);
+            assert!(
+                rel <= 1e-9,
+                "event {n}: sum {got} vs exact {want} (relative {rel:e})"
+            );
+        }
+    }
+    assert!(worst < 1e-12, "worst relative error {worst:e}");
+}
+
+/// A long stream over many keys with steadily advancing time: dropping expired keys keeps the
+/// number of live keys and the registers held bounded by what the active windows need.
+#[test]
+fn memory_stays_bounded_by_the_active_window() {
+    const EVENTS: i64 = 200_000;
+    const DROP_EVERY: usize = 500;
+    let lateness = 100;
+    let max_window = 1_000;
+    let max_granularity = 100;
+    let plan = Plan::new(
+        vec![
+            feature("sum", Agg::Sum, Some("amount"), max_window, 1),
+            feature("max", Agg::Max, Some("amount"), 300, 1),
+            feature("n", Agg::Count, None, 200, 1),
+            feature("coarse", Agg::Count, None, max_window, max_granularity),
+            feature("devices", Agg::DistinctCount, Some("device"), max_window, 1),
+            feature("last", Agg::Last, Some("amount"), 10, 1),
+        ],
+        lateness,
+    )
+    .expect("valid");
+    let series = plan.keys[0].series.len();
+    let mut h = Harness::new(plan, DROP_EVERY);
+    let mut rng = Lcg(42);
+    let mut recent: VecDeque<i64> = VecDeque::new();
+    let mut max_live = 0;
+    let mut max_size = 0;
+    let hot = Some(0);
+    for n in 0..EVENTS {
+        let wm = 1_000_000 + n;
+        let ts = if rng.below(10) == 0 {
+            wm - rng.below(lateness as u64 + 1) as i64
+        } else {
+            wm
+        };
+        let user = if rng.below(5) == 0 {
+            hot
+        } else {
+            Some(1 + rng.below(100_000) as u32)
+        };
+        let e = Event {
+            ts,
+            user,
+            device: Some(rng.below(50) as u32),
+            merchant: None,
+            cents: Some(1 + rng.below(100_000) as i64),
+        };
+        h.push(&e).expect("never late");
+        // The watermark bounds the event time from above and keeps `recent` sorted.
+        recent.push_back(wm);
+        if (n as usize + 1) % DROP_EVERY == 0 {
+            // A key held after a drop has an event no older than its own horizon at its last
+            // observe, which is at most a window, the lateness and a bucket behind the floor.
+            let floor = h.floor().expect("events seen");
+            let horizon = floor - 2 * (max_window + lateness + max_granularity);
+            while recent.front().is_some_and(|&t| t < horizon) {
+                recent.pop_front();
+            }
+            let live = h.live_keys();
+            let size = h.total_size();
+            assert!(
+                live <= recent.len(),
+                "event {n}: {live} live keys, {} recent events",
+                recent.len()
+            );
+            assert!(
+                size <= series * recent.len(),
+                "event {n}: {size} registers held, {} recent events",
+                recent.len()
+            );
+            max_live = max_live.max(live);
+            max_size = max_size.max(size);
+        }
+    }
+    // Far beyond every window and the lateness, everything expires.
+    let floor = h.floor().expect("events seen") + max_window + max_granularity + lateness + 1;
+    h.drop_expired(floor);
+    assert_eq!(
+        h.live_keys(),
+        0,
+        "every key expires once time has moved past its windows"
+    );
+    assert!(max_live < 4_000, "{max_live} live keys");
+    assert!(max_size < 4_000 * series, "{max_size} registers held");
+}

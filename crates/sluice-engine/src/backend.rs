@@ -1,0 +1,168 @@
+//! The state-backend seam: where the registers of each key live.
+//!
+//! A shard hands its backend the updates of one batch in input order and gets the feature
+//! values back; the window math itself ([`KeyState`]) is shared by every backend. Batches (not
+//! single events) cross the seam so that a remote backend can pipeline a whole batch per node.
+//! Backends are a closed set chosen in one place ([`Backend`]), keeping the hot path
+//! monomorphic.
+
+use rustc_hash::FxHashMap;
+use sluice_core::distinct::DistinctScratch;
+use sluice_core::{FeatureValue, FieldObs, KeyState, Plan, KEY_GROUPS};
+
+use crate::error::Result;
+
+/// One event's update of one key.
+#[derive(Debug, Clone, Copy)]
+pub struct Update<'a> {
+    /// Index of the key spec in the plan.
+    pub key_spec: usize,
+    /// Key group of the key.
+    pub group: u16,
+    /// The encoded key.
+    pub key: &'a [u8],
+    /// Event time in epoch milliseconds.
+    pub ts: i64,
+    /// The oldest event time a later event may have (newest time seen minus lateness).
+    pub floor: i64,
+    /// The event's `of` fields, indexed like the plan's fields.
+    pub fields: &'a [FieldObs<'a>],
+}
+
+/// Where the registers of keys live.
+pub trait StateBackend: Send {
+    /// Applies `updates` in order, appending to `out` the values of each update's key spec
+    /// features (`plan.keys[u.key_spec].features.len()` values per update).
+    fn apply(
+        &mut self,
+        plan: &Plan,
+        updates: &[Update<'_>],
+        out: &mut Vec<FeatureValue>,
+    ) -> Result<()>;
+
+    /// Number of keys held.
+    fn live_keys(&self) -> usize;
+}
+
+/// The state backends, chosen from configuration in one place.
+#[derive(Debug)]
+pub enum Backend {
+    /// In-process memory (the default).
+    Memory(MemoryBackend),
+}
+
+impl StateBackend for Backend {
+    fn apply(
+        &mut self,
+        plan: &Plan,
+        updates: &[Update<'_>],
+        out: &mut Vec<FeatureValue>,
+    ) -> Result<()> {
+        match self {
+            Backend::Memory(m) => m.apply(plan, updates, out),
+        }
+    }
+
+    fn live_keys(&self) -> usize {
+        match self {
+            Backend::Memory(m) => m.live_keys(),
+        }
+    }
+}
+
+/// Keys of one key group, one map per key spec.
+#[derive(Debug, Default)]
+struct GroupState {
+    maps: Vec<FxHashMap<Box<[u8]>, KeyState>>,
+}
+
+/// Registers in process memory, organised by key group so that a group can be snapshotted or
+/// handed to another shard as a unit.
+#[derive(Debug)]
+pub struct MemoryBackend {
+    groups: Vec<Option<Box<GroupState>>>,
+    scratch: DistinctScratch,
+    live: usize,
+    since_sweep: usize,
+    floor: i64,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        MemoryBackend {
+            groups: (0..KEY_GROUPS).map(|_| None).collect(),
+            scratch: DistinctScratch::default(),
+            live: 0,
+            since_sweep: 0,
+            floor: i64::MIN,
+        }
+    }
+}
+
+/// Fewest updates between two sweeps for cold keys.
+const MIN_SWEEP_INTERVAL: usize = 1 << 16;
+
+impl MemoryBackend {
+    /// Drops every key that no future window can reach. Runs after as many updates as there
+    /// are live keys, so its cost is amortised O(1) per update.
+    fn sweep(&mut self, plan: &Plan) {
+        let floor = self.floor;
+        let mut live = 0;
+        for group in self.groups.iter_mut().flatten() {
+            for (k, map) in group.maps.iter_mut().enumerate() {
+                let spec = &plan.keys[k];
+                map.retain(|_, state| !state.is_expired(spec, floor));
+                live += map.len();
+            }
+        }
+        self.live = live;
+        self.since_sweep = 0;
+    }
+}
+
+impl StateBackend for MemoryBackend {
+    fn apply(
+        &mut self,
+        plan: &Plan,
+        updates: &[Update<'_>],
+        out: &mut Vec<FeatureValue>,
+    ) -> Result<()> {
+        for u in updates {
+            let spec = &plan.keys[u.key_spec];
+            let group = self.groups[usize::from(u.group)].get_or_insert_with(|| {
+                Box::new(GroupState {
+                    maps: plan.keys.iter().map(|_| FxHashMap::default()).collect(),
+                })
+            });
+            let map = &mut group.maps[u.key_spec];
+            let state = match map.get_mut(u.key) {
+                Some(state) => state,
+                None => {
+                    self.live += 1;
+                    map.entry(u.key.into())
+                        .or_insert_with(|| KeyState::new(spec))
+                }
+            };
+            let start = out.len();
+            out.resize(start + spec.features.len(), FeatureValue::Null);
+            state.observe(
+                spec,
+                u.ts,
+                u.fields,
+                u.floor,
+                &mut self.scratch,
+                &mut out[start..],
+            );
+            self.floor = self.floor.max(u.floor);
+        }
+        self.since_sweep += updates.len();
+        if self.since_sweep >= self.live.max(MIN_SWEEP_INTERVAL) {
+            self.sweep(plan);
+        }
+        Ok(())
+    }
+
+    fn live_keys(&self) -> usize {
+        self.live
+    }
+}

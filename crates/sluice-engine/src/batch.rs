@@ -1,0 +1,132 @@
+//! Batches: the unit of work between stages. A batch holds raw records as read, then what the
+//! parse stage extracted from each of them.
+
+/// Raw records of one batch, as read from the source.
+#[derive(Debug)]
+pub enum RawBatch {
+    /// Whole JSONL lines separated by `\n`; `first_line` is the 1-based line number of the first.
+    Lines {
+        /// The bytes of the lines.
+        data: Vec<u8>,
+        /// Line number of the first line.
+        first_line: u64,
+    },
+    /// CSV rows, already split into fields by the reader.
+    Csv(Vec<CsvRow>),
+}
+
+/// One CSV row or the error the CSV reader gave for it.
+#[derive(Debug)]
+pub struct CsvRow {
+    /// 1-based line number where the row starts.
+    pub line: u64,
+    /// The fields, or why the row could not be read.
+    pub fields: Result<csv::ByteRecord, String>,
+}
+
+/// A range of bytes in either the raw batch data or the parse arena.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Span {
+    /// Whether the bytes are in [`ParsedBatch::arena`] (else in the raw lines).
+    pub in_arena: bool,
+    /// Start offset.
+    pub start: usize,
+    /// End offset (exclusive).
+    pub end: usize,
+}
+
+/// Why a record went to the dead letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// A short, stable code: `malformed`, `missing_time`, `bad_time`, `wrong_type`,
+    /// `reserved_field`, `invalid_utf8`, `late`.
+    pub reason: &'static str,
+    /// A human-readable explanation naming the field and what was expected.
+    pub message: String,
+}
+
+/// What the parse stage extracted from one record.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Source position: 1-based line number.
+    pub line: u64,
+    /// Event time in epoch milliseconds.
+    pub ts: i64,
+    /// The record as read (for dead letters).
+    pub raw: Span,
+    /// The JSON object text without its closing brace (for the output).
+    pub body: Span,
+    /// Set when the record is rejected.
+    pub rejection: Option<Box<Rejection>>,
+}
+
+/// The value type of an extracted field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FieldKind {
+    /// Absent or null.
+    #[default]
+    Missing,
+    /// A number (in [`FieldSlot::num`]).
+    Num,
+    /// A string (its text follows the tag byte in the arena).
+    Str,
+    /// A boolean.
+    Bool,
+}
+
+/// An extracted `of` field of one event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FieldSlot {
+    /// Its type.
+    pub kind: FieldKind,
+    /// Its number, for [`FieldKind::Num`].
+    pub num: f64,
+    /// Its canonical bytes (type tag then text) in the arena.
+    pub start: usize,
+    /// End of the canonical bytes.
+    pub end: usize,
+}
+
+/// An encoded key of one event for one key spec.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeySlot {
+    /// Whether every key field was present.
+    pub present: bool,
+    /// Its key group.
+    pub group: u16,
+    /// Encoded key in the arena.
+    pub start: usize,
+    /// End of the encoded key.
+    pub end: usize,
+}
+
+/// A batch after parsing.
+#[derive(Debug)]
+pub struct ParsedBatch {
+    /// Position of the batch in the input (0, 1, 2, ...).
+    pub seq: u64,
+    /// The records as read.
+    pub raw: RawBatch,
+    /// One per record, in input order.
+    pub events: Vec<Event>,
+    /// `events.len() * plan.keys.len()` keys, event-major.
+    pub keys: Vec<KeySlot>,
+    /// `events.len() * plan.fields.len()` fields, event-major.
+    pub fields: Vec<FieldSlot>,
+    /// Bytes referred to by spans and slots.
+    pub arena: Vec<u8>,
+}
+
+impl ParsedBatch {
+    /// The bytes of a span.
+    pub fn bytes(&self, span: Span) -> &[u8] {
+        if span.in_arena {
+            &self.arena[span.start..span.end]
+        } else {
+            match &self.raw {
+                RawBatch::Lines { data, .. } => &data[span.start..span.end],
+                RawBatch::Csv(_) => &[],
+            }
+        }
+    }
+}

@@ -1,0 +1,669 @@
+//! The parse stage: extracts the event time, keys and aggregated fields from raw records
+//! without building a JSON tree; everything else in a record is validated and skipped.
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use sluice_core::{key_group, KeyEncoder, Plan};
+
+use crate::batch::{
+    CsvRow, Event, FieldKind, FieldSlot, KeySlot, ParsedBatch, RawBatch, Rejection, Span,
+};
+use crate::format::escape_json_str;
+use crate::time::TimeFormat;
+
+/// The output field every enriched event gets; an input record may not have it.
+pub const FEATURES_FIELD: &str = "features";
+
+/// A field value as captured from a record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Captured {
+    Missing,
+    Null,
+    Int(i64),
+    Float(f64),
+    /// Text at `start..end` of the scratch text buffer.
+    Str(usize, usize),
+    Bool(bool),
+    Other(&'static str),
+}
+
+/// What to extract from records, derived once from the plan.
+#[derive(Debug, Clone)]
+pub struct Extractor {
+    names: Vec<String>,
+    time: usize,
+    time_format: TimeFormat,
+    key_fields: Vec<Vec<usize>>,
+    of_fields: Vec<usize>,
+    numeric: Vec<bool>,
+    csv_header: Vec<Option<usize>>,
+    csv_names: Vec<String>,
+}
+
+/// Per-thread scratch space of the parse stage.
+#[derive(Debug, Default)]
+pub struct ParseScratch {
+    caps: Vec<Captured>,
+    text: Vec<u8>,
+    reserved: bool,
+}
+
+impl Extractor {
+    /// Builds the extractor for a plan whose events carry their time in `time_field`.
+    pub fn new(plan: &Plan, time_field: &str, time_format: TimeFormat) -> Self {
+        let mut names: Vec<String> = vec![time_field.to_owned()];
+        let mut index = |name: &str| match names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                names.push(name.to_owned());
+                names.len() - 1
+            }
+        };
+        let key_fields = plan
+            .keys
+            .iter()
+            .map(|k| k.by.iter().map(|f| index(f)).collect())
+            .collect();
+        let of_fields = plan.fields.iter().map(|f| index(f)).collect();
+        Extractor {
+            names,
+            time: 0,
+            time_format,
+            key_fields,
+            of_fields,
+            numeric: plan.numeric_fields.clone(),
+            csv_header: Vec::new(),
+            csv_names: Vec::new(),
+        }
+    }
+
+    /// Sets the CSV header (the column names, in order).
+    pub fn with_csv_header(mut self, header: Vec<String>) -> Self {
+        self.csv_header = header
+            .iter()
+            .map(|h| self.names.iter().position(|n| n == h))
+            .collect();
+        self.csv_names = header;
+        self
+    }
+
+    fn lookup(&self, name: &str) -> KeyMatch {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            KeyMatch::Wanted(i)
+        } else if name == FEATURES_FIELD {
+            KeyMatch::Reserved
+        } else {
+            KeyMatch::Other
+        }
+    }
+
+    /// Parses every record of a raw batch.
+    pub fn parse_batch(&self, seq: u64, raw: RawBatch, scratch: &mut ParseScratch) -> ParsedBatch {
+        let mut out = ParsedBatch {
+            seq,
+            raw: RawBatch::Csv(Vec::new()),
+            events: Vec::new(),
+            keys: Vec::new(),
+            fields: Vec::new(),
+            arena: Vec::new(),
+        };
+        match &raw {
+            RawBatch::Lines { data, first_line } => {
+                out.events.reserve(data.len() / 64);
+                let mut line_no = *first_line;
+                let mut start = 0;
+                while start < data.len() {
+                    let end =
+                        memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+                    let line = trim_end(&data[start..end]);
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        self.parse_json_line(line, start, line_no, scratch, &mut out);
+                    }
+                    start = end + 1;
+                    line_no += 1;
+                }
+            }
+            RawBatch::Csv(rows) => {
+                for row in rows {
+                    self.parse_csv_row(row, scratch, &mut out);
+                }
+            }
+        }
+        out.raw = raw;
+        out
+    }
+
+    fn parse_json_line(
+        &self,
+        line: &[u8],
+        offset: usize,
+        line_no: u64,
+        s: &mut ParseScratch,
+        out: &mut ParsedBatch,
+    ) {
+        s.caps.clear();
+        s.caps.resize(self.names.len(), Captured::Missing);
+        s.text.clear();
+        s.reserved = false;
+        let raw = Span {
+            in_arena: false,
+            start: offset,
+            end: offset + line.len(),
+        };
+        // The body is the object without its closing brace; a valid object ends with `}`.
+        let body = Span {
+            end: raw.end.saturating_sub(1),
+            ..raw
+        };
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let parsed = de
+            .deserialize_map(LineVisitor { ex: self, s })
+            .and_then(|()| de.end());
+        let rejection = match parsed {
+            Err(e) => Some(Rejection {
+                reason: "malformed",
+                message: format!("malformed JSON: {e}"),
+            }),
+            Ok(()) => None,
+        };
+        self.finish_event(line_no, raw, body, rejection, s, out);
+    }
+
+    fn parse_csv_row(&self, row: &CsvRow, s: &mut ParseScratch, out: &mut ParsedBatch) {
+        s.caps.clear();
+        s.caps.resize(self.names.len(), Captured::Missing);
+        s.text.clear();
+        s.reserved = false;
+        let raw_start = out.arena.len();
+        let record = match &row.fields {
+            Ok(record) => record,
+            Err(message) => {
+                let span = Span {
+                    in_arena: true,
+                    start: raw_start,
+                    end: raw_start,
+                };
+                let rejection = Rejection {
+                    reason: "malformed",
+                    message: format!("malformed CSV: {message}"),
+                };
+                return self.finish_event(row.line, span, span, Some(rejection), s, out);
+            }
+        };
+        // The raw record, re-encoded as one CSV line, for the dead letters.
+        for (i, cell) in record.iter().enumerate() {
+            if i > 0 {
+                out.arena.push(b',');
+            }
+            write_csv_cell(&mut out.arena, cell);
+        }
+        let raw = Span {
+            in_arena: true,
+            start: raw_start,
+            end: out.arena.len(),
+        };
+        let mut rejection = None;
+        if record.len() != self.csv_names.len() {
+            rejection = Some(Rejection {
+                reason: "malformed",
+                message: format!(
+                    "malformed CSV: the row has {} fields but the header has {}",
+                    record.len(),
+                    self.csv_names.len()
+                ),
+            });
+        }
+        let body_start = out.arena.len();
+        out.arena.push(b'{');
+        for (i, cell) in record.iter().enumerate() {
+            if rejection.is_some() {
+                break;
+            }
+            let Ok(text) = std::str::from_utf8(cell) else {
+                rejection = Some(Rejection {
+                    reason: "invalid_utf8",
+                    message: format!(
+                        "column `{}` is not valid UTF-8",
+                        self.csv_names.get(i).map_or("?", |n| n)
+                    ),
+                });
+                break;
+            };
+            let name = &self.csv_names[i];
+            if i > 0 {
+                out.arena.push(b',');
+            }
+            escape_json_str(&mut out.arena, name);
+            out.arena.push(b':');
+            let value = if text.is_empty() {
+                out.arena.extend_from_slice(b"null");
+                Captured::Null
+            } else if let Some(number) = json_number(text) {
+                out.arena.extend_from_slice(text.as_bytes());
+                number
+            } else {
+                escape_json_str(&mut out.arena, text);
+                let start = s.text.len();
+                s.text.extend_from_slice(text.as_bytes());
+                Captured::Str(start, s.text.len())
+            };
+            if name == FEATURES_FIELD {
+                s.reserved = true;
+            }
+            if let Some(Some(w)) = self.csv_header.get(i) {
+                s.caps[*w] = value;
+            }
+        }
+        let body = Span {
+            in_arena: true,
+            start: body_start,
+            end: out.arena.len(),
+        };
+        self.finish_event(row.line, raw, body, rejection, s, out);
+    }
+
+    /// Turns the captured fields into the event's time, keys and fields.
+    fn finish_event(
+        &self,
+        line: u64,
+        raw: Span,
+        body: Span,
+        mut rejection: Option<Rejection>,
+        s: &ParseScratch,
+        out: &mut ParsedBatch,
+    ) {
+        let arena_mark = out.arena.len();
+        let mut ts = 0;
+        if rejection.is_none() && s.reserved {
+            rejection = Some(Rejection {
+                reason: "reserved_field",
+                message: format!(
+                    "the field `{FEATURES_FIELD}` is reserved for the computed features"
+                ),
+            });
+        }
+        if rejection.is_none() {
+            match self.time(s) {
+                Ok(t) => ts = t,
+                Err(r) => rejection = Some(r),
+            }
+        }
+        if rejection.is_none() {
+            for fields in &self.key_fields {
+                match self.key(fields, s, &mut out.arena) {
+                    Ok(slot) => out.keys.push(slot),
+                    Err(r) => {
+                        rejection = Some(r);
+                        break;
+                    }
+                }
+            }
+        }
+        if rejection.is_none() {
+            for (j, &w) in self.of_fields.iter().enumerate() {
+                match self.field(j, w, s, &mut out.arena) {
+                    Ok(slot) => out.fields.push(slot),
+                    Err(r) => {
+                        rejection = Some(r);
+                        break;
+                    }
+                }
+            }
+        }
+        if rejection.is_some() {
+            // Keep the arrays event-major: a rejected event gets placeholders.
+            out.arena.truncate(arena_mark);
+            let n = out.events.len();
+            out.keys.truncate(n * self.key_fields.len());
+            out.keys
+                .resize((n + 1) * self.key_fields.len(), KeySlot::default());
+            out.fields.truncate(n * self.of_fields.len());
+            out.fields
+                .resize((n + 1) * self.of_fields.len(), FieldSlot::default());
+        }
+        out.events.push(Event {
+            line,
+            ts,
+            raw,
+            body,
+            rejection: rejection.map(Box::new),
+        });
+    }
+
+    fn text<'s>(s: &'s ParseScratch, start: usize, end: usize) -> &'s str {
+        std::str::from_utf8(&s.text[start..end]).unwrap_or_default()
+    }
+
+    fn time(&self, s: &ParseScratch) -> Result<i64, Rejection> {
+        let name = &self.names[self.time];
+        let bad = |message: String| Rejection {
+            reason: "bad_time",
+            message: format!("time field `{name}`: {message}"),
+        };
+        match s.caps[self.time] {
+            Captured::Missing | Captured::Null => Err(Rejection {
+                reason: "missing_time",
+                message: format!("the time field `{name}` is missing"),
+            }),
+            Captured::Int(v) => self.time_format.from_int(v).map_err(bad),
+            Captured::Float(v) => self.time_format.from_float(v).map_err(bad),
+            Captured::Str(a, b) => self.time_format.from_text(Self::text(s, a, b)).map_err(bad),
+            Captured::Bool(_) => Err(bad(format!(
+                "expected {}, got a boolean",
+                self.time_format.name()
+            ))),
+            Captured::Other(t) => Err(bad(format!(
+                "expected {}, got {t}",
+                self.time_format.name()
+            ))),
+        }
+    }
+
+    fn key(
+        &self,
+        fields: &[usize],
+        s: &ParseScratch,
+        arena: &mut Vec<u8>,
+    ) -> Result<KeySlot, Rejection> {
+        let start = arena.len();
+        let mut enc = KeyEncoder::new(arena);
+        for &w in fields {
+            match s.caps[w] {
+                Captured::Missing | Captured::Null => {
+                    arena.truncate(start);
+                    return Ok(KeySlot::default());
+                }
+                Captured::Int(v) => enc.int(v),
+                Captured::Float(v) => enc.num(v),
+                Captured::Str(a, b) => enc.str(Self::text(s, a, b)),
+                Captured::Bool(v) => enc.bool(v),
+                Captured::Other(t) => {
+                    return Err(Rejection {
+                        reason: "wrong_type",
+                        message: format!(
+                            "key field `{}`: expected a string, number or boolean, got {t}",
+                            self.names[w]
+                        ),
+                    })
+                }
+            }
+        }
+        Ok(KeySlot {
+            present: true,
+            group: key_group(&arena[start..]) as u16,
+            start,
+            end: arena.len(),
+        })
+    }
+
+    fn field(
+        &self,
+        j: usize,
+        w: usize,
+        s: &ParseScratch,
+        arena: &mut Vec<u8>,
+    ) -> Result<FieldSlot, Rejection> {
+        let start = arena.len();
+        let wrong = |got: &str| Rejection {
+            reason: "wrong_type",
+            message: format!(
+                "field `{}`: expected {}, got {got}",
+                self.names[w],
+                if self.numeric[j] {
+                    "a number"
+                } else {
+                    "a number, string or boolean"
+                }
+            ),
+        };
+        let mut enc = KeyEncoder::new(arena);
+        let (kind, num) = match s.caps[w] {
+            Captured::Missing | Captured::Null => return Ok(FieldSlot::default()),
+            Captured::Int(v) => {
+                enc.int(v);
+                (FieldKind::Num, v as f64)
+            }
+            Captured::Float(v) => {
+                enc.num(v);
+                (FieldKind::Num, v)
+            }
+            Captured::Str(a, b) if !self.numeric[j] => {
+                enc.str(Self::text(s, a, b));
+                (FieldKind::Str, 0.0)
+            }
+            Captured::Bool(v) if !self.numeric[j] => {
+                enc.bool(v);
+                (FieldKind::Bool, 0.0)
+            }
+            Captured::Str(a, b) => {
+                return Err(wrong(&format!("the string {:?}", Self::text(s, a, b))))
+            }
+            Captured::Bool(v) => return Err(wrong(&format!("the boolean {v}"))),
+            Captured::Other(t) => return Err(wrong(t)),
+        };
+        Ok(FieldSlot {
+            kind,
+            num,
+            start,
+            end: arena.len(),
+        })
+    }
+}
+
+/// The text of a string field slot (after the tag byte, before the length suffix).
+pub fn slot_text<'a>(arena: &'a [u8], slot: &FieldSlot) -> &'a [u8] {
+    &arena[(slot.start + 1).min(slot.end)..slot.end.saturating_sub(4).max(slot.start)]
+}
+
+fn trim_end(line: &[u8]) -> &[u8] {
+    let mut end = line.len();
+    while end > 0 && line[end - 1].is_ascii_whitespace() {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+/// The value of `text` if it is a JSON number.
+fn json_number(text: &str) -> Option<Captured> {
+    let b = text.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let int_start = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    let int_len = i - int_start;
+    if int_len == 0 || (int_len > 1 && b[int_start] == b'0') {
+        return None;
+    }
+    let mut integral = true;
+    if i < b.len() && b[i] == b'.' {
+        integral = false;
+        i += 1;
+        let s = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == s {
+            return None;
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        integral = false;
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        let s = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == s {
+            return None;
+        }
+    }
+    if i != b.len() {
+        return None;
+    }
+    if integral {
+        if let Ok(v) = text.parse::<i64>() {
+            return Some(Captured::Int(v));
+        }
+    }
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .map(Captured::Float)
+}
+
+fn write_csv_cell(out: &mut Vec<u8>, cell: &[u8]) {
+    if cell
+        .iter()
+        .any(|&c| matches!(c, b',' | b'"' | b'\n' | b'\r'))
+    {
+        out.push(b'"');
+        for &c in cell {
+            if c == b'"' {
+                out.push(b'"');
+            }
+            out.push(c);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(cell);
+    }
+}
+
+enum KeyMatch {
+    Wanted(usize),
+    Reserved,
+    Other,
+}
+
+struct KeySeed<'a>(&'a Extractor);
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = KeyMatch;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<KeyMatch, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = KeyMatch;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyMatch, E> {
+        Ok(self.0.lookup(v))
+    }
+}
+
+struct ValueSeed<'a>(&'a mut Vec<u8>);
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Captured;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Captured, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ValueSeed<'_> {
+    type Value = Captured;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Captured, E> {
+        Ok(Captured::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Captured, E> {
+        Ok(Captured::Int(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Captured, E> {
+        Ok(i64::try_from(v).map_or(Captured::Float(v as f64), Captured::Int))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Captured, E> {
+        Ok(Captured::Float(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Captured, E> {
+        let start = self.0.len();
+        self.0.extend_from_slice(v.as_bytes());
+        Ok(Captured::Str(start, self.0.len()))
+    }
+
+    fn visit_unit<E>(self) -> Result<Captured, E> {
+        Ok(Captured::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Captured, E> {
+        Ok(Captured::Null)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Captured, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Captured::Other("an object"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Captured, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Captured::Other("an array"))
+    }
+}
+
+struct LineVisitor<'a> {
+    ex: &'a Extractor,
+    s: &'a mut ParseScratch,
+}
+
+impl<'de> Visitor<'de> for LineVisitor<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key_seed(KeySeed(self.ex))? {
+            match key {
+                KeyMatch::Wanted(i) => {
+                    let value = map.next_value_seed(ValueSeed(&mut self.s.text))?;
+                    self.s.caps[i] = value;
+                }
+                KeyMatch::Reserved => {
+                    self.s.reserved = true;
+                    map.next_value::<IgnoredAny>()?;
+                }
+                KeyMatch::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_json_numbers() {
+        assert_eq!(json_number("42"), Some(Captured::Int(42)));
+        assert_eq!(json_number("-1.5e3"), Some(Captured::Float(-1500.0)));
+        for not in [
+            "", "-", "01", "1.", ".5", "1e", "abc", "1 ", "0x10", "NaN", "inf",
+        ] {
+            assert_eq!(json_number(not), None, "{not}");
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! A run: the threads of a pipeline and the batches flowing between them.
+//!
+//! ```text
+//! reader ─▶ [parse jobs] ─▶ workers ─▶ router (input order, lateness, key groups)
+//!                                        │ per-shard work           ▲ shard results
+//!                                        ▼                          │
+//!                                      workers (shard i owns groups i·G/N..) ─┘
+//!            router ─▶ [format jobs] ─▶ workers ─▶ writer (input order) ─▶ sink
+//! ```
+//!
+//! Each of the N workers owns one shard's state and also takes parse and format jobs from
+//! shared queues, so every CPU-heavy step runs on N threads and a run with N workers uses N
+//! cores. The reader, router and writer only move batches. A fixed number of batch tokens
+//! bounds memory: the reader takes one per batch and the writer returns it.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, never, unbounded, Receiver, Select, Sender};
+use sluice_core::{FeatureValue, Plan};
+
+use crate::backend::{Backend, MemoryBackend};
+use crate::batch::{ParsedBatch, RawBatch};
+use crate::error::{Error, Result};
+use crate::format::{write_dead_letter, OutputLayout};
+use crate::parse::{Extractor, ParseScratch};
+use crate::router::{RoutedBatch, Router};
+use crate::shard;
+use crate::source::{CsvBatcher, Input, InputFormat, LineBatcher};
+use crate::time::TimeFormat;
+
+/// Everything a run needs to know about the pipeline.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The features, grouped.
+    pub plan: Arc<Plan>,
+    /// Name of the event time field.
+    pub time_field: String,
+    /// How the event time is written.
+    pub time_format: TimeFormat,
+    /// Number of shards and worker threads (>= 1).
+    pub workers: usize,
+    /// Approximate size of a JSONL batch in bytes.
+    pub batch_bytes: usize,
+    /// Rows per CSV batch.
+    pub csv_batch_rows: usize,
+}
+
+impl Job {
+    /// A job with default batching.
+    pub fn new(
+        plan: Plan,
+        time_field: impl Into<String>,
+        time_format: TimeFormat,
+        workers: usize,
+    ) -> Self {
+        Job {
+            plan: Arc::new(plan),
+            time_field: time_field.into(),
+            time_format,
+            workers: workers.clamp(1, sluice_core::KEY_GROUPS as usize),
+            batch_bytes: 256 * 1024,
+            csv_batch_rows: 2048,
+        }
+    }
+}
+
+/// Counters of a run, readable while it goes (for progress reports).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records read from the input.
+    pub records_read: AtomicU64,
+    /// Bytes of input read.
+    pub bytes_read: AtomicU64,
+    /// Enriched events written.
+    pub events_written: AtomicU64,
+    /// Records written to the dead letters.
+    pub dead_letters: AtomicU64,
+    /// Of which rejected as late.
+    pub late: AtomicU64,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Records read.
+    pub records: u64,
+    /// Enriched events written.
+    pub events: u64,
+    /// Records sent to the dead letters.
+    pub dead_letters: u64,
+    /// Of which late.
+    pub late: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// Records per second.
+    pub fn records_per_sec(&self) -> f64 {
+        self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Where the run's output goes.
+pub struct Outputs {
+    /// Enriched events.
+    pub events: Box<dyn Write + Send>,
+    /// Dead letters.
+    pub dead_letters: Box<dyn Write + Send>,
+}
+
+enum RouterMsg {
+    Parsed(ParsedBatch),
+    ShardDone {
+        seq: u64,
+        shard: usize,
+        values: Result<Vec<FeatureValue>>,
+    },
+    End {
+        batches: u64,
+    },
+}
+
+struct FormatJob {
+    batch: Arc<RoutedBatch>,
+    results: Vec<Vec<FeatureValue>>,
+}
+
+struct Formatted {
+    seq: u64,
+    events: Vec<u8>,
+    dead: Vec<u8>,
+    n_events: u64,
+    n_dead: u64,
+    n_late: u64,
+}
+
+/// Runs a job over an input to completion.
+pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Result<Summary> {
+    let started = Instant::now();
+    let n = job.workers;
+    let plan = Arc::clone(&job.plan);
+    let source_name = input.name.display().to_string();
+    let mut extractor = Extractor::new(&plan, &job.time_field, job.time_format);
+    enum Batcher {
+        Lines(LineBatcher),
+        Csv(CsvBatcher),
+    }
+    let mut batcher = match input.format {
+        InputFormat::Jsonl => Batcher::Lines(LineBatcher::new(
+            input.reader,
+            input.name.clone(),
+            job.batch_bytes,
+        )),
+        InputFormat::Csv => {
+            let b = CsvBatcher::new(input.reader, input.name.clone(), job.csv_batch_rows)?;
+            extractor = extractor.with_csv_header(b.header().to_vec());
+            Batcher::Csv(b)
+        }
+    };
+    let extractor = Arc::new(extractor);
+    let layout = Arc::new(OutputLayout::new(&plan));
+
+    let max_in_flight = 4 * n + 4;
+    let (token_tx, token_rx) = bounded::<()>(max_in_flight);
+    for _ in 0..max_in_flight {
+        token_tx.send(()).map_err(|_| Error::Stage("setup"))?;
+    }
+    let (parse_tx, parse_rx) = unbounded::<(u64, RawBatch)>();
+    let (format_tx, format_rx) = unbounded::<FormatJob>();
+    let (router_tx, router_rx) = unbounded::<RouterMsg>();
+    let (written_tx, written_rx) = unbounded::<Formatted>();
+    let shard_channels: Vec<(Sender<Arc<RoutedBatch>>, Receiver<Arc<RoutedBatch>>)> =
+        (0..n).map(|_| unbounded()).collect();
+
+    thread::scope(|scope| {
+        // Reader.
+        let reader_router = router_tx.clone();
+        let reader_stats = Arc::clone(&stats);
+        let reader = thread::Builder::new()
+            .name("sluice-reader".into())
+            .spawn_scoped(scope, move || -> Result<()> {
+                let mut seq = 0;
+                loop {
+                    if token_rx.recv().is_err() {
+                        return Ok(()); // the writer stopped; its error is reported
+                    }
+                    let next = match &mut batcher {
+                        Batcher::Lines(b) => b.next_batch()?,
+                        Batcher::Csv(b) => b.next_batch()?,
+                    };
+                    let Some((raw, records)) = next else { break };
+                    if let RawBatch::Lines { data, .. } = &raw {
+                        reader_stats
+                            .bytes_read
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                    reader_stats
+                        .records_read
+                        .fetch_add(records, Ordering::Relaxed);
+                    if parse_tx.send((seq, raw)).is_err() {
+                        return Ok(());
+                    }
+                    seq += 1;
+                }
+                let _ = reader_router.send(RouterMsg::End { batches: seq });
+                Ok(())
+            })
+            .map_err(|_| Error::Stage("reader"))?;
+
+        // Workers: shard owners that also parse and format.
+        let mut workers = Vec::with_capacity(n);
+        for (i, (_, shard_rx)) in shard_channels.iter().enumerate() {
+            let shard_rx = shard_rx.clone();
+            let parse_rx = parse_rx.clone();
+            let format_rx = format_rx.clone();
+            let router_tx = router_tx.clone();
+            let written_tx = written_tx.clone();
+            let plan = Arc::clone(&plan);
+            let extractor = Arc::clone(&extractor);
+            let layout = Arc::clone(&layout);
+            let source_name = source_name.clone();
+            let handle = thread::Builder::new()
+                .name(format!("sluice-worker-{i}"))
+                .spawn_scoped(scope, move || {
+                    let mut backend = Backend::Memory(MemoryBackend::default());
+                    let mut scratch = ParseScratch::default();
+                    let mut shard_rx = shard_rx;
+                    let mut format_rx = format_rx;
+                    let mut parse_rx = parse_rx;
+                    loop {
+                        let job = match next_job(&mut shard_rx, &mut format_rx, &mut parse_rx) {
+                            Some(job) => job,
+                            None => return,
+                        };
+                        let sent = match job {
+                            WorkerJob::Shard(batch) => {
+                                let values = shard::process(&plan, &mut backend, &batch, i);
+                                router_tx
+                                    .send(RouterMsg::ShardDone {
+                                        seq: batch.parsed.seq,
+                                        shard: i,
+                                        values,
+                                    })
+                                    .is_ok()
+                            }
+                            WorkerJob::Format(job) => written_tx
+                                .send(format_batch(&plan, &layout, &source_name, job))
+                                .is_ok(),
+                            WorkerJob::Parse(seq, raw) => router_tx
+                                .send(RouterMsg::Parsed(extractor.parse_batch(
+                                    seq,
+                                    raw,
+                                    &mut scratch,
+                                )))
+                                .is_ok(),
+                        };
+                        if !sent {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|_| Error::Stage("worker"))?;
+            workers.push(handle);
+        }
+        drop(parse_rx);
+        drop(format_rx);
+        drop(written_tx);
+        let shard_txs: Vec<Sender<Arc<RoutedBatch>>> =
+            shard_channels.into_iter().map(|(tx, _)| tx).collect();
+
+        // Router.
+        let router_plan = Arc::clone(&plan);
+        let router = thread::Builder::new()
+            .name("sluice-router".into())
+            .spawn_scoped(scope, move || -> Result<()> {
+                drop(router_tx);
+                route_all(&router_plan, n, router_rx, shard_txs, format_tx)
+            })
+            .map_err(|_| Error::Stage("router"))?;
+
+        // Writer (this thread).
+        let written = write_all(written_rx, outputs, &token_tx, &stats);
+        drop(token_tx);
+
+        let reader = reader.join().unwrap_or(Err(Error::Stage("reader")));
+        let router = router.join().unwrap_or(Err(Error::Stage("router")));
+        let mut worker_panicked = false;
+        for w in workers {
+            worker_panicked |= w.join().is_err();
+        }
+        // Report the root cause: an I/O or backend error before a stage that merely stopped.
+        let results = [written, reader, router];
+        if let Some(e) = results.iter().find_map(|r| match r {
+            Err(e) if !matches!(e, Error::Stage(_)) => Some(e),
+            _ => None,
+        }) {
+            return Err(clone_error(e));
+        }
+        for r in results {
+            r?;
+        }
+        if worker_panicked {
+            return Err(Error::Stage("worker"));
+        }
+        Ok(())
+    })?;
+
+    let summary = Summary {
+        records: stats.records_read.load(Ordering::Relaxed),
+        events: stats.events_written.load(Ordering::Relaxed),
+        dead_letters: stats.dead_letters.load(Ordering::Relaxed),
+        late: stats.late.load(Ordering::Relaxed),
+        elapsed: started.elapsed(),
+    };
+    Ok(summary)
+}
+
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Input { path, source } => Error::Input {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::CsvHeader { path, message } => Error::CsvHeader {
+            path: path.clone(),
+            message: message.clone(),
+        },
+        Error::Output { what, source } => Error::Output {
+            what,
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Backend { backend, message } => Error::Backend {
+            backend,
+            message: message.clone(),
+        },
+        Error::Stage(s) => Error::Stage(s),
+    }
+}
+
+enum WorkerJob {
+    Shard(Arc<RoutedBatch>),
+    Format(FormatJob),
+    Parse(u64, RawBatch),
+}
+
+/// The next job of a worker: its own shard's work first (it holds up the merge), then
+/// formatting (it frees memory), then parsing. `None` once every queue is closed and empty.
+fn next_job(
+    shard_rx: &mut Receiver<Arc<RoutedBatch>>,
+    format_rx: &mut Receiver<FormatJob>,
+    parse_rx: &mut Receiver<(u64, RawBatch)>,
+) -> Option<WorkerJob> {
+    loop {
+        if let Ok(b) = shard_rx.try_recv() {
+            return Some(WorkerJob::Shard(b));
+        }
+        if let Ok(j) = format_rx.try_recv() {
+            return Some(WorkerJob::Format(j));
+        }
+        if let Ok((seq, raw)) = parse_rx.try_recv() {
+            return Some(WorkerJob::Parse(seq, raw));
+        }
+        let mut sel = Select::new();
+        let s = sel.recv(shard_rx);
+        let f = sel.recv(format_rx);
+        let p = sel.recv(parse_rx);
+        let op = sel.select();
+        let i = op.index();
+        if i == s {
+            match op.recv(shard_rx) {
+                Ok(b) => return Some(WorkerJob::Shard(b)),
+                Err(_) => *shard_rx = never(),
+            }
+        } else if i == f {
+            match op.recv(format_rx) {
+                Ok(j) => return Some(WorkerJob::Format(j)),
+                Err(_) => *format_rx = never(),
+            }
+        } else if i == p {
+            match op.recv(parse_rx) {
+                Ok((seq, raw)) => return Some(WorkerJob::Parse(seq, raw)),
+                Err(_) => *parse_rx = never(),
+            }
+        }
+        if is_never(shard_rx) && is_never(format_rx) && is_never(parse_rx) {
+            return None;
+        }
+    }
+}
+
+fn is_never<T>(r: &Receiver<T>) -> bool {
+    r.same_channel(&never())
+}
+
+struct Pending {
+    batch: Arc<RoutedBatch>,
+    results: Vec<Option<Vec<FeatureValue>>>,
+    remaining: usize,
+}
+
+/// The router loop: orders parsed batches, routes them to shards, and hands completed batches
+/// to the formatters.
+fn route_all(
+    plan: &Plan,
+    shards: usize,
+    rx: Receiver<RouterMsg>,
+    shard_txs: Vec<Sender<Arc<RoutedBatch>>>,
+    format_tx: Sender<FormatJob>,
+) -> Result<()> {
+    let mut router = Router::new(shards, plan.lateness_ms);
+    let mut parsed: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut next_seq = 0;
+    let mut total = None;
+    let mut done = 0;
+    let n_keys = plan.keys.len();
+    let finish = |p: Pending, format_tx: &Sender<FormatJob>| -> Result<()> {
+        let job = FormatJob {
+            batch: p.batch,
+            results: p
+                .results
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect(),
+        };
+        format_tx.send(job).map_err(|_| Error::Stage("formatter"))
+    };
+    while total != Some(done) {
+        let Ok(msg) = rx.recv() else {
+            return Err(Error::Stage("worker"));
+        };
+        match msg {
+            RouterMsg::End { batches } => total = Some(batches),
+            RouterMsg::Parsed(batch) => {
+                parsed.insert(batch.seq, batch);
+                while let Some(batch) = parsed.remove(&next_seq) {
+                    let routed = Arc::new(router.route(batch, n_keys));
+                    let mut p = Pending {
+                        batch: Arc::clone(&routed),
+                        results: vec![None; shards],
+                        remaining: 0,
+                    };
+                    for (i, items) in routed.items.iter().enumerate() {
+                        if !items.is_empty() {
+                            p.remaining += 1;
+                            shard_txs[i]
+                                .send(Arc::clone(&routed))
+                                .map_err(|_| Error::Stage("shard"))?;
+                        }
+                    }
+                    if p.remaining == 0 {
+                        finish(p, &format_tx)?;
+                        done += 1;
+                    } else {
+                        pending.insert(next_seq, p);
+                    }
+                    next_seq += 1;
+                }
+            }
+            RouterMsg::ShardDone { seq, shard, values } => {
+                let values = values?;
+                let p = pending.get_mut(&seq).ok_or(Error::Stage("router"))?;
+                p.results[shard] = Some(values);
+                p.remaining -= 1;
+                if p.remaining == 0 {
+                    let p = pending.remove(&seq).ok_or(Error::Stage("router"))?;
+                    finish(p, &format_tx)?;
+                    done += 1;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Formats one batch: enriched events and dead letters, each in input order.
+fn format_batch(plan: &Plan, layout: &OutputLayout, source: &str, job: FormatJob) -> Formatted {
+    let routed = &job.batch;
+    let batch = &routed.parsed;
+    let n_keys = plan.keys.len();
+    let n_fields = plan.fields.len();
+    // Where each (event, key spec) value block sits in the shard results.
+    let mut at: Vec<(u32, u32)> = vec![(u32::MAX, 0); batch.events.len() * n_keys];
+    for (shard, items) in routed.items.iter().enumerate() {
+        let mut offset = 0u32;
+        for item in items {
+            at[item.event as usize * n_keys + item.key_spec as usize] = (shard as u32, offset);
+            offset += layout.per_key(item.key_spec as usize) as u32;
+        }
+    }
+    let mut events = Vec::with_capacity(batch.arena.len() + batch.events.len() * 64);
+    let mut dead = Vec::new();
+    let (mut n_events, mut n_dead, mut n_late) = (0, 0, 0);
+    for (i, e) in batch.events.iter().enumerate() {
+        if let Some(rejection) = &e.rejection {
+            write_dead_letter(&mut dead, source, e.line, batch.bytes(e.raw), rejection);
+            n_dead += 1;
+            n_late += u64::from(rejection.reason == "late");
+            continue;
+        }
+        layout.write_event(&mut events, batch, i, n_fields, |k, slot| {
+            let (shard, offset) = at[i * n_keys + k];
+            (shard != u32::MAX).then(|| job.results[shard as usize][offset as usize + slot])
+        });
+        n_events += 1;
+    }
+    Formatted {
+        seq: batch.seq,
+        events,
+        dead,
+        n_events,
+        n_dead,
+        n_late,
+    }
+}
+
+/// The writer loop: writes formatted batches in input order and returns their tokens.
+fn write_all(
+    rx: Receiver<Formatted>,
+    mut outputs: Outputs,
+    tokens: &Sender<()>,
+    stats: &Stats,
+) -> Result<()> {
+    let mut waiting: BTreeMap<u64, Formatted> = BTreeMap::new();
+    let mut next = 0;
+    let out_err = |source| Error::Output {
+        what: "output",
+        source,
+    };
+    let dead_err = |source| Error::Output {
+        what: "dead letters",
+        source,
+    };
+    for f in rx {
+        waiting.insert(f.seq, f);
+        while let Some(f) = waiting.remove(&next) {
+            outputs.events.write_all(&f.events).map_err(out_err)?;
+            if !f.dead.is_empty() {
+                outputs.dead_letters.write_all(&f.dead).map_err(dead_err)?;
+            }
+            stats
+                .events_written
+                .fetch_add(f.n_events, Ordering::Relaxed);
+            stats.dead_letters.fetch_add(f.n_dead, Ordering::Relaxed);
+            stats.late.fetch_add(f.n_late, Ordering::Relaxed);
+            let _ = tokens.send(());
+            next += 1;
+        }
+    }
+    outputs.events.flush().map_err(out_err)?;
+    outputs.dead_letters.flush().map_err(dead_err)?;
+    Ok(())
+}

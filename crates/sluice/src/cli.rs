@@ -1,0 +1,304 @@
+//! The command line: `sluice run | check | gen`.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sluice_core::{format_duration, SeriesKind};
+use sluice_engine::{Input, Job, Outputs, Stats};
+
+use crate::config::{self, Pipeline, SinkConfig, SourceConfig};
+use crate::gen::{self, GenFormat, GenOptions};
+use crate::progress::Progress;
+
+/// Sluice: exact per-event sliding-window features over streams.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline: enrich every input event with its features.
+    Run(RunArgs),
+    /// Validate a pipeline file and print its plan.
+    Check {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+    },
+    /// Write deterministic synthetic transactions.
+    Gen(GenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The pipeline file (TOML).
+    pipeline: PathBuf,
+    /// Input file, or `-` for stdin (overrides [source]).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Output file, or `-` for stdout (overrides [sink]; default stdout).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Dead-letter file (overrides [dead_letters]; default stderr).
+    #[arg(long)]
+    dead_letters: Option<PathBuf>,
+    /// Worker threads (default: [engine] workers, else the number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Input format, when it cannot be told from [source] (`jsonl` or `csv`; a `.csv` input
+    /// path implies csv).
+    #[arg(long, value_parser = ["jsonl", "csv"])]
+    format: Option<String>,
+    /// Never show a progress bar (periodic log lines are still written when not on a terminal).
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct GenArgs {
+    /// Number of transactions.
+    #[arg(long, default_value_t = 1000)]
+    events: u64,
+    /// Number of distinct users.
+    #[arg(long, default_value_t = 100)]
+    users: u64,
+    /// Days of event time covered.
+    #[arg(long, default_value_t = 1)]
+    days: u64,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Lower each event time by up to this many milliseconds (out-of-order events).
+    #[arg(long, default_value_t = 0)]
+    disorder: u64,
+    /// Event time of the first event, epoch milliseconds (default 2026-01-01T00:00:00Z).
+    #[arg(long, default_value_t = 1_767_225_600_000)]
+    start_ms: i64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GenFormat::Jsonl)]
+    format: GenFormat,
+    /// Output file (default stdout).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+/// Entry point: parses arguments, runs the command, prints errors.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check { pipeline } => check(&pipeline),
+        Command::Gen(args) => generate(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_input(path: &Path) -> Result<Box<dyn io::Read + Send>> {
+    if path.as_os_str() == "-" {
+        Ok(Box::new(io::stdin()))
+    } else {
+        let f =
+            File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
+        Ok(Box::new(f))
+    }
+}
+
+fn create_output(path: &Path, what: &str) -> Result<Box<dyn Write + Send>> {
+    if path.as_os_str() == "-" {
+        Ok(Box::new(BufWriter::with_capacity(1 << 20, io::stdout())))
+    } else {
+        let f = File::create(path)
+            .with_context(|| format!("cannot create {what} {}", path.display()))?;
+        Ok(Box::new(BufWriter::with_capacity(1 << 20, f)))
+    }
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let pipeline = config::load(&args.pipeline)?;
+    let input_path = match (&args.input, &pipeline.source) {
+        (Some(p), _) => p.clone(),
+        (None, Some(SourceConfig::File(p))) => p.clone(),
+        (None, Some(SourceConfig::Stdin)) => PathBuf::from("-"),
+        (None, None) => anyhow::bail!(
+            "no input: give --input PATH (or - for stdin), or a [source] section in {}",
+            args.pipeline.display()
+        ),
+    };
+    let format = match args.format.as_deref() {
+        Some("csv") => sluice_engine::InputFormat::Csv,
+        Some(_) => sluice_engine::InputFormat::Jsonl,
+        None if pipeline.source.is_none() && input_path.extension().is_some_and(|e| e == "csv") => {
+            sluice_engine::InputFormat::Csv
+        }
+        None => pipeline.format,
+    };
+    let output_path = match (&args.output, &pipeline.sink) {
+        (Some(p), _) => p.clone(),
+        (None, Some(SinkConfig::File(p))) => p.clone(),
+        _ => PathBuf::from("-"),
+    };
+    let dead_path = args
+        .dead_letters
+        .clone()
+        .or_else(|| pipeline.dead_letters.clone());
+    let workers = args
+        .workers
+        .or(pipeline.workers)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    anyhow::ensure!(workers >= 1, "--workers must be at least 1");
+
+    let input_len = std::fs::metadata(&input_path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let input = Input {
+        reader: open_input(&input_path)?,
+        name: input_path.clone(),
+        format,
+    };
+    let outputs = Outputs {
+        events: create_output(&output_path, "output")?,
+        dead_letters: match &dead_path {
+            Some(p) => create_output(p, "dead-letter file")?,
+            None => Box::new(io::stderr()),
+        },
+    };
+    let job = Job::new(
+        pipeline.plan.clone(),
+        pipeline.time_field.clone(),
+        pipeline.time_format,
+        workers,
+    );
+    let stats = Arc::new(Stats::default());
+    let progress = Progress::start(Arc::clone(&stats), input_len, args.quiet);
+    tracing::debug!(workers, input = %input_path.display(), "starting run");
+    let result = sluice_engine::run(&job, input, outputs, stats);
+    progress.finish();
+    let summary = result?;
+    let peak = peak_rss_mb().map_or_else(String::new, |mb| format!(", peak memory {mb} MB"));
+    let dead_to = match &dead_path {
+        Some(p) => p.display().to_string(),
+        None => "stderr".into(),
+    };
+    eprintln!(
+        "sluice: {} events written, {} dead letters ({} late) to {dead_to}, {} workers, {:.2}s, {:.0} events/s{peak}",
+        summary.events,
+        summary.dead_letters,
+        summary.late,
+        job.workers,
+        summary.elapsed.as_secs_f64(),
+        summary.records_per_sec(),
+    );
+    Ok(())
+}
+
+/// Peak resident memory of this process in MB (Linux).
+fn peak_rss_mb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
+fn check(path: &Path) -> Result<()> {
+    let p = config::load(path)?;
+    print!("{}", describe(&p));
+    Ok(())
+}
+
+/// The plan of a pipeline, for people.
+fn describe(p: &Pipeline) -> String {
+    let plan = &p.plan;
+    let mut s = format!(
+        "pipeline {}: ok\n  event time: field `{}` ({}), lateness {}\n  {} features over {} keys\n",
+        p.path.display(),
+        p.time_field,
+        p.time_format.name(),
+        format_duration(plan.lateness_ms.max(1)),
+        plan.features.len(),
+        plan.keys.len(),
+    );
+    if plan.lateness_ms == 0 {
+        s = s.replace("lateness 1ms", "lateness 0");
+    }
+    for key in &plan.keys {
+        s.push_str(&format!("  key [{}]\n", key.by.join(", ")));
+        for series in &key.series {
+            let of = series
+                .of
+                .map_or("events".to_owned(), |f| format!("`{}`", plan.fields[f]));
+            let kind = match series.kind {
+                SeriesKind::Numeric => "numeric registers",
+                SeriesKind::Distinct => "distinct registers",
+            };
+            let precision = if series.granularity_ms == 1 {
+                "exact".to_owned()
+            } else {
+                format!("{} buckets", format_duration(series.granularity_ms))
+            };
+            s.push_str(&format!("    {kind} of {of} ({precision}), shared by:\n"));
+            for w in &series.windows {
+                let names: Vec<String> = w
+                    .outputs
+                    .iter()
+                    .map(|&(agg, slot)| {
+                        format!("{} ({agg})", plan.features[key.features[slot]].name)
+                    })
+                    .collect();
+                s.push_str(&format!(
+                    "      window {}: {}\n",
+                    format_duration(w.width_ms),
+                    names.join(", ")
+                ));
+            }
+        }
+        for &(slot, field) in &key.own {
+            s.push_str(&format!(
+                "    {} (last): the event's own `{}`\n",
+                plan.features[key.features[slot]].name, plan.fields[field]
+            ));
+        }
+    }
+    s
+}
+
+fn generate(args: GenArgs) -> Result<()> {
+    let opts = GenOptions {
+        events: args.events,
+        users: args.users,
+        days: args.days,
+        seed: args.seed,
+        disorder_ms: args.disorder,
+        start_ms: args.start_ms,
+        format: args.format,
+    };
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) if p.as_os_str() != "-" => {
+            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
+        }
+        _ => Box::new(io::stdout().lock()),
+    };
+    gen::write_transactions(&opts, &mut out).context("cannot write generated events")?;
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! The pipeline file: TOML → typed configuration → validated [`Pipeline`].
+//!
+//! Every error names the file, the line and column, and what would be valid.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sluice_core::{parse_duration, Agg, FeatureSpec, Plan};
+use sluice_engine::{InputFormat, TimeFormat};
+use toml::Spanned;
+
+/// Default lateness: how far behind the newest event time an event may arrive and still be
+/// computed exactly. Five minutes covers the usual client clock skew and retry delays while
+/// adding little state next to windows of hours or days.
+pub const DEFAULT_LATENESS: &str = "5m";
+
+/// `[event]`: where the event time is and how late events may be.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventSection {
+    /// Field holding the event time. Default `ts`.
+    time: Option<Spanned<String>>,
+    /// `epoch_ms` (default), `epoch_s` or `rfc3339`.
+    time_format: Option<Spanned<String>>,
+    /// Field holding an event id (informational).
+    #[allow(dead_code)]
+    id: Option<String>,
+    /// Accepted lateness behind the newest event time. Default `5m`.
+    lateness: Option<Spanned<String>>,
+}
+
+/// `[source]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceSection {
+    /// `file` (default when `path` is set) or `stdin`.
+    kind: Option<Spanned<String>>,
+    /// Input file, relative to the pipeline file.
+    path: Option<String>,
+    /// `jsonl` (default) or `csv`.
+    format: Option<Spanned<String>>,
+}
+
+/// `[sink]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SinkSection {
+    /// `file` (default when `path` is set) or `stdout`.
+    kind: Option<Spanned<String>>,
+    /// Output file, relative to the pipeline file.
+    path: Option<String>,
+}
+
+/// `[dead_letters]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterSection {
+    /// Dead-letter file (JSONL), relative to the pipeline file.
+    path: String,
+}
+
+/// `[state]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateSection {
+    /// `memory` (default).
+    backend: Option<Spanned<String>>,
+}
+
+/// `[engine]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EngineSection {
+    /// Worker threads (shards). Default: the number of CPU cores.
+    workers: Option<Spanned<i64>>,
+}
+
+/// One `[[feature]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeatureSection {
+    name: Spanned<String>,
+    agg: Spanned<String>,
+    of: Option<Spanned<String>>,
+    by: Spanned<OneOrMany>,
+    window: Spanned<String>,
+    /// Bucket width; default exact.
+    granularity: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineFile {
+    event: Option<EventSection>,
+    source: Option<SourceSection>,
+    sink: Option<SinkSection>,
+    dead_letters: Option<DeadLetterSection>,
+    state: Option<StateSection>,
+    engine: Option<EngineSection>,
+    #[serde(default)]
+    feature: Vec<FeatureSection>,
+}
+
+/// Where the records come from, per the pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// A file.
+    File(PathBuf),
+    /// Standard input.
+    Stdin,
+}
+
+/// Where the enriched events go, per the pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkConfig {
+    /// A file.
+    File(PathBuf),
+    /// Standard output.
+    Stdout,
+}
+
+/// A validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The features, grouped.
+    pub plan: Plan,
+    /// Event time field.
+    pub time_field: String,
+    /// Event time format.
+    pub time_format: TimeFormat,
+    /// Input, if configured.
+    pub source: Option<SourceConfig>,
+    /// Input record format.
+    pub format: InputFormat,
+    /// Output, if configured.
+    pub sink: Option<SinkConfig>,
+    /// Dead-letter file, if configured.
+    pub dead_letters: Option<PathBuf>,
+    /// Worker threads, if configured.
+    pub workers: Option<usize>,
+}
+
+/// A configuration error with its location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The pipeline file.
+    pub path: PathBuf,
+    /// 1-based line and column, when known.
+    pub position: Option<(usize, usize)>,
+    /// The text of that line.
+    pub line_text: Option<String>,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => {
+                write!(f, "{}:{line}:{col}: {}", self.path.display(), self.message)?
+            }
+            None => write!(f, "{}: {}", self.path.display(), self.message)?,
+        }
+        if let (Some(text), Some((line, col))) = (&self.line_text, self.position) {
+            let width = line.to_string().len();
+            write!(
+                f,
+                "\n{:width$} |\n{line} | {text}\n{:width$} | {:>col$}",
+                "", "", "^"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn error(&self, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigError {
+        let position = span.map(|s| {
+            let before = &self.text[..s.start.min(self.text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            (line, col)
+        });
+        ConfigError {
+            path: self.path.to_owned(),
+            line_text: position
+                .and_then(|(line, _)| self.text.lines().nth(line - 1).map(str::to_owned)),
+            position,
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, s: &Spanned<String>) -> Result<i64, ConfigError> {
+        parse_duration(s.get_ref()).map_err(|e| self.error(Some(s.span()), e.to_string()))
+    }
+
+    fn choice<T>(
+        &self,
+        s: &Spanned<String>,
+        what: &str,
+        valid: &[(&str, T)],
+    ) -> Result<T, ConfigError>
+    where
+        T: Copy,
+    {
+        valid
+            .iter()
+            .find(|(name, _)| name == s.get_ref())
+            .map(|&(_, v)| v)
+            .ok_or_else(|| {
+                let names: Vec<&str> = valid.iter().map(|(n, _)| *n).collect();
+                self.error(
+                    Some(s.span()),
+                    format!(
+                        "unknown {what} `{}`; valid: {}",
+                        s.get_ref(),
+                        names.join(", ")
+                    ),
+                )
+            })
+    }
+}
+
+/// Reads and validates a pipeline file.
+pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_owned(),
+        position: None,
+        line_text: None,
+        message: format!("cannot read the pipeline file: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Validates pipeline text read from `path` (used for messages and relative paths).
+pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+    let src = Source { path, text };
+    let file: PipelineFile =
+        toml::from_str(text).map_err(|e| src.error(e.span(), e.message().trim_end()))?;
+    let base = path.parent().unwrap_or(Path::new("")).to_owned();
+    let resolve = |p: &str| {
+        let p = PathBuf::from(p);
+        if p.is_absolute() || p.as_os_str() == "-" {
+            p
+        } else {
+            base.join(p)
+        }
+    };
+
+    let event = file.event.as_ref();
+    let time_field = event
+        .and_then(|e| e.time.as_ref())
+        .map_or_else(|| "ts".to_owned(), |t| t.get_ref().clone());
+    let time_format = match event.and_then(|e| e.time_format.as_ref()) {
+        None => TimeFormat::EpochMs,
+        Some(s) => src.choice(
+            s,
+            "time format",
+            &[
+                ("epoch_ms", TimeFormat::EpochMs),
+                ("epoch_s", TimeFormat::EpochS),
+                ("rfc3339", TimeFormat::Rfc3339),
+            ],
+        )?,
+    };
+    let lateness_ms = match event.and_then(|e| e.lateness.as_ref()) {
+        None => parse_duration(DEFAULT_LATENESS).expect("the default lateness is valid"),
+        Some(s) if s.get_ref() == "0" => 0,
+        Some(s) => src.duration(s)?,
+    };
+
+    let mut format = InputFormat::Jsonl;
+    let source = match &file.source {
+        None => None,
+        Some(s) => {
+            if let Some(f) = &s.format {
+                format = src.choice(
+                    f,
+                    "source format",
+                    &[("jsonl", InputFormat::Jsonl), ("csv", InputFormat::Csv)],
+                )?;
+            }
+            let kind = match &s.kind {
+                None => "file",
+                Some(k) => src.choice(k, "source kind", &[("file", "file"), ("stdin", "stdin")])?,
+            };
+            match (kind, &s.path) {
+                ("stdin", _) => Some(SourceConfig::Stdin),
+                (_, Some(p)) => Some(SourceConfig::File(resolve(p))),
+                (_, None) => {
+                    return Err(src.error(
+                        s.kind.as_ref().map(Spanned::span),
+                        "[source] of kind `file` needs `path`, e.g. path = \"transactions.jsonl\" (or kind = \"stdin\")",
+                    ))
+                }
+            }
+        }
+    };
+    let sink = match &file.sink {
+        None => None,
+        Some(s) => {
+            let kind = match &s.kind {
+                None => "file",
+                Some(k) => src.choice(k, "sink kind", &[("file", "file"), ("stdout", "stdout")])?,
+            };
+            match (kind, &s.path) {
+                ("stdout", _) => Some(SinkConfig::Stdout),
+                (_, Some(p)) => Some(SinkConfig::File(resolve(p))),
+                (_, None) => {
+                    return Err(src.error(
+                        s.kind.as_ref().map(Spanned::span),
+                        "[sink] of kind `file` needs `path`, e.g. path = \"features.jsonl\" (or kind = \"stdout\")",
+                    ))
+                }
+            }
+        }
+    };
+    if let Some(state) = &file.state {
+        if let Some(b) = &state.backend {
+            src.choice(b, "state backend", &[("memory", ())])?;
+        }
+    }
+    let workers = match file.engine.as_ref().and_then(|e| e.workers.as_ref()) {
+        None => None,
+        Some(w) if (1..=256).contains(w.get_ref()) => Some(*w.get_ref() as usize),
+        Some(w) => return Err(src.error(Some(w.span()), "workers must be between 1 and 256")),
+    };
+
+    if file.feature.is_empty() {
+        return Err(src.error(
+            None,
+            "no [[feature]] defined; add one, e.g.\n[[feature]]\nname = \"user_amount_1d\"\nagg = \"sum\"\nof = \"amount\"\nby = [\"user_id\"]\nwindow = \"1d\"",
+        ));
+    }
+    let aggs: Vec<(&str, Agg)> = sluice_core::agg::AGG_NAMES
+        .iter()
+        .map(|n| (*n, n.parse::<Agg>().expect("every listed name parses")))
+        .collect();
+    let mut specs = Vec::with_capacity(file.feature.len());
+    for f in &file.feature {
+        let agg = src.choice(&f.agg, "aggregation", &aggs)?;
+        let by = match f.by.get_ref() {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        };
+        specs.push(FeatureSpec {
+            name: f.name.get_ref().clone(),
+            agg,
+            of: f.of.as_ref().map(|o| o.get_ref().clone()),
+            by,
+            window_ms: src.duration(&f.window)?,
+            granularity_ms: match &f.granularity {
+                None => 1,
+                Some(g) => src.duration(g)?,
+            },
+        });
+    }
+    let plan = Plan::new(specs, lateness_ms).map_err(|e| {
+        let f = &file.feature[e.feature];
+        let span = match e.field {
+            "of" => f.of.as_ref().map_or(f.agg.span(), Spanned::span),
+            "by" => f.by.span(),
+            "window" => f.window.span(),
+            "granularity" => f
+                .granularity
+                .as_ref()
+                .map_or(f.window.span(), Spanned::span),
+            _ => f.name.span(),
+        };
+        src.error(Some(span), e.to_string())
+    })?;
+    Ok(Pipeline {
+        path: path.to_owned(),
+        plan,
+        time_field,
+        time_format,
+        source,
+        format,
+        sink,
+        dead_letters: file.dead_letters.as_ref().map(|d| resolve(&d.path)),
+        workers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(Path::new("p.toml"), text)
+            .expect_err("invalid")
+            .to_string()
+    }
+
+    const BASE: &str = "[[feature]]\nname = \"f\"\nby = [\"user_id\"]\n";
+
+    #[test]
+    fn valid_pipeline_parses() {
+        let p = parse(
+            Path::new("dir/p.toml"),
+            "[event]\ntime = \"t\"\n[source]\npath = \"in.csv\"\nformat = \"csv\"\n[[feature]]\nname = \"f\"\nagg = \"sum\"\nof = \"amount\"\nby = \"user_id\"\nwindow = \"1d\"\n",
+        )
+        .expect("valid");
+        assert_eq!(p.time_field, "t");
+        assert_eq!(
+            p.source,
+            Some(SourceConfig::File(PathBuf::from("dir/in.csv")))
+        );
+        assert_eq!(p.format, InputFormat::Csv);
+        assert_eq!(p.plan.lateness_ms, 300_000);
+    }
+
+    #[test]
+    fn errors_name_line_column_and_valid_values() {
+        let e = err(&format!("{BASE}agg = \"median\"\nwindow = \"1d\"\n"));
+        assert!(
+            e.starts_with("p.toml:4:7: unknown aggregation `median`; valid: count, sum"),
+            "{e}"
+        );
+        let e = err(&format!("{BASE}agg = \"count\"\nwindow = \"7x\"\n"));
+        assert!(e.starts_with("p.toml:5:10: invalid duration `7x`"), "{e}");
+        assert!(e.contains("valid:"), "{e}");
+        let e = err(&format!("{BASE}agg = \"sum\"\nwindow = \"1d\"\n"));
+        assert!(
+            e.starts_with("p.toml:4:7: feature `f`: `sum` needs `of`"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{BASE}agg = \"count\"\nwindow = \"1d\"\nwindw = \"1d\"\n"
+        ));
+        assert!(
+            e.starts_with("p.toml:6:1: unknown field `windw`, expected one of"),
+            "{e}"
+        );
+        let e = err("[state]\nbackend = \"cassandra\"\n");
+        assert!(
+            e.contains("p.toml:2:11: unknown state backend `cassandra`; valid: memory"),
+            "{e}"
+        );
+        let e = err("[[feature]\n");
+        assert!(e.starts_with("p.toml:1:"), "{e}");
+    }
+}
