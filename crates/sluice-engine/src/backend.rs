@@ -103,8 +103,9 @@ impl Default for MemoryBackend {
 const MIN_SWEEP_INTERVAL: usize = 1 << 16;
 
 impl MemoryBackend {
-    /// Drops every key that no future window can reach. Runs after as many updates as there
-    /// are live keys, so its cost is amortised O(1) per update.
+    /// Drops every key that no future window can reach. Runs after four times as many updates
+    /// as there are live keys, so its cost is amortised O(1) per update (a quarter of a key
+    /// check), and memory stays within a constant factor of the active keys.
     fn sweep(&mut self, plan: &Plan) {
         let floor = self.floor;
         let mut live = 0;
@@ -156,7 +157,7 @@ impl StateBackend for MemoryBackend {
             self.floor = self.floor.max(u.floor);
         }
         self.since_sweep += updates.len();
-        if self.since_sweep >= self.live.max(MIN_SWEEP_INTERVAL) {
+        if self.since_sweep >= (4 * self.live).max(MIN_SWEEP_INTERVAL) {
             self.sweep(plan);
         }
         Ok(())

@@ -161,10 +161,18 @@ impl Extractor {
             .deserialize_map(LineVisitor { ex: self, s })
             .and_then(|()| de.end());
         let rejection = match parsed {
-            Err(e) => Some(Rejection {
-                reason: "malformed",
-                message: format!("malformed JSON: {e}"),
-            }),
+            Err(e) => {
+                // serde_json says "at line 1 column N" of the record; the record's own line
+                // number is in the dead letter, so keep only the column.
+                let mut text = e.to_string();
+                if let Some(at) = text.rfind(" at line ") {
+                    text.truncate(at);
+                }
+                Some(Rejection {
+                    reason: "malformed",
+                    message: format!("malformed JSON at column {}: {text}", e.column()),
+                })
+            }
             Ok(()) => None,
         };
         self.finish_event(line_no, raw, body, rejection, s, out);

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds sluice and runs the bundled example pipeline: a few enriched events and a summary.
+# Needs only a Rust toolchain (cargo); nothing else to install for the embedded default.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust from https://rustup.rs (stable), then run this again" >&2
+  exit 1
+fi
+
+cargo build --release --quiet -p sluice
+mkdir -p out
+# The example command (also run by crates/sluice/tests/readme.rs):
+./target/release/sluice run examples/transactions.toml --output out/features.jsonl --dead-letters out/dead_letters.jsonl
+echo
+echo "first enriched events (out/features.jsonl):"
+head -n 3 out/features.jsonl
+echo
+echo "dead letters (out/dead_letters.jsonl):"
+head -n 3 out/dead_letters.jsonl
