@@ -270,7 +270,8 @@ impl DistinctSeries {
         }
         for (w, run) in spec.windows.iter().zip(self.windows.iter_mut()) {
             run.add(id, 1);
-            advance(run, &self.entries, t - w.width_ms);
+            // Saturating: a start before i64::MIN means the window holds everything.
+            advance(run, &self.entries, t.saturating_sub(w.width_ms));
             write(w.outputs.as_slice(), run.distinct, out);
         }
     }
@@ -306,7 +307,8 @@ impl DistinctSeries {
             if t >= run.start {
                 run.add(id, 1);
             }
-            let a = self.entries.partition_point(|e| e.ts < t - w.width_ms);
+            let start = t.saturating_sub(w.width_ms);
+            let a = self.entries.partition_point(|e| e.ts < start);
             scratch.epoch = scratch.epoch.wrapping_add(1);
             if scratch.epoch == 0 {
                 scratch.marks.fill(0);

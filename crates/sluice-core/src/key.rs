@@ -10,10 +10,23 @@ use xxhash_rust::xxh3::xxh3_64;
 /// Number of key groups: the fixed unit of ownership, snapshot and rescaling.
 pub const KEY_GROUPS: u32 = 256;
 
+/// The 64-bit hash of an encoded key (xxh3): stable, and used both for key groups and for the
+/// state maps, so a key is hashed once per event.
+#[inline]
+pub fn key_hash(encoded_key: &[u8]) -> u64 {
+    xxh3_64(encoded_key)
+}
+
+/// The key group of a key hash: `hash mod KEY_GROUPS`.
+#[inline]
+pub fn group_of(hash: u64) -> u32 {
+    (hash % u64::from(KEY_GROUPS)) as u32
+}
+
 /// The key group of an encoded key: `xxh3_64(key) mod KEY_GROUPS`.
 #[inline]
 pub fn key_group(encoded_key: &[u8]) -> u32 {
-    (xxh3_64(encoded_key) % u64::from(KEY_GROUPS)) as u32
+    group_of(key_hash(encoded_key))
 }
 
 /// The shard (0..shards) that owns a key group: contiguous ranges of groups, so that a

@@ -27,7 +27,7 @@ pub mod value;
 pub use agg::Agg;
 pub use distinct::{DistinctScratch, DistinctSeries};
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use key::{key_group, shard_of, KeyEncoder, KEY_GROUPS};
+pub use key::{group_of, key_group, key_hash, shard_of, KeyEncoder, KEY_GROUPS};
 pub use numeric::NumericSeries;
 pub use plan::{FeatureSpec, KeySpec, Plan, PlanError, SeriesKind, SeriesSpec, WindowSpec};
 pub use state::{FieldObs, KeyState};

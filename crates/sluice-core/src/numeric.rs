@@ -135,7 +135,8 @@ impl NumericSeries {
             if w.needs_max {
                 run.max.push_newest(Extreme::Max, t, newest.max);
             }
-            advance(run, &self.buckets, t - w.width_ms);
+            // Saturating: a start before i64::MIN means the window holds everything.
+            advance(run, &self.buckets, t.saturating_sub(w.width_ms));
             for &(agg, slot) in &w.outputs {
                 out[slot] = match agg {
                     Agg::Count => FeatureValue::Int(run.count),
@@ -181,7 +182,8 @@ impl NumericSeries {
                     run.max.insert(Extreme::Max, t, bucket.max);
                 }
             }
-            let a = self.buckets.partition_point(|b| b.ts < t - w.width_ms);
+            let start = t.saturating_sub(w.width_ms);
+            let a = self.buckets.partition_point(|b| b.ts < start);
             let (count, sum) = range_count_sum(&self.buckets, run, a, idx);
             let needs_scan = w.needs_min || w.needs_max;
             let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);

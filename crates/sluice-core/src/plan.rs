@@ -254,8 +254,8 @@ impl Plan {
         window.needs_max |= f.agg == Agg::Max;
     }
 
-    /// Every field the engine must read from an event besides the time: key fields, then `of`
-    /// fields, without repetition.
+    /// The key (`by`) fields of every key spec, in order of first use, without repetition.
+    /// The `of` fields are [`Plan::fields`].
     pub fn key_fields(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for k in &self.keys {

@@ -6,9 +6,9 @@
 //! Backends are a closed set chosen in one place ([`Backend`]), keeping the hot path
 //! monomorphic.
 
-use rustc_hash::FxHashMap;
-use sluice_core::distinct::DistinctScratch;
-use sluice_core::{FeatureValue, FieldObs, KeyState, Plan, KEY_GROUPS};
+use hashbrown::HashTable;
+use sluice_core::{group_of, DistinctScratch, FeatureValue, FieldObs, KeyState, Plan, KEY_GROUPS};
+use smallvec::SmallVec;
 
 use crate::error::Result;
 
@@ -17,8 +17,8 @@ use crate::error::Result;
 pub struct Update<'a> {
     /// Index of the key spec in the plan.
     pub key_spec: usize,
-    /// Key group of the key.
-    pub group: u16,
+    /// Hash of the encoded key ([`sluice_core::key_hash`]); the key group is `hash mod G`.
+    pub hash: u64,
     /// The encoded key.
     pub key: &'a [u8],
     /// Event time in epoch milliseconds.
@@ -70,10 +70,19 @@ impl StateBackend for Backend {
     }
 }
 
-/// Keys of one key group, one map per key spec.
+/// One key's registers, with the key inline (most encoded keys are short) and its hash, so a
+/// lookup touches one entry and compares bytes only on a hash match.
+#[derive(Debug)]
+struct KeyEntry {
+    hash: u64,
+    key: SmallVec<[u8; 24]>,
+    state: KeyState,
+}
+
+/// Keys of one key group, one table per key spec.
 #[derive(Debug, Default)]
 struct GroupState {
-    maps: Vec<FxHashMap<Box<[u8]>, KeyState>>,
+    tables: Vec<HashTable<KeyEntry>>,
 }
 
 /// Registers in process memory, organised by key group so that a group can be snapshotted or
@@ -110,10 +119,10 @@ impl MemoryBackend {
         let floor = self.floor;
         let mut live = 0;
         for group in self.groups.iter_mut().flatten() {
-            for (k, map) in group.maps.iter_mut().enumerate() {
+            for (k, table) in group.tables.iter_mut().enumerate() {
                 let spec = &plan.keys[k];
-                map.retain(|_, state| !state.is_expired(spec, floor));
-                live += map.len();
+                table.retain(|e| !e.state.is_expired(spec, floor));
+                live += table.len();
             }
         }
         self.live = live;
@@ -130,23 +139,30 @@ impl StateBackend for MemoryBackend {
     ) -> Result<()> {
         for u in updates {
             let spec = &plan.keys[u.key_spec];
-            let group = self.groups[usize::from(u.group)].get_or_insert_with(|| {
+            let group = self.groups[group_of(u.hash) as usize].get_or_insert_with(|| {
                 Box::new(GroupState {
-                    maps: plan.keys.iter().map(|_| FxHashMap::default()).collect(),
+                    tables: plan.keys.iter().map(|_| HashTable::new()).collect(),
                 })
             });
-            let map = &mut group.maps[u.key_spec];
-            let state = match map.get_mut(u.key) {
-                Some(state) => state,
-                None => {
+            let table = &mut group.tables[u.key_spec];
+            let entry = table
+                .entry(
+                    u.hash,
+                    |e| e.hash == u.hash && e.key.as_slice() == u.key,
+                    |e| e.hash,
+                )
+                .or_insert_with(|| {
                     self.live += 1;
-                    map.entry(u.key.into())
-                        .or_insert_with(|| KeyState::new(spec))
-                }
-            };
+                    KeyEntry {
+                        hash: u.hash,
+                        key: SmallVec::from_slice(u.key),
+                        state: KeyState::new(spec),
+                    }
+                })
+                .into_mut();
             let start = out.len();
             out.resize(start + spec.features.len(), FeatureValue::Null);
-            state.observe(
+            entry.state.observe(
                 spec,
                 u.ts,
                 u.fields,

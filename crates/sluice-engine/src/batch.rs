@@ -92,8 +92,8 @@ pub struct FieldSlot {
 pub struct KeySlot {
     /// Whether every key field was present.
     pub present: bool,
-    /// Its key group.
-    pub group: u16,
+    /// Hash of the encoded key ([`sluice_core::key_hash`]); its key group follows from it.
+    pub hash: u64,
     /// Encoded key in the arena.
     pub start: usize,
     /// End of the encoded key.

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use sluice_core::{key_group, KeyEncoder, Plan};
+use sluice_core::{key_hash, KeyEncoder, Plan};
 
 use crate::batch::{
     CsvRow, Event, FieldKind, FieldSlot, KeySlot, ParsedBatch, RawBatch, Rejection, Span,
@@ -339,7 +339,7 @@ impl Extractor {
         });
     }
 
-    fn text<'s>(s: &'s ParseScratch, start: usize, end: usize) -> &'s str {
+    fn text(s: &ParseScratch, start: usize, end: usize) -> &str {
         std::str::from_utf8(&s.text[start..end]).unwrap_or_default()
     }
 
@@ -399,7 +399,7 @@ impl Extractor {
         }
         Ok(KeySlot {
             present: true,
-            group: key_group(&arena[start..]) as u16,
+            hash: key_hash(&arena[start..]),
             start,
             end: arena.len(),
         })

@@ -2,7 +2,7 @@
 //! input order, rejects events that arrive too late, stamps each event with its floor (the
 //! newest event time seen so far minus lateness), and splits the work by owning shard.
 
-use sluice_core::shard_of;
+use sluice_core::{group_of, shard_of};
 
 use crate::batch::{ParsedBatch, Rejection};
 
@@ -77,7 +77,7 @@ impl Router {
             for k in 0..n_keys {
                 let key = &parsed.keys[i * n_keys + k];
                 if key.present {
-                    items[shard_of(u32::from(key.group), self.shards)].push(Item {
+                    items[shard_of(group_of(key.hash), self.shards)].push(Item {
                         event: i as u32,
                         key_spec: k as u32,
                     });

@@ -175,8 +175,8 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
     let (format_tx, format_rx) = unbounded::<FormatJob>();
     let (router_tx, router_rx) = unbounded::<RouterMsg>();
     let (written_tx, written_rx) = unbounded::<Formatted>();
-    let shard_channels: Vec<(Sender<Arc<RoutedBatch>>, Receiver<Arc<RoutedBatch>>)> =
-        (0..n).map(|_| unbounded()).collect();
+    type ShardChannel = (Sender<Arc<RoutedBatch>>, Receiver<Arc<RoutedBatch>>);
+    let shard_channels: Vec<ShardChannel> = (0..n).map(|_| unbounded()).collect();
 
     thread::scope(|scope| {
         // Reader.

@@ -44,7 +44,7 @@ pub fn process<B: StateBackend>(
             let key = &parsed.keys[e * n_keys + item.key_spec as usize];
             Update {
                 key_spec: item.key_spec as usize,
-                group: key.group,
+                hash: key.hash,
                 key: &parsed.arena[key.start..key.end],
                 ts: parsed.events[e].ts,
                 floor: batch.floors[e],

@@ -61,11 +61,7 @@ fn bar(stats: &Stats, total_bytes: Option<u64>, rx: &mpsc::Receiver<()>) {
         None => ProgressBar::new_spinner(),
     };
     let started = Instant::now();
-    loop {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            _ => break,
-        }
+    while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_millis(200)) {
         let events = stats.records_read.load(Ordering::Relaxed);
         pb.set_position(stats.bytes_read.load(Ordering::Relaxed));
         pb.set_message(format!(
