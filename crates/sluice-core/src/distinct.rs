@@ -5,36 +5,52 @@
 //! keeps a count per value id and the number of ids with a non-zero count. In-order events are
 //! amortised O(1); an out-of-order event's own value is counted by a scan of its window.
 
-use std::collections::VecDeque;
-
 use rustc_hash::FxHashMap;
+use smallvec::{smallvec, SmallVec};
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::bucket_start;
+use crate::deque::SmallDeque;
 use crate::plan::SeriesSpec;
 use crate::value::FeatureValue;
 use crate::Agg;
 
 const NONE: u32 = u32::MAX;
-/// Above this many live values a hash index replaces the linear scan.
+/// Above this many values a hash index replaces the linear scan.
 const LINEAR_LIMIT: usize = 8;
 
+/// One interned value: its bytes (inline when short), references, hash chain, and its count in
+/// each window of the series (kept here, next to the value, so an update touches one place).
 #[derive(Debug, Clone)]
 struct Slot {
-    bytes: Box<[u8]>,
+    bytes: SmallVec<[u8; 16]>,
     /// Entries of the series that refer to this id; 0 means the slot is free.
     refs: u32,
     /// Next id with the same hash (collision chain), or NONE.
     next: u32,
+    /// Occurrences in each window's running range.
+    counts: SmallVec<[u32; 2]>,
 }
 
 /// Interns value byte strings into small, reusable ids.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ValueTable {
     slots: Vec<Slot>,
-    free: Vec<u32>,
-    live: usize,
-    index: Option<FxHashMap<u64, u32>>,
+    /// First free slot; free slots are chained through `next`.
+    free: u32,
+    live: u32,
+    index: Option<Box<FxHashMap<u64, u32>>>,
+}
+
+impl Default for ValueTable {
+    fn default() -> Self {
+        ValueTable {
+            slots: Vec::new(),
+            free: NONE,
+            live: 0,
+            index: None,
+        }
+    }
 }
 
 impl ValueTable {
@@ -44,13 +60,13 @@ impl ValueTable {
             None => self
                 .slots
                 .iter()
-                .position(|s| s.refs > 0 && &*s.bytes == bytes)
+                .position(|s| s.refs > 0 && s.bytes.as_slice() == bytes)
                 .map(|i| i as u32),
             Some(index) => {
                 let mut id = *index.get(&xxh3_64(bytes))?;
                 while id != NONE {
                     let slot = &self.slots[id as usize];
-                    if &*slot.bytes == bytes {
+                    if slot.bytes.as_slice() == bytes {
                         return Some(id);
                     }
                     id = slot.next;
@@ -60,49 +76,56 @@ impl ValueTable {
         }
     }
 
-    /// Interns `bytes` and takes a reference to its id.
-    pub fn intern(&mut self, bytes: &[u8]) -> u32 {
+    /// Interns `bytes` and takes a reference to its id. A new id starts with `windows` zero
+    /// counts.
+    pub fn intern(&mut self, bytes: &[u8], windows: usize) -> u32 {
         if let Some(id) = self.find(bytes) {
             self.slots[id as usize].refs += 1;
             return id;
         }
         let slot = Slot {
-            bytes: bytes.into(),
+            bytes: SmallVec::from_slice(bytes),
             refs: 1,
             next: NONE,
+            counts: smallvec![0; windows],
         };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.slots[id as usize] = slot;
-                id
-            }
-            None => {
-                self.slots.push(slot);
-                (self.slots.len() - 1) as u32
-            }
+        let id = if self.free == NONE {
+            self.slots.push(slot);
+            (self.slots.len() - 1) as u32
+        } else {
+            let id = self.free;
+            self.free = self.slots[id as usize].next;
+            self.slots[id as usize] = slot;
+            id
         };
         self.live += 1;
         if let Some(index) = &mut self.index {
             let head = index.entry(xxh3_64(bytes)).or_insert(NONE);
             self.slots[id as usize].next = *head;
             *head = id;
-        } else if self.live > LINEAR_LIMIT {
+        } else if self.live() > LINEAR_LIMIT {
             self.build_index();
         }
         id
     }
 
+    /// Number of values interned.
+    pub fn live(&self) -> usize {
+        self.live as usize
+    }
+
     fn build_index(&mut self) {
         let mut index = FxHashMap::default();
+        // Free slots keep their `next`: it chains the free list.
         for (id, slot) in self.slots.iter_mut().enumerate() {
-            slot.next = NONE;
             if slot.refs > 0 {
+                slot.next = NONE;
                 let head = index.entry(xxh3_64(&slot.bytes)).or_insert(NONE);
                 slot.next = *head;
                 *head = id as u32;
             }
         }
-        self.index = Some(index);
+        self.index = Some(Box::new(index));
     }
 
     /// Drops a reference to `id`, freeing it at zero.
@@ -131,13 +154,30 @@ impl ValueTable {
                 self.slots[prev as usize].next = next;
             }
         }
-        self.free.push(id);
+        self.slots[id as usize].next = self.free;
+        self.free = id;
         self.live -= 1;
     }
 
     /// Upper bound of ids in use (for sizing per-id arrays).
     pub fn capacity(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Adds `n` occurrences of `id` to window `w`; returns whether the value is new there.
+    #[inline]
+    fn add(&mut self, w: usize, id: u32, n: u32) -> bool {
+        let c = &mut self.slots[id as usize].counts[w];
+        *c += n;
+        *c == n
+    }
+
+    /// Removes `n` occurrences of `id` from window `w`; returns whether the value left it.
+    #[inline]
+    fn remove(&mut self, w: usize, id: u32, n: u32) -> bool {
+        let c = &mut self.slots[id as usize].counts[w];
+        *c -= n;
+        *c == 0
     }
 }
 
@@ -148,35 +188,13 @@ struct Entry {
     mult: u32,
 }
 
-#[derive(Debug, Clone)]
+/// A window's running range: entries `lo..` (those with `ts >= start`) and how many distinct
+/// values they hold.
+#[derive(Debug, Clone, Copy)]
 struct Running {
     start: i64,
     lo: usize,
-    counts: Vec<u32>,
     distinct: u64,
-}
-
-impl Running {
-    #[inline]
-    fn add(&mut self, id: u32, n: u32) {
-        let i = id as usize;
-        if i >= self.counts.len() {
-            self.counts.resize(i + 1, 0);
-        }
-        if self.counts[i] == 0 {
-            self.distinct += 1;
-        }
-        self.counts[i] += n;
-    }
-
-    #[inline]
-    fn remove(&mut self, id: u32, n: u32) {
-        let c = &mut self.counts[id as usize];
-        *c -= n;
-        if *c == 0 {
-            self.distinct -= 1;
-        }
-    }
 }
 
 /// Scratch space for counting distinct ids in a range, shared by all series of a shard.
@@ -189,16 +207,16 @@ pub struct DistinctScratch {
 /// Distinct-count registers of one key and field: every window of a distinct [`SeriesSpec`].
 #[derive(Debug, Clone)]
 pub struct DistinctSeries {
-    entries: VecDeque<Entry>,
+    entries: SmallDeque<[Entry; 2]>,
     values: ValueTable,
-    windows: Box<[Running]>,
+    windows: SmallVec<[Running; 1]>,
 }
 
 impl DistinctSeries {
     /// An empty series for `spec`.
     pub fn new(spec: &SeriesSpec) -> Self {
         DistinctSeries {
-            entries: VecDeque::new(),
+            entries: SmallDeque::new(),
             values: ValueTable::default(),
             windows: spec
                 .windows
@@ -206,7 +224,6 @@ impl DistinctSeries {
                 .map(|_| Running {
                     start: i64::MIN,
                     lo: 0,
-                    counts: Vec::new(),
                     distinct: 0,
                 })
                 .collect(),
@@ -242,7 +259,7 @@ impl DistinctSeries {
         let g = spec.granularity_ms;
         let t = bucket_start(ts, g);
         // One reference per entry: released again below if the event merges into an entry.
-        let id = self.values.intern(value);
+        let id = self.values.intern(value, self.windows.len());
         match self.newest() {
             Some(newest) if t < newest => self.observe_out_of_order(spec, t, id, scratch, out),
             _ => self.observe_in_order(spec, t, id, out),
@@ -264,14 +281,19 @@ impl DistinctSeries {
                 self.entries[i].mult += 1;
                 self.values.release(id);
             }
-            None => {
-                self.entries.push_back(Entry { ts: t, id, mult: 1 });
-            }
+            None => self.entries.push_back(Entry { ts: t, id, mult: 1 }),
         }
-        for (w, run) in spec.windows.iter().zip(self.windows.iter_mut()) {
-            run.add(id, 1);
+        for (j, w) in spec.windows.iter().enumerate() {
+            let run = &mut self.windows[j];
+            run.distinct += u64::from(self.values.add(j, id, 1));
             // Saturating: a start before i64::MIN means the window holds everything.
-            advance(run, &self.entries, t.saturating_sub(w.width_ms));
+            advance(
+                j,
+                run,
+                &self.entries,
+                &mut self.values,
+                t.saturating_sub(w.width_ms),
+            );
             write(w.outputs.as_slice(), run.distinct, out);
         }
     }
@@ -299,39 +321,87 @@ impl DistinctSeries {
                 }
             }
         }
+        // Entries `..end` have times <= t.
         let end = self.entries.partition_point(|e| e.ts <= t);
+        for (j, w) in spec.windows.iter().enumerate() {
+            let mut run = self.windows[j];
+            if t >= run.start {
+                run.distinct += u64::from(self.values.add(j, id, 1));
+                self.windows[j] = run;
+            }
+            let a = self
+                .entries
+                .partition_point(|e| e.ts < t.saturating_sub(w.width_ms));
+            // The cheaper of counting `a..end` directly and adjusting the running range `lo..`.
+            // When the event lies before the running range (`end <= lo`) the direct count is
+            // never dearer, so the adjustment only runs when `a..end` overlaps `lo..`.
+            let direct = end - a;
+            let adjust = (self.entries.len() - end) + a.abs_diff(run.lo);
+            let distinct = if direct <= adjust {
+                self.count_range(a, end, scratch)
+            } else {
+                self.count_adjusted(j, run, a, end)
+            };
+            write(w.outputs.as_slice(), distinct, out);
+        }
+    }
+
+    /// Distinct values among entries `a..end`, by marking ids.
+    fn count_range(&self, a: usize, end: usize, scratch: &mut DistinctScratch) -> u64 {
         if scratch.marks.len() < self.values.capacity() {
             scratch.marks.resize(self.values.capacity(), 0);
         }
-        for (w, run) in spec.windows.iter().zip(self.windows.iter_mut()) {
-            if t >= run.start {
-                run.add(id, 1);
-            }
-            let start = t.saturating_sub(w.width_ms);
-            let a = self.entries.partition_point(|e| e.ts < start);
-            scratch.epoch = scratch.epoch.wrapping_add(1);
-            if scratch.epoch == 0 {
-                scratch.marks.fill(0);
-                scratch.epoch = 1;
-            }
-            let mut distinct = 0;
-            for e in self.entries.range(a..end) {
-                let m = &mut scratch.marks[e.id as usize];
-                if *m != scratch.epoch {
-                    *m = scratch.epoch;
-                    distinct += 1;
-                }
-            }
-            write(w.outputs.as_slice(), distinct, out);
+        scratch.epoch = scratch.epoch.wrapping_add(1);
+        if scratch.epoch == 0 {
+            scratch.marks.fill(0);
+            scratch.epoch = 1;
         }
+        let mut distinct = 0;
+        for e in self.entries.range(a..end) {
+            let m = &mut scratch.marks[e.id as usize];
+            if *m != scratch.epoch {
+                *m = scratch.epoch;
+                distinct += 1;
+            }
+        }
+        distinct
+    }
+
+    /// Distinct values among entries `a..end`, from window `j`'s running counts over `lo..`:
+    /// the counts are shifted to `a..end`, read, and shifted back.
+    fn count_adjusted(&mut self, j: usize, run: Running, a: usize, end: usize) -> u64 {
+        let len = self.entries.len();
+        let mut distinct = run.distinct as i64;
+        let (added, removed) = if a < run.lo {
+            (a..run.lo, run.lo..run.lo)
+        } else {
+            (run.lo..run.lo, run.lo..a)
+        };
+        for i in (end..len).chain(removed.clone()) {
+            let e = self.entries[i];
+            distinct -= i64::from(self.values.remove(j, e.id, e.mult));
+        }
+        for i in added.clone() {
+            let e = self.entries[i];
+            distinct += i64::from(self.values.add(j, e.id, e.mult));
+        }
+        for i in (end..len).chain(removed) {
+            let e = self.entries[i];
+            self.values.add(j, e.id, e.mult);
+        }
+        for i in added {
+            let e = self.entries[i];
+            self.values.remove(j, e.id, e.mult);
+        }
+        distinct as u64
     }
 
     fn evict(&mut self, horizon: i64) {
         if self.entries.front().is_none_or(|e| e.ts >= horizon) {
             return;
         }
-        for run in self.windows.iter_mut() {
-            advance(run, &self.entries, horizon);
+        for (j, run) in self.windows.iter_mut().enumerate() {
+            advance(j, run, &self.entries, &mut self.values, horizon);
         }
         let mut dropped = 0;
         while let Some(e) = self.entries.front() {
@@ -355,8 +425,15 @@ fn write(outputs: &[(Agg, usize)], distinct: u64, out: &mut [FeatureValue]) {
     }
 }
 
+/// Moves window `j`'s start forward to `start`, removing the entries it leaves.
 #[inline]
-fn advance(run: &mut Running, entries: &VecDeque<Entry>, start: i64) {
+fn advance(
+    j: usize,
+    run: &mut Running,
+    entries: &SmallDeque<[Entry; 2]>,
+    values: &mut ValueTable,
+    start: i64,
+) {
     if start <= run.start {
         return;
     }
@@ -365,7 +442,7 @@ fn advance(run: &mut Running, entries: &VecDeque<Entry>, start: i64) {
         if e.ts >= start {
             break;
         }
-        run.remove(e.id, e.mult);
+        run.distinct -= u64::from(values.remove(j, e.id, e.mult));
         run.lo += 1;
     }
 }
@@ -378,7 +455,7 @@ mod tests {
     fn value_table_reuses_ids_and_survives_many_values() {
         let mut t = ValueTable::default();
         let ids: Vec<u32> = (0..100u32)
-            .map(|i| t.intern(format!("v{i}").as_bytes()))
+            .map(|i| t.intern(format!("v{i}").as_bytes(), 1))
             .collect();
         for (i, &id) in ids.iter().enumerate() {
             assert_eq!(t.find(format!("v{i}").as_bytes()), Some(id));
@@ -388,7 +465,7 @@ mod tests {
         }
         assert_eq!(t.find(b"v3"), None);
         assert_eq!(t.find(b"v73"), Some(ids[73]));
-        let again = t.intern(b"new");
+        let again = t.intern(b"new", 1);
         assert!(ids[..50].contains(&again), "freed ids are reused");
     }
 }

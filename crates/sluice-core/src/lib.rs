@@ -7,6 +7,7 @@
 //! - [`agg`]: the aggregations a feature can use.
 //! - [`plan`]: features grouped by the key and the register series they share.
 //! - [`key`]: key encoding, hashing and key groups.
+//! - [`deque`]: a deque with inline storage for the first few items.
 //! - [`sum`]: a drift-free running sum that supports removal.
 //! - [`numeric`]: count/sum/avg/min/max registers over sliding windows.
 //! - [`distinct`]: exact distinct-count registers over sliding windows.
@@ -14,6 +15,7 @@
 //! - [`value`]: the value of one feature for one event.
 
 pub mod agg;
+pub mod deque;
 pub mod distinct;
 pub mod duration;
 pub mod key;

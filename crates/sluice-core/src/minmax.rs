@@ -4,7 +4,7 @@
 //! after them; values strictly increase from front to back for a minimum (decrease for a
 //! maximum), so the front is the window's minimum.
 
-use std::collections::VecDeque;
+use crate::deque::SmallDeque;
 
 /// Which extreme a [`MonoDeque`] tracks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,7 @@ impl Extreme {
 /// A monotonic deque over the buckets of a running window.
 #[derive(Debug, Clone, Default)]
 pub struct MonoDeque {
-    items: VecDeque<(i64, f64)>,
+    items: SmallDeque<[(i64, f64); 2]>,
 }
 
 impl MonoDeque {

@@ -7,9 +7,10 @@
 //! is computed over `[t - width, t]` by the cheaper of a direct scan and an adjustment of the
 //! running aggregate (min and max always scan).
 
-use std::collections::VecDeque;
+use smallvec::SmallVec;
 
 use crate::bucket_start;
+use crate::deque::SmallDeque;
 use crate::minmax::{Extreme, MonoDeque};
 use crate::plan::SeriesSpec;
 use crate::sum::ExactSum;
@@ -54,6 +55,13 @@ struct Running {
     lo: usize,
     count: u64,
     sum: ExactSum,
+    /// Only for windows with a min or max feature: boxed, so that the common case stays small.
+    extremes: Option<Box<Extremes>>,
+}
+
+/// Monotonic deques of a window's buckets.
+#[derive(Debug, Clone, Default)]
+struct Extremes {
     min: MonoDeque,
     max: MonoDeque,
 }
@@ -61,20 +69,21 @@ struct Running {
 /// Numeric registers of one key and field: every window of a [`SeriesSpec`] of kind numeric.
 #[derive(Debug, Clone)]
 pub struct NumericSeries {
-    buckets: VecDeque<Bucket>,
-    windows: Box<[Running]>,
+    buckets: SmallDeque<[Bucket; 1]>,
+    windows: SmallVec<[Running; 1]>,
 }
 
 impl NumericSeries {
     /// An empty series for `spec`.
     pub fn new(spec: &SeriesSpec) -> Self {
         NumericSeries {
-            buckets: VecDeque::new(),
+            buckets: SmallDeque::new(),
             windows: spec
                 .windows
                 .iter()
-                .map(|_| Running {
+                .map(|w| Running {
                     start: i64::MIN,
+                    extremes: (w.needs_min || w.needs_max).then(Box::default),
                     ..Running::default()
                 })
                 .collect(),
@@ -129,11 +138,13 @@ impl NumericSeries {
         for (w, run) in spec.windows.iter().zip(self.windows.iter_mut()) {
             run.count += 1;
             run.sum.add(v);
-            if w.needs_min {
-                run.min.push_newest(Extreme::Min, t, newest.min);
-            }
-            if w.needs_max {
-                run.max.push_newest(Extreme::Max, t, newest.max);
+            if let Some(e) = &mut run.extremes {
+                if w.needs_min {
+                    e.min.push_newest(Extreme::Min, t, newest.min);
+                }
+                if w.needs_max {
+                    e.max.push_newest(Extreme::Max, t, newest.max);
+                }
             }
             // Saturating: a start before i64::MIN means the window holds everything.
             advance(run, &self.buckets, t.saturating_sub(w.width_ms));
@@ -142,8 +153,8 @@ impl NumericSeries {
                     Agg::Count => FeatureValue::Int(run.count),
                     Agg::Sum => FeatureValue::Num(run.sum.value()),
                     Agg::Avg => FeatureValue::Num(run.sum.value() / run.count as f64),
-                    Agg::Min => FeatureValue::Exact(run.min.front().unwrap_or(f64::NAN)),
-                    Agg::Max => FeatureValue::Exact(run.max.front().unwrap_or(f64::NAN)),
+                    Agg::Min => FeatureValue::Exact(extreme(&run.extremes, |e| e.min.front())),
+                    Agg::Max => FeatureValue::Exact(extreme(&run.extremes, |e| e.max.front())),
                     Agg::DistinctCount | Agg::Last => continue,
                 };
             }
@@ -175,11 +186,13 @@ impl NumericSeries {
             if t >= run.start {
                 run.count += 1;
                 run.sum.add(v);
-                if w.needs_min {
-                    run.min.insert(Extreme::Min, t, bucket.min);
-                }
-                if w.needs_max {
-                    run.max.insert(Extreme::Max, t, bucket.max);
+                if let Some(e) = &mut run.extremes {
+                    if w.needs_min {
+                        e.min.insert(Extreme::Min, t, bucket.min);
+                    }
+                    if w.needs_max {
+                        e.max.insert(Extreme::Max, t, bucket.max);
+                    }
                 }
             }
             let start = t.saturating_sub(w.width_ms);
@@ -227,7 +240,7 @@ impl NumericSeries {
 
 /// Moves a running window's start forward to `start`, removing the buckets it leaves.
 #[inline]
-fn advance(run: &mut Running, buckets: &VecDeque<Bucket>, start: i64) {
+fn advance(run: &mut Running, buckets: &SmallDeque<[Bucket; 1]>, start: i64) {
     if start <= run.start {
         return;
     }
@@ -238,20 +251,35 @@ fn advance(run: &mut Running, buckets: &VecDeque<Bucket>, start: i64) {
         }
         run.count -= u64::from(b.count);
         run.sum.sub_sum(&b.sum);
-        run.min.expire(b.ts);
-        run.max.expire(b.ts);
+        if let Some(e) = &mut run.extremes {
+            e.min.expire(b.ts);
+            e.max.expire(b.ts);
+        }
         run.lo += 1;
     }
     if run.count == 0 {
         run.sum.clear();
-        run.min.clear();
-        run.max.clear();
+        if let Some(e) = &mut run.extremes {
+            e.min.clear();
+            e.max.clear();
+        }
     }
+}
+
+/// The front of a window's min or max deque (NaN if missing: never for a non-empty window).
+#[inline]
+fn extreme(extremes: &Option<Box<Extremes>>, front: impl Fn(&Extremes) -> Option<f64>) -> f64 {
+    extremes.as_deref().and_then(front).unwrap_or(f64::NAN)
 }
 
 /// Count and sum of buckets `a..=b`, by a direct scan or by adjusting the running aggregate of
 /// `lo..`, whichever touches fewer buckets.
-fn range_count_sum(buckets: &VecDeque<Bucket>, run: &Running, a: usize, b: usize) -> (u64, f64) {
+fn range_count_sum(
+    buckets: &SmallDeque<[Bucket; 1]>,
+    run: &Running,
+    a: usize,
+    b: usize,
+) -> (u64, f64) {
     let direct = b + 1 - a;
     let adjust = (buckets.len() - 1 - b) + a.abs_diff(run.lo);
     let mut count: u64;

@@ -8,6 +8,7 @@ use crate::distinct::{DistinctScratch, DistinctSeries};
 use crate::numeric::NumericSeries;
 use crate::plan::{KeySpec, SeriesKind};
 use crate::value::FeatureValue;
+use smallvec::SmallVec;
 
 /// The value of one `of` field on one event, as the registers need it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -32,7 +33,8 @@ pub enum Series {
 /// Every register of one key.
 #[derive(Debug, Clone)]
 pub struct KeyState {
-    series: Box<[Series]>,
+    /// Inline for up to three series (the usual pipeline), so a key is one block of memory.
+    series: SmallVec<[Series; 3]>,
 }
 
 impl KeyState {
@@ -105,6 +107,20 @@ impl KeyState {
                 };
                 newest.is_none_or(|t| t < horizon)
             })
+    }
+
+    /// Reads the parts of the state an update touches first and returns a meaningless number.
+    /// A backend calls this for a few upcoming keys before updating them, so that their cache
+    /// misses overlap instead of coming one after another.
+    #[inline]
+    pub fn warm(&self) -> i64 {
+        self.series
+            .iter()
+            .map(|s| match s {
+                Series::Numeric(n) => n.newest().unwrap_or(0),
+                Series::Distinct(d) => d.newest().unwrap_or(0),
+            })
+            .fold(0, i64::wrapping_add)
     }
 
     /// Number of buckets and entries held (a measure of memory).
