@@ -60,6 +60,11 @@ impl<'a> KeyEncoder<'a> {
         self.tagged(b's', s.as_bytes());
     }
 
+    /// A string value given as its UTF-8 bytes (already validated by the caller).
+    pub fn str_bytes(&mut self, s: &[u8]) {
+        self.tagged(b's', s);
+    }
+
     /// A number value; integral numbers encode like integers (`42.0` and `42` are one key).
     pub fn num(&mut self, v: f64) {
         if v.fract() == 0.0 && v.abs() < 9.0e15 {

@@ -109,20 +109,6 @@ impl KeyState {
             })
     }
 
-    /// Reads the parts of the state an update touches first and returns a meaningless number.
-    /// A backend calls this for a few upcoming keys before updating them, so that their cache
-    /// misses overlap instead of coming one after another.
-    #[inline]
-    pub fn warm(&self) -> i64 {
-        self.series
-            .iter()
-            .map(|s| match s {
-                Series::Numeric(n) => n.newest().unwrap_or(0),
-                Series::Distinct(d) => d.newest().unwrap_or(0),
-            })
-            .fold(0, i64::wrapping_add)
-    }
-
     /// Number of buckets and entries held (a measure of memory).
     pub fn size(&self) -> usize {
         self.series

@@ -137,10 +137,7 @@ impl StateBackend for MemoryBackend {
         updates: &[Update<'_>],
         out: &mut Vec<FeatureValue>,
     ) -> Result<()> {
-        for chunk in updates.chunks(WARM_AHEAD) {
-            self.warm(chunk);
-            self.apply_chunk(plan, chunk, out);
-        }
+        self.apply_updates(plan, updates, out);
         self.since_sweep += updates.len();
         if self.since_sweep >= (4 * self.live).max(MIN_SWEEP_INTERVAL) {
             self.sweep(plan);
@@ -153,26 +150,8 @@ impl StateBackend for MemoryBackend {
     }
 }
 
-/// Updates whose keys are looked up together before they are applied.
-const WARM_AHEAD: usize = 16;
-
 impl MemoryBackend {
-    /// Looks up the keys of `updates` and reads their state, without changing anything. The
-    /// lookups are independent, so the processor overlaps their cache misses; the updates that
-    /// follow then find the state in cache.
-    fn warm(&self, updates: &[Update<'_>]) {
-        let mut sink = 0i64;
-        for u in updates {
-            if let Some(group) = &self.groups[group_of(u.hash) as usize] {
-                if let Some(e) = group.tables[u.key_spec].find(u.hash, |e| e.hash == u.hash) {
-                    sink = sink.wrapping_add(e.state.warm());
-                }
-            }
-        }
-        std::hint::black_box(sink);
-    }
-
-    fn apply_chunk(&mut self, plan: &Plan, updates: &[Update<'_>], out: &mut Vec<FeatureValue>) {
+    fn apply_updates(&mut self, plan: &Plan, updates: &[Update<'_>], out: &mut Vec<FeatureValue>) {
         for u in updates {
             let spec = &plan.keys[u.key_spec];
             let group = self.groups[group_of(u.hash) as usize].get_or_insert_with(|| {

@@ -55,39 +55,79 @@ const POW10: [f64; 23] = [
 pub fn write_computed(out: &mut Vec<u8>, v: f64) {
     if !v.is_finite() {
         out.extend_from_slice(b"null");
-        return;
+    } else if !write_15_digits(out, v, false) {
+        write_shortest(out, v);
     }
-    let a = v.abs();
-    let rounded = if a == 0.0 || a >= 1e15 {
-        v
-    } else {
-        let exp = a.log10().floor() as i32;
-        let shift = 14 - exp;
-        if (0..=22).contains(&shift) {
-            let scale = POW10[shift as usize];
-            (v * scale).round() / scale
-        } else if (-22..0).contains(&shift) {
-            let scale = POW10[(-shift) as usize];
-            (v / scale).round() * scale
-        } else {
-            v
-        }
-    };
-    write_exact(out, rounded);
 }
 
-/// Appends an observed number exactly (shortest text that reads back as the same `f64`);
-/// integral values below 2^53 print without a fraction.
+/// Appends an observed number exactly: the shortest text that reads back as the same `f64`
+/// (integral values without a fraction).
 pub fn write_exact(out: &mut Vec<u8>, v: f64) {
     if !v.is_finite() {
         out.extend_from_slice(b"null");
-    } else if v.fract() == 0.0 && v.abs() < 9.0e15 {
+    } else if !write_15_digits(out, v, true) {
+        write_shortest(out, v);
+    }
+}
+
+fn write_shortest(out: &mut Vec<u8>, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
         let mut b = itoa::Buffer::new();
         out.extend_from_slice(b.format(v as i64).as_bytes());
     } else {
         let mut b = ryu::Buffer::new();
         out.extend_from_slice(b.format_finite(v).as_bytes());
     }
+}
+
+/// Writes `v` rounded to 15 significant digits in plain decimal notation, trailing zeros
+/// trimmed, when `1e-5 <= |v| < 1e15` (else returns false and writes nothing). With `exact`,
+/// only when that text reads back as exactly `v`.
+///
+/// Integer arithmetic instead of a shortest-round-trip search: the digits are
+/// `round(|v| * 10^d)` for the `d` that leaves 15 of them. When the text reads back as `v` it is
+/// also the shortest such text (two decimals of at most 15 digits are too far apart to round to
+/// the same double), so `exact` output equals ryu's.
+fn write_15_digits(out: &mut Vec<u8>, v: f64, exact: bool) -> bool {
+    let a = v.abs();
+    if a == 0.0 {
+        out.push(b'0');
+        return true;
+    }
+    if !(1e-5..1e15).contains(&a) {
+        return false;
+    }
+    // Decimals that leave 15 significant digits, from the table (exact, unlike log10).
+    let decimals = if a >= 1.0 {
+        15 - POW10[..16].partition_point(|&p| p <= a) // digits before the point: 1..=15
+    } else {
+        14 + POW10[..6].partition_point(|&p| a * p < 1.0) // leading zeros after it: 0..=4
+    };
+    let scale = POW10[decimals];
+    let n = (a * scale).round();
+    if exact && n / scale != a {
+        return false;
+    }
+    let n = n as u64;
+    let unit = 10u64.pow(decimals as u32);
+    let (int, mut frac) = (n / unit, n % unit);
+    if v < 0.0 {
+        out.push(b'-');
+    }
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b.format(int).as_bytes());
+    if frac > 0 {
+        let mut width = decimals;
+        while frac % 10 == 0 {
+            frac /= 10;
+            width -= 1;
+        }
+        out.push(b'.');
+        let digits = b.format(frac).as_bytes();
+        out.extend(std::iter::repeat_n(b'0', width - digits.len()));
+        out.extend_from_slice(digits);
+    }
+    true
 }
 
 /// Output-side view of the plan: feature names as JSON keys, in output order.
@@ -133,6 +173,11 @@ impl OutputLayout {
             own_field,
             per_key: plan.keys.iter().map(|k| k.features.len()).collect(),
         }
+    }
+
+    /// A generous estimate of the bytes the features add to one output line.
+    pub fn bytes_per_event(&self) -> usize {
+        16 + self.keys.iter().map(|k| k.len() + 24).sum::<usize>()
     }
 
     /// Number of feature values an event of key spec `k` produces.
@@ -245,6 +290,45 @@ mod tests {
         assert_eq!(computed(1.0 / 3.0), "0.333333333333333");
         assert_eq!(computed(1e-20), "1e-20");
         assert_eq!(computed(f64::NAN), "null");
+    }
+
+    #[test]
+    fn exact_numbers_read_back_and_match_the_shortest_text() {
+        let mut x: u64 = 99;
+        for i in 0..200_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = match i % 4 {
+                0 => (x >> 40) as f64 / 100.0,
+                1 => f64::from_bits(x >> 2),
+                2 => (x >> 11) as f64 * 1e-9,
+                _ => -((x >> 30) as f64) / 7.0,
+            };
+            if !v.is_finite() {
+                continue;
+            }
+            let mut out = Vec::new();
+            write_exact(&mut out, v);
+            let text = String::from_utf8(out).expect("utf8");
+            assert_eq!(text.parse::<f64>().expect("a number"), v, "{text}");
+            let mut shortest = Vec::new();
+            write_shortest(&mut shortest, v);
+            let shortest = String::from_utf8(shortest).expect("utf8");
+            if !shortest.contains('e') {
+                assert_eq!(text, shortest);
+            }
+        }
+    }
+
+    #[test]
+    fn computed_numbers_keep_15_significant_digits() {
+        assert_eq!(computed(0.000012345678901234567), "0.0000123456789012346");
+        assert_eq!(computed(0.5), "0.5");
+        assert_eq!(computed(999.99999999999999), "1000");
+        assert_eq!(computed(123456789012345.6), "123456789012346");
+        assert_eq!(computed(-0.1 - 0.2), "-0.3");
+        assert_eq!(computed(0.0), "0");
     }
 
     #[test]

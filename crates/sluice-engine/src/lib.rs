@@ -12,6 +12,7 @@ pub mod batch;
 pub mod error;
 pub mod format;
 pub mod parse;
+pub mod pool;
 pub mod router;
 pub mod run;
 pub mod shard;

@@ -384,7 +384,7 @@ impl Extractor {
                 }
                 Captured::Int(v) => enc.int(v),
                 Captured::Float(v) => enc.num(v),
-                Captured::Str(a, b) => enc.str(Self::text(s, a, b)),
+                Captured::Str(a, b) => enc.str_bytes(&s.text[a..b]),
                 Captured::Bool(v) => enc.bool(v),
                 Captured::Other(t) => {
                     return Err(Rejection {
@@ -437,7 +437,7 @@ impl Extractor {
                 (FieldKind::Num, v)
             }
             Captured::Str(a, b) if !self.numeric[j] => {
-                enc.str(Self::text(s, a, b));
+                enc.str_bytes(&s.text[a..b]);
                 (FieldKind::Str, 0.0)
             }
             Captured::Bool(v) if !self.numeric[j] => {

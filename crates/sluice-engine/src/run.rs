@@ -28,6 +28,7 @@ use crate::batch::{ParsedBatch, RawBatch};
 use crate::error::{Error, Result};
 use crate::format::{write_dead_letter, OutputLayout};
 use crate::parse::{Extractor, ParseScratch};
+use crate::pool::BufferPool;
 use crate::router::{RoutedBatch, Router};
 use crate::shard;
 use crate::source::{CsvBatcher, Input, InputFormat, LineBatcher};
@@ -167,6 +168,7 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
     let layout = Arc::new(OutputLayout::new(&plan));
 
     let max_in_flight = 4 * n + 4;
+    let pool = BufferPool::new(2 * max_in_flight);
     let (token_tx, token_rx) = bounded::<()>(max_in_flight);
     for _ in 0..max_in_flight {
         token_tx.send(()).map_err(|_| Error::Stage("setup"))?;
@@ -182,6 +184,7 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
         // Reader.
         let reader_router = router_tx.clone();
         let reader_stats = Arc::clone(&stats);
+        let reader_pool = pool.clone();
         let reader = thread::Builder::new()
             .name("sluice-reader".into())
             .spawn_scoped(scope, move || -> Result<()> {
@@ -191,7 +194,7 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
                         return Ok(()); // the writer stopped; its error is reported
                     }
                     let next = match &mut batcher {
-                        Batcher::Lines(b) => b.next_batch()?,
+                        Batcher::Lines(b) => b.next_batch(reader_pool.take())?,
                         Batcher::Csv(b) => b.next_batch()?,
                     };
                     let Some((raw, records)) = next else { break };
@@ -225,6 +228,7 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
             let extractor = Arc::clone(&extractor);
             let layout = Arc::clone(&layout);
             let source_name = source_name.clone();
+            let pool = pool.clone();
             let handle = thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
                 .spawn_scoped(scope, move || {
@@ -250,7 +254,7 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
                                     .is_ok()
                             }
                             WorkerJob::Format(job) => written_tx
-                                .send(format_batch(&plan, &layout, &source_name, job))
+                                .send(format_batch(&plan, &layout, &source_name, &pool, job))
                                 .is_ok(),
                             WorkerJob::Parse(seq, raw) => router_tx
                                 .send(RouterMsg::Parsed(extractor.parse_batch(
@@ -285,7 +289,7 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
             .map_err(|_| Error::Stage("router"))?;
 
         // Writer (this thread).
-        let written = write_all(written_rx, outputs, &token_tx, &stats);
+        let written = write_all(written_rx, outputs, &token_tx, &stats, &pool);
         drop(token_tx);
 
         let reader = reader.join().unwrap_or(Err(Error::Stage("reader")));
@@ -480,7 +484,13 @@ fn route_all(
 }
 
 /// Formats one batch: enriched events and dead letters, each in input order.
-fn format_batch(plan: &Plan, layout: &OutputLayout, source: &str, job: FormatJob) -> Formatted {
+fn format_batch(
+    plan: &Plan,
+    layout: &OutputLayout,
+    source: &str,
+    pool: &BufferPool,
+    job: FormatJob,
+) -> Formatted {
     let routed = &job.batch;
     let batch = &routed.parsed;
     let n_keys = plan.keys.len();
@@ -494,7 +504,12 @@ fn format_batch(plan: &Plan, layout: &OutputLayout, source: &str, job: FormatJob
             offset += layout.per_key(item.key_spec as usize) as u32;
         }
     }
-    let mut events = Vec::with_capacity(batch.arena.len() + batch.events.len() * 64);
+    let mut events = pool.take();
+    let input_bytes = match &batch.raw {
+        RawBatch::Lines { data, .. } => data.len(),
+        RawBatch::Csv(_) => batch.arena.len(),
+    };
+    events.reserve(input_bytes + batch.events.len() * layout.bytes_per_event());
     let mut dead = Vec::new();
     let (mut n_events, mut n_dead, mut n_late) = (0, 0, 0);
     for (i, e) in batch.events.iter().enumerate() {
@@ -510,8 +525,15 @@ fn format_batch(plan: &Plan, layout: &OutputLayout, source: &str, job: FormatJob
         });
         n_events += 1;
     }
+    let seq = batch.seq;
+    // The input buffer is free once the last holder of the batch is done with it.
+    if let Ok(routed) = Arc::try_unwrap(job.batch) {
+        if let RawBatch::Lines { data, .. } = routed.parsed.raw {
+            pool.give(data);
+        }
+    }
     Formatted {
-        seq: batch.seq,
+        seq,
         events,
         dead,
         n_events,
@@ -526,6 +548,7 @@ fn write_all(
     mut outputs: Outputs,
     tokens: &Sender<()>,
     stats: &Stats,
+    pool: &BufferPool,
 ) -> Result<()> {
     let mut waiting: BTreeMap<u64, Formatted> = BTreeMap::new();
     let mut next = 0;
@@ -549,6 +572,7 @@ fn write_all(
                 .fetch_add(f.n_events, Ordering::Relaxed);
             stats.dead_letters.fetch_add(f.n_dead, Ordering::Relaxed);
             stats.late.fetch_add(f.n_late, Ordering::Relaxed);
+            pool.give(f.events);
             let _ = tokens.send(());
             next += 1;
         }

@@ -58,9 +58,13 @@ impl LineBatcher {
         }
     }
 
-    /// The next batch of whole lines, or `None` at the end of the input.
-    pub fn next_batch(&mut self) -> Result<Option<(RawBatch, u64)>> {
-        let mut data = std::mem::take(&mut self.carry);
+    /// The next batch of whole lines, filled into `buf` (a recycled buffer), or `None` at the
+    /// end of the input.
+    pub fn next_batch(&mut self, mut buf: Vec<u8>) -> Result<Option<(RawBatch, u64)>> {
+        buf.clear();
+        buf.extend_from_slice(&self.carry);
+        self.carry.clear();
+        let mut data = buf;
         loop {
             while !self.eof && data.len() < self.batch_bytes {
                 let len = data.len();
@@ -90,7 +94,7 @@ impl LineBatcher {
             }
             match memchr::memrchr(b'\n', &data) {
                 Some(last) => {
-                    self.carry = data[last + 1..].to_vec();
+                    self.carry.extend_from_slice(&data[last + 1..]);
                     data.truncate(last + 1);
                     break;
                 }
