@@ -34,6 +34,37 @@ enum Command {
     },
     /// Write deterministic synthetic transactions.
     Gen(GenArgs),
+    /// End-to-end benchmark: generate data, run the benchmark pipeline with each worker count,
+    /// compare with a plain serde_json loop.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Events to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Distinct users.
+    #[arg(long, default_value_t = 100_000)]
+    users: u64,
+    /// Days of event time.
+    #[arg(long, default_value_t = 7)]
+    days: u64,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Worker counts to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+    workers: Vec<usize>,
+    /// Runs per worker count.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Working directory for the data and outputs.
+    #[arg(long, default_value = "target/bench")]
+    dir: PathBuf,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +90,9 @@ struct RunArgs {
     /// Never show a progress bar (periodic log lines are still written when not on a terminal).
     #[arg(long)]
     quiet: bool,
+    /// Also write the run's summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -104,6 +138,16 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Check { pipeline } => check(&pipeline),
         Command::Gen(args) => generate(args),
+        Command::Bench(args) => crate::bench::run(&crate::bench::BenchOptions {
+            events: args.events,
+            users: args.users,
+            days: args.days,
+            seed: args.seed,
+            workers: args.workers,
+            runs: args.runs.max(1),
+            dir: args.dir,
+            json: args.json,
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,7 +240,21 @@ fn run(args: RunArgs) -> Result<()> {
     let result = sluice_engine::run(&job, input, outputs, stats);
     progress.finish();
     let summary = result?;
-    let peak = peak_rss_mb().map_or_else(String::new, |mb| format!(", peak memory {mb} MB"));
+    let peak_mb = peak_rss_mb();
+    if let Some(path) = &args.summary_json {
+        let report = crate::bench::RunReport {
+            records: summary.records,
+            events: summary.events,
+            dead_letters: summary.dead_letters,
+            workers: job.workers,
+            seconds: summary.elapsed.as_secs_f64(),
+            events_per_sec: summary.records_per_sec(),
+            peak_memory_mb: peak_mb,
+        };
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let peak = peak_mb.map_or_else(String::new, |mb| format!(", peak memory {mb} MB"));
     let dead_to = match &dead_path {
         Some(p) => p.display().to_string(),
         None => "stderr".into(),

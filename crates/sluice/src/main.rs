@@ -1,6 +1,7 @@
 //! `sluice`: exact real-time window features over streams of events.
 
 mod alloc;
+mod bench;
 mod cli;
 mod config;
 mod gen;
