@@ -35,7 +35,7 @@ struct Slot {
 /// Interns value byte strings into small, reusable ids.
 #[derive(Debug, Clone)]
 pub struct ValueTable {
-    slots: Vec<Slot>,
+    slots: SmallVec<[Slot; 2]>,
     /// First free slot; free slots are chained through `next`.
     free: u32,
     live: u32,
@@ -45,7 +45,7 @@ pub struct ValueTable {
 impl Default for ValueTable {
     fn default() -> Self {
         ValueTable {
-            slots: Vec::new(),
+            slots: SmallVec::new(),
             free: NONE,
             live: 0,
             index: None,

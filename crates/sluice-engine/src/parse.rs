@@ -37,6 +37,7 @@ pub struct Extractor {
     key_fields: Vec<Vec<usize>>,
     of_fields: Vec<usize>,
     numeric: Vec<bool>,
+    distinct: Vec<bool>,
     csv_header: Vec<Option<usize>>,
     csv_names: Vec<String>,
 }
@@ -73,6 +74,7 @@ impl Extractor {
             key_fields,
             of_fields,
             numeric: plan.numeric_fields.clone(),
+            distinct: plan.distinct_fields.clone(),
             csv_header: Vec::new(),
             csv_names: Vec::new(),
         }
@@ -428,12 +430,17 @@ impl Extractor {
         let mut enc = KeyEncoder::new(arena);
         let (kind, num) = match s.caps[w] {
             Captured::Missing | Captured::Null => return Ok(FieldSlot::default()),
+            // Canonical bytes of a number are only needed to count it as a distinct value.
             Captured::Int(v) => {
-                enc.int(v);
+                if self.distinct[j] {
+                    enc.int(v);
+                }
                 (FieldKind::Num, v as f64)
             }
             Captured::Float(v) => {
-                enc.num(v);
+                if self.distinct[j] {
+                    enc.num(v);
+                }
                 (FieldKind::Num, v)
             }
             Captured::Str(a, b) if !self.numeric[j] => {
