@@ -91,6 +91,8 @@ pub struct BenchOptions {
     pub days: u64,
     /// Generator seed.
     pub seed: u64,
+    /// Out-of-order amount of the generated events, in milliseconds.
+    pub disorder_ms: u64,
     /// Worker counts to run.
     pub workers: Vec<usize>,
     /// Runs per worker count (the best is reported).
@@ -107,6 +109,7 @@ struct BenchResult {
     users: u64,
     days: u64,
     seed: u64,
+    disorder_ms: u64,
     input_mb: f64,
     baseline_serde_json_lines_per_sec: f64,
     runs: Vec<WorkerResult>,
@@ -126,8 +129,8 @@ struct WorkerResult {
 pub fn run(opts: &BenchOptions) -> Result<()> {
     std::fs::create_dir_all(&opts.dir).with_context(|| format!("cannot create {}", opts.dir.display()))?;
     let data = opts.dir.join(format!(
-        "transactions-{}-{}-{}-{}.jsonl",
-        opts.events, opts.users, opts.days, opts.seed
+        "transactions-{}-{}-{}-{}-{}.jsonl",
+        opts.events, opts.users, opts.days, opts.seed, opts.disorder_ms
     ));
     if !data.exists() {
         eprintln!("bench: generating {} events into {}", opts.events, data.display());
@@ -139,7 +142,7 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
                 users: opts.users,
                 days: opts.days,
                 seed: opts.seed,
-                disorder_ms: 0,
+                disorder_ms: opts.disorder_ms,
                 start_ms: 1_767_225_600_000,
                 format: GenFormat::Jsonl,
             },
@@ -193,13 +196,14 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
         users: opts.users,
         days: opts.days,
         seed: opts.seed,
+        disorder_ms: opts.disorder_ms,
         input_mb,
         baseline_serde_json_lines_per_sec: baseline,
         runs: results,
     };
     println!(
-        "{} events, {} users, {} days, seed {} ({:.0} MB of JSONL)",
-        result.events, result.users, result.days, result.seed, result.input_mb
+        "{} events, {} users, {} days, seed {}, disorder {} ms ({:.0} MB of JSONL)",
+        result.events, result.users, result.days, result.seed, result.disorder_ms, result.input_mb
     );
     println!("baseline serde_json read-parse-write, 1 thread: {:.0} lines/s", baseline);
     println!("| workers | best events/s | median events/s | peak memory | vs baseline | vs 1 worker |");

@@ -53,6 +53,9 @@ struct BenchArgs {
     /// Generator seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Lower each event time by up to this many milliseconds (out-of-order events).
+    #[arg(long, default_value_t = 0)]
+    disorder: u64,
     /// Worker counts to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
     workers: Vec<usize>,
@@ -143,6 +146,7 @@ pub fn main() -> ExitCode {
             users: args.users,
             days: args.days,
             seed: args.seed,
+            disorder_ms: args.disorder,
             workers: args.workers,
             runs: args.runs.max(1),
             dir: args.dir,
