@@ -125,6 +125,7 @@ enum RouterMsg {
     End {
         batches: u64,
     },
+    WorkerFailed,
 }
 
 struct FormatJob {
@@ -189,30 +190,37 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
             .name("sluice-reader".into())
             .spawn_scoped(scope, move || -> Result<()> {
                 let mut seq = 0;
-                loop {
-                    if token_rx.recv().is_err() {
-                        return Ok(()); // the writer stopped; its error is reported
-                    }
-                    let next = match &mut batcher {
-                        Batcher::Lines(b) => b.next_batch(reader_pool.take())?,
-                        Batcher::Csv(b) => b.next_batch()?,
-                    };
-                    let Some((raw, records)) = next else { break };
-                    if let RawBatch::Lines { data, .. } = &raw {
+                let mut read = || -> Result<()> {
+                    loop {
+                        if token_rx.recv().is_err() {
+                            return Ok(()); // the writer stopped; its error is reported
+                        }
+                        let next = match &mut batcher {
+                            Batcher::Lines(b) => b.next_batch(reader_pool.take())?,
+                            Batcher::Csv(b) => b.next_batch()?,
+                        };
+                        let Some((raw, records)) = next else {
+                            return Ok(());
+                        };
+                        if let RawBatch::Lines { data, .. } = &raw {
+                            reader_stats
+                                .bytes_read
+                                .fetch_add(data.len() as u64, Ordering::Relaxed);
+                        }
                         reader_stats
-                            .bytes_read
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                            .records_read
+                            .fetch_add(records, Ordering::Relaxed);
+                        if parse_tx.send((seq, raw)).is_err() {
+                            return Ok(());
+                        }
+                        seq += 1;
                     }
-                    reader_stats
-                        .records_read
-                        .fetch_add(records, Ordering::Relaxed);
-                    if parse_tx.send((seq, raw)).is_err() {
-                        return Ok(());
-                    }
-                    seq += 1;
-                }
+                };
+                let result = read();
+                // Always tell the router how many batches there are, also after a read error:
+                // what was read is still processed and written before the error is reported.
                 let _ = reader_router.send(RouterMsg::End { batches: seq });
-                Ok(())
+                result
             })
             .map_err(|_| Error::Stage("reader"))?;
 
@@ -232,41 +240,49 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
             let handle = thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
                 .spawn_scoped(scope, move || {
-                    let mut backend = Backend::Memory(MemoryBackend::default());
-                    let mut scratch = ParseScratch::default();
-                    let mut shard_rx = shard_rx;
-                    let mut format_rx = format_rx;
-                    let mut parse_rx = parse_rx;
-                    loop {
-                        let job = match next_job(&mut shard_rx, &mut format_rx, &mut parse_rx) {
-                            Some(job) => job,
-                            None => return,
-                        };
-                        let sent = match job {
-                            WorkerJob::Shard(batch) => {
-                                let values = shard::process(&plan, &mut backend, &batch, i);
-                                router_tx
-                                    .send(RouterMsg::ShardDone {
-                                        seq: batch.parsed.seq,
-                                        shard: i,
-                                        values,
-                                    })
-                                    .is_ok()
+                    // A panic here is a bug; report it to the router instead of leaving the
+                    // other stages waiting for this shard.
+                    let failed = router_tx.clone();
+                    let work = std::panic::AssertUnwindSafe(move || {
+                        let mut backend = Backend::Memory(MemoryBackend::default());
+                        let mut scratch = ParseScratch::default();
+                        let mut shard_rx = shard_rx;
+                        let mut format_rx = format_rx;
+                        let mut parse_rx = parse_rx;
+                        loop {
+                            let job = match next_job(&mut shard_rx, &mut format_rx, &mut parse_rx) {
+                                Some(job) => job,
+                                None => return,
+                            };
+                            let sent = match job {
+                                WorkerJob::Shard(batch) => {
+                                    let values = shard::process(&plan, &mut backend, &batch, i);
+                                    router_tx
+                                        .send(RouterMsg::ShardDone {
+                                            seq: batch.parsed.seq,
+                                            shard: i,
+                                            values,
+                                        })
+                                        .is_ok()
+                                }
+                                WorkerJob::Format(job) => written_tx
+                                    .send(format_batch(&plan, &layout, &source_name, &pool, job))
+                                    .is_ok(),
+                                WorkerJob::Parse(seq, raw) => router_tx
+                                    .send(RouterMsg::Parsed(extractor.parse_batch(
+                                        seq,
+                                        raw,
+                                        &mut scratch,
+                                    )))
+                                    .is_ok(),
+                            };
+                            if !sent {
+                                return;
                             }
-                            WorkerJob::Format(job) => written_tx
-                                .send(format_batch(&plan, &layout, &source_name, &pool, job))
-                                .is_ok(),
-                            WorkerJob::Parse(seq, raw) => router_tx
-                                .send(RouterMsg::Parsed(extractor.parse_batch(
-                                    seq,
-                                    raw,
-                                    &mut scratch,
-                                )))
-                                .is_ok(),
-                        };
-                        if !sent {
-                            return;
                         }
+                    });
+                    if std::panic::catch_unwind(work).is_err() {
+                        let _ = failed.send(RouterMsg::WorkerFailed);
                     }
                 })
                 .map_err(|_| Error::Stage("worker"))?;
@@ -441,6 +457,7 @@ fn route_all(
         };
         match msg {
             RouterMsg::End { batches } => total = Some(batches),
+            RouterMsg::WorkerFailed => return Err(Error::Stage("worker")),
             RouterMsg::Parsed(batch) => {
                 parsed.insert(batch.seq, batch);
                 while let Some(batch) = parsed.remove(&next_seq) {

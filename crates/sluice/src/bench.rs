@@ -127,13 +127,18 @@ struct WorkerResult {
 
 /// Runs the benchmark and prints a table.
 pub fn run(opts: &BenchOptions) -> Result<()> {
-    std::fs::create_dir_all(&opts.dir).with_context(|| format!("cannot create {}", opts.dir.display()))?;
+    std::fs::create_dir_all(&opts.dir)
+        .with_context(|| format!("cannot create {}", opts.dir.display()))?;
     let data = opts.dir.join(format!(
         "transactions-{}-{}-{}-{}-{}.jsonl",
         opts.events, opts.users, opts.days, opts.seed, opts.disorder_ms
     ));
     if !data.exists() {
-        eprintln!("bench: generating {} events into {}", opts.events, data.display());
+        eprintln!(
+            "bench: generating {} events into {}",
+            opts.events,
+            data.display()
+        );
         let tmp = data.with_extension("tmp");
         let mut f = File::create(&tmp)?;
         gen::write_transactions(
@@ -172,7 +177,11 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
                 report.peak_memory_mb.unwrap_or(0)
             );
             if report.events != opts.events {
-                bail!("run wrote {} events, expected {}", report.events, opts.events);
+                bail!(
+                    "run wrote {} events, expected {}",
+                    report.events,
+                    opts.events
+                );
             }
             rates.push(report.events_per_sec);
             peak = peak.max(report.peak_memory_mb);
@@ -180,7 +189,10 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
         rates.sort_by(f64::total_cmp);
         let best = *rates.last().unwrap_or(&0.0);
         let median = rates[rates.len() / 2];
-        let one = results.iter().find(|r| r.workers == 1).map(|r| r.best_events_per_sec);
+        let one = results
+            .iter()
+            .find(|r| r.workers == 1)
+            .map(|r| r.best_events_per_sec);
         results.push(WorkerResult {
             workers,
             best_events_per_sec: best,
@@ -205,8 +217,13 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
         "{} events, {} users, {} days, seed {}, disorder {} ms ({:.0} MB of JSONL)",
         result.events, result.users, result.days, result.seed, result.disorder_ms, result.input_mb
     );
-    println!("baseline serde_json read-parse-write, 1 thread: {:.0} lines/s", baseline);
-    println!("| workers | best events/s | median events/s | peak memory | vs baseline | vs 1 worker |");
+    println!(
+        "baseline serde_json read-parse-write, 1 thread: {:.0} lines/s",
+        baseline
+    );
+    println!(
+        "| workers | best events/s | median events/s | peak memory | vs baseline | vs 1 worker |"
+    );
     println!("|---|---|---|---|---|---|");
     for r in &result.runs {
         println!(
@@ -225,7 +242,13 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
     Ok(())
 }
 
-fn run_child(exe: &Path, pipeline: &Path, data: &Path, dir: &Path, workers: usize) -> Result<RunReport> {
+fn run_child(
+    exe: &Path,
+    pipeline: &Path,
+    data: &Path,
+    dir: &Path,
+    workers: usize,
+) -> Result<RunReport> {
     let out = dir.join("bench.out.jsonl");
     let summary = dir.join("summary.json");
     let _ = std::fs::remove_file(&out);

@@ -239,6 +239,12 @@ impl Source<'_> {
     }
 }
 
+/// Whether `text` is zero written as a duration: `0`, or zeros followed by a unit.
+fn is_zero_duration(text: &str) -> bool {
+    let rest = text.trim().trim_start_matches('0');
+    text.trim().starts_with('0') && ["", "ms", "s", "m", "h", "d"].contains(&rest)
+}
+
 /// Reads and validates a pipeline file.
 pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -283,7 +289,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
     };
     let lateness_ms = match event.and_then(|e| e.lateness.as_ref()) {
         None => parse_duration(DEFAULT_LATENESS).expect("the default lateness is valid"),
-        Some(s) if s.get_ref() == "0" => 0,
+        // "0", "0s", "0ms"...: no lateness at all (durations are otherwise positive).
+        Some(s) if is_zero_duration(s.get_ref()) => 0,
         Some(s) => src.duration(s)?,
     };
 
@@ -426,6 +433,16 @@ mod tests {
         );
         assert_eq!(p.format, InputFormat::Csv);
         assert_eq!(p.plan.lateness_ms, 300_000);
+        for zero in ["0", "0s", "0ms", "00m"] {
+            let text =
+                format!("[event]\nlateness = \"{zero}\"\n{BASE}agg = \"count\"\nwindow = \"1d\"\n");
+            let p = parse(Path::new("p.toml"), &text).expect("zero lateness");
+            assert_eq!(p.plan.lateness_ms, 0, "{zero}");
+        }
+        assert!(err(&format!(
+            "[event]\nlateness = \"0x\"\n{BASE}agg = \"count\"\nwindow = \"1d\"\n"
+        ))
+        .contains("p.toml:2:12"));
     }
 
     #[test]
