@@ -39,6 +39,12 @@ impl MonoDeque {
         self.items.front().map(|&(_, v)| v)
     }
 
+    /// The bucket time and value of the window's extreme, if the window is not empty.
+    #[inline]
+    pub fn front_entry(&self) -> Option<(i64, f64)> {
+        self.items.front().copied()
+    }
+
     /// Records that the newest bucket `ts` (no bucket after it) now has extreme `v`.
     #[inline]
     pub fn push_newest(&mut self, which: Extreme, ts: i64, v: f64) {

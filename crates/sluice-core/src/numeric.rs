@@ -198,14 +198,11 @@ impl NumericSeries {
             let start = t.saturating_sub(w.width_ms);
             let a = self.buckets.partition_point(|b| b.ts < start);
             let (count, sum) = range_count_sum(&self.buckets, run, a, idx);
-            let needs_scan = w.needs_min || w.needs_max;
-            let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
-            if needs_scan {
-                for b in self.buckets.range(a..=idx) {
-                    min = min.min(b.min);
-                    max = max.max(b.max);
-                }
-            }
+            let (min, max) = if w.needs_min || w.needs_max {
+                range_extremes(&self.buckets, run, t, a, idx)
+            } else {
+                (f64::NAN, f64::NAN)
+            };
             for &(agg, slot) in &w.outputs {
                 out[slot] = match agg {
                     Agg::Count => FeatureValue::Int(count),
@@ -270,6 +267,48 @@ fn advance(run: &mut Running, buckets: &SmallDeque<[Bucket; 1]>, start: i64) {
 #[inline]
 fn extreme(extremes: &Option<Box<Extremes>>, front: impl Fn(&Extremes) -> Option<f64>) -> f64 {
     extremes.as_deref().and_then(front).unwrap_or(f64::NAN)
+}
+
+/// Minimum and maximum of buckets `a..=idx` (those with times in `[t - width, t]`).
+///
+/// When bucket `t` lies in the running window (`lo..`), the range is `a..lo` (buckets that left
+/// the running window, few for a slightly late event) plus `lo..=idx`; the running window's
+/// minimum (maximum) covers `lo..=idx` too whenever its time is at most `t`, which is the usual
+/// case, so only `a..lo` is scanned. Otherwise the whole range is scanned.
+fn range_extremes(
+    buckets: &SmallDeque<[Bucket; 1]>,
+    run: &Running,
+    t: i64,
+    a: usize,
+    idx: usize,
+) -> (f64, f64) {
+    let scan = |range: std::ops::Range<usize>,
+                pick: fn(&Bucket) -> f64,
+                better: fn(f64, f64) -> f64,
+                init: f64| { buckets.range(range).map(pick).fold(init, better) };
+    let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+    let from_running = |front: Option<(i64, f64)>| front.filter(|&(ts, _)| ts <= t).map(|(_, v)| v);
+    let (run_min, run_max) = match (&run.extremes, t >= run.start) {
+        (Some(e), true) => (
+            from_running(e.min.front_entry()),
+            from_running(e.max.front_entry()),
+        ),
+        _ => (None, None),
+    };
+    let split = if t >= run.start {
+        run.lo.max(a)
+    } else {
+        idx + 1
+    };
+    match run_min {
+        Some(v) => min = v.min(scan(a..split, |b| b.min, f64::min, f64::INFINITY)),
+        None => min = min.min(scan(a..idx + 1, |b| b.min, f64::min, f64::INFINITY)),
+    }
+    match run_max {
+        Some(v) => max = v.max(scan(a..split, |b| b.max, f64::max, f64::NEG_INFINITY)),
+        None => max = max.max(scan(a..idx + 1, |b| b.max, f64::max, f64::NEG_INFINITY)),
+    }
+    (min, max)
 }
 
 /// Count and sum of buckets `a..=b`, by a direct scan or by adjusting the running aggregate of
