@@ -11,6 +11,7 @@ use sluice_core::{group_of, DistinctScratch, FeatureValue, FieldObs, KeyState, P
 use smallvec::SmallVec;
 
 use crate::error::Result;
+use crate::prefetch::prefetch;
 
 /// One event's update of one key.
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +109,9 @@ impl Default for MemoryBackend {
     }
 }
 
+/// How many updates ahead a key's state is prefetched.
+const PREFETCH_DISTANCE: usize = 8;
+
 /// Fewest updates between two sweeps for cold keys.
 const MIN_SWEEP_INTERVAL: usize = 1 << 16;
 
@@ -151,8 +155,27 @@ impl StateBackend for MemoryBackend {
 }
 
 impl MemoryBackend {
+    /// The entry of `u`'s key, or one sharing its hash tag (the table compares only the tag
+    /// here, so no entry memory is read).
+    #[inline]
+    fn candidate(&self, u: &Update<'_>) -> Option<&KeyEntry> {
+        let group = self.groups[group_of(u.hash) as usize].as_ref()?;
+        group.tables[u.key_spec].iter_hash(u.hash).next()
+    }
+
+    /// Starts loading the entry of `u`'s key, without waiting for it.
+    #[inline]
+    fn prefetch_entry(&self, u: &Update<'_>) {
+        if let Some(entry) = self.candidate(u) {
+            prefetch(entry, std::mem::size_of::<KeyEntry>().div_ceil(64).min(8));
+        }
+    }
+
     fn apply_updates(&mut self, plan: &Plan, updates: &[Update<'_>], out: &mut Vec<FeatureValue>) {
-        for u in updates {
+        for (i, u) in updates.iter().enumerate() {
+            if let Some(ahead) = updates.get(i + PREFETCH_DISTANCE) {
+                self.prefetch_entry(ahead);
+            }
             let spec = &plan.keys[u.key_spec];
             let group = self.groups[group_of(u.hash) as usize].get_or_insert_with(|| {
                 Box::new(GroupState {

@@ -13,6 +13,7 @@ pub mod error;
 pub mod format;
 pub mod parse;
 pub mod pool;
+pub mod prefetch;
 pub mod router;
 pub mod run;
 pub mod shard;
