@@ -1,16 +1,21 @@
 //! Sluice engine: runs a [`sluice_core::Plan`] over a stream of records.
 //!
-//! - [`source`]: reads JSONL or CSV into batches.
-//! - [`parse`]: extracts time, keys and fields from each record (in parallel).
-//! - [`router`]: input order, lateness and key groups.
-//! - [`shard`] and [`backend`]: per-shard state behind the [`backend::StateBackend`] seam.
-//! - [`format`]: enriched events and dead letters.
-//! - [`run`]: the threads and channels that connect them.
+//! - [`source`]: reads JSONL or CSV into batches ([`batch`]).
+//! - [`parse`]: extracts time, keys and fields from each record (in parallel); `field` holds
+//!   the serde visitors it uses.
+//! - [`router`]: input order, lateness and key groups, and the router thread's loop.
+//! - [`shard`] and [`backend`]: per-shard state behind the [`backend::StateBackend`] seam
+//!   ([`prefetch`] hides its cache misses).
+//! - [`format`]: enriched events and dead letters as text; `output` formats batches and
+//!   writes them in order.
+//! - [`run`]: the threads and channels that connect them; [`pool`] recycles their buffers.
 
 pub mod backend;
 pub mod batch;
 pub mod error;
+mod field;
 pub mod format;
+mod output;
 pub mod parse;
 pub mod pool;
 pub mod prefetch;

@@ -2,7 +2,14 @@
 //! input order, rejects events that arrive too late, stamps each event with its floor (the
 //! newest event time seen so far minus lateness), and splits the work by owning shard.
 
-use sluice_core::{group_of, shard_of};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use sluice_core::{group_of, shard_of, FeatureValue, Plan};
+
+use crate::error::{Error, Result};
+use crate::output::FormatJob;
 
 use crate::batch::{ParsedBatch, Rejection};
 
@@ -90,4 +97,100 @@ impl Router {
             items,
         }
     }
+}
+
+/// What the router thread receives.
+pub(crate) enum RouterMsg {
+    Parsed(ParsedBatch),
+    ShardDone {
+        seq: u64,
+        shard: usize,
+        values: Result<Vec<FeatureValue>>,
+    },
+    End {
+        batches: u64,
+    },
+    WorkerFailed,
+}
+
+struct Pending {
+    batch: Arc<RoutedBatch>,
+    results: Vec<Option<Vec<FeatureValue>>>,
+    remaining: usize,
+}
+
+/// The router loop: orders parsed batches, routes them to shards, and hands completed batches
+/// to the formatters.
+pub(crate) fn route_all(
+    plan: &Plan,
+    shards: usize,
+    rx: Receiver<RouterMsg>,
+    shard_txs: Vec<Sender<Arc<RoutedBatch>>>,
+    format_tx: Sender<FormatJob>,
+) -> Result<()> {
+    let mut router = Router::new(shards, plan.lateness_ms);
+    let mut parsed: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut next_seq = 0;
+    let mut total = None;
+    let mut done = 0;
+    let n_keys = plan.keys.len();
+    let finish = |p: Pending, format_tx: &Sender<FormatJob>| -> Result<()> {
+        let job = FormatJob {
+            batch: p.batch,
+            results: p
+                .results
+                .into_iter()
+                .map(Option::unwrap_or_default)
+                .collect(),
+        };
+        format_tx.send(job).map_err(|_| Error::Stage("formatter"))
+    };
+    while total != Some(done) {
+        let Ok(msg) = rx.recv() else {
+            return Err(Error::Stage("worker"));
+        };
+        match msg {
+            RouterMsg::End { batches } => total = Some(batches),
+            RouterMsg::WorkerFailed => return Err(Error::Stage("worker")),
+            RouterMsg::Parsed(batch) => {
+                parsed.insert(batch.seq, batch);
+                while let Some(batch) = parsed.remove(&next_seq) {
+                    let routed = Arc::new(router.route(batch, n_keys));
+                    let mut p = Pending {
+                        batch: Arc::clone(&routed),
+                        results: vec![None; shards],
+                        remaining: 0,
+                    };
+                    for (i, items) in routed.items.iter().enumerate() {
+                        if !items.is_empty() {
+                            p.remaining += 1;
+                            shard_txs[i]
+                                .send(Arc::clone(&routed))
+                                .map_err(|_| Error::Stage("shard"))?;
+                        }
+                    }
+                    if p.remaining == 0 {
+                        finish(p, &format_tx)?;
+                        done += 1;
+                    } else {
+                        pending.insert(next_seq, p);
+                    }
+                    next_seq += 1;
+                }
+            }
+            RouterMsg::ShardDone { seq, shard, values } => {
+                let values = values?;
+                let p = pending.get_mut(&seq).ok_or(Error::Stage("router"))?;
+                p.results[shard] = Some(values);
+                p.remaining -= 1;
+                if p.remaining == 0 {
+                    let p = pending.remove(&seq).ok_or(Error::Stage("router"))?;
+                    finish(p, &format_tx)?;
+                    done += 1;
+                }
+            }
+        }
+    }
+    Ok(())
 }

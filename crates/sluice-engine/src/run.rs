@@ -13,7 +13,6 @@
 //! cores. The reader, router and writer only move batches. A fixed number of batch tokens
 //! bounds memory: the reader takes one per batch and the writer returns it.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,15 +20,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, never, unbounded, Receiver, Select, Sender};
-use sluice_core::{FeatureValue, Plan};
+use sluice_core::Plan;
 
 use crate::backend::{Backend, MemoryBackend};
-use crate::batch::{ParsedBatch, RawBatch};
+use crate::batch::RawBatch;
 use crate::error::{Error, Result};
-use crate::format::{write_dead_letter, OutputLayout};
+use crate::format::OutputLayout;
+use crate::output::{format_batch, write_all, FormatJob, Formatted};
 use crate::parse::{Extractor, ParseScratch};
 use crate::pool::BufferPool;
-use crate::router::{RoutedBatch, Router};
+use crate::router::{route_all, RoutedBatch, RouterMsg};
 use crate::shard;
 use crate::source::{CsvBatcher, Input, InputFormat, LineBatcher};
 use crate::time::TimeFormat;
@@ -113,33 +113,6 @@ pub struct Outputs {
     pub events: Box<dyn Write + Send>,
     /// Dead letters.
     pub dead_letters: Box<dyn Write + Send>,
-}
-
-enum RouterMsg {
-    Parsed(ParsedBatch),
-    ShardDone {
-        seq: u64,
-        shard: usize,
-        values: Result<Vec<FeatureValue>>,
-    },
-    End {
-        batches: u64,
-    },
-    WorkerFailed,
-}
-
-struct FormatJob {
-    batch: Arc<RoutedBatch>,
-    results: Vec<Vec<FeatureValue>>,
-}
-
-struct Formatted {
-    seq: u64,
-    events: Vec<u8>,
-    dead: Vec<u8>,
-    n_events: u64,
-    n_dead: u64,
-    n_late: u64,
 }
 
 /// Runs a job over an input to completion.
@@ -416,185 +389,4 @@ fn next_job(
 
 fn is_never<T>(r: &Receiver<T>) -> bool {
     r.same_channel(&never())
-}
-
-struct Pending {
-    batch: Arc<RoutedBatch>,
-    results: Vec<Option<Vec<FeatureValue>>>,
-    remaining: usize,
-}
-
-/// The router loop: orders parsed batches, routes them to shards, and hands completed batches
-/// to the formatters.
-fn route_all(
-    plan: &Plan,
-    shards: usize,
-    rx: Receiver<RouterMsg>,
-    shard_txs: Vec<Sender<Arc<RoutedBatch>>>,
-    format_tx: Sender<FormatJob>,
-) -> Result<()> {
-    let mut router = Router::new(shards, plan.lateness_ms);
-    let mut parsed: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
-    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
-    let mut next_seq = 0;
-    let mut total = None;
-    let mut done = 0;
-    let n_keys = plan.keys.len();
-    let finish = |p: Pending, format_tx: &Sender<FormatJob>| -> Result<()> {
-        let job = FormatJob {
-            batch: p.batch,
-            results: p
-                .results
-                .into_iter()
-                .map(Option::unwrap_or_default)
-                .collect(),
-        };
-        format_tx.send(job).map_err(|_| Error::Stage("formatter"))
-    };
-    while total != Some(done) {
-        let Ok(msg) = rx.recv() else {
-            return Err(Error::Stage("worker"));
-        };
-        match msg {
-            RouterMsg::End { batches } => total = Some(batches),
-            RouterMsg::WorkerFailed => return Err(Error::Stage("worker")),
-            RouterMsg::Parsed(batch) => {
-                parsed.insert(batch.seq, batch);
-                while let Some(batch) = parsed.remove(&next_seq) {
-                    let routed = Arc::new(router.route(batch, n_keys));
-                    let mut p = Pending {
-                        batch: Arc::clone(&routed),
-                        results: vec![None; shards],
-                        remaining: 0,
-                    };
-                    for (i, items) in routed.items.iter().enumerate() {
-                        if !items.is_empty() {
-                            p.remaining += 1;
-                            shard_txs[i]
-                                .send(Arc::clone(&routed))
-                                .map_err(|_| Error::Stage("shard"))?;
-                        }
-                    }
-                    if p.remaining == 0 {
-                        finish(p, &format_tx)?;
-                        done += 1;
-                    } else {
-                        pending.insert(next_seq, p);
-                    }
-                    next_seq += 1;
-                }
-            }
-            RouterMsg::ShardDone { seq, shard, values } => {
-                let values = values?;
-                let p = pending.get_mut(&seq).ok_or(Error::Stage("router"))?;
-                p.results[shard] = Some(values);
-                p.remaining -= 1;
-                if p.remaining == 0 {
-                    let p = pending.remove(&seq).ok_or(Error::Stage("router"))?;
-                    finish(p, &format_tx)?;
-                    done += 1;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Formats one batch: enriched events and dead letters, each in input order.
-fn format_batch(
-    plan: &Plan,
-    layout: &OutputLayout,
-    source: &str,
-    pool: &BufferPool,
-    job: FormatJob,
-) -> Formatted {
-    let routed = &job.batch;
-    let batch = &routed.parsed;
-    let n_keys = plan.keys.len();
-    let n_fields = plan.fields.len();
-    // Where each (event, key spec) value block sits in the shard results.
-    let mut at: Vec<(u32, u32)> = vec![(u32::MAX, 0); batch.events.len() * n_keys];
-    for (shard, items) in routed.items.iter().enumerate() {
-        let mut offset = 0u32;
-        for item in items {
-            at[item.event as usize * n_keys + item.key_spec as usize] = (shard as u32, offset);
-            offset += layout.per_key(item.key_spec as usize) as u32;
-        }
-    }
-    let mut events = pool.take();
-    let input_bytes = match &batch.raw {
-        RawBatch::Lines { data, .. } => data.len(),
-        RawBatch::Csv(_) => batch.arena.len(),
-    };
-    events.reserve(input_bytes + batch.events.len() * layout.bytes_per_event());
-    let mut dead = Vec::new();
-    let (mut n_events, mut n_dead, mut n_late) = (0, 0, 0);
-    for (i, e) in batch.events.iter().enumerate() {
-        if let Some(rejection) = &e.rejection {
-            write_dead_letter(&mut dead, source, e.line, batch.bytes(e.raw), rejection);
-            n_dead += 1;
-            n_late += u64::from(rejection.reason == "late");
-            continue;
-        }
-        layout.write_event(&mut events, batch, i, n_fields, |k, slot| {
-            let (shard, offset) = at[i * n_keys + k];
-            (shard != u32::MAX).then(|| job.results[shard as usize][offset as usize + slot])
-        });
-        n_events += 1;
-    }
-    let seq = batch.seq;
-    // The input buffer is free once the last holder of the batch is done with it.
-    if let Ok(routed) = Arc::try_unwrap(job.batch) {
-        if let RawBatch::Lines { data, .. } = routed.parsed.raw {
-            pool.give(data);
-        }
-    }
-    Formatted {
-        seq,
-        events,
-        dead,
-        n_events,
-        n_dead,
-        n_late,
-    }
-}
-
-/// The writer loop: writes formatted batches in input order and returns their tokens.
-fn write_all(
-    rx: Receiver<Formatted>,
-    mut outputs: Outputs,
-    tokens: &Sender<()>,
-    stats: &Stats,
-    pool: &BufferPool,
-) -> Result<()> {
-    let mut waiting: BTreeMap<u64, Formatted> = BTreeMap::new();
-    let mut next = 0;
-    let out_err = |source| Error::Output {
-        what: "output",
-        source,
-    };
-    let dead_err = |source| Error::Output {
-        what: "dead letters",
-        source,
-    };
-    for f in rx {
-        waiting.insert(f.seq, f);
-        while let Some(f) = waiting.remove(&next) {
-            outputs.events.write_all(&f.events).map_err(out_err)?;
-            if !f.dead.is_empty() {
-                outputs.dead_letters.write_all(&f.dead).map_err(dead_err)?;
-            }
-            stats
-                .events_written
-                .fetch_add(f.n_events, Ordering::Relaxed);
-            stats.dead_letters.fetch_add(f.n_dead, Ordering::Relaxed);
-            stats.late.fetch_add(f.n_late, Ordering::Relaxed);
-            pool.give(f.events);
-            let _ = tokens.send(());
-            next += 1;
-        }
-    }
-    outputs.events.flush().map_err(out_err)?;
-    outputs.dead_letters.flush().map_err(dead_err)?;
-    Ok(())
 }
