@@ -6,9 +6,9 @@
 //! - [`router`]: input order, lateness and key groups, and the router thread's loop.
 //! - [`shard`] and [`backend`]: per-shard state behind the [`backend::StateBackend`] seam
 //!   ([`prefetch`] hides its cache misses).
-//! - [`format`]: enriched events and dead letters as text; `output` formats batches and
+//! - [`mod@format`]: enriched events and dead letters as text; `output` formats batches and
 //!   writes them in order.
-//! - [`run`]: the threads and channels that connect them; [`pool`] recycles their buffers.
+//! - [`mod@run`]: the threads and channels that connect them; [`pool`] recycles their buffers.
 
 pub mod backend;
 pub mod batch;

@@ -74,19 +74,19 @@ struct BenchArgs {
 struct RunArgs {
     /// The pipeline file (TOML).
     pipeline: PathBuf,
-    /// Input file, or `-` for stdin (overrides [source]).
+    /// Input file, or `-` for stdin (overrides the `source` section).
     #[arg(long)]
     input: Option<PathBuf>,
-    /// Output file, or `-` for stdout (overrides [sink]; default stdout).
+    /// Output file, or `-` for stdout (overrides the `sink` section; default stdout).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Dead-letter file (overrides [dead_letters]; default stderr).
+    /// Dead-letter file (overrides the `dead_letters` section; default stderr).
     #[arg(long)]
     dead_letters: Option<PathBuf>,
-    /// Worker threads (default: [engine] workers, else the number of cores).
+    /// Worker threads (default: `workers` of the `engine` section, else the number of cores).
     #[arg(long)]
     workers: Option<usize>,
-    /// Input format, when it cannot be told from [source] (`jsonl` or `csv`; a `.csv` input
+    /// Input format, when the `source` section does not give it (`jsonl` or `csv`; a `.csv` input
     /// path implies csv).
     #[arg(long, value_parser = ["jsonl", "csv"])]
     format: Option<String>,
