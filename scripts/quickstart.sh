@@ -14,8 +14,8 @@ mkdir -p out
 # The example command (also run by crates/sluice/tests/readme.rs):
 ./target/release/sluice run examples/transactions.toml --output out/features.jsonl --dead-letters out/dead_letters.jsonl
 echo
-echo "first enriched events (out/features.jsonl):"
-head -n 3 out/features.jsonl
+echo "last enriched events (out/features.jsonl; earlier events of the same users are in their windows):"
+tail -n 3 out/features.jsonl
 echo
 echo "dead letters (out/dead_letters.jsonl):"
 head -n 3 out/dead_letters.jsonl
