@@ -21,33 +21,27 @@ pub struct FieldObs<'a> {
     pub bytes: &'a [u8],
 }
 
-/// One register series of a key.
-#[derive(Debug, Clone)]
-pub enum Series {
-    /// count / sum / avg / min / max.
-    Numeric(NumericSeries),
-    /// distinct_count.
-    Distinct(DistinctSeries),
-}
-
 /// Every register of one key.
+///
+/// Numeric and distinct series are kept in separate arrays (in the order of the key spec's
+/// series of each kind) so that neither pays for the other's size, inline for the usual
+/// pipeline (two numeric series, one distinct): a key is one block of memory.
 #[derive(Debug, Clone)]
 pub struct KeyState {
-    /// Inline for up to three series (the usual pipeline), so a key is one block of memory.
-    series: SmallVec<[Series; 3]>,
+    numeric: SmallVec<[NumericSeries; 2]>,
+    distinct: SmallVec<[DistinctSeries; 1]>,
 }
 
 impl KeyState {
     /// Empty registers for `spec`.
     pub fn new(spec: &KeySpec) -> Self {
+        let of_kind = |kind| spec.series.iter().filter(move |s| s.kind == kind);
         KeyState {
-            series: spec
-                .series
-                .iter()
-                .map(|s| match s.kind {
-                    SeriesKind::Numeric => Series::Numeric(NumericSeries::new(s)),
-                    SeriesKind::Distinct => Series::Distinct(DistinctSeries::new(s)),
-                })
+            numeric: of_kind(SeriesKind::Numeric)
+                .map(NumericSeries::new)
+                .collect(),
+            distinct: of_kind(SeriesKind::Distinct)
+                .map(DistinctSeries::new)
                 .collect(),
         }
     }
@@ -65,22 +59,34 @@ impl KeyState {
         scratch: &mut DistinctScratch,
         out: &mut [FeatureValue],
     ) {
-        for (s, series) in spec.series.iter().zip(self.series.iter_mut()) {
+        let (mut numeric, mut distinct) = (self.numeric.iter_mut(), self.distinct.iter_mut());
+        for s in &spec.series {
             let field = s.of.map(|i| fields[i]).unwrap_or(FieldObs {
                 present: true,
                 ..FieldObs::default()
             });
-            if !field.present {
-                for w in &s.windows {
-                    for &(_, slot) in &w.outputs {
-                        out[slot] = FeatureValue::Null;
+            match s.kind {
+                SeriesKind::Numeric => {
+                    let series = numeric.next().expect("one numeric series per numeric spec");
+                    if field.present {
+                        series.observe(s, ts, field.num, floor, out);
+                        continue;
                     }
                 }
-                continue;
+                SeriesKind::Distinct => {
+                    let series = distinct
+                        .next()
+                        .expect("one distinct series per distinct spec");
+                    if field.present {
+                        series.observe(s, ts, field.bytes, floor, scratch, out);
+                        continue;
+                    }
+                }
             }
-            match series {
-                Series::Numeric(n) => n.observe(s, ts, field.num, floor, out),
-                Series::Distinct(d) => d.observe(s, ts, field.bytes, floor, scratch, out),
+            for w in &s.windows {
+                for &(_, slot) in &w.outputs {
+                    out[slot] = FeatureValue::Null;
+                }
             }
         }
         for &(slot, field) in &spec.own {
@@ -95,28 +101,20 @@ impl KeyState {
     /// Whether no window of an event at or after `floor` can include anything held here: the
     /// key can be dropped without changing any result.
     pub fn is_expired(&self, spec: &KeySpec, floor: i64) -> bool {
-        spec.series
-            .iter()
-            .zip(self.series.iter())
-            .all(|(s, series)| {
-                let horizon =
-                    bucket_start(floor, s.granularity_ms).saturating_sub(s.max_window_ms());
-                let newest = match series {
-                    Series::Numeric(n) => n.newest(),
-                    Series::Distinct(d) => d.newest(),
-                };
-                newest.is_none_or(|t| t < horizon)
-            })
+        let (mut numeric, mut distinct) = (self.numeric.iter(), self.distinct.iter());
+        spec.series.iter().all(|s| {
+            let horizon = bucket_start(floor, s.granularity_ms).saturating_sub(s.max_window_ms());
+            let newest = match s.kind {
+                SeriesKind::Numeric => numeric.next().and_then(NumericSeries::newest),
+                SeriesKind::Distinct => distinct.next().and_then(DistinctSeries::newest),
+            };
+            newest.is_none_or(|t| t < horizon)
+        })
     }
 
     /// Number of buckets and entries held (a measure of memory).
     pub fn size(&self) -> usize {
-        self.series
-            .iter()
-            .map(|s| match s {
-                Series::Numeric(n) => n.len(),
-                Series::Distinct(d) => d.len(),
-            })
-            .sum()
+        self.numeric.iter().map(NumericSeries::len).sum::<usize>()
+            + self.distinct.iter().map(DistinctSeries::len).sum::<usize>()
     }
 }
