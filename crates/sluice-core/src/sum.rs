@@ -1,18 +1,56 @@
-//! A running sum that supports removal without drift.
+//! A running sum that supports removal without drift, and is exact for decimal amounts.
 
-/// Neumaier-compensated sum: adds and removes values while keeping the error near one rounding
-/// of the result, so that millions of additions and evictions of two-decimal amounts stay within
-/// 1e-15 relative of the exact decimal sum instead of drifting like a plain `f64`.
+/// Scale of the fixed-point part: values with at most nine decimals are summed exactly.
+const SCALE: f64 = 1e9;
+/// Largest magnitude whose scaled value is still an exact integer in an `f64` (2^53 / 1e9).
+const FIXED_LIMIT: f64 = 9.007e6;
+
+/// A running sum that adds and removes values without drift.
+///
+/// Values that are decimals with at most nine digits after the point (amounts, prices, counts)
+/// below about 9 million are summed exactly as integers of 1e-9: a window of `-0.30, 0.20,
+/// 0.10` sums to exactly 0, and `0.1 + 0.2` prints `0.3`. Other values are summed in a
+/// Neumaier-compensated `f64` pair, whose error stays near one rounding of the result instead of
+/// growing with every addition and removal.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ExactSum {
+    fixed: i128,
     sum: f64,
     compensation: f64,
+}
+
+/// `x` in units of 1e-9, when that is exact (the decimal the double was written as).
+#[inline]
+fn as_fixed(x: f64) -> Option<i128> {
+    if x.abs() >= FIXED_LIMIT {
+        return None;
+    }
+    let scaled = x * SCALE;
+    let units = scaled.round();
+    ((units - scaled).abs() < 1e-3).then_some(units as i128)
 }
 
 impl ExactSum {
     /// Adds `x`.
     #[inline]
     pub fn add(&mut self, x: f64) {
+        match as_fixed(x) {
+            Some(units) => self.fixed += units,
+            None => self.add_float(x),
+        }
+    }
+
+    /// Removes `x`, previously added.
+    #[inline]
+    pub fn sub(&mut self, x: f64) {
+        match as_fixed(x) {
+            Some(units) => self.fixed -= units,
+            None => self.add_float(-x),
+        }
+    }
+
+    #[inline]
+    fn add_float(&mut self, x: f64) {
         let t = self.sum + x;
         if self.sum.abs() >= x.abs() {
             self.compensation += (self.sum - t) + x;
@@ -22,24 +60,20 @@ impl ExactSum {
         self.sum = t;
     }
 
-    /// Removes `x`, previously added.
-    #[inline]
-    pub fn sub(&mut self, x: f64) {
-        self.add(-x);
-    }
-
-    /// Adds another compensated sum (both of its parts).
+    /// Adds another sum (all of its parts).
     #[inline]
     pub fn add_sum(&mut self, other: &ExactSum) {
-        self.add(other.sum);
-        self.add(other.compensation);
+        self.fixed += other.fixed;
+        self.add_float(other.sum);
+        self.add_float(other.compensation);
     }
 
-    /// Removes another compensated sum, previously added.
+    /// Removes another sum, previously added.
     #[inline]
     pub fn sub_sum(&mut self, other: &ExactSum) {
-        self.sub(other.sum);
-        self.sub(other.compensation);
+        self.fixed -= other.fixed;
+        self.add_float(-other.sum);
+        self.add_float(-other.compensation);
     }
 
     /// Resets to exactly zero (used when a window becomes empty).
@@ -51,13 +85,47 @@ impl ExactSum {
     /// The current sum.
     #[inline]
     pub fn value(&self) -> f64 {
-        self.sum + self.compensation
+        let fixed = self.fixed as f64 / SCALE;
+        if self.sum == 0.0 && self.compensation == 0.0 {
+            fixed
+        } else {
+            fixed + (self.sum + self.compensation)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_sum_exactly() {
+        let mut s = ExactSum::default();
+        for x in [-0.30, 0.20, 0.10] {
+            s.add(x);
+        }
+        assert_eq!(s.value(), 0.0);
+        let mut s = ExactSum::default();
+        s.add(0.1);
+        s.add(0.2);
+        assert_eq!(s.value(), 0.3);
+        let mut s = ExactSum::default();
+        s.add(1_000_000.01);
+        s.add(-1_000_000.00);
+        assert_eq!(s.value(), 0.01);
+        // Not a short decimal: the float part, still exact on removal.
+        let mut s = ExactSum::default();
+        s.add(1.0 / 3.0);
+        s.add(2.5);
+        s.sub(1.0 / 3.0);
+        assert_eq!(s.value(), 2.5);
+        // Too large for the fixed part.
+        let mut s = ExactSum::default();
+        s.add(1.2e10);
+        s.add(0.25);
+        s.sub(1.2e10);
+        assert_eq!(s.value(), 0.25);
+    }
 
     #[test]
     fn removal_does_not_drift() {
@@ -85,7 +153,7 @@ mod tests {
         }
         let exact = cents as f64 / 100.0;
         let rel = ((s.value() - exact) / exact).abs();
-        assert!(rel < 1e-15, "compensated drifted: {rel}");
+        assert!(rel < 1e-15, "drifted: {rel}");
         // The plain sum is what this type exists to avoid; make sure the test can tell.
         assert!(((plain - exact) / exact).abs() > rel);
     }

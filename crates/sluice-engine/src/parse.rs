@@ -362,11 +362,25 @@ impl Extractor {
         s: &ParseScratch,
         arena: &mut Vec<u8>,
     ) -> Result<KeySlot, Rejection> {
+        // A wrong type is an error whatever the other key fields hold, so check all of them
+        // before deciding that a missing one makes the key absent.
+        if let Some((w, t)) = fields.iter().find_map(|&w| match s.caps[w] {
+            Captured::Other(t) => Some((w, t)),
+            _ => None,
+        }) {
+            return Err(Rejection {
+                reason: "wrong_type",
+                message: format!(
+                    "key field `{}`: expected a string, number or boolean, got {t}",
+                    self.names[w]
+                ),
+            });
+        }
         let start = arena.len();
         let mut enc = KeyEncoder::new(arena);
         for &w in fields {
             match s.caps[w] {
-                Captured::Missing | Captured::Null => {
+                Captured::Missing | Captured::Null | Captured::Other(_) => {
                     arena.truncate(start);
                     return Ok(KeySlot::default());
                 }
@@ -374,15 +388,6 @@ impl Extractor {
                 Captured::Float(v) => enc.num(v),
                 Captured::Str(a, b) => enc.str_bytes(&s.text[a..b]),
                 Captured::Bool(v) => enc.bool(v),
-                Captured::Other(t) => {
-                    return Err(Rejection {
-                        reason: "wrong_type",
-                        message: format!(
-                            "key field `{}`: expected a string, number or boolean, got {t}",
-                            self.names[w]
-                        ),
-                    })
-                }
             }
         }
         Ok(KeySlot {
