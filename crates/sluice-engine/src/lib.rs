@@ -21,6 +21,7 @@ pub mod pool;
 pub mod prefetch;
 pub mod router;
 pub mod run;
+mod scan;
 pub mod shard;
 pub mod source;
 pub mod time;

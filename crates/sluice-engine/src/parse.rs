@@ -9,6 +9,7 @@ use crate::batch::{
 };
 use crate::field::{json_number, Captured, KeyMatch, LineVisitor};
 use crate::format::escape_json_str;
+use crate::scan::scan_line;
 use crate::time::TimeFormat;
 
 /// The output field every enriched event gets; an input record may not have it.
@@ -74,6 +75,12 @@ impl Extractor {
             .collect();
         self.csv_names = header;
         self
+    }
+
+    /// Number of distinct fields extracted from each record.
+    #[cfg(test)]
+    pub(crate) fn wanted(&self) -> usize {
+        self.names.len()
     }
 
     pub(crate) fn lookup(&self, name: &str) -> KeyMatch {
@@ -144,6 +151,13 @@ impl Extractor {
             end: raw.end.saturating_sub(1),
             ..raw
         };
+        if scan_line(self, line, s) {
+            return self.finish_event(line_no, raw, body, None, s, out);
+        }
+        // Not the plain case (or not valid): serde_json decides, and words any error.
+        s.caps.fill(Captured::Missing);
+        s.text.clear();
+        s.reserved = false;
         let mut de = serde_json::Deserializer::from_slice(line);
         let parsed = de
             .deserialize_map(LineVisitor { ex: self, s })
