@@ -52,7 +52,11 @@ pub fn process<B: StateBackend>(
             }
         })
         .collect();
-    let mut out = Vec::with_capacity(items.len() * 4);
+    let values: usize = items
+        .iter()
+        .map(|item| plan.keys[item.key_spec as usize].features.len())
+        .sum();
+    let mut out = Vec::with_capacity(values);
     backend.apply(plan, &updates, &mut out)?;
     Ok(out)
 }
