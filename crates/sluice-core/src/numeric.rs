@@ -137,7 +137,9 @@ impl NumericSeries {
         let newest = *self.buckets.back().expect("just pushed");
         for (w, run) in spec.windows.iter().zip(self.windows.iter_mut()) {
             run.count += 1;
-            run.sum.add(v);
+            if spec.needs_values {
+                run.sum.add(v);
+            }
             if let Some(e) = &mut run.extremes {
                 if w.needs_min {
                     e.min.push_newest(Extreme::Min, t, newest.min);

@@ -85,7 +85,8 @@ impl ExactSum {
     /// The current sum.
     #[inline]
     pub fn value(&self) -> f64 {
-        let fixed = self.fixed as f64 / SCALE;
+        // i64 -> f64 is one instruction; i128 -> f64 is a library call.
+        let fixed = i64::try_from(self.fixed).map_or(self.fixed as f64, |f| f as f64) / SCALE;
         if self.sum == 0.0 && self.compensation == 0.0 {
             fixed
         } else {
