@@ -8,7 +8,7 @@
 //! accepts a record serde_json would reject, and captures the same values for the ones it
 //! accepts (numbers are parsed with the standard library's correctly rounded parser).
 
-use crate::field::{Captured, KeyMatch};
+use crate::field::{json_number, Captured, KeyMatch};
 use crate::parse::{Extractor, ParseScratch};
 
 /// Deepest nesting the fast path skips; deeper records go to serde_json.
@@ -49,38 +49,47 @@ impl Scanner<'_> {
     fn object_fields(&mut self, ex: &Extractor, s: &mut ParseScratch) -> Option<()> {
         self.ws();
         self.eat(b'{')?;
-        self.ws();
-        if self.eat(b'}').is_none() {
-            loop {
-                let (a, z) = self.string()?;
-                let name = std::str::from_utf8(&self.b[a..z]).ok()?;
-                self.ws();
-                self.eat(b':')?;
-                self.ws();
-                match ex.lookup(name) {
-                    KeyMatch::Wanted(w) => s.caps[w] = self.value(&mut s.text)?,
-                    KeyMatch::Reserved => {
-                        s.reserved = true;
-                        self.skip(0)?;
-                    }
-                    KeyMatch::Other => self.skip(0)?,
+        self.items(b'}', |sc| {
+            let (a, z) = sc.string()?;
+            let name = std::str::from_utf8(&sc.b[a..z]).ok()?;
+            sc.ws();
+            sc.eat(b':')?;
+            sc.ws();
+            match ex.lookup(name) {
+                KeyMatch::Wanted(w) => s.caps[w] = sc.value(&mut s.text)?,
+                KeyMatch::Reserved => {
+                    s.reserved = true;
+                    sc.skip(0)?;
                 }
-                self.ws();
-                match self.peek()? {
-                    b',' => {
-                        self.i += 1;
-                        self.ws();
-                    }
-                    b'}' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
+                KeyMatch::Other => sc.skip(0)?,
             }
-        }
+            Some(())
+        })?;
         self.ws();
         (self.i == self.b.len()).then_some(())
+    }
+
+    /// Comma-separated items up to `close` (the opening bracket already consumed).
+    fn items(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.ws();
+        if self.eat(close).is_some() {
+            return Some(());
+        }
+        loop {
+            item(self)?;
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                c if c == close => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
     }
 
     /// A string without escapes or control characters; returns its content's range.
@@ -132,47 +141,13 @@ impl Scanner<'_> {
             .then(|| self.i += lit.len())
     }
 
-    /// A JSON number: `-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    /// A JSON number (the grammar and parsing of [`json_number`], shared with CSV cells).
     fn number(&mut self) -> Option<Captured> {
         let start = self.i;
-        let digits = |sc: &mut Self| {
-            let from = sc.i;
-            while let Some(b'0'..=b'9') = sc.peek() {
-                sc.i += 1;
-            }
-            sc.i - from
-        };
-        let _ = self.eat(b'-');
-        let int_start = self.i;
-        let n = digits(self);
-        if n == 0 || (n > 1 && self.b[int_start] == b'0') {
-            return None;
-        }
-        let mut integral = true;
-        if self.eat(b'.').is_some() {
-            integral = false;
-            if digits(self) == 0 {
-                return None;
-            }
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            integral = false;
+        while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.peek() {
             self.i += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.i += 1;
-            }
-            if digits(self) == 0 {
-                return None;
-            }
         }
-        let text = std::str::from_utf8(&self.b[start..self.i]).ok()?;
-        if integral {
-            if let Ok(v) = text.parse::<i64>() {
-                return Some(Captured::Int(v));
-            }
-        }
-        let v: f64 = text.parse().ok()?;
-        v.is_finite().then_some(Captured::Float(v))
+        json_number(std::str::from_utf8(&self.b[start..self.i]).ok()?)
     }
 
     /// Skips any value, validating it.
@@ -184,51 +159,17 @@ impl Scanner<'_> {
             b'"' => self.string().map(|_| ()),
             b'{' => {
                 self.i += 1;
-                self.ws();
-                if self.eat(b'}').is_some() {
-                    return Some(());
-                }
-                loop {
-                    self.string()?;
-                    self.ws();
-                    self.eat(b':')?;
-                    self.ws();
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => {
-                            self.i += 1;
-                            self.ws();
-                        }
-                        b'}' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                self.items(b'}', |sc| {
+                    sc.string()?;
+                    sc.ws();
+                    sc.eat(b':')?;
+                    sc.ws();
+                    sc.skip(depth + 1)
+                })
             }
             b'[' => {
                 self.i += 1;
-                self.ws();
-                if self.eat(b']').is_some() {
-                    return Some(());
-                }
-                loop {
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek()? {
-                        b',' => {
-                            self.i += 1;
-                            self.ws();
-                        }
-                        b']' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                self.items(b']', |sc| sc.skip(depth + 1))
             }
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
