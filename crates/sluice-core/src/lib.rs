@@ -8,7 +8,8 @@
 //! - [`plan`]: features grouped by the key and the register series they share.
 //! - [`key`]: key encoding, hashing and key groups.
 //! - [`deque`]: a deque with inline storage for the first few items.
-//! - [`sum`]: a drift-free running sum that supports removal.
+//! - [`sum`]: a drift-free running sum that supports removal, exact for short decimals.
+//! - [`minmax`]: monotonic deques for the minimum and maximum of a sliding window.
 //! - [`numeric`]: count/sum/avg/min/max registers over sliding windows.
 //! - [`distinct`]: exact distinct-count registers over sliding windows.
 //! - [`state`]: the registers of one key, fed one event at a time.
