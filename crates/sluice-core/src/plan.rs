@@ -253,20 +253,6 @@ impl Plan {
         window.needs_min |= f.agg == Agg::Min;
         window.needs_max |= f.agg == Agg::Max;
     }
-
-    /// The key (`by`) fields of every key spec, in order of first use, without repetition.
-    /// The `of` fields are [`Plan::fields`].
-    pub fn key_fields(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for k in &self.keys {
-            for f in &k.by {
-                if !out.contains(f) {
-                    out.push(f.clone());
-                }
-            }
-        }
-        out
-    }
 }
 
 #[cfg(test)]

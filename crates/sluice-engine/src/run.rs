@@ -288,15 +288,12 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
             worker_panicked |= w.join().is_err();
         }
         // Report the root cause: an I/O or backend error before a stage that merely stopped.
-        let results = [written, reader, router];
-        if let Some(e) = results.iter().find_map(|r| match r {
-            Err(e) if !matches!(e, Error::Stage(_)) => Some(e),
-            _ => None,
-        }) {
-            return Err(clone_error(e));
-        }
-        for r in results {
-            r?;
+        let root_cause = [written, reader, router]
+            .into_iter()
+            .filter_map(Result::err)
+            .min_by_key(|e| matches!(e, Error::Stage(_)));
+        if let Some(e) = root_cause {
+            return Err(e);
         }
         if worker_panicked {
             return Err(Error::Stage("worker"));
@@ -312,28 +309,6 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
         elapsed: started.elapsed(),
     };
     Ok(summary)
-}
-
-fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Input { path, source } => Error::Input {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        Error::CsvHeader { path, message } => Error::CsvHeader {
-            path: path.clone(),
-            message: message.clone(),
-        },
-        Error::Output { what, source } => Error::Output {
-            what,
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
-        Error::Backend { backend, message } => Error::Backend {
-            backend,
-            message: message.clone(),
-        },
-        Error::Stage(s) => Error::Stage(s),
-    }
 }
 
 enum WorkerJob {
