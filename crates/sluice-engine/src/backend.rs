@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 
 use crate::error::Result;
 use crate::prefetch::prefetch;
+use crate::redis::{RedisBackend, Traffic};
 
 /// One event's update of one key.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +44,11 @@ pub trait StateBackend: Send {
 
     /// Number of keys held.
     fn live_keys(&self) -> usize;
+
+    /// Round trips and commands sent to a remote store, if any.
+    fn traffic(&self) -> Option<Traffic> {
+        None
+    }
 }
 
 /// The state backends, chosen from configuration in one place.
@@ -50,6 +56,8 @@ pub trait StateBackend: Send {
 pub enum Backend {
     /// In-process memory (the default).
     Memory(MemoryBackend),
+    /// A Redis Cluster shared by every process of the pipeline.
+    Redis(Box<RedisBackend>),
 }
 
 impl StateBackend for Backend {
@@ -61,12 +69,21 @@ impl StateBackend for Backend {
     ) -> Result<()> {
         match self {
             Backend::Memory(m) => m.apply(plan, updates, out),
+            Backend::Redis(r) => r.apply(plan, updates, out),
         }
     }
 
     fn live_keys(&self) -> usize {
         match self {
             Backend::Memory(m) => m.live_keys(),
+            Backend::Redis(r) => r.live_keys(),
+        }
+    }
+
+    fn traffic(&self) -> Option<Traffic> {
+        match self {
+            Backend::Memory(_) => None,
+            Backend::Redis(r) => Some(r.traffic()),
         }
     }
 }

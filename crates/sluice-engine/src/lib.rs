@@ -5,7 +5,7 @@
 //!   the serde visitors it uses.
 //! - [`router`]: input order, lateness and key groups, and the router thread's loop.
 //! - [`shard`] and [`backend`]: per-shard state behind the [`backend::StateBackend`] seam
-//!   ([`prefetch`] hides its cache misses).
+//!   ([`prefetch`] hides its cache misses); [`mod@redis`] keeps it in a Redis Cluster.
 //! - [`mod@format`]: enriched events and dead letters as text; `output` formats batches and
 //!   writes them in order.
 //! - [`mod@run`]: the threads and channels that connect them; [`pool`] recycles their buffers.
@@ -19,6 +19,7 @@ mod output;
 pub mod parse;
 pub mod pool;
 pub mod prefetch;
+pub mod redis;
 pub mod router;
 pub mod run;
 mod scan;
@@ -28,6 +29,6 @@ pub mod time;
 
 pub use backend::{Backend, MemoryBackend, StateBackend, Update};
 pub use error::{Error, Result};
-pub use run::{run, Job, Outputs, Stats, Summary};
+pub use run::{run, Job, Outputs, StateConfig, Stats, Summary};
 pub use source::{Input, InputFormat};
 pub use time::TimeFormat;

@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, never, unbounded, Receiver, Select, Sender};
 use sluice_core::Plan;
 
-use crate::backend::{Backend, MemoryBackend};
+use crate::backend::{Backend, MemoryBackend, StateBackend};
 use crate::batch::RawBatch;
 use crate::error::{Error, Result};
 use crate::format::OutputLayout;
 use crate::output::{format_batch, write_all, FormatJob, Formatted};
 use crate::parse::{Extractor, ParseScratch};
 use crate::pool::BufferPool;
+use crate::redis::{RedisBackend, RedisOptions, Traffic};
 use crate::router::{route_all, RoutedBatch, RouterMsg};
 use crate::shard;
 use crate::source::{CsvBatcher, Input, InputFormat, LineBatcher};
@@ -49,6 +50,18 @@ pub struct Job {
     pub batch_bytes: usize,
     /// Rows per CSV batch.
     pub csv_batch_rows: usize,
+    /// Where state lives.
+    pub state: StateConfig,
+}
+
+/// Where a run keeps its state.
+#[derive(Debug, Clone, Default)]
+pub enum StateConfig {
+    /// In process memory.
+    #[default]
+    Memory,
+    /// In a Redis Cluster (or a single Redis).
+    Redis(RedisOptions),
 }
 
 impl Job {
@@ -66,7 +79,16 @@ impl Job {
             workers: workers.clamp(1, sluice_core::KEY_GROUPS as usize),
             batch_bytes: 256 * 1024,
             csv_batch_rows: 2048,
+            state: StateConfig::Memory,
         }
+    }
+}
+
+impl Job {
+    /// The same job with its state in `state`.
+    pub fn with_state(mut self, state: StateConfig) -> Self {
+        self.state = state;
+        self
     }
 }
 
@@ -83,6 +105,8 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     /// Of which rejected as late.
     pub late: AtomicU64,
+    /// Remote state traffic, summed over shards when they finish.
+    pub traffic: std::sync::Mutex<Option<Traffic>>,
 }
 
 /// What a finished run did.
@@ -98,6 +122,8 @@ pub struct Summary {
     pub late: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// Round trips and commands sent to remote state (`None` for memory state).
+    pub traffic: Option<Traffic>,
 }
 
 impl Summary {
@@ -154,6 +180,17 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
     type ShardChannel = (Sender<Arc<RoutedBatch>>, Receiver<Arc<RoutedBatch>>);
     let shard_channels: Vec<ShardChannel> = (0..n).map(|_| unbounded()).collect();
 
+    // State backends connect before any thread starts, so a bad address fails the run at once.
+    let mut backends = Vec::with_capacity(n);
+    for i in 0..n {
+        backends.push(match &job.state {
+            StateConfig::Memory => Backend::Memory(MemoryBackend::default()),
+            StateConfig::Redis(options) => {
+                Backend::Redis(Box::new(RedisBackend::connect(&plan, options, i as u64)?))
+            }
+        });
+    }
+
     thread::scope(|scope| {
         // Reader.
         let reader_router = router_tx.clone();
@@ -199,7 +236,7 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
 
         // Workers: shard owners that also parse and format.
         let mut workers = Vec::with_capacity(n);
-        for (i, (_, shard_rx)) in shard_channels.iter().enumerate() {
+        for (i, ((_, shard_rx), backend)) in shard_channels.iter().zip(backends).enumerate() {
             let shard_rx = shard_rx.clone();
             let parse_rx = parse_rx.clone();
             let format_rx = format_rx.clone();
@@ -210,6 +247,7 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
             let layout = Arc::clone(&layout);
             let source_name = source_name.clone();
             let pool = pool.clone();
+            let worker_stats = Arc::clone(&stats);
             let handle = thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
                 .spawn_scoped(scope, move || {
@@ -217,16 +255,13 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
                     // other stages waiting for this shard.
                     let failed = router_tx.clone();
                     let work = std::panic::AssertUnwindSafe(move || {
-                        let mut backend = Backend::Memory(MemoryBackend::default());
+                        let mut backend = backend;
                         let mut scratch = ParseScratch::default();
                         let mut shard_rx = shard_rx;
                         let mut format_rx = format_rx;
                         let mut parse_rx = parse_rx;
-                        loop {
-                            let job = match next_job(&mut shard_rx, &mut format_rx, &mut parse_rx) {
-                                Some(job) => job,
-                                None => return,
-                            };
+                        while let Some(job) = next_job(&mut shard_rx, &mut format_rx, &mut parse_rx)
+                        {
                             let sent = match job {
                                 WorkerJob::Shard(batch) => {
                                     let values = shard::process(&plan, &mut backend, &batch, i);
@@ -250,7 +285,12 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
                                     .is_ok(),
                             };
                             if !sent {
-                                return;
+                                break;
+                            }
+                        }
+                        if let Some(t) = backend.traffic() {
+                            if let Ok(mut total) = worker_stats.traffic.lock() {
+                                *total = Some(total.unwrap_or_default().plus(t));
                             }
                         }
                     });
@@ -307,6 +347,7 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
         dead_letters: stats.dead_letters.load(Ordering::Relaxed),
         late: stats.late.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
+        traffic: stats.traffic.lock().map(|t| *t).unwrap_or(None),
     };
     Ok(summary)
 }

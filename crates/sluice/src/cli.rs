@@ -237,7 +237,8 @@ fn run(args: RunArgs) -> Result<()> {
         pipeline.time_field.clone(),
         pipeline.time_format,
         workers,
-    );
+    )
+    .with_state(pipeline.state.clone());
     let stats = Arc::new(Stats::default());
     let progress = Progress::start(Arc::clone(&stats), input_len, args.quiet);
     tracing::debug!(workers, input = %input_path.display(), "starting run");
@@ -263,8 +264,16 @@ fn run(args: RunArgs) -> Result<()> {
         Some(p) => p.display().to_string(),
         None => "stderr".into(),
     };
+    let remote = summary.traffic.map_or_else(String::new, |t| {
+        format!(
+            ", {} round trips ({:.4} per event), {} commands",
+            t.flushes,
+            t.flushes as f64 / summary.events.max(1) as f64,
+            t.commands
+        )
+    });
     eprintln!(
-        "sluice: {} events written, {} dead letters ({} late) to {dead_to}, {} workers, {:.2}s, {:.0} events/s{peak}",
+        "sluice: {} events written, {} dead letters ({} late) to {dead_to}, {} workers, {:.2}s, {:.0} events/s{peak}{remote}",
         summary.events,
         summary.dead_letters,
         summary.late,

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sluice_core::{parse_duration, Agg, FeatureSpec, Plan};
-use sluice_engine::{InputFormat, TimeFormat};
+use sluice_engine::redis::{ClusterOptions, RedisOptions};
+use sluice_engine::{InputFormat, StateConfig, TimeFormat};
 use toml::Spanned;
 
 /// Default lateness: how far behind the newest event time an event may arrive and still be
@@ -65,8 +66,16 @@ struct DeadLetterSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateSection {
-    /// `memory` (default).
+    /// `memory` (default) or `redis`.
     backend: Option<Spanned<String>>,
+    /// Redis node URLs, for `redis`.
+    urls: Option<Spanned<Vec<String>>>,
+    /// Key prefix after `sluice:`, for `redis`. Default `default`.
+    namespace: Option<Spanned<String>>,
+    /// Most keys per pipeline flush, for `redis`. Default 1024.
+    flush_keys: Option<Spanned<i64>>,
+    /// How long to retry a failing Redis node before the run fails. Default `30s`.
+    retry_timeout: Option<Spanned<String>>,
 }
 
 /// `[engine]`.
@@ -149,6 +158,8 @@ pub struct Pipeline {
     pub dead_letters: Option<PathBuf>,
     /// Worker threads, if configured.
     pub workers: Option<usize>,
+    /// Where state lives.
+    pub state: StateConfig,
 }
 
 /// A configuration error with its location.
@@ -340,11 +351,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
             }
         }
     };
-    if let Some(state) = &file.state {
-        if let Some(b) = &state.backend {
-            src.choice(b, "state backend", &[("memory", ())])?;
-        }
-    }
+    let state = match &file.state {
+        None => StateConfig::Memory,
+        Some(st) => state_config(&src, st)?,
+    };
     let workers = match file.engine.as_ref().and_then(|e| e.workers.as_ref()) {
         None => None,
         Some(w) if (1..=256).contains(w.get_ref()) => Some(*w.get_ref() as usize),
@@ -404,7 +414,88 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         sink,
         dead_letters: file.dead_letters.as_ref().map(|d| resolve(&d.path)),
         workers,
+        state,
     })
+}
+
+/// `[state]`: the backend and its settings; settings of another backend are an error.
+fn state_config(src: &Source<'_>, st: &StateSection) -> Result<StateConfig, ConfigError> {
+    let backend = match &st.backend {
+        None => "memory",
+        Some(b) => src.choice(
+            b,
+            "state backend",
+            &[("memory", "memory"), ("redis", "redis")],
+        )?,
+    };
+    if backend == "memory" {
+        let redis_only = [
+            st.urls.as_ref().map(Spanned::span),
+            st.namespace.as_ref().map(Spanned::span),
+            st.flush_keys.as_ref().map(Spanned::span),
+            st.retry_timeout.as_ref().map(Spanned::span),
+        ];
+        if let Some(span) = redis_only.into_iter().flatten().next() {
+            return Err(src.error(
+                Some(span),
+                "this setting is for backend = \"redis\"; the memory backend has none",
+            ));
+        }
+        return Ok(StateConfig::Memory);
+    }
+    let urls = match &st.urls {
+        Some(u) if !u.get_ref().is_empty() => u.get_ref().clone(),
+        other => {
+            return Err(src.error(
+                other
+                    .as_ref()
+                    .map(Spanned::span)
+                    .or(st.backend.as_ref().map(Spanned::span)),
+                "backend = \"redis\" needs `urls`, e.g. urls = [\"redis://127.0.0.1:7000\"]",
+            ))
+        }
+    };
+    for (i, url) in urls.iter().enumerate() {
+        if !url.starts_with("redis://") {
+            return Err(src.error(
+                st.urls.as_ref().map(Spanned::span),
+                format!("urls[{i}] `{url}` is not a redis:// URL; valid: redis://HOST:PORT"),
+            ));
+        }
+    }
+    let namespace = match &st.namespace {
+        None => "default".to_owned(),
+        Some(n) => {
+            let ok = !n.get_ref().is_empty()
+                && n.get_ref()
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+            if !ok {
+                return Err(src.error(
+                    Some(n.span()),
+                    "namespace must be letters, digits, `_`, `-` or `.`",
+                ));
+            }
+            n.get_ref().clone()
+        }
+    };
+    let flush_keys = match &st.flush_keys {
+        None => 1024,
+        Some(f) if (1..=1_000_000).contains(f.get_ref()) => *f.get_ref() as usize,
+        Some(f) => {
+            return Err(src.error(Some(f.span()), "flush_keys must be between 1 and 1000000"))
+        }
+    };
+    let mut cluster = ClusterOptions::default();
+    if let Some(t) = &st.retry_timeout {
+        cluster.retry_timeout = std::time::Duration::from_millis(src.duration(t)? as u64);
+    }
+    Ok(StateConfig::Redis(RedisOptions {
+        urls,
+        namespace,
+        flush_keys,
+        cluster,
+    }))
 }
 
 #[cfg(test)]
@@ -469,7 +560,7 @@ mod tests {
         );
         let e = err("[state]\nbackend = \"cassandra\"\n");
         assert!(
-            e.contains("p.toml:2:11: unknown state backend `cassandra`; valid: memory"),
+            e.contains("p.toml:2:11: unknown state backend `cassandra`; valid: memory, redis"),
             "{e}"
         );
         let e = err("[[feature]\n");
