@@ -38,7 +38,10 @@ use proptest::test_runner::TestCaseError;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use sluice_core::{Agg, FeatureSpec, Plan};
-use sluice_engine::{run, Input, InputFormat, Job, Outputs, Stats, Summary, TimeFormat};
+use sluice_engine::redis::{ClusterOptions, RedisOptions};
+use sluice_engine::{
+    run, Input, InputFormat, Job, Outputs, StateConfig, Stats, Summary, TimeFormat,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Generated input.
@@ -653,9 +656,19 @@ impl Write for Shared {
 fn run_engine(
     plan: &Plan,
     input: &str,
-    (workers, batch_bytes, chunk): (usize, usize, usize),
+    run_shape: (usize, usize, usize),
 ) -> (String, String, Summary) {
-    let mut job = Job::new(plan.clone(), "ts", TimeFormat::EpochMs, workers);
+    run_engine_with(plan, input, run_shape, StateConfig::Memory)
+}
+
+/// Runs the engine with state in `state`.
+fn run_engine_with(
+    plan: &Plan,
+    input: &str,
+    (workers, batch_bytes, chunk): (usize, usize, usize),
+    state: StateConfig,
+) -> (String, String, Summary) {
+    let mut job = Job::new(plan.clone(), "ts", TimeFormat::EpochMs, workers).with_state(state);
     job.batch_bytes = batch_bytes;
     let events = Shared::default();
     let dead = Shared::default();
@@ -837,5 +850,82 @@ proptest! {
     #[test]
     fn engine_matches_oracle(case in case()) {
         check(&case)?;
+    }
+}
+
+/// URLs of the test Redis Cluster (see `scripts/test.sh`), or `None` to skip; required (a
+/// panic) when `SLUICE_REQUIRE_REDIS` or `CI` is set.
+fn redis_urls() -> Option<Vec<String>> {
+    match std::env::var("SLUICE_REDIS_URLS") {
+        Ok(u) if !u.trim().is_empty() => Some(u.split(',').map(|s| s.trim().to_owned()).collect()),
+        _ => {
+            assert!(
+                std::env::var_os("SLUICE_REQUIRE_REDIS").is_none()
+                    && std::env::var_os("CI").is_none(),
+                "this test needs a Redis Cluster but SLUICE_REDIS_URLS is not set; run scripts/test.sh"
+            );
+            None
+        }
+    }
+}
+
+static NAMESPACES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Redis settings with a namespace no other run uses.
+fn redis_options(flush_keys: usize) -> RedisOptions {
+    RedisOptions {
+        urls: redis_urls().unwrap_or_default(),
+        namespace: format!(
+            "oracle-{}-{}",
+            std::process::id(),
+            NAMESPACES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
+        flush_keys,
+        cluster: ClusterOptions::default(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// The Redis backend gives the memory backend's output byte for byte (and the memory
+    /// backend is checked against the oracle above), with small flushes so that keys span many.
+    #[test]
+    fn redis_state_matches_memory_state(
+        case in case(),
+        flush_keys in 1usize..8,
+        split in 0.0f64..1.0,
+    ) {
+        let Some(urls) = redis_urls() else {
+            return Ok(());
+        };
+        let plan = Plan::new(case.features.clone(), case.lateness).expect("a valid plan");
+        let input = case.input();
+        let (events, dead, _) = run_engine(&plan, &input, case.runs[0]);
+        let options = RedisOptions { urls, ..redis_options(flush_keys) };
+        let (r_events, r_dead, summary) =
+            run_engine_with(&plan, &input, case.runs[1], StateConfig::Redis(options));
+        prop_assert_eq!(&events, &r_events, "events differ between memory and Redis state");
+        prop_assert_eq!(&dead, &r_dead, "dead letters differ between memory and Redis state");
+        prop_assert!(summary.traffic.is_some(), "Redis traffic is counted");
+
+        // A restart: the first part of the stream in one run, the rest in another with an
+        // empty cache, which rebuilds each key from its log in Redis. Without late events
+        // (the second run judges lateness afresh) the events are the same as one run's.
+        if dead.contains("\"reason\":\"late\"") {
+            return Ok(());
+        }
+        let cut = input
+            .match_indices('\n')
+            .map(|(i, _)| i + 1)
+            .nth((split * case.lines.len() as f64) as usize)
+            .unwrap_or(input.len());
+        let (first, second) = input.split_at(cut);
+        let options = RedisOptions {
+            ..redis_options(flush_keys)
+        };
+        let (e1, _, _) = run_engine_with(&plan, first, case.runs[0], StateConfig::Redis(options.clone()));
+        let (e2, _, _) = run_engine_with(&plan, second, case.runs[1], StateConfig::Redis(options));
+        prop_assert_eq!(&events, &(e1 + &e2), "events differ after a restart on Redis state");
     }
 }

@@ -266,10 +266,12 @@ fn run(args: RunArgs) -> Result<()> {
     };
     let remote = summary.traffic.map_or_else(String::new, |t| {
         format!(
-            ", {} round trips ({:.4} per event), {} commands",
+            ", {} round trips ({:.4} per event), {} commands, {} retried, {} conflicts",
             t.flushes,
             t.flushes as f64 / summary.events.max(1) as f64,
-            t.commands
+            t.commands,
+            t.retries,
+            t.conflicts
         )
     });
     eprintln!(

@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/pipelines")
 }
@@ -83,16 +85,26 @@ fn diff(what: &str, expected: &[u8], actual: &[u8]) -> Option<String> {
     Some(out)
 }
 
-/// Runs one case with `workers` workers; returns a description of every mismatch.
-fn run_case(case: &Path, workers: usize) -> Vec<String> {
+/// Runs one case with `workers` workers; returns a description of every mismatch. With
+/// `state`, that section is appended to the pipeline (a copy in a temp dir).
+fn run_case(case: &Path, workers: usize, state: Option<&str>) -> Vec<String> {
     let tmp = tempfile::tempdir().expect("temp dir");
     let out = tmp.path().join("out.jsonl");
     let dead = tmp.path().join("dead.jsonl");
     let input = input_name(case);
+    let pipeline = match state {
+        None => case.join("pipeline.toml"),
+        Some(section) => {
+            let text = std::fs::read_to_string(case.join("pipeline.toml")).expect("pipeline");
+            let copy = tmp.path().join("pipeline.toml");
+            std::fs::write(&copy, text + section).expect("write the pipeline copy");
+            copy
+        }
+    };
     let result = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .current_dir(case)
         .arg("run")
-        .arg("pipeline.toml")
+        .arg(&pipeline)
         .args(["--input", input])
         .arg("--output")
         .arg(&out)
@@ -130,6 +142,10 @@ fn run_case(case: &Path, workers: usize) -> Vec<String> {
 }
 
 fn check_all(workers: usize) {
+    check_all_with(workers, |_| None);
+}
+
+fn check_all_with(workers: usize, state: impl Fn(&Path) -> Option<String>) {
     let cases = cases();
     assert!(
         cases.len() >= 7,
@@ -139,7 +155,7 @@ fn check_all(workers: usize) {
     );
     let mut report = String::new();
     for case in &cases {
-        let problems = run_case(case, workers);
+        let problems = run_case(case, workers, state(case).as_deref());
         if !problems.is_empty() {
             let _ = writeln!(
                 report,
@@ -171,6 +187,25 @@ fn golden_pipelines_two_workers() {
 #[test]
 fn golden_pipelines_three_workers() {
     check_all(3);
+}
+
+/// The same cases with state in the Redis Cluster: the same outputs, byte for byte. Each case
+/// gets a fresh namespace, so it starts from empty state like the memory runs.
+#[test]
+fn golden_pipelines_on_redis() {
+    let Some(urls) = common::redis_urls() else {
+        return;
+    };
+    for workers in [1, 2] {
+        check_all_with(workers, |case| {
+            let tag = format!("golden-{}-{workers}", name_of(case));
+            Some(common::redis_state(
+                &urls,
+                &common::unique_namespace(&tag),
+                "",
+            ))
+        });
+    }
 }
 
 #[test]

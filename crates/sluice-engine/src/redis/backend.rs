@@ -103,6 +103,7 @@ pub struct RedisBackend {
     since_sweep: usize,
     floor: i64,
     events: u64,
+    conflicts: u64,
 }
 
 fn backend_error(message: impl Into<String>) -> Error {
@@ -151,12 +152,16 @@ impl RedisBackend {
             since_sweep: 0,
             floor: i64::MIN,
             events: 0,
+            conflicts: 0,
         })
     }
 
     /// Traffic sent so far.
     pub fn traffic(&self) -> Traffic {
-        self.cluster.traffic()
+        Traffic {
+            conflicts: self.conflicts,
+            ..self.cluster.traffic()
+        }
     }
 
     /// Updates applied so far.
@@ -464,6 +469,7 @@ impl RedisBackend {
                 let rebuilt = self.rebuild(plan, work.spec, name, log)?;
                 self.cache.insert(ck, rebuilt);
                 if !own {
+                    self.conflicts += 1;
                     again.push(commit.work);
                 }
             }

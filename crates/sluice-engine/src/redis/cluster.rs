@@ -69,6 +69,8 @@ pub struct Traffic {
     pub commands: u64,
     /// Commands sent again after a redirection or failure.
     pub retries: u64,
+    /// Commits that found the key changed by another writer (and were computed again).
+    pub conflicts: u64,
 }
 
 impl Traffic {
@@ -79,6 +81,7 @@ impl Traffic {
             pipelines: self.pipelines + o.pipelines,
             commands: self.commands + o.commands,
             retries: self.retries + o.retries,
+            conflicts: self.conflicts + o.conflicts,
         }
     }
 }
@@ -191,24 +194,41 @@ impl Cluster {
             runtime,
             traffic: Traffic::default(),
         };
+        cluster.script_bodies = scripts.iter().map(|s| s.to_string()).collect();
         let deadline = Instant::now() + cluster.options.retry_timeout;
         let mut backoff = Duration::from_millis(10);
         loop {
-            match cluster.refresh_topology() {
-                Ok(()) => break,
-                Err(e) if Instant::now() >= deadline => return Err(e),
+            match cluster
+                .refresh_topology()
+                .and_then(|()| cluster.load_scripts())
+            {
+                Ok(()) => return Ok(cluster),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(backend_error(format!(
+                        "giving up after retrying for {:?}: {}",
+                        cluster.options.retry_timeout,
+                        match e {
+                            Error::Backend { message, .. } => message,
+                            other => other.to_string(),
+                        }
+                    )))
+                }
                 Err(_) => {
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
         }
-        for body in scripts {
-            let sha = cluster.load_script_everywhere(body)?;
-            cluster.scripts.push(sha);
+    }
+
+    /// Loads every script on every master and records their SHA1s.
+    fn load_scripts(&mut self) -> Result<()> {
+        let mut shas = Vec::with_capacity(self.script_bodies.len());
+        for body in self.script_bodies.clone() {
+            shas.push(self.load_script_everywhere(&body)?);
         }
-        cluster.script_bodies = scripts.iter().map(|s| s.to_string()).collect();
-        Ok(cluster)
+        self.scripts = shas;
+        Ok(())
     }
 
     /// The SHA1 of script `i` (as passed to [`Cluster::connect`]), for `EVALSHA`.

@@ -1,0 +1,41 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)]
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// URLs of the test Redis Cluster (`SLUICE_REDIS_URLS`, comma-separated; `scripts/test.sh`
+/// starts the cluster and sets it). Without it the test is skipped, unless
+/// `SLUICE_REQUIRE_REDIS` or `CI` is set: then it fails, so CI cannot pass without Redis.
+pub fn redis_urls() -> Option<Vec<String>> {
+    match std::env::var("SLUICE_REDIS_URLS") {
+        Ok(u) if !u.trim().is_empty() => Some(u.split(',').map(|s| s.trim().to_owned()).collect()),
+        _ => {
+            assert!(
+                std::env::var_os("SLUICE_REQUIRE_REDIS").is_none()
+                    && std::env::var_os("CI").is_none(),
+                "this test needs a Redis Cluster but SLUICE_REDIS_URLS is not set; \
+                 run scripts/test.sh, which starts one"
+            );
+            eprintln!("skipped: no Redis Cluster (SLUICE_REDIS_URLS is unset; scripts/test.sh starts one)");
+            None
+        }
+    }
+}
+
+/// A namespace no other test run uses.
+pub fn unique_namespace(tag: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{tag}-{}-{nanos}", std::process::id())
+}
+
+/// A `[state]` section for the Redis backend.
+pub fn redis_state(urls: &[String], namespace: &str, extra: &str) -> String {
+    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    format!(
+        "\n[state]\nbackend = \"redis\"\nurls = [{}]\nnamespace = \"{namespace}\"\n{extra}",
+        urls.join(", ")
+    )
+}
