@@ -78,6 +78,12 @@ pub struct RunReport {
     pub events_per_sec: f64,
     /// Peak resident memory in MB.
     pub peak_memory_mb: Option<u64>,
+    /// Round trips to remote state (flushes), when state is remote.
+    #[serde(default)]
+    pub round_trips: Option<u64>,
+    /// Commands sent to remote state.
+    #[serde(default)]
+    pub commands: Option<u64>,
 }
 
 /// Options of `sluice bench`.
@@ -125,8 +131,8 @@ struct WorkerResult {
     vs_one_worker: Option<f64>,
 }
 
-/// Runs the benchmark and prints a table.
-pub fn run(opts: &BenchOptions) -> Result<()> {
+/// The benchmark data for `opts`, generated on first use.
+pub fn ensure_data(opts: &BenchOptions) -> Result<PathBuf> {
     std::fs::create_dir_all(&opts.dir)
         .with_context(|| format!("cannot create {}", opts.dir.display()))?;
     let data = opts.dir.join(format!(
@@ -155,6 +161,12 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
         )?;
         std::fs::rename(&tmp, &data)?;
     }
+    Ok(data)
+}
+
+/// Runs the benchmark and prints a table.
+pub fn run(opts: &BenchOptions) -> Result<()> {
+    let data = ensure_data(opts)?;
     let pipeline = opts.dir.join("bench.toml");
     std::fs::write(&pipeline, BENCH_PIPELINE)?;
     let input_mb = std::fs::metadata(&data)?.len() as f64 / 1e6;
@@ -242,7 +254,8 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
     Ok(())
 }
 
-fn run_child(
+/// Runs `sluice run` as a child process and returns its summary.
+pub fn run_child(
     exe: &Path,
     pipeline: &Path,
     data: &Path,

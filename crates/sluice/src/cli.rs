@@ -68,6 +68,15 @@ struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Benchmark Redis state instead: node URLs of a Redis Cluster, comma-separated (for
+    /// example from `scripts/redis-cluster.sh start`). Keys are written under a fresh
+    /// namespace and deleted afterwards.
+    #[arg(long, value_delimiter = ',')]
+    redis: Vec<String>,
+    /// With --redis: events run through the naive layout (one key per hourly bucket, one
+    /// command per round trip), which is far slower.
+    #[arg(long, default_value_t = 2_000)]
+    naive_events: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,17 +150,24 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Check { pipeline } => check(&pipeline),
         Command::Gen(args) => generate(args),
-        Command::Bench(args) => crate::bench::run(&crate::bench::BenchOptions {
-            events: args.events,
-            users: args.users,
-            days: args.days,
-            seed: args.seed,
-            disorder_ms: args.disorder,
-            workers: args.workers,
-            runs: args.runs.max(1),
-            dir: args.dir,
-            json: args.json,
-        }),
+        Command::Bench(args) => {
+            let opts = crate::bench::BenchOptions {
+                events: args.events,
+                users: args.users,
+                days: args.days,
+                seed: args.seed,
+                disorder_ms: args.disorder,
+                workers: args.workers,
+                runs: args.runs.max(1),
+                dir: args.dir,
+                json: args.json,
+            };
+            if args.redis.is_empty() {
+                crate::bench::run(&opts)
+            } else {
+                crate::bench_redis::run(&opts, &args.redis, args.naive_events)
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -255,6 +271,8 @@ fn run(args: RunArgs) -> Result<()> {
             seconds: summary.elapsed.as_secs_f64(),
             events_per_sec: summary.records_per_sec(),
             peak_memory_mb: peak_mb,
+            round_trips: summary.traffic.map(|t| t.flushes),
+            commands: summary.traffic.map(|t| t.commands),
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -2,6 +2,7 @@
 
 mod alloc;
 mod bench;
+mod bench_redis;
 mod cli;
 mod config;
 mod gen;

@@ -163,6 +163,34 @@ fn two_processes_on_one_cluster_lose_no_update() {
         "single writer",
     );
 
+    // Every key expires once no window can reach it: TTL = widest window (7d) + granularity
+    // (1 ms) + lateness (30d), renewed by each write.
+    let ttl: i64 = (7 + 30) * 86_400_000 + 1;
+    let mut checked = 0;
+    for url in &urls {
+        let port = url.rsplit(':').next().expect("port");
+        let cli = |args: &[&str]| {
+            let out = Command::new("redis-cli")
+                .args(["-p", port])
+                .args(args)
+                .output();
+            String::from_utf8_lossy(&out.expect("redis-cli").stdout).into_owned()
+        };
+        let keys = cli(&["--scan", "--pattern", &format!("sluice:{shared_ns}:*")]);
+        if let Some(key) = keys.lines().next() {
+            let pttl: i64 = cli(&["pttl", key])
+                .trim()
+                .parse()
+                .expect("PTTL is a number");
+            assert!(
+                pttl > ttl - 600_000 && pttl <= ttl,
+                "{key}: PTTL {pttl}, expected about {ttl}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "no key of the run found in the cluster");
+
     // The state left by the two writers answers exactly like the state of one writer.
     let probe = dir.path().join("probe.jsonl");
     std::fs::write(&probe, probes(&input)).expect("write probes");

@@ -241,9 +241,15 @@ impl Cluster {
         self.traffic
     }
 
-    /// Number of master nodes.
-    pub fn node_count(&self) -> usize {
-        self.nodes.len()
+    /// Addresses (`host:port`) of the nodes that own slots.
+    pub fn masters(&self) -> Vec<String> {
+        let mut owners = self.slots.clone();
+        owners.sort_unstable();
+        owners.dedup();
+        owners
+            .into_iter()
+            .map(|i| self.nodes[i].addr.clone())
+            .collect()
     }
 
     fn node_index(&mut self, addr: &str) -> usize {
