@@ -108,7 +108,7 @@ pub(crate) fn write_all(
         what: "dead letters",
         source,
     };
-    for f in rx {
+    for f in rx.iter() {
         waiting.insert(f.seq, f);
         while let Some(f) = waiting.remove(&next) {
             outputs.events.write_all(&f.events).map_err(out_err)?;
@@ -123,6 +123,12 @@ pub(crate) fn write_all(
             pool.give(f.events);
             let _ = tokens.send(());
             next += 1;
+        }
+        if rx.is_empty() {
+            // Caught up: hand what is written to the sink now, so a live input's events do not
+            // sit in a buffer until more arrive.
+            outputs.events.flush().map_err(out_err)?;
+            outputs.dead_letters.flush().map_err(dead_err)?;
         }
     }
     outputs.events.flush().map_err(out_err)?;

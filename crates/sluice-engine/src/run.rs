@@ -52,6 +52,10 @@ pub struct Job {
     pub csv_batch_rows: usize,
     /// Where state lives.
     pub state: StateConfig,
+    /// For a live JSONL input (a pipe, a terminal): cut a batch once it holds a whole line and
+    /// this long has passed since its first byte, instead of waiting for it to fill. `None`:
+    /// batches are cut when full (files).
+    pub batch_wait: Option<Duration>,
 }
 
 /// Where a run keeps its state.
@@ -80,6 +84,7 @@ impl Job {
             batch_bytes: 256 * 1024,
             csv_batch_rows: 2048,
             state: StateConfig::Memory,
+            batch_wait: None,
         }
     }
 }
@@ -88,6 +93,12 @@ impl Job {
     /// The same job with its state in `state`.
     pub fn with_state(mut self, state: StateConfig) -> Self {
         self.state = state;
+        self
+    }
+
+    /// The same job, cutting batches of a live input after `wait` (see [`Job::batch_wait`]).
+    pub fn with_batch_wait(mut self, wait: Option<Duration>) -> Self {
+        self.batch_wait = wait;
         self
     }
 }
@@ -153,11 +164,12 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
         Csv(CsvBatcher),
     }
     let mut batcher = match input.format {
-        InputFormat::Jsonl => Batcher::Lines(LineBatcher::new(
-            input.reader,
-            input.name.clone(),
-            job.batch_bytes,
-        )),
+        InputFormat::Jsonl => Batcher::Lines(match job.batch_wait {
+            None => LineBatcher::new(input.reader, input.name.clone(), job.batch_bytes),
+            Some(wait) => {
+                LineBatcher::with_wait(input.reader, input.name.clone(), job.batch_bytes, wait)
+            }
+        }),
         InputFormat::Csv => {
             let b = CsvBatcher::new(input.reader, input.name.clone(), job.csv_batch_rows)?;
             extractor = extractor.with_csv_header(b.header().to_vec());

@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use crate::batch::{CsvRow, RawBatch};
 use crate::error::{Error, Result};
@@ -37,7 +38,7 @@ impl std::fmt::Debug for Input {
 
 /// Reads whole JSONL lines into batches of about `batch_bytes` bytes.
 pub struct LineBatcher {
-    reader: Box<dyn Read + Send>,
+    feed: Feed,
     name: PathBuf,
     batch_bytes: usize,
     carry: Vec<u8>,
@@ -45,16 +46,138 @@ pub struct LineBatcher {
     eof: bool,
 }
 
+/// Where a batcher's bytes come from.
+enum Feed {
+    /// Straight from the reader: a batch is cut when it is full (files never stall).
+    Direct(Box<dyn Read + Send>),
+    /// From a thread that reads chunks as they arrive, so that a batch can also be cut once
+    /// it holds a whole line and `wait` has passed since its first byte (a slow live input).
+    Timed {
+        chunks: crossbeam_channel::Receiver<std::io::Result<Vec<u8>>>,
+        pending: Vec<u8>,
+        at: usize,
+        wait: Duration,
+    },
+}
+
+/// What one read from a feed gave.
+enum Fill {
+    /// This many bytes.
+    Bytes(usize),
+    /// The end of the input.
+    Eof,
+    /// Nothing before the deadline.
+    TimedOut,
+}
+
+impl Feed {
+    fn timed(mut reader: Box<dyn Read + Send>, wait: Duration) -> Feed {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        // Detached: it ends at the end of the input, or when the batcher is gone.
+        let _ = std::thread::Builder::new()
+            .name("sluice-input".into())
+            .spawn(move || loop {
+                let mut chunk = vec![0; 64 * 1024];
+                match reader.read(&mut chunk) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        if tx.send(Ok(chunk)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            });
+        Feed::Timed {
+            chunks: rx,
+            pending: Vec::new(),
+            at: 0,
+            wait,
+        }
+    }
+
+    /// Reads into `buf`, waiting at most until `deadline` (when set) on a timed feed.
+    fn fill(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> std::io::Result<Fill> {
+        match self {
+            Feed::Direct(reader) => loop {
+                match reader.read(buf) {
+                    Ok(0) => return Ok(Fill::Eof),
+                    Ok(n) => return Ok(Fill::Bytes(n)),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            },
+            Feed::Timed {
+                chunks,
+                pending,
+                at,
+                ..
+            } => loop {
+                if *at < pending.len() {
+                    let n = buf.len().min(pending.len() - *at);
+                    buf[..n].copy_from_slice(&pending[*at..*at + n]);
+                    *at += n;
+                    return Ok(Fill::Bytes(n));
+                }
+                let next = match deadline {
+                    Some(d) => match chunks.recv_deadline(d) {
+                        Ok(c) => c,
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                            return Ok(Fill::TimedOut)
+                        }
+                        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                            return Ok(Fill::Eof)
+                        }
+                    },
+                    None => match chunks.recv() {
+                        Ok(c) => c,
+                        Err(_) => return Ok(Fill::Eof),
+                    },
+                };
+                *pending = next?;
+                *at = 0;
+            },
+        }
+    }
+
+    fn wait(&self) -> Option<Duration> {
+        match self {
+            Feed::Direct(_) => None,
+            Feed::Timed { wait, .. } => Some(*wait),
+        }
+    }
+}
+
 impl LineBatcher {
-    /// Starts reading `reader`.
+    /// Starts reading `reader`; batches are cut when full.
     pub fn new(reader: Box<dyn Read + Send>, name: PathBuf, batch_bytes: usize) -> Self {
         LineBatcher {
-            reader,
+            feed: Feed::Direct(reader),
             name,
             batch_bytes: batch_bytes.max(1),
             carry: Vec::new(),
             next_line: 1,
             eof: false,
+        }
+    }
+
+    /// Starts reading `reader`, a live input (a pipe, a terminal): a batch is also cut once it
+    /// holds at least one whole line and `wait` has passed since its first byte arrived, so a
+    /// slow input is not held back until a batch fills.
+    pub fn with_wait(
+        reader: Box<dyn Read + Send>,
+        name: PathBuf,
+        batch_bytes: usize,
+        wait: Duration,
+    ) -> Self {
+        LineBatcher {
+            feed: Feed::timed(reader, wait),
+            ..LineBatcher::new(Box::new(std::io::empty()), name, batch_bytes)
         }
     }
 
@@ -65,25 +188,39 @@ impl LineBatcher {
         buf.extend_from_slice(&self.carry);
         self.carry.clear();
         let mut data = buf;
+        let wait = self.feed.wait();
+        let mut deadline = (!data.is_empty())
+            .then(Instant::now)
+            .zip(wait)
+            .map(|(t, w)| t + w);
         loop {
             while !self.eof && data.len() < self.batch_bytes {
                 let len = data.len();
                 data.resize(len + (self.batch_bytes - len).max(64 * 1024), 0);
-                let n = loop {
-                    match self.reader.read(&mut data[len..]) {
-                        Ok(n) => break n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(source) => {
-                            return Err(Error::Input {
-                                path: self.name.clone(),
-                                source,
-                            })
+                // Wait for more only until the deadline, and only once a whole line is here.
+                let until = deadline.filter(|_| memchr::memchr(b'\n', &data[..len]).is_some());
+                let filled =
+                    self.feed
+                        .fill(&mut data[len..], until)
+                        .map_err(|source| Error::Input {
+                            path: self.name.clone(),
+                            source,
+                        })?;
+                match filled {
+                    Fill::Bytes(n) => {
+                        data.truncate(len + n);
+                        if deadline.is_none() {
+                            deadline = wait.map(|w| Instant::now() + w);
                         }
                     }
-                };
-                data.truncate(len + n);
-                if n == 0 {
-                    self.eof = true;
+                    Fill::Eof => {
+                        data.truncate(len);
+                        self.eof = true;
+                    }
+                    Fill::TimedOut => {
+                        data.truncate(len);
+                        break;
+                    }
                 }
             }
             if data.is_empty() {

@@ -254,7 +254,12 @@ fn run(args: RunArgs) -> Result<()> {
         pipeline.time_format,
         workers,
     )
-    .with_state(pipeline.state.clone());
+    .with_state(pipeline.state.clone())
+    .with_batch_wait(
+        input_len
+            .is_none()
+            .then(|| std::time::Duration::from_millis(pipeline.batch_wait_ms.max(0) as u64)),
+    );
     let stats = Arc::new(Stats::default());
     let progress = Progress::start(Arc::clone(&stats), input_len, args.quiet);
     tracing::debug!(workers, input = %input_path.display(), "starting run");

@@ -84,6 +84,8 @@ struct StateSection {
 struct EngineSection {
     /// Worker threads (shards). Default: the number of CPU cores.
     workers: Option<Spanned<i64>>,
+    /// Longest a batch of a live input waits to fill. Default `10ms`.
+    batch_wait: Option<Spanned<String>>,
 }
 
 /// One `[[feature]]`.
@@ -160,7 +162,13 @@ pub struct Pipeline {
     pub workers: Option<usize>,
     /// Where state lives.
     pub state: StateConfig,
+    /// Longest a batch of a live input (not a regular file) waits to fill, in milliseconds.
+    pub batch_wait_ms: i64,
 }
+
+/// Default `[engine] batch_wait`: the latency a slow live input may add before its events are
+/// processed; also the longest a Redis request waits to be flushed with others.
+pub const DEFAULT_BATCH_WAIT: &str = "10ms";
 
 /// A configuration error with its location.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,6 +369,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         Some(w) => return Err(src.error(Some(w.span()), "workers must be between 1 and 256")),
     };
 
+    let batch_wait_ms = match file.engine.as_ref().and_then(|e| e.batch_wait.as_ref()) {
+        None => parse_duration(DEFAULT_BATCH_WAIT).expect("the default batch wait is valid"),
+        Some(s) if is_zero_duration(s.get_ref()) => 0,
+        Some(s) => src.duration(s)?,
+    };
+
     if file.feature.is_empty() {
         return Err(src.error(
             None,
@@ -415,6 +429,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         dead_letters: file.dead_letters.as_ref().map(|d| resolve(&d.path)),
         workers,
         state,
+        batch_wait_ms,
     })
 }
 

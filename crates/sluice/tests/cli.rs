@@ -557,3 +557,38 @@ fn bad_lines_go_to_the_dead_letters_and_the_run_succeeds() {
     }
     assert_eq!(seen, bad_lines, "dead letters in input order");
 }
+
+/// A live input (a pipe that stays open) is processed as it arrives: the first event's output
+/// comes out while stdin is still open, instead of after a batch fills or the input ends.
+#[test]
+fn a_live_input_is_not_held_back_until_a_batch_fills() {
+    let mut child = sluice()
+        .arg("run")
+        .arg(workspace().join("examples/transactions.toml"))
+        .args(["--input", "-", "--output", "-", "--quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sluice");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(
+        stdin,
+        r#"{{"ts":1,"user_id":"u1","amount":2.50,"device_id":"d1"}}"#
+    )
+    .expect("write");
+    stdin.flush().expect("flush");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+        let _ = tx.send(line);
+    });
+    // Generous: this checks that the line comes at all while the input is open, not how fast.
+    let line = rx.recv_timeout(std::time::Duration::from_secs(60));
+    drop(stdin);
+    let _ = child.wait();
+    let line = line.expect("no output while the input stayed open");
+    assert!(line.contains(r#""user_amount_1d":2.5"#), "{line}");
+}

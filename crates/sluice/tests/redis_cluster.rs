@@ -429,3 +429,63 @@ fn resharding_and_a_killed_node_are_survived_and_a_lost_node_reported() {
         "unclear error: {stderr}"
     );
 }
+
+/// A plain Redis (cluster support off) is used as the owner of every slot.
+#[test]
+fn a_single_redis_works_too() {
+    if common::redis_urls().is_none() {
+        return;
+    }
+    let port = std::env::var("SLUICE_REDIS_SPARE_PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(7400)
+        + 20;
+    let dir = tempfile::tempdir().expect("temp dir");
+    struct Server(Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Server(
+        Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start redis-server"),
+    );
+    let url = format!("redis://127.0.0.1:{port}");
+    let input = gen(dir.path(), 5_000, 100);
+    let memory = write_pipeline(dir.path(), "memory.toml", &features("5m"));
+    let single = write_pipeline(
+        dir.path(),
+        "single.toml",
+        &(features("5m") + &common::redis_state(&[url], "single", "retry_timeout = \"10s\"\n")),
+    );
+    finish(
+        spawn_run(&memory, &input, &dir.path().join("memory.out")),
+        "memory run",
+    );
+    // The first attempts may find the server still starting: the backend retries.
+    let summary = finish(
+        spawn_run(&single, &input, &dir.path().join("single.out")),
+        "single Redis",
+    );
+    assert!(summary.contains("round trips"), "{summary}");
+    let read = |name: &str| std::fs::read(dir.path().join(name)).expect("read output");
+    assert!(
+        read("memory.out") == read("single.out"),
+        "single Redis differs from memory"
+    );
+}
