@@ -17,42 +17,15 @@ pub const READ_SCRIPT: usize = 0;
 /// Index of [`COMMIT`].
 pub const COMMIT_SCRIPT: usize = 1;
 
-/// Returns the whole log: `{e, v, b, h, entry_b, ..., entry_v-1}`, or `{''}` when the key does
-/// not exist.
-pub const READ: &str = r#"
-local k = KEYS[1]
-local m = redis.call('HMGET', k, 'e', 'v', 'b', 'h')
-if not m[1] then return {''} end
-local v, b = tonumber(m[2]), tonumber(m[3])
-local out = {m[1], m[2], m[3], m[4] or ''}
-local i = b
-while i < v do
-  local last = math.min(i + 999, v - 1)
-  local names = {}
-  for j = i, last do names[#names + 1] = tostring(j) end
-  local vals = redis.call('HMGET', k, unpack(names))
-  for _, x in ipairs(vals) do out[#out + 1] = x or '' end
-  i = last + 1
-end
-return out
-"#;
-
-/// Appends entries if the log is still at the version the writer computed from.
-///
-/// `ARGV`: expected epoch (`''`: the key must not exist), expected version, epoch to create
-/// the key with, new base (entries below it are deleted), new `h` (`''`: unchanged), TTL in
-/// milliseconds, then the entries. Returns `{1}` on success; otherwise `{0}` followed by the
-/// current log as [`READ`] returns it, so the writer can catch up without another round trip.
-pub const COMMIT: &str = r#"
-local k = KEYS[1]
-local m = redis.call('HMGET', k, 'e', 'v', 'b', 'h')
-local e = m[1] or ''
-local v = tonumber(m[2] or '0')
-if e ~= ARGV[1] or v ~= tonumber(ARGV[2]) then
-  local out = {0}
-  if not m[1] then out[2] = ''; return out end
-  local b = tonumber(m[3])
-  out[2] = m[1]; out[3] = m[2]; out[4] = m[3]; out[5] = m[4] or ''
+/// Lua shared by both scripts: `log(k, m, out)` appends the hash's metadata `m` (from
+/// `HMGET e v b h`) and its entries, in order, to `out`. Reads 1,000 fields per `HMGET` so as to
+/// stay within Lua's stack.
+macro_rules! log_fn {
+    () => {
+        r#"
+local function log(k, m, out)
+  local v, b = tonumber(m[2]), tonumber(m[3])
+  out[#out + 1] = m[1]; out[#out + 1] = m[2]; out[#out + 1] = m[3]; out[#out + 1] = m[4] or ''
   local i = b
   while i < v do
     local last = math.min(i + 999, v - 1)
@@ -63,6 +36,39 @@ if e ~= ARGV[1] or v ~= tonumber(ARGV[2]) then
     i = last + 1
   end
   return out
+end
+"#
+    };
+}
+
+/// Returns the whole log: `{e, v, b, h, entry_b, ..., entry_v-1}`, or `{''}` when the key does
+/// not exist.
+pub const READ: &str = concat!(
+    log_fn!(),
+    r#"
+local k = KEYS[1]
+local m = redis.call('HMGET', k, 'e', 'v', 'b', 'h')
+if not m[1] then return {''} end
+return log(k, m, {})
+"#
+);
+
+/// Appends entries if the log is still at the version the writer computed from.
+///
+/// `ARGV`: expected epoch (`''`: the key must not exist), expected version, epoch to create
+/// the key with, new base (entries below it are deleted), new `h` (`''`: unchanged), TTL in
+/// milliseconds, then the entries. Returns `{1}` on success; otherwise `{0}` followed by the
+/// current log as [`READ`] returns it, so the writer can catch up without another round trip.
+pub const COMMIT: &str = concat!(
+    log_fn!(),
+    r#"
+local k = KEYS[1]
+local m = redis.call('HMGET', k, 'e', 'v', 'b', 'h')
+local e = m[1] or ''
+local v = tonumber(m[2] or '0')
+if e ~= ARGV[1] or v ~= tonumber(ARGV[2]) then
+  if not m[1] then return {0, ''} end
+  return log(k, m, {0})
 end
 local b = tonumber(m[3] or '0')
 local nb = tonumber(ARGV[4])
@@ -91,4 +97,5 @@ while j <= #ARGV do
 end
 redis.call('PEXPIRE', k, ARGV[6])
 return {1}
-"#;
+"#
+);
