@@ -7,10 +7,15 @@
 
 use std::ops::{Index, IndexMut, Range, RangeBounds};
 
+use serde::{Deserialize, Serialize};
 use smallvec::{Array, SmallVec};
 
 /// A deque of `Copy` items with inline storage for `A::size()` of them.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "A::Item: Serialize",
+    deserialize = "A::Item: Deserialize<'de>"
+))]
 pub struct SmallDeque<A: Array>
 where
     A::Item: Copy,

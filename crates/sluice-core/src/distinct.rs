@@ -6,6 +6,7 @@
 //! amortised O(1); an out-of-order event's own value is counted by a scan of its window.
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use smallvec::{smallvec, SmallVec};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -21,7 +22,7 @@ const LINEAR_LIMIT: usize = 8;
 
 /// One interned value: its bytes (inline when short), references, hash chain, and its count in
 /// each window of the series (kept here, next to the value, so an update touches one place).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Slot {
     bytes: SmallVec<[u8; 16]>,
     /// Entries of the series that refer to this id; 0 means the slot is free.
@@ -33,7 +34,7 @@ struct Slot {
 }
 
 /// Interns value byte strings into small, reusable ids.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ValueTable {
     slots: SmallVec<[Slot; 2]>,
     /// First free slot; free slots are chained through `next`.
@@ -181,7 +182,7 @@ impl ValueTable {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Entry {
     ts: i64,
     id: u32,
@@ -190,7 +191,7 @@ struct Entry {
 
 /// A window's running range: entries `lo..` (those with `ts >= start`) and how many distinct
 /// values they hold.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Running {
     start: i64,
     lo: usize,
@@ -205,7 +206,7 @@ pub struct DistinctScratch {
 }
 
 /// Distinct-count registers of one key and field: every window of a distinct [`SeriesSpec`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DistinctSeries {
     entries: SmallDeque<[Entry; 2]>,
     values: ValueTable,

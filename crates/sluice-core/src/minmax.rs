@@ -5,6 +5,7 @@
 //! maximum), so the front is the window's minimum.
 
 use crate::deque::SmallDeque;
+use serde::{Deserialize, Serialize};
 
 /// Which extreme a [`MonoDeque`] tracks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +28,7 @@ impl Extreme {
 }
 
 /// A monotonic deque over the buckets of a running window.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MonoDeque {
     items: SmallDeque<[(i64, f64); 2]>,
 }

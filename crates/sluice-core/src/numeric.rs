@@ -7,6 +7,7 @@
 //! is computed over `[t - width, t]` by the cheaper of a direct scan and an adjustment of the
 //! running aggregate (min and max always scan).
 
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::bucket_start;
@@ -18,7 +19,7 @@ use crate::value::FeatureValue;
 use crate::Agg;
 
 /// The merged values of every event with one aligned time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct Bucket {
     ts: i64,
     count: u32,
@@ -49,7 +50,7 @@ impl Bucket {
 }
 
 /// Running aggregate of one window over buckets `lo..` (those with `ts >= start`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Running {
     start: i64,
     lo: usize,
@@ -60,14 +61,14 @@ struct Running {
 }
 
 /// Monotonic deques of a window's buckets.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Extremes {
     min: MonoDeque,
     max: MonoDeque,
 }
 
 /// Numeric registers of one key and field: every window of a [`SeriesSpec`] of kind numeric.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NumericSeries {
     buckets: SmallDeque<[Bucket; 1]>,
     windows: SmallVec<[Running; 1]>,

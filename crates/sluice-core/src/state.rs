@@ -8,6 +8,7 @@ use crate::distinct::{DistinctScratch, DistinctSeries};
 use crate::numeric::NumericSeries;
 use crate::plan::{KeySpec, SeriesKind};
 use crate::value::FeatureValue;
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 /// The value of one `of` field on one event, as the registers need it.
@@ -26,7 +27,7 @@ pub struct FieldObs<'a> {
 /// Numeric and distinct series are kept in separate arrays (in the order of the key spec's
 /// series of each kind) so that neither pays for the other's size, inline for the usual
 /// pipeline (two numeric series, one distinct): a key is one block of memory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyState {
     numeric: SmallVec<[NumericSeries; 2]>,
     distinct: SmallVec<[DistinctSeries; 1]>,

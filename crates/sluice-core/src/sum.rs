@@ -1,5 +1,7 @@
 //! A running sum that supports removal without drift, and is exact for decimal amounts.
 
+use serde::{Deserialize, Serialize};
+
 /// Scale of the fixed-point part: values with at most nine decimals are summed exactly.
 const SCALE: f64 = 1e9;
 /// Largest magnitude whose scaled value is still an exact integer in an `f64` (2^53 / 1e9).
@@ -12,7 +14,7 @@ const FIXED_LIMIT: f64 = 9.007e6;
 /// 0.10` sums to exactly 0, and `0.1 + 0.2` prints `0.3`. Other values are summed in a
 /// Neumaier-compensated `f64` pair, whose error stays near one rounding of the result instead of
 /// growing with every addition and removal.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExactSum {
     /// Units of 1e-9. On the rare overflow of an `i64` (a sum beyond 9.2e9) it is moved into
     /// the float part, which costs one rounding: the total is always `fixed / 1e9 + float`.

@@ -7,9 +7,12 @@
 //! monomorphic.
 
 use hashbrown::HashTable;
-use sluice_core::{group_of, DistinctScratch, FeatureValue, FieldObs, KeyState, Plan, KEY_GROUPS};
+use sluice_core::{
+    group_of, key_hash, DistinctScratch, FeatureValue, FieldObs, KeyState, Plan, KEY_GROUPS,
+};
 use smallvec::SmallVec;
 
+use crate::checkpoint::{GroupSnapshot, GroupSnapshotRef};
 use crate::error::Result;
 use crate::prefetch::prefetch;
 use crate::redis::{RedisBackend, Traffic};
@@ -136,6 +139,58 @@ const PREFETCH_DISTANCE: usize = 8;
 const MIN_SWEEP_INTERVAL: usize = 1 << 16;
 
 impl MemoryBackend {
+    /// A borrowed snapshot of every non-empty key group, for a checkpoint.
+    pub fn snapshot(&self) -> Vec<GroupSnapshotRef<'_>> {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter_map(|(g, group)| {
+                let group = group.as_ref()?;
+                Some(GroupSnapshotRef {
+                    group: g as u32,
+                    tables: group
+                        .tables
+                        .iter()
+                        .map(|t| t.iter().map(|e| (e.key.as_slice(), &*e.state)).collect())
+                        .collect(),
+                })
+            })
+            .filter(|g| g.tables.iter().any(|t| !t.is_empty()))
+            .collect()
+    }
+
+    /// Memory state holding `groups` (restored from a checkpoint), as of the stream's `floor`.
+    pub fn restore(plan: &Plan, groups: Vec<GroupSnapshot>, floor: i64) -> Self {
+        let mut backend = MemoryBackend {
+            floor,
+            ..MemoryBackend::default()
+        };
+        for snapshot in groups {
+            let mut group = GroupState {
+                tables: plan.keys.iter().map(|_| HashTable::new()).collect(),
+            };
+            for (table, keys) in group.tables.iter_mut().zip(snapshot.tables) {
+                for (key, state) in keys {
+                    let hash = key_hash(&key);
+                    backend.live += 1;
+                    table.insert_unique(
+                        hash,
+                        KeyEntry {
+                            hash,
+                            key: SmallVec::from_vec(key),
+                            state: Box::new(state),
+                        },
+                        |e| e.hash,
+                    );
+                }
+            }
+            if let Some(slot) = backend.groups.get_mut(snapshot.group as usize) {
+                *slot = Some(Box::new(group));
+            }
+        }
+        backend
+    }
+
     /// Drops every key that no future window can reach. Runs after four times as many updates
     /// as there are live keys, so its cost is amortised O(1) per update (a quarter of a key
     /// check), and memory stays within a constant factor of the active keys.

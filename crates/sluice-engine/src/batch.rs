@@ -10,6 +10,8 @@ pub enum RawBatch {
         data: Vec<u8>,
         /// Line number of the first line.
         first_line: u64,
+        /// Byte offset of the first line in the input.
+        offset: u64,
     },
     /// CSV rows, already split into fields by the reader.
     Csv(Vec<CsvRow>),

@@ -41,6 +41,9 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// Writing or reading a checkpoint failed.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A worker thread panicked or stopped early (a bug).
     #[error("engine stage `{0}` stopped unexpectedly")]
     Stage(&'static str),

@@ -9,9 +9,11 @@
 //! - [`mod@format`]: enriched events and dead letters as text; `output` formats batches and
 //!   writes them in order.
 //! - [`mod@run`]: the threads and channels that connect them; [`pool`] recycles their buffers.
+//! - [`checkpoint`]: snapshots of local state with the input and output positions.
 
 pub mod backend;
 pub mod batch;
+pub mod checkpoint;
 pub mod error;
 mod field;
 pub mod format;
@@ -29,6 +31,8 @@ pub mod time;
 
 pub use backend::{Backend, MemoryBackend, StateBackend, Update};
 pub use error::{Error, Result};
-pub use run::{run, Job, Outputs, StateConfig, Stats, Summary};
+pub use run::{
+    plan_fingerprint, run, run_resumed, Job, Outputs, Resume, StateConfig, Stats, Summary,
+};
 pub use source::{Input, InputFormat};
 pub use time::TimeFormat;

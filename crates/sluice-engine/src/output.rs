@@ -1,7 +1,7 @@
 //! The output stage: formatting completed batches (on the workers) and writing them in input
 //! order (on the writer thread).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -9,6 +9,9 @@ use crossbeam_channel::{Receiver, Sender};
 use sluice_core::{FeatureValue, Plan};
 
 use crate::batch::RawBatch;
+use crate::checkpoint::{
+    self, Barrier, CheckpointConfig, FileEntry, Manifest, SinkPosition, FORMAT_VERSION,
+};
 use crate::error::{Error, Result};
 use crate::format::{write_dead_letter, OutputLayout};
 use crate::pool::BufferPool;
@@ -90,31 +93,131 @@ pub(crate) fn format_batch(
     }
 }
 
-/// The writer loop: writes formatted batches in input order and returns their tokens.
+/// What the writer thread receives.
+pub(crate) enum WriterMsg {
+    /// A formatted batch.
+    Batch(Formatted),
+    /// A checkpoint was started before batch `before_seq` (from the router).
+    Barrier(Barrier),
+    /// A shard wrote its file of checkpoint `id`.
+    ShardFile {
+        id: u64,
+        shard: usize,
+        file: Result<FileEntry>,
+    },
+}
+
+/// A checkpoint the writer is completing.
+struct InFlight {
+    barrier: Barrier,
+    sink: Option<SinkPosition>,
+    files: Vec<Option<FileEntry>>,
+}
+
+/// Where the writer stands and how to make a checkpoint's outputs durable.
+struct Sink<'a> {
+    outputs: Outputs,
+    position: SinkPosition,
+    checkpoints: Option<&'a WriterCheckpoints>,
+}
+
+/// What the writer needs to complete checkpoints.
+pub(crate) struct WriterCheckpoints {
+    pub(crate) config: CheckpointConfig,
+    pub(crate) plan: String,
+    pub(crate) shards: usize,
+}
+
+impl Sink<'_> {
+    fn out_err(source: std::io::Error) -> Error {
+        Error::Output {
+            what: "output",
+            source,
+        }
+    }
+
+    fn dead_err(source: std::io::Error) -> Error {
+        Error::Output {
+            what: "dead letters",
+            source,
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.outputs.events.flush().map_err(Self::out_err)?;
+        self.outputs.dead_letters.flush().map_err(Self::dead_err)
+    }
+
+    /// Flushes and syncs both outputs; their lengths are then durable.
+    fn make_durable(&mut self) -> Result<SinkPosition> {
+        self.flush()?;
+        if let Some(f) = &self.outputs.events_file {
+            f.sync_data().map_err(Self::out_err)?;
+        }
+        if let Some(f) = &self.outputs.dead_letters_file {
+            f.sync_data().map_err(Self::dead_err)?;
+        }
+        Ok(self.position)
+    }
+}
+
+/// The writer loop: writes formatted batches in input order and returns their tokens, and
+/// completes checkpoints once their outputs are durable and every shard's file is written.
 pub(crate) fn write_all(
-    rx: Receiver<Formatted>,
-    mut outputs: Outputs,
+    rx: Receiver<WriterMsg>,
+    outputs: Outputs,
     tokens: &Sender<()>,
     stats: &Stats,
     pool: &BufferPool,
+    checkpoints: Option<&WriterCheckpoints>,
 ) -> Result<()> {
     let mut waiting: BTreeMap<u64, Formatted> = BTreeMap::new();
     let mut next = 0;
-    let out_err = |source| Error::Output {
-        what: "output",
-        source,
+    let mut sink = Sink {
+        position: outputs.start,
+        outputs,
+        checkpoints,
     };
-    let dead_err = |source| Error::Output {
-        what: "dead letters",
-        source,
-    };
-    for f in rx.iter() {
-        waiting.insert(f.seq, f);
-        while let Some(f) = waiting.remove(&next) {
-            outputs.events.write_all(&f.events).map_err(out_err)?;
-            if !f.dead.is_empty() {
-                outputs.dead_letters.write_all(&f.dead).map_err(dead_err)?;
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    for msg in rx.iter() {
+        match msg {
+            WriterMsg::Batch(f) => {
+                waiting.insert(f.seq, f);
             }
+            WriterMsg::Barrier(barrier) => in_flight.push_back(InFlight {
+                files: vec![None; sink.checkpoints.map_or(0, |c| c.shards)],
+                barrier,
+                sink: None,
+            }),
+            WriterMsg::ShardFile { id, shard, file } => {
+                let file = file?;
+                if let Some(c) = in_flight.iter_mut().find(|c| c.barrier.id == id) {
+                    c.files[shard] = Some(file);
+                }
+            }
+        }
+        loop {
+            // The outputs of a checkpoint are everything before its first batch.
+            for c in in_flight.iter_mut().filter(|c| c.sink.is_none()) {
+                if c.barrier.before_seq == next {
+                    c.sink = Some(sink.make_durable()?);
+                }
+            }
+            let Some(f) = waiting.remove(&next) else {
+                break;
+            };
+            sink.outputs
+                .events
+                .write_all(&f.events)
+                .map_err(Sink::out_err)?;
+            if !f.dead.is_empty() {
+                sink.outputs
+                    .dead_letters
+                    .write_all(&f.dead)
+                    .map_err(Sink::dead_err)?;
+            }
+            sink.position.events_bytes += f.events.len() as u64;
+            sink.position.dead_letters_bytes += f.dead.len() as u64;
             stats
                 .events_written
                 .fetch_add(f.n_events, Ordering::Relaxed);
@@ -124,14 +227,52 @@ pub(crate) fn write_all(
             let _ = tokens.send(());
             next += 1;
         }
+        while in_flight
+            .front()
+            .is_some_and(|c| c.sink.is_some() && c.files.iter().all(Option::is_some))
+        {
+            let Some(c) = in_flight.pop_front() else {
+                break;
+            };
+            complete(&sink, c, stats)?;
+        }
         if rx.is_empty() {
             // Caught up: hand what is written to the sink now, so a live input's events do not
             // sit in a buffer until more arrive.
-            outputs.events.flush().map_err(out_err)?;
-            outputs.dead_letters.flush().map_err(dead_err)?;
+            sink.flush()?;
         }
     }
-    outputs.events.flush().map_err(out_err)?;
-    outputs.dead_letters.flush().map_err(dead_err)?;
+    sink.flush()
+}
+
+/// Writes the manifest of a checkpoint whose outputs and shard files are durable.
+fn complete(sink: &Sink<'_>, c: InFlight, stats: &Stats) -> Result<()> {
+    let Some(config) = sink.checkpoints else {
+        return Ok(());
+    };
+    let files: Vec<FileEntry> = c.files.into_iter().flatten().collect();
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        id: c.barrier.id,
+        created_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        plan: config.plan.clone(),
+        shards: config.shards,
+        source: c.barrier.source,
+        sink: c.sink.unwrap_or_default(),
+        newest: c.barrier.newest,
+        files,
+    };
+    checkpoint::commit(&config.config.dir, &manifest, config.config.keep)?;
+    stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+    let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+    tracing::info!(
+        id = manifest.id,
+        line = manifest.source.line,
+        bytes,
+        millis = c.barrier.started.elapsed().as_millis() as u64,
+        "checkpoint complete"
+    );
     Ok(())
 }

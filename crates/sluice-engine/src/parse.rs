@@ -104,7 +104,9 @@ impl Extractor {
             arena: Vec::new(),
         };
         match &raw {
-            RawBatch::Lines { data, first_line } => {
+            RawBatch::Lines {
+                data, first_line, ..
+            } => {
                 // Records are rarely shorter than 64 bytes: reserve once instead of growing.
                 let records = data.len() / 64 + 1;
                 out.events.reserve(records);

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use sluice_core::{group_of, shard_of, FeatureValue, Plan};
 
+use crate::checkpoint::{Barrier, SourcePosition};
 use crate::error::{Error, Result};
-use crate::output::FormatJob;
+use crate::output::{FormatJob, WriterMsg};
 
-use crate::batch::{ParsedBatch, Rejection};
+use crate::batch::{ParsedBatch, RawBatch, Rejection};
 
 /// One unit of shard work: event `event` of the batch, for key spec `key_spec`.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +55,12 @@ impl Router {
     /// The newest accepted event time so far.
     pub fn newest(&self) -> Option<i64> {
         self.newest
+    }
+
+    /// The same router, resuming after events up to `newest`.
+    pub fn resuming(mut self, newest: Option<i64>) -> Self {
+        self.newest = newest;
+        self
     }
 
     /// Routes the next batch (batches must come in input order).
@@ -99,6 +106,19 @@ impl Router {
     }
 }
 
+/// What a shard receives: batches and, between them, checkpoint barriers.
+pub(crate) enum ShardMsg {
+    Batch(Arc<RoutedBatch>),
+    Checkpoint(Arc<Barrier>),
+}
+
+/// When the router starts checkpoints.
+pub(crate) struct CheckpointTimer {
+    pub(crate) interval: std::time::Duration,
+    pub(crate) next_id: u64,
+    pub(crate) writer: Sender<WriterMsg>,
+}
+
 /// What the router thread receives.
 pub(crate) enum RouterMsg {
     Parsed(ParsedBatch),
@@ -125,10 +145,13 @@ pub(crate) fn route_all(
     plan: &Plan,
     shards: usize,
     rx: Receiver<RouterMsg>,
-    shard_txs: Vec<Sender<Arc<RoutedBatch>>>,
+    shard_txs: Vec<Sender<ShardMsg>>,
     format_tx: Sender<FormatJob>,
+    newest: Option<i64>,
+    mut timer: Option<CheckpointTimer>,
 ) -> Result<()> {
-    let mut router = Router::new(shards, plan.lateness_ms);
+    let mut router = Router::new(shards, plan.lateness_ms).resuming(newest);
+    let mut last_checkpoint = std::time::Instant::now();
     let mut parsed: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut next_seq = 0;
@@ -156,6 +179,35 @@ pub(crate) fn route_all(
             RouterMsg::Parsed(batch) => {
                 parsed.insert(batch.seq, batch);
                 while let Some(batch) = parsed.remove(&next_seq) {
+                    if let Some(t) = timer.as_mut() {
+                        if next_seq > 0 && last_checkpoint.elapsed() >= t.interval {
+                            if let RawBatch::Lines {
+                                first_line, offset, ..
+                            } = &batch.raw
+                            {
+                                let barrier = Barrier {
+                                    id: t.next_id,
+                                    before_seq: next_seq,
+                                    source: SourcePosition {
+                                        offset: *offset,
+                                        line: *first_line,
+                                    },
+                                    newest: router.newest(),
+                                    started: std::time::Instant::now(),
+                                };
+                                t.next_id += 1;
+                                last_checkpoint = barrier.started;
+                                let shared = Arc::new(barrier.clone());
+                                t.writer
+                                    .send(WriterMsg::Barrier(barrier))
+                                    .map_err(|_| Error::Stage("writer"))?;
+                                for tx in &shard_txs {
+                                    tx.send(ShardMsg::Checkpoint(Arc::clone(&shared)))
+                                        .map_err(|_| Error::Stage("shard"))?;
+                                }
+                            }
+                        }
+                    }
                     let routed = Arc::new(router.route(batch, n_keys));
                     let mut p = Pending {
                         batch: Arc::clone(&routed),
@@ -166,7 +218,7 @@ pub(crate) fn route_all(
                         if !items.is_empty() {
                             p.remaining += 1;
                             shard_txs[i]
-                                .send(Arc::clone(&routed))
+                                .send(ShardMsg::Batch(Arc::clone(&routed)))
                                 .map_err(|_| Error::Stage("shard"))?;
                         }
                     }

@@ -20,17 +20,18 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, never, unbounded, Receiver, Select, Sender};
-use sluice_core::Plan;
+use sluice_core::{shard_of, Plan};
 
 use crate::backend::{Backend, MemoryBackend, StateBackend};
 use crate::batch::RawBatch;
+use crate::checkpoint::{self, Barrier, CheckpointConfig, GroupSnapshot, Manifest, SinkPosition};
 use crate::error::{Error, Result};
 use crate::format::OutputLayout;
-use crate::output::{format_batch, write_all, FormatJob, Formatted};
+use crate::output::{format_batch, write_all, FormatJob, WriterCheckpoints, WriterMsg};
 use crate::parse::{Extractor, ParseScratch};
 use crate::pool::BufferPool;
 use crate::redis::{RedisBackend, RedisOptions, Traffic};
-use crate::router::{route_all, RoutedBatch, RouterMsg};
+use crate::router::{route_all, CheckpointTimer, RouterMsg, ShardMsg};
 use crate::shard;
 use crate::source::{CsvBatcher, Input, InputFormat, LineBatcher};
 use crate::time::TimeFormat;
@@ -52,6 +53,8 @@ pub struct Job {
     pub csv_batch_rows: usize,
     /// Where state lives.
     pub state: StateConfig,
+    /// Checkpoints, if any (memory state and JSONL input only).
+    pub checkpoint: Option<CheckpointConfig>,
     /// For a live JSONL input (a pipe, a terminal): cut a batch once it holds a whole line and
     /// this long has passed since its first byte, instead of waiting for it to fill. `None`:
     /// batches are cut when full (files).
@@ -85,6 +88,7 @@ impl Job {
             csv_batch_rows: 2048,
             state: StateConfig::Memory,
             batch_wait: None,
+            checkpoint: None,
         }
     }
 }
@@ -93,6 +97,12 @@ impl Job {
     /// The same job with its state in `state`.
     pub fn with_state(mut self, state: StateConfig) -> Self {
         self.state = state;
+        self
+    }
+
+    /// The same job, taking checkpoints as configured.
+    pub fn with_checkpoints(mut self, checkpoint: Option<CheckpointConfig>) -> Self {
+        self.checkpoint = checkpoint;
         self
     }
 
@@ -116,6 +126,10 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     /// Of which rejected as late.
     pub late: AtomicU64,
+    /// Checkpoints completed.
+    pub checkpoints: AtomicU64,
+    /// Longest time a shard stopped processing to snapshot its state, in microseconds.
+    pub snapshot_stall_us: AtomicU64,
     /// Remote state traffic, summed over shards when they finish.
     pub traffic: std::sync::Mutex<Option<Traffic>>,
 }
@@ -150,10 +164,57 @@ pub struct Outputs {
     pub events: Box<dyn Write + Send>,
     /// Dead letters.
     pub dead_letters: Box<dyn Write + Send>,
+    /// Lengths of both outputs before this run wrote anything (a resumed run appends).
+    pub start: SinkPosition,
+    /// The events file, to make it durable at checkpoints (`None`: not a file).
+    pub events_file: Option<std::fs::File>,
+    /// The dead-letter file, likewise.
+    pub dead_letters_file: Option<std::fs::File>,
+}
+
+impl Outputs {
+    /// Outputs written from the start, with nothing to sync.
+    pub fn new(events: Box<dyn Write + Send>, dead_letters: Box<dyn Write + Send>) -> Self {
+        Outputs {
+            events,
+            dead_letters,
+            start: SinkPosition::default(),
+            events_file: None,
+            dead_letters_file: None,
+        }
+    }
+}
+
+/// What a run resumes from: a verified checkpoint and its key groups.
+#[derive(Debug)]
+pub struct Resume {
+    /// The checkpoint's manifest.
+    pub manifest: Manifest,
+    /// Its key groups.
+    pub groups: Vec<GroupSnapshot>,
+}
+
+/// A fingerprint of a plan: state restores only into the plan it was taken with.
+pub fn plan_fingerprint(plan: &Plan) -> String {
+    let text = format!("{:?}|{}", plan.features, plan.lateness_ms);
+    format!("{:016x}", sluice_core::key_hash(text.as_bytes()))
 }
 
 /// Runs a job over an input to completion.
 pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Result<Summary> {
+    run_resumed(job, input, outputs, stats, None)
+}
+
+/// Runs a job over an input to completion, starting from a checkpoint's state when given
+/// (`input` must then be positioned at the checkpoint's source offset, and `outputs` at its
+/// sink positions).
+pub fn run_resumed(
+    job: &Job,
+    input: Input,
+    outputs: Outputs,
+    stats: Arc<Stats>,
+    resume: Option<Resume>,
+) -> Result<Summary> {
     let started = Instant::now();
     let n = job.workers;
     let plan = Arc::clone(&job.plan);
@@ -164,12 +225,18 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
         Csv(CsvBatcher),
     }
     let mut batcher = match input.format {
-        InputFormat::Jsonl => Batcher::Lines(match job.batch_wait {
-            None => LineBatcher::new(input.reader, input.name.clone(), job.batch_bytes),
-            Some(wait) => {
-                LineBatcher::with_wait(input.reader, input.name.clone(), job.batch_bytes, wait)
-            }
-        }),
+        InputFormat::Jsonl => {
+            let batcher = match job.batch_wait {
+                None => LineBatcher::new(input.reader, input.name.clone(), job.batch_bytes),
+                Some(wait) => {
+                    LineBatcher::with_wait(input.reader, input.name.clone(), job.batch_bytes, wait)
+                }
+            };
+            Batcher::Lines(match &resume {
+                Some(r) => batcher.starting_at(r.manifest.source.offset, r.manifest.source.line),
+                None => batcher,
+            })
+        }
         InputFormat::Csv => {
             let b = CsvBatcher::new(input.reader, input.name.clone(), job.csv_batch_rows)?;
             extractor = extractor.with_csv_header(b.header().to_vec());
@@ -188,20 +255,37 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
     let (parse_tx, parse_rx) = unbounded::<(u64, RawBatch)>();
     let (format_tx, format_rx) = unbounded::<FormatJob>();
     let (router_tx, router_rx) = unbounded::<RouterMsg>();
-    let (written_tx, written_rx) = unbounded::<Formatted>();
-    type ShardChannel = (Sender<Arc<RoutedBatch>>, Receiver<Arc<RoutedBatch>>);
+    let (written_tx, written_rx) = unbounded::<WriterMsg>();
+    type ShardChannel = (Sender<ShardMsg>, Receiver<ShardMsg>);
     let shard_channels: Vec<ShardChannel> = (0..n).map(|_| unbounded()).collect();
 
     // State backends connect before any thread starts, so a bad address fails the run at once.
+    // A resumed run hands each shard the key groups it now owns (any number of shards).
+    let newest = resume.as_ref().and_then(|r| r.manifest.newest);
+    let next_checkpoint = match (&resume, &job.checkpoint) {
+        (Some(r), _) => r.manifest.id + 1,
+        (None, Some(c)) => checkpoint::list(&c.dir)?.into_iter().max().unwrap_or(0) + 1,
+        (None, None) => 1,
+    };
+    let mut restored: Vec<Vec<GroupSnapshot>> = (0..n).map(|_| Vec::new()).collect();
+    for g in resume.map(|r| r.groups).unwrap_or_default() {
+        restored[shard_of(g.group, n)].push(g);
+    }
+    let floor = newest.map_or(i64::MIN, |t| t.saturating_sub(plan.lateness_ms));
     let mut backends = Vec::with_capacity(n);
-    for i in 0..n {
+    for (i, groups) in restored.into_iter().enumerate() {
         backends.push(match &job.state {
-            StateConfig::Memory => Backend::Memory(MemoryBackend::default()),
+            StateConfig::Memory => Backend::Memory(MemoryBackend::restore(&plan, groups, floor)),
             StateConfig::Redis(options) => {
                 Backend::Redis(Box::new(RedisBackend::connect(&plan, options, i as u64)?))
             }
         });
     }
+    let writer_checkpoints = job.checkpoint.as_ref().map(|c| WriterCheckpoints {
+        config: c.clone(),
+        plan: plan_fingerprint(&plan),
+        shards: n,
+    });
 
     thread::scope(|scope| {
         // Reader.
@@ -260,6 +344,7 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
             let source_name = source_name.clone();
             let pool = pool.clone();
             let worker_stats = Arc::clone(&stats);
+            let checkpoint_dir = job.checkpoint.as_ref().map(|c| c.dir.clone());
             let handle = thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
                 .spawn_scoped(scope, move || {
@@ -275,7 +360,18 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
                         while let Some(job) = next_job(&mut shard_rx, &mut format_rx, &mut parse_rx)
                         {
                             let sent = match job {
-                                WorkerJob::Shard(batch) => {
+                                WorkerJob::Shard(ShardMsg::Checkpoint(barrier)) => {
+                                    snapshot(
+                                        &backend,
+                                        i,
+                                        &barrier,
+                                        checkpoint_dir.as_deref(),
+                                        &written_tx,
+                                        &worker_stats,
+                                    );
+                                    true
+                                }
+                                WorkerJob::Shard(ShardMsg::Batch(batch)) => {
                                     let values = shard::process(&plan, &mut backend, &batch, i);
                                     router_tx
                                         .send(RouterMsg::ShardDone {
@@ -286,7 +382,13 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
                                         .is_ok()
                                 }
                                 WorkerJob::Format(job) => written_tx
-                                    .send(format_batch(&plan, &layout, &source_name, &pool, job))
+                                    .send(WriterMsg::Batch(format_batch(
+                                        &plan,
+                                        &layout,
+                                        &source_name,
+                                        &pool,
+                                        job,
+                                    )))
                                     .is_ok(),
                                 WorkerJob::Parse(seq, raw) => router_tx
                                     .send(RouterMsg::Parsed(extractor.parse_batch(
@@ -315,8 +417,13 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
         }
         drop(parse_rx);
         drop(format_rx);
+        let timer = job.checkpoint.as_ref().map(|c| CheckpointTimer {
+            interval: c.interval,
+            next_id: next_checkpoint,
+            writer: written_tx.clone(),
+        });
         drop(written_tx);
-        let shard_txs: Vec<Sender<Arc<RoutedBatch>>> =
+        let shard_txs: Vec<Sender<ShardMsg>> =
             shard_channels.into_iter().map(|(tx, _)| tx).collect();
 
         // Router.
@@ -325,12 +432,27 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
             .name("sluice-router".into())
             .spawn_scoped(scope, move || -> Result<()> {
                 drop(router_tx);
-                route_all(&router_plan, n, router_rx, shard_txs, format_tx)
+                route_all(
+                    &router_plan,
+                    n,
+                    router_rx,
+                    shard_txs,
+                    format_tx,
+                    newest,
+                    timer,
+                )
             })
             .map_err(|_| Error::Stage("router"))?;
 
         // Writer (this thread).
-        let written = write_all(written_rx, outputs, &token_tx, &stats, &pool);
+        let written = write_all(
+            written_rx,
+            outputs,
+            &token_tx,
+            &stats,
+            &pool,
+            writer_checkpoints.as_ref(),
+        );
         drop(token_tx);
 
         let reader = reader.join().unwrap_or(Err(Error::Stage("reader")));
@@ -364,8 +486,54 @@ pub fn run(job: &Job, input: Input, outputs: Outputs, stats: Arc<Stats>) -> Resu
     Ok(summary)
 }
 
+/// Snapshots shard `shard`'s state for a checkpoint: encodes it here (the shard waits) and
+/// writes the file on a helper thread, which reports to the writer.
+fn snapshot(
+    backend: &Backend,
+    shard: usize,
+    barrier: &Barrier,
+    root: Option<&std::path::Path>,
+    writer: &Sender<WriterMsg>,
+    stats: &Stats,
+) {
+    let started = Instant::now();
+    let encoded = match (backend, root) {
+        (Backend::Memory(m), Some(_)) => checkpoint::encode_shard(&m.snapshot()),
+        (Backend::Memory(_), None) => Err(Error::Checkpoint("no checkpoint directory".into())),
+        (Backend::Redis(_), _) => Err(Error::Checkpoint(
+            "checkpoints need local state; Redis state is durable in Redis".into(),
+        )),
+    };
+    stats
+        .snapshot_stall_us
+        .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    let id = barrier.id;
+    let bytes = match encoded {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = writer.send(WriterMsg::ShardFile {
+                id,
+                shard,
+                file: Err(e),
+            });
+            return;
+        }
+    };
+    let dir = checkpoint::checkpoint_dir(root.unwrap_or(std::path::Path::new(".")), id);
+    let writer = writer.clone();
+    let spawned = thread::Builder::new()
+        .name("sluice-snapshot".into())
+        .spawn(move || {
+            let file = checkpoint::write_file(&dir, &format!("shard-{shard}.bin"), &bytes);
+            let _ = writer.send(WriterMsg::ShardFile { id, shard, file });
+        });
+    if spawned.is_err() {
+        tracing::warn!(id, shard, "cannot start a thread to write a snapshot");
+    }
+}
+
 enum WorkerJob {
-    Shard(Arc<RoutedBatch>),
+    Shard(ShardMsg),
     Format(FormatJob),
     Parse(u64, RawBatch),
 }
@@ -373,7 +541,7 @@ enum WorkerJob {
 /// The next job of a worker: its own shard's work first (it holds up the merge), then
 /// formatting (it frees memory), then parsing. `None` once every queue is closed and empty.
 fn next_job(
-    shard_rx: &mut Receiver<Arc<RoutedBatch>>,
+    shard_rx: &mut Receiver<ShardMsg>,
     format_rx: &mut Receiver<FormatJob>,
     parse_rx: &mut Receiver<(u64, RawBatch)>,
 ) -> Option<WorkerJob> {

@@ -43,6 +43,7 @@ pub struct LineBatcher {
     batch_bytes: usize,
     carry: Vec<u8>,
     next_line: u64,
+    next_offset: u64,
     eof: bool,
 }
 
@@ -162,8 +163,17 @@ impl LineBatcher {
             batch_bytes: batch_bytes.max(1),
             carry: Vec::new(),
             next_line: 1,
+            next_offset: 0,
             eof: false,
         }
+    }
+
+    /// The same batcher for a reader already positioned at byte `offset`, line `line` of its
+    /// input (a resumed run): batches carry their true positions.
+    pub fn starting_at(mut self, offset: u64, line: u64) -> Self {
+        self.next_offset = offset;
+        self.next_line = line;
+        self
     }
 
     /// Starts reading `reader`, a live input (a pipe, a terminal): a batch is also cut once it
@@ -243,7 +253,16 @@ impl LineBatcher {
             memchr::memchr_iter(b'\n', &data).count() as u64 + u64::from(!data.ends_with(b"\n"));
         let first_line = self.next_line;
         self.next_line += lines;
-        Ok(Some((RawBatch::Lines { data, first_line }, lines)))
+        let offset = self.next_offset;
+        self.next_offset += data.len() as u64;
+        Ok(Some((
+            RawBatch::Lines {
+                data,
+                first_line,
+                offset,
+            },
+            lines,
+        )))
     }
 }
 

@@ -672,10 +672,7 @@ fn run_engine_with(
     job.batch_bytes = batch_bytes;
     let events = Shared::default();
     let dead = Shared::default();
-    let outputs = Outputs {
-        events: Box::new(events.clone()),
-        dead_letters: Box::new(dead.clone()),
-    };
+    let outputs = Outputs::new(Box::new(events.clone()), Box::new(dead.clone()));
     let input = Input {
         reader: Box::new(Trickle {
             data: input.as_bytes().to_vec(),

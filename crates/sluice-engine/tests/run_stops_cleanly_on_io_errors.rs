@@ -105,10 +105,7 @@ fn input_error_stops_the_run_after_writing_what_was_read() {
                 name: PathBuf::from("in.jsonl"),
                 format: InputFormat::Jsonl,
             };
-            let outputs = Outputs {
-                events: Box::new(out),
-                dead_letters: Box::new(io::sink()),
-            };
+            let outputs = Outputs::new(Box::new(out), Box::new(io::sink()));
             run(&job(workers), input, outputs, Arc::new(Stats::default()))
         });
         let err = result.expect_err("the input failed");
@@ -138,10 +135,10 @@ fn output_error_stops_the_run() {
                 name: PathBuf::from("in.jsonl"),
                 format: InputFormat::Jsonl,
             };
-            let outputs = Outputs {
-                events: Box::new(FailingWriter { limit: 10_000 }),
-                dead_letters: Box::new(io::sink()),
-            };
+            let outputs = Outputs::new(
+                Box::new(FailingWriter { limit: 10_000 }),
+                Box::new(io::sink()),
+            );
             run(&job(workers), input, outputs, Arc::new(Stats::default()))
         });
         let err = result.expect_err("the output failed");

@@ -1,7 +1,7 @@
 //! The command line: `sluice run | check | gen`.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sluice_core::{format_duration, SeriesKind};
+use sluice_engine::checkpoint::SinkPosition;
 use sluice_engine::{Input, Job, Outputs, Stats};
 
 use crate::config::{self, Pipeline, SinkConfig, SourceConfig};
@@ -105,6 +106,9 @@ struct RunArgs {
     /// Also write the run's summary as JSON to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Ignore (and delete) the checkpoints of a `[checkpoint]` section and start over.
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -188,16 +192,6 @@ fn open_input(path: &Path) -> Result<Box<dyn io::Read + Send>> {
     }
 }
 
-fn create_output(path: &Path, what: &str) -> Result<Box<dyn Write + Send>> {
-    if path.as_os_str() == "-" {
-        Ok(Box::new(BufWriter::with_capacity(1 << 20, io::stdout())))
-    } else {
-        let f = File::create(path)
-            .with_context(|| format!("cannot create {what} {}", path.display()))?;
-        Ok(Box::new(BufWriter::with_capacity(1 << 20, f)))
-    }
-}
-
 fn run(args: RunArgs) -> Result<()> {
     let pipeline = config::load(&args.pipeline)?;
     let input_path = match (&args.input, &pipeline.source) {
@@ -236,18 +230,55 @@ fn run(args: RunArgs) -> Result<()> {
         .ok()
         .filter(|m| m.is_file())
         .map(|m| m.len());
+    let resume = match &pipeline.checkpoint {
+        Some(c) => crate::resume::find(c, &pipeline.plan, args.fresh)?,
+        None => None,
+    };
     let input = Input {
-        reader: open_input(&input_path)?,
+        reader: match &resume {
+            Some(r) => crate::resume::open_input_at(&input_path, r.manifest.source.offset)?,
+            None => open_input(&input_path)?,
+        },
         name: input_path.clone(),
         format,
     };
-    let outputs = Outputs {
-        events: create_output(&output_path, "output")?,
-        dead_letters: match &dead_path {
-            Some(p) => create_output(p, "dead-letter file")?,
-            None => Box::new(io::stderr()),
-        },
+    let sink = resume.as_ref().map(|r| r.manifest.sink);
+    let (events, events_file) =
+        crate::resume::open_output(&output_path, "output", sink.map(|s| s.events_bytes))?;
+    let (dead_letters, dead_letters_file) = match &dead_path {
+        Some(p) => {
+            crate::resume::open_output(p, "dead-letter file", sink.map(|s| s.dead_letters_bytes))?
+        }
+        None => (Box::new(io::stderr()) as Box<dyn Write + Send>, None),
     };
+    let outputs = Outputs {
+        events,
+        dead_letters,
+        start: SinkPosition {
+            events_bytes: sink.map_or(0, |s| s.events_bytes),
+            dead_letters_bytes: if dead_letters_file.is_some() {
+                sink.map_or(0, |s| s.dead_letters_bytes)
+            } else {
+                0
+            },
+        },
+        events_file,
+        dead_letters_file,
+    };
+    if let Some(r) = &resume {
+        let keys: usize = r
+            .groups
+            .iter()
+            .map(|g| g.tables.iter().map(Vec::len).sum::<usize>())
+            .sum();
+        eprintln!(
+            "sluice: resuming from checkpoint {} in {}: input line {} (byte {}), {keys} keys; --fresh starts over",
+            r.manifest.id,
+            pipeline.checkpoint.as_ref().map_or(String::new(), |c| c.dir.display().to_string()),
+            r.manifest.source.line,
+            r.manifest.source.offset,
+        );
+    }
     let job = Job::new(
         pipeline.plan.clone(),
         pipeline.time_field.clone(),
@@ -255,6 +286,7 @@ fn run(args: RunArgs) -> Result<()> {
         workers,
     )
     .with_state(pipeline.state.clone())
+    .with_checkpoints(pipeline.checkpoint.clone())
     .with_batch_wait(
         input_len
             .is_none()
@@ -263,7 +295,7 @@ fn run(args: RunArgs) -> Result<()> {
     let stats = Arc::new(Stats::default());
     let progress = Progress::start(Arc::clone(&stats), input_len, args.quiet);
     tracing::debug!(workers, input = %input_path.display(), "starting run");
-    let result = sluice_engine::run(&job, input, outputs, stats);
+    let result = sluice_engine::run_resumed(&job, input, outputs, Arc::clone(&stats), resume);
     progress.finish();
     let summary = result?;
     let peak_mb = peak_rss_mb();
@@ -287,6 +319,18 @@ fn run(args: RunArgs) -> Result<()> {
         Some(p) => p.display().to_string(),
         None => "stderr".into(),
     };
+    let checkpoints = stats.checkpoints.load(std::sync::atomic::Ordering::Relaxed);
+    let checkpointed = if checkpoints > 0 {
+        format!(
+            ", {checkpoints} checkpoints (longest shard stall {:.1} ms)",
+            stats
+                .snapshot_stall_us
+                .load(std::sync::atomic::Ordering::Relaxed) as f64
+                / 1000.0
+        )
+    } else {
+        String::new()
+    };
     let remote = summary.traffic.map_or_else(String::new, |t| {
         format!(
             ", {} round trips ({:.4} per event), {} commands, {} retried, {} conflicts",
@@ -298,7 +342,7 @@ fn run(args: RunArgs) -> Result<()> {
         )
     });
     eprintln!(
-        "sluice: {} events written, {} dead letters ({} late) to {dead_to}, {} workers, {:.2}s, {:.0} events/s{peak}{remote}",
+        "sluice: {} events written, {} dead letters ({} late) to {dead_to}, {} workers, {:.2}s, {:.0} events/s{peak}{remote}{checkpointed}",
         summary.events,
         summary.dead_letters,
         summary.late,

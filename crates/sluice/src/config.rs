@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sluice_core::{parse_duration, Agg, FeatureSpec, Plan};
+use sluice_engine::checkpoint::CheckpointConfig;
 use sluice_engine::redis::{ClusterOptions, RedisOptions};
 use sluice_engine::{InputFormat, StateConfig, TimeFormat};
 use toml::Spanned;
@@ -78,6 +79,18 @@ struct StateSection {
     retry_timeout: Option<Spanned<String>>,
 }
 
+/// `[checkpoint]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointSection {
+    /// Directory of the checkpoints, relative to the pipeline file.
+    path: Spanned<String>,
+    /// Time between checkpoints. Default `5s`.
+    interval: Option<Spanned<String>>,
+    /// Complete checkpoints kept. Default 3.
+    keep: Option<Spanned<i64>>,
+}
+
 /// `[engine]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,6 +129,7 @@ struct PipelineFile {
     sink: Option<SinkSection>,
     dead_letters: Option<DeadLetterSection>,
     state: Option<StateSection>,
+    checkpoint: Option<CheckpointSection>,
     engine: Option<EngineSection>,
     #[serde(default)]
     feature: Vec<FeatureSection>,
@@ -164,6 +178,8 @@ pub struct Pipeline {
     pub state: StateConfig,
     /// Longest a batch of a live input (not a regular file) waits to fill, in milliseconds.
     pub batch_wait_ms: i64,
+    /// Checkpoints, if configured.
+    pub checkpoint: Option<CheckpointConfig>,
 }
 
 /// Default `[engine] batch_wait`: the latency a slow live input may add before its events are
@@ -375,6 +391,44 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         Some(s) => src.duration(s)?,
     };
 
+    let checkpoint = match &file.checkpoint {
+        None => None,
+        Some(c) => {
+            if c.path.get_ref().contains("://") {
+                return Err(src.error(
+                    Some(c.path.span()),
+                    "object storage is not supported yet; valid: a directory (local or on a shared file system)",
+                ));
+            }
+            if matches!(state, StateConfig::Redis(_)) {
+                return Err(src.error(
+                    Some(c.path.span()),
+                    "checkpoints are for local state; with backend = \"redis\" the state is kept in Redis",
+                ));
+            }
+            if format == InputFormat::Csv {
+                return Err(src.error(
+                    Some(c.path.span()),
+                    "checkpoints need JSONL input (a CSV position cannot be resumed yet)",
+                ));
+            }
+            let interval_ms = match &c.interval {
+                None => 5_000,
+                Some(i) => src.duration(i)?,
+            };
+            let keep = match &c.keep {
+                None => 3,
+                Some(k) if (1..=1000).contains(k.get_ref()) => *k.get_ref() as usize,
+                Some(k) => return Err(src.error(Some(k.span()), "keep must be between 1 and 1000")),
+            };
+            Some(CheckpointConfig {
+                dir: resolve(c.path.get_ref()),
+                interval: std::time::Duration::from_millis(interval_ms as u64),
+                keep,
+            })
+        }
+    };
+
     if file.feature.is_empty() {
         return Err(src.error(
             None,
@@ -430,6 +484,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         workers,
         state,
         batch_wait_ms,
+        checkpoint,
     })
 }
 

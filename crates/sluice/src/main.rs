@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod gen;
 mod progress;
+mod resume;
 
 fn main() -> std::process::ExitCode {
     alloc::keep_freed_memory();

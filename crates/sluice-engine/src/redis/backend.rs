@@ -259,8 +259,9 @@ impl RedisBackend {
         let mut missing = Vec::new();
         let mut requests = Vec::new();
         for w in works {
+            // A flush holds each key once, so only the cache needs checking.
             let ck = (w.spec, w.key.clone());
-            if self.cache.contains_key(&ck) || missing.iter().any(|(c, _)| *c == ck) {
+            if self.cache.contains_key(&ck) {
                 continue;
             }
             let name = self.layouts[w.spec].redis_key(&w.key);
@@ -512,8 +513,7 @@ impl StateBackend for RedisBackend {
             });
             works[w].updates.push(i);
             if works.len() - first >= self.flush_keys && w + 1 == works.len() {
-                // Keep going until a key of this flush appears again? No: flush now, and
-                // later updates of these keys go to the next flush, in order.
+                // Full: later updates of these keys go to the next flush, in order.
                 self.flush(plan, &works[first..], updates, &offsets, out)?;
                 first = works.len();
                 index.clear();

@@ -1,0 +1,374 @@
+//! Checkpoints: consistent snapshots of local state plus the input and output positions they
+//! correspond to, so that a run killed at any moment resumes with byte-identical output.
+//!
+//! Layout under the checkpoint directory (format version 1, see `docs/checkpoints.md`):
+//!
+//! ```text
+//! chk-0000000007/
+//!   shard-0.bin      one file per shard: "SLUICEKG", format (u32 LE), then a postcard list of
+//!   shard-1.bin      (key group, per key spec: [(encoded key, registers)])
+//!   manifest.json    written last, atomically (temp file, fsync, rename, fsync directory)
+//! ```
+//!
+//! A checkpoint is complete when its manifest exists, parses, has this format version and every
+//! file it lists has the recorded size and CRC-32. Anything else is reported and skipped in
+//! favour of the previous complete checkpoint.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sluice_core::KeyState;
+
+use crate::error::{Error, Result};
+
+/// Version of the checkpoint format; a checkpoint of another version is not read.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Magic bytes at the start of a shard file.
+const SHARD_MAGIC: &[u8; 8] = b"SLUICEKG";
+
+/// Where and how often checkpoints are taken.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// The checkpoint directory.
+    pub dir: PathBuf,
+    /// Time between two checkpoints.
+    pub interval: Duration,
+    /// Complete checkpoints kept (older ones are deleted).
+    pub keep: usize,
+}
+
+/// Where the input stood at a checkpoint: everything before it is reflected in the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// Byte offset of the first record not yet read.
+    pub offset: u64,
+    /// Its 1-based line number.
+    pub line: u64,
+}
+
+/// Where the outputs stood at a checkpoint: their lengths once every event before the source
+/// position was written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkPosition {
+    /// Bytes of enriched events.
+    pub events_bytes: u64,
+    /// Bytes of dead letters.
+    pub dead_letters_bytes: u64,
+}
+
+/// A checkpoint in progress: the router puts it between two batches.
+#[derive(Debug, Clone)]
+pub struct Barrier {
+    /// Checkpoint number.
+    pub id: u64,
+    /// The first batch after it.
+    pub before_seq: u64,
+    /// Input position of that batch.
+    pub source: SourcePosition,
+    /// Newest event time before it.
+    pub newest: Option<i64>,
+    /// When the router started it.
+    pub started: std::time::Instant,
+}
+
+/// One file of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// File name inside the checkpoint directory.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// CRC-32 of the whole file.
+    pub crc32: u32,
+}
+
+/// The manifest of a complete checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT_VERSION`].
+    pub format: u32,
+    /// Checkpoint number, increasing.
+    pub id: u64,
+    /// Wall-clock time it completed (epoch milliseconds).
+    pub created_ms: u64,
+    /// Fingerprint of the pipeline's features: state is only restored into the same plan.
+    pub plan: String,
+    /// Shards that wrote it (any number may restore it).
+    pub shards: usize,
+    /// The input position.
+    pub source: SourcePosition,
+    /// The output positions.
+    pub sink: SinkPosition,
+    /// Newest event time seen, for lateness.
+    pub newest: Option<i64>,
+    /// Shard files.
+    pub files: Vec<FileEntry>,
+}
+
+/// The keys of one key group, per key spec, as snapshotted.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct GroupSnapshot {
+    /// The key group.
+    pub group: u32,
+    /// Per key spec: `(encoded key, registers)`.
+    pub tables: Vec<Vec<(Vec<u8>, KeyState)>>,
+}
+
+/// A borrowed [`GroupSnapshot`], written without copying the state.
+#[derive(Debug, Serialize)]
+pub struct GroupSnapshotRef<'a> {
+    /// The key group.
+    pub group: u32,
+    /// Per key spec: `(encoded key, registers)`.
+    pub tables: Vec<Vec<(&'a [u8], &'a KeyState)>>,
+}
+
+fn ckpt_error(message: impl Into<String>) -> Error {
+    Error::Checkpoint(message.into())
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    ckpt_error(format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// The directory of checkpoint `id`.
+pub fn checkpoint_dir(root: &Path, id: u64) -> PathBuf {
+    root.join(format!("chk-{id:010}"))
+}
+
+/// Encodes a shard's groups into the bytes of its file.
+pub fn encode_shard(groups: &[GroupSnapshotRef<'_>]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(1 << 20);
+    out.extend_from_slice(SHARD_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    postcard::to_io(groups, &mut out)
+        .map_err(|e| ckpt_error(format!("cannot encode state: {e}")))?;
+    Ok(out)
+}
+
+/// Decodes a shard file.
+pub fn decode_shard(bytes: &[u8], path: &Path) -> Result<Vec<GroupSnapshot>> {
+    let header = SHARD_MAGIC.len() + 4;
+    if bytes.len() < header || &bytes[..SHARD_MAGIC.len()] != SHARD_MAGIC {
+        return Err(ckpt_error(format!(
+            "{}: not a Sluice shard file",
+            path.display()
+        )));
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version != FORMAT_VERSION {
+        return Err(ckpt_error(format!(
+            "{}: format {version}, this build reads {FORMAT_VERSION}",
+            path.display()
+        )));
+    }
+    postcard::from_bytes(&bytes[header..])
+        .map_err(|e| ckpt_error(format!("{}: cannot decode state: {e}", path.display())))
+}
+
+/// Writes `bytes` to `dir/name` durably and returns its entry.
+pub fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<FileEntry> {
+    fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+    let path = dir.join(name);
+    let mut f = File::create(&path).map_err(|e| io_error("create", &path, e))?;
+    f.write_all(bytes)
+        .map_err(|e| io_error("write", &path, e))?;
+    f.sync_all().map_err(|e| io_error("sync", &path, e))?;
+    Ok(FileEntry {
+        name: name.to_owned(),
+        bytes: bytes.len() as u64,
+        crc32: crc32fast::hash(bytes),
+    })
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("sync", dir, e))
+}
+
+/// Completes a checkpoint: writes its manifest atomically, then deletes all but the newest
+/// `keep` complete checkpoints (and any older incomplete one).
+pub fn commit(root: &Path, manifest: &Manifest, keep: usize) -> Result<()> {
+    let dir = checkpoint_dir(root, manifest.id);
+    fs::create_dir_all(&dir).map_err(|e| io_error("create", &dir, e))?;
+    let tmp = dir.join("manifest.json.tmp");
+    let text = serde_json::to_vec_pretty(manifest)
+        .map_err(|e| ckpt_error(format!("cannot encode the manifest: {e}")))?;
+    let mut f = File::create(&tmp).map_err(|e| io_error("create", &tmp, e))?;
+    f.write_all(&text).map_err(|e| io_error("write", &tmp, e))?;
+    f.sync_all().map_err(|e| io_error("sync", &tmp, e))?;
+    fs::rename(&tmp, dir.join("manifest.json")).map_err(|e| io_error("rename", &tmp, e))?;
+    sync_dir(&dir)?;
+    sync_dir(root)?;
+    let mut ids = list(root)?;
+    ids.sort_unstable();
+    let newer_kept: Vec<u64> = ids
+        .iter()
+        .rev()
+        .copied()
+        .filter(|&id| id <= manifest.id && checkpoint_dir(root, id).join("manifest.json").is_file())
+        .take(keep.max(1))
+        .collect();
+    let oldest_kept = newer_kept.last().copied().unwrap_or(manifest.id);
+    for id in ids.into_iter().filter(|&id| id < oldest_kept) {
+        let _ = fs::remove_dir_all(checkpoint_dir(root, id));
+    }
+    Ok(())
+}
+
+/// Checkpoint numbers present under `root` (complete or not).
+pub fn list(root: &Path) -> Result<Vec<u64>> {
+    let entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("read", root, e)),
+    };
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("chk-")?
+                .parse::<u64>()
+                .ok()
+        })
+        .collect())
+}
+
+/// Reads and verifies checkpoint `id`: its manifest and the size and CRC of every file.
+pub fn verify(root: &Path, id: u64) -> Result<Manifest> {
+    let dir = checkpoint_dir(root, id);
+    let path = dir.join("manifest.json");
+    let text = fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ckpt_error(format!(
+            "{}: no manifest (the checkpoint did not complete)",
+            dir.display()
+        )),
+        _ => io_error("read", &path, e),
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| ckpt_error(format!("{}: bad manifest: {e}", path.display())))?;
+    if manifest.format != FORMAT_VERSION || manifest.id != id {
+        return Err(ckpt_error(format!(
+            "{}: format {} id {}, expected format {FORMAT_VERSION} id {id}",
+            path.display(),
+            manifest.format,
+            manifest.id
+        )));
+    }
+    for f in &manifest.files {
+        let p = dir.join(&f.name);
+        let bytes = fs::read(&p).map_err(|e| io_error("read", &p, e))?;
+        if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc32 {
+            return Err(ckpt_error(format!(
+                "{}: {} bytes with CRC {:08x}, the manifest says {} bytes with CRC {:08x}",
+                p.display(),
+                bytes.len(),
+                crc32fast::hash(&bytes),
+                f.bytes,
+                f.crc32
+            )));
+        }
+    }
+    Ok(manifest)
+}
+
+/// The newest complete checkpoint under `root`, and why each newer one was skipped.
+pub fn latest(root: &Path) -> Result<(Option<Manifest>, Vec<String>)> {
+    let mut ids = list(root)?;
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    let mut skipped = Vec::new();
+    for id in ids {
+        match verify(root, id) {
+            Ok(m) => return Ok((Some(m), skipped)),
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    Ok((None, skipped))
+}
+
+/// Reads every key group of a verified checkpoint.
+pub fn load_groups(root: &Path, manifest: &Manifest) -> Result<Vec<GroupSnapshot>> {
+    let dir = checkpoint_dir(root, manifest.id);
+    let mut groups = Vec::new();
+    for f in &manifest.files {
+        let p = dir.join(&f.name);
+        let bytes = fs::read(&p).map_err(|e| io_error("read", &p, e))?;
+        groups.extend(decode_shard(&bytes, &p)?);
+    }
+    Ok(groups)
+}
+
+/// Deletes every checkpoint under `root` (for `--fresh`).
+pub fn clear(root: &Path) -> Result<usize> {
+    let ids = list(root)?;
+    for &id in &ids {
+        let dir = checkpoint_dir(root, id);
+        fs::remove_dir_all(&dir).map_err(|e| io_error("delete", &dir, e))?;
+    }
+    Ok(ids.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(id: u64) -> Manifest {
+        Manifest {
+            format: FORMAT_VERSION,
+            id,
+            created_ms: 0,
+            plan: "p".into(),
+            shards: 1,
+            source: SourcePosition {
+                offset: 10,
+                line: 2,
+            },
+            sink: SinkPosition::default(),
+            newest: Some(5),
+            files: Vec::new(),
+        }
+    }
+
+    fn take(root: &Path, id: u64, payload: &[u8]) {
+        let entry = write_file(&checkpoint_dir(root, id), "shard-0.bin", payload).expect("write");
+        let mut m = manifest(id);
+        m.files.push(entry);
+        commit(root, &m, 2).expect("commit");
+    }
+
+    #[test]
+    fn the_newest_complete_checkpoint_wins_and_damage_is_reported() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path();
+        take(root, 1, b"one");
+        take(root, 2, b"two");
+        take(root, 3, b"three");
+        // Only the last two are kept.
+        assert_eq!(list(root).expect("list").len(), 2);
+        assert_eq!(latest(root).expect("latest").0.map(|m| m.id), Some(3));
+
+        // A flipped byte in the newest: the previous one is used, and the reason is given.
+        let shard = checkpoint_dir(root, 3).join("shard-0.bin");
+        fs::write(&shard, b"thrEe").expect("corrupt");
+        let (m, skipped) = latest(root).expect("latest");
+        assert_eq!(m.map(|m| m.id), Some(2));
+        assert!(skipped[0].contains("CRC"), "{skipped:?}");
+
+        // A checkpoint without a manifest (killed while writing) is skipped too.
+        write_file(&checkpoint_dir(root, 4), "shard-0.bin", b"four").expect("write");
+        let (m, skipped) = latest(root).expect("latest");
+        assert_eq!(m.map(|m| m.id), Some(2));
+        assert!(skipped[0].contains("no manifest"), "{skipped:?}");
+
+        // A truncated file.
+        let shard = checkpoint_dir(root, 2).join("shard-0.bin");
+        fs::write(&shard, b"tw").expect("truncate");
+        assert_eq!(latest(root).expect("latest").0, None);
+    }
+}

@@ -1,0 +1,334 @@
+//! Checkpoints end to end with the `sluice` binary: `kill -9` at random moments and restart,
+//! restore with another number of workers, damaged checkpoints, `--fresh`. The final outputs
+//! (events and dead letters) must equal an uninterrupted run's, byte for byte.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+const FEATURES: &str = r#"
+[event]
+time = "ts"
+lateness = "1m"
+
+[[feature]]
+name = "amount_1d"
+agg = "sum"
+of = "amount"
+by = "user_id"
+window = "1d"
+
+[[feature]]
+name = "max_1h"
+agg = "max"
+of = "amount"
+by = "user_id"
+window = "1h"
+
+[[feature]]
+name = "devices_7d"
+agg = "distinct_count"
+of = "device_id"
+by = "user_id"
+window = "7d"
+
+[[feature]]
+name = "merchant_txn_1h"
+agg = "count"
+by = ["merchant_id"]
+window = "1h"
+"#;
+
+struct Case {
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    pipeline: PathBuf,
+}
+
+impl Case {
+    /// Generated transactions (out of order by up to 2 s, so some are late) with a bad line
+    /// every 997 lines, and a pipeline checkpointing every `interval`.
+    fn new(events: u32, interval: &str) -> Case {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let generated = dir.path().join("gen.jsonl");
+        let out = sluice()
+            .args([
+                "gen",
+                "--events",
+                &events.to_string(),
+                "--users",
+                "3000",
+                "--days",
+                "2",
+            ])
+            .args(["--seed", "5", "--disorder", "120000", "--output"])
+            .arg(&generated)
+            .output()
+            .expect("run sluice gen");
+        assert!(out.status.success(), "gen failed");
+        let text = std::fs::read_to_string(&generated).expect("read");
+        let mut input = String::with_capacity(text.len() + 1000);
+        for (i, line) in text.lines().enumerate() {
+            input.push_str(line);
+            input.push('\n');
+            if i % 997 == 0 {
+                input.push_str("{\"user_id\": \"broken\n");
+            }
+        }
+        let input_path = dir.path().join("in.jsonl");
+        std::fs::write(&input_path, input).expect("write input");
+        let pipeline = dir.path().join("p.toml");
+        std::fs::write(
+            &pipeline,
+            format!(
+                "{FEATURES}\n[checkpoint]\npath = \"ckpt\"\ninterval = \"{interval}\"\nkeep = 2\n"
+            ),
+        )
+        .expect("write pipeline");
+        Case {
+            dir,
+            input: input_path,
+            pipeline,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn command(&self, tag: &str, workers: usize, extra: &[&str]) -> Command {
+        let mut c = sluice();
+        c.arg("run")
+            .arg(&self.pipeline)
+            .arg("--input")
+            .arg(&self.input)
+            .arg("--output")
+            .arg(self.path(&format!("{tag}.out")))
+            .arg("--dead-letters")
+            .arg(self.path(&format!("{tag}.dead")))
+            .args(["--quiet", "--workers", &workers.to_string()])
+            .args(extra);
+        c
+    }
+
+    /// The outputs of one uninterrupted run (no checkpoint section involved: `--fresh` on its
+    /// own checkpoint directory is the same pipeline).
+    fn reference(&self) -> (Vec<u8>, Vec<u8>) {
+        let pipeline = self.path("reference.toml");
+        std::fs::write(&pipeline, FEATURES).expect("write");
+        let out = sluice()
+            .arg("run")
+            .arg(&pipeline)
+            .arg("--input")
+            .arg(&self.input)
+            .arg("--output")
+            .arg(self.path("reference.out"))
+            .arg("--dead-letters")
+            .arg(self.path("reference.dead"))
+            .args(["--quiet", "--workers", "2"])
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (self.read("reference.out"), self.read("reference.dead"))
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.path(name)).unwrap_or_default()
+    }
+
+    fn assert_same(&self, tag: &str, reference: &(Vec<u8>, Vec<u8>)) {
+        let (out, dead) = (
+            self.read(&format!("{tag}.out")),
+            self.read(&format!("{tag}.dead")),
+        );
+        assert!(
+            out == reference.0,
+            "{tag}: events differ from the uninterrupted run ({} vs {} bytes)",
+            out.len(),
+            reference.0.len()
+        );
+        assert!(
+            !reference.1.is_empty(),
+            "the input should produce dead letters"
+        );
+        assert!(
+            dead == reference.1,
+            "{tag}: dead letters differ from the uninterrupted run"
+        );
+    }
+
+    /// Runs to the end (after a kill: resumes), returning stderr.
+    fn finish(&self, tag: &str, workers: usize, extra: &[&str]) -> String {
+        let out = self.command(tag, workers, extra).output().expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{tag}: {stderr}");
+        stderr
+    }
+
+    /// Starts a run and kills it with SIGKILL once a new complete checkpoint exists.
+    fn kill_after_a_checkpoint(&self, tag: &str, workers: usize, extra: &[&str]) {
+        let before = if extra.contains(&"--fresh") {
+            // The run deletes the old ones; do it first so that they are not mistaken for new.
+            let _ = std::fs::remove_dir_all(self.path("ckpt"));
+            0
+        } else {
+            complete_checkpoints(&self.path("ckpt"))
+        };
+        let mut child = self
+            .command(tag, workers, extra)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while complete_checkpoints(&self.path("ckpt")) <= before {
+            assert!(Instant::now() < deadline, "no checkpoint was taken");
+            if child.try_wait().expect("try_wait").is_some() {
+                panic!("{tag}: the run ended before a checkpoint (make the input longer)");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn complete_checkpoints(root: &Path) -> usize {
+    std::fs::read_dir(root)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().join("manifest.json").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .max()
+                .and_then(|n| n.trim_start_matches("chk-").parse().ok())
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+/// A small deterministic generator for the kill moments.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[test]
+fn killed_at_random_moments_and_restarted_the_output_is_byte_identical() {
+    let case = Case::new(300_000, "50ms");
+    let reference = case.reference();
+    let total = reference.0.len() as u64;
+    let out_path = case.path("killed.out");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let (mut kills, mut resumed) = (0, 0);
+    let mut finished = false;
+    // Kill points spread over the output, jittered; every fourth kill instead lands in the
+    // first milliseconds of a run (while it loads its checkpoint or cuts its outputs back).
+    let mut target = 0u64;
+    for attempt in 0..200 {
+        let extra: &[&str] = if attempt == 0 { &["--fresh"] } else { &[] };
+        let mut child = case
+            .command("killed", 2, extra)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run");
+        if kills < 24 {
+            if kills % 4 == 3 {
+                std::thread::sleep(Duration::from_millis(next_random(&mut seed) % 20));
+            } else {
+                target += total / 32 + next_random(&mut seed) % (total / 32);
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while child.try_wait().expect("try_wait").is_none()
+                    && std::fs::metadata(&out_path).map_or(0, |m| m.len()) < target
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_micros(500));
+                }
+            }
+            if child.try_wait().expect("try_wait").is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+                kills += 1;
+                continue;
+            }
+        }
+        let out = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "a restart failed: {stderr}");
+        resumed += usize::from(stderr.contains("resuming from checkpoint"));
+        finished = true;
+        break;
+    }
+    assert!(finished, "the run never finished");
+    assert!(kills >= 20, "the run finished after only {kills} kills");
+    assert!(resumed > 0, "the last run did not resume from a checkpoint");
+    eprintln!("{kills} kills, then a clean finish");
+    case.assert_same("killed", &reference);
+}
+
+#[test]
+fn a_checkpoint_restores_with_another_number_of_workers() {
+    let case = Case::new(200_000, "20ms");
+    let reference = case.reference();
+    for (tag, from, to) in [("four-to-one", 4, 1), ("one-to-three", 1, 3)] {
+        case.kill_after_a_checkpoint(tag, from, &["--fresh"]);
+        let stderr = case.finish(tag, to, &[]);
+        assert!(
+            stderr.contains("resuming from checkpoint"),
+            "{tag}: {stderr}"
+        );
+        case.assert_same(tag, &reference);
+    }
+}
+
+#[test]
+fn damaged_checkpoints_are_reported_and_the_previous_one_is_used() {
+    let case = Case::new(200_000, "20ms");
+    let reference = case.reference();
+    case.kill_after_a_checkpoint("damaged", 2, &["--fresh"]);
+    case.kill_after_a_checkpoint("damaged", 2, &[]);
+    // Flip a byte in a shard file of the newest complete checkpoint.
+    let root = case.path("ckpt");
+    let newest = root.join(format!("chk-{:010}", complete_checkpoints(&root)));
+    let shard = newest.join("shard-0.bin");
+    let mut bytes = std::fs::read(&shard).expect("read shard file");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&shard, bytes).expect("write");
+    let stderr = case.finish("damaged", 2, &[]);
+    assert!(
+        stderr.contains("skipping a checkpoint") && stderr.contains("CRC"),
+        "the damage was not reported: {stderr}"
+    );
+    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+    case.assert_same("damaged", &reference);
+}
+
+#[test]
+fn fresh_starts_over_and_another_pipeline_is_refused() {
+    let case = Case::new(100_000, "20ms");
+    let reference = case.reference();
+    case.kill_after_a_checkpoint("fresh", 2, &["--fresh"]);
+    let stderr = case.finish("fresh", 2, &["--fresh"]);
+    assert!(stderr.contains("--fresh: deleted"), "{stderr}");
+    assert!(!stderr.contains("resuming"), "{stderr}");
+    case.assert_same("fresh", &reference);
+
+    // The checkpoints now belong to this pipeline; other features cannot use them.
+    case.kill_after_a_checkpoint("other", 2, &["--fresh"]);
+    let text = std::fs::read_to_string(&case.pipeline).expect("read");
+    std::fs::write(&case.pipeline, text.replace("\"1h\"", "\"2h\"")).expect("write");
+    let out = case.command("other", 2, &[]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--fresh"), "{stderr}");
+}
