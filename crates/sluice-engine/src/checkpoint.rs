@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! chk-0000000007/
-//!   shard-0.bin      one file per shard: "SLUICEKG", format (u32 LE), then a postcard list of
+//!   shard-0.bin      one file per shard: "SLUICEKG", format (u32 LE), then a bincode list of
 //!   shard-1.bin      (key group, per key spec: [(encoded key, registers)])
 //!   manifest.json    written last, atomically (temp file, fsync, rename, fsync directory)
 //! ```
@@ -145,7 +145,7 @@ pub fn encode_shard(groups: &[GroupSnapshotRef<'_>]) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(1 << 20);
     out.extend_from_slice(SHARD_MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    postcard::to_io(groups, &mut out)
+    bincode::serialize_into(&mut out, groups)
         .map_err(|e| ckpt_error(format!("cannot encode state: {e}")))?;
     Ok(out)
 }
@@ -166,7 +166,7 @@ pub fn decode_shard(bytes: &[u8], path: &Path) -> Result<Vec<GroupSnapshot>> {
             path.display()
         )));
     }
-    postcard::from_bytes(&bytes[header..])
+    bincode::deserialize(&bytes[header..])
         .map_err(|e| ckpt_error(format!("{}: cannot decode state: {e}", path.display())))
 }
 

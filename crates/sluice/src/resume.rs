@@ -37,7 +37,13 @@ pub fn find(config: &CheckpointConfig, plan: &Plan, fresh: bool) -> Result<Optio
             config.dir.display()
         );
     }
+    let started = std::time::Instant::now();
     let groups = checkpoint::load_groups(&config.dir, &manifest)?;
+    tracing::info!(
+        id = manifest.id,
+        millis = started.elapsed().as_millis() as u64,
+        "checkpoint loaded"
+    );
     Ok(Some(Resume { manifest, groups }))
 }
 
