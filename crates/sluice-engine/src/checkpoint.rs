@@ -142,32 +142,72 @@ pub fn checkpoint_dir(root: &Path, id: u64) -> PathBuf {
 
 /// Encodes a shard's groups into the bytes of its file.
 pub fn encode_shard(groups: &[GroupSnapshotRef<'_>]) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(1 << 20);
-    out.extend_from_slice(SHARD_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    bincode::serialize_into(&mut out, groups)
-        .map_err(|e| ckpt_error(format!("cannot encode state: {e}")))?;
+    let mut out = Vec::new();
+    encode_shard_into(groups, &mut out)?;
     Ok(out)
 }
 
-/// Decodes a shard file.
-pub fn decode_shard(bytes: &[u8], path: &Path) -> Result<Vec<GroupSnapshot>> {
-    let header = SHARD_MAGIC.len() + 4;
-    if bytes.len() < header || &bytes[..SHARD_MAGIC.len()] != SHARD_MAGIC {
-        return Err(ckpt_error(format!(
-            "{}: not a Sluice shard file",
-            path.display()
-        )));
+/// Encodes a shard's groups into `out` (cleared first), allocated once at its final size; a
+/// buffer reused from the previous checkpoint is not even that (fresh memory is slow to fault
+/// in).
+pub fn encode_shard_into(groups: &[GroupSnapshotRef<'_>], out: &mut Vec<u8>) -> Result<()> {
+    let size = bincode::serialized_size(groups)
+        .map_err(|e| ckpt_error(format!("cannot encode state: {e}")))?;
+    out.clear();
+    out.reserve(SHARD_MAGIC.len() + 4 + size as usize);
+    out.extend_from_slice(SHARD_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bincode::serialize_into(&mut *out, groups)
+        .map_err(|e| ckpt_error(format!("cannot encode state: {e}")))
+}
+
+/// Checks a shard file's header (magic and format version).
+fn check_header(header: &[u8], path: &Path) -> Result<()> {
+    if header.len() < SHARD_MAGIC.len() + 4 || &header[..SHARD_MAGIC.len()] != SHARD_MAGIC {
+        return Err(ckpt_error(format!("{}: not a Sluice shard file", path.display())));
     }
-    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     if version != FORMAT_VERSION {
         return Err(ckpt_error(format!(
             "{}: format {version}, this build reads {FORMAT_VERSION}",
             path.display()
         )));
     }
-    bincode::deserialize(&bytes[header..])
+    Ok(())
+}
+
+/// Decodes a shard file's bytes.
+pub fn decode_shard(bytes: &[u8], path: &Path) -> Result<Vec<GroupSnapshot>> {
+    check_header(bytes, path)?;
+    bincode::deserialize(&bytes[SHARD_MAGIC.len() + 4..])
         .map_err(|e| ckpt_error(format!("{}: cannot decode state: {e}", path.display())))
+}
+
+/// Decodes a shard file streamed from disk (no copy of the whole file in memory).
+pub fn read_shard(path: &Path) -> Result<Vec<GroupSnapshot>> {
+    let f = File::open(path).map_err(|e| io_error("read", path, e))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut header = [0u8; 12];
+    std::io::Read::read_exact(&mut reader, &mut header).map_err(|e| io_error("read", path, e))?;
+    check_header(&header, path)?;
+    bincode::deserialize_from(reader)
+        .map_err(|e| ckpt_error(format!("{}: cannot decode state: {e}", path.display())))
+}
+
+/// Size and CRC-32 of a file, read in chunks.
+fn file_crc(path: &Path) -> Result<(u64, u32)> {
+    let mut f = File::open(path).map_err(|e| io_error("read", path, e))?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| io_error("read", path, e))?;
+        if n == 0 {
+            return Ok((len, hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
 }
 
 /// Writes `bytes` to `dir/name` durably and returns its entry.
@@ -263,13 +303,11 @@ pub fn verify(root: &Path, id: u64) -> Result<Manifest> {
     }
     for f in &manifest.files {
         let p = dir.join(&f.name);
-        let bytes = fs::read(&p).map_err(|e| io_error("read", &p, e))?;
-        if bytes.len() as u64 != f.bytes || crc32fast::hash(&bytes) != f.crc32 {
+        let (bytes, crc) = file_crc(&p)?;
+        if bytes != f.bytes || crc != f.crc32 {
             return Err(ckpt_error(format!(
-                "{}: {} bytes with CRC {:08x}, the manifest says {} bytes with CRC {:08x}",
+                "{}: {bytes} bytes with CRC {crc:08x}, the manifest says {} bytes with CRC {:08x}",
                 p.display(),
-                bytes.len(),
-                crc32fast::hash(&bytes),
                 f.bytes,
                 f.crc32
             )));
@@ -297,9 +335,7 @@ pub fn load_groups(root: &Path, manifest: &Manifest) -> Result<Vec<GroupSnapshot
     let dir = checkpoint_dir(root, manifest.id);
     let mut groups = Vec::new();
     for f in &manifest.files {
-        let p = dir.join(&f.name);
-        let bytes = fs::read(&p).map_err(|e| io_error("read", &p, e))?;
-        groups.extend(decode_shard(&bytes, &p)?);
+        groups.extend(read_shard(&dir.join(&f.name))?);
     }
     Ok(groups)
 }

@@ -353,6 +353,7 @@ pub fn run_resumed(
                     let failed = router_tx.clone();
                     let work = std::panic::AssertUnwindSafe(move || {
                         let mut backend = backend;
+                        let snapshot_buffer = Arc::new(std::sync::Mutex::new(None));
                         let mut scratch = ParseScratch::default();
                         let mut shard_rx = shard_rx;
                         let mut format_rx = format_rx;
@@ -368,6 +369,7 @@ pub fn run_resumed(
                                         checkpoint_dir.as_deref(),
                                         &written_tx,
                                         &worker_stats,
+                                        &snapshot_buffer,
                                     );
                                     true
                                 }
@@ -495,10 +497,15 @@ fn snapshot(
     root: Option<&std::path::Path>,
     writer: &Sender<WriterMsg>,
     stats: &Stats,
+    spare: &Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 ) {
     let started = Instant::now();
+    // The buffer of the previous checkpoint's file, once its writer has handed it back.
+    let mut buffer = spare.lock().ok().and_then(|mut s| s.take()).unwrap_or_default();
     let encoded = match (backend, root) {
-        (Backend::Memory(m), Some(_)) => checkpoint::encode_shard(&m.snapshot()),
+        (Backend::Memory(m), Some(_)) => {
+            checkpoint::encode_shard_into(&m.snapshot(), &mut buffer).map(|()| buffer)
+        }
         (Backend::Memory(_), None) => Err(Error::Checkpoint("no checkpoint directory".into())),
         (Backend::Redis(_), _) => Err(Error::Checkpoint(
             "checkpoints need local state; Redis state is durable in Redis".into(),
@@ -521,10 +528,14 @@ fn snapshot(
     };
     let dir = checkpoint::checkpoint_dir(root.unwrap_or(std::path::Path::new(".")), id);
     let writer = writer.clone();
+    let spare = Arc::clone(spare);
     let spawned = thread::Builder::new()
         .name("sluice-snapshot".into())
         .spawn(move || {
             let file = checkpoint::write_file(&dir, &format!("shard-{shard}.bin"), &bytes);
+            if let Ok(mut s) = spare.lock() {
+                *s = Some(bytes);
+            }
             let _ = writer.send(WriterMsg::ShardFile { id, shard, file });
         });
     if spawned.is_err() {

@@ -84,6 +84,12 @@ pub struct RunReport {
     /// Commands sent to remote state.
     #[serde(default)]
     pub commands: Option<u64>,
+    /// Checkpoints completed.
+    #[serde(default)]
+    pub checkpoints: Option<u64>,
+    /// Longest time a shard stopped to snapshot its state, in milliseconds.
+    #[serde(default)]
+    pub longest_stall_ms: Option<f64>,
 }
 
 /// Options of `sluice bench`.

@@ -74,6 +74,13 @@ struct BenchArgs {
     /// namespace and deleted afterwards.
     #[arg(long, value_delimiter = ',')]
     redis: Vec<String>,
+    /// Benchmark checkpoints instead: throughput with a checkpoint every second against
+    /// none, then snapshot and restore times for --keys keys.
+    #[arg(long)]
+    checkpoints: bool,
+    /// With --checkpoints: keys of the in-process snapshot benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
     /// With --redis: events run through the naive layout (one key per hourly bucket, one
     /// command per round trip), which is far slower.
     #[arg(long, default_value_t = 2_000)]
@@ -166,7 +173,9 @@ pub fn main() -> ExitCode {
                 dir: args.dir,
                 json: args.json,
             };
-            if args.redis.is_empty() {
+            if args.checkpoints {
+                crate::bench_checkpoint::run(&opts, args.keys)
+            } else if args.redis.is_empty() {
                 crate::bench::run(&opts)
             } else {
                 crate::bench_redis::run(&opts, &args.redis, args.naive_events)
@@ -310,6 +319,10 @@ fn run(args: RunArgs) -> Result<()> {
             peak_memory_mb: peak_mb,
             round_trips: summary.traffic.map(|t| t.flushes),
             commands: summary.traffic.map(|t| t.commands),
+            checkpoints: Some(stats.checkpoints.load(std::sync::atomic::Ordering::Relaxed)),
+            longest_stall_ms: Some(
+                stats.snapshot_stall_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
+            ),
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -2,6 +2,7 @@
 
 mod alloc;
 mod bench;
+mod bench_checkpoint;
 mod bench_redis;
 mod cli;
 mod config;

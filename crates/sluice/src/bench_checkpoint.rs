@@ -1,0 +1,177 @@
+//! `sluice bench --checkpoints`: what checkpoints cost.
+//!
+//! 1. End to end: the benchmark pipeline file to file, without checkpoints and with one every
+//!    second, interleaved runs; throughput, checkpoints taken, the longest time a shard stopped
+//!    to snapshot, the size of the last checkpoint.
+//! 2. In process, `--keys` keys (default 1M) of the benchmark pipeline with three events each:
+//!    the time to snapshot (encode), write and sync, read and decode, and rebuild the state.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use sluice_core::{key_hash, FeatureValue, FieldObs, KeyEncoder};
+use sluice_engine::backend::{MemoryBackend, StateBackend, Update};
+use sluice_engine::checkpoint;
+
+use crate::bench::{ensure_data, run_child, BenchOptions, RunReport, BENCH_PIPELINE};
+
+/// Runs both parts and prints tables.
+pub fn run(opts: &BenchOptions, keys: u64) -> Result<()> {
+    let data = ensure_data(opts)?;
+    let exe = std::env::current_exe().context("cannot find the sluice executable")?;
+    let plain = opts.dir.join("bench.toml");
+    std::fs::write(&plain, BENCH_PIPELINE)?;
+    // Absolute: a relative path in a pipeline file is relative to the file.
+    let ckpt_dir = std::fs::canonicalize(&opts.dir)?.join("ckpt");
+    let with = opts.dir.join("bench-ckpt.toml");
+    std::fs::write(
+        &with,
+        format!(
+            "{BENCH_PIPELINE}\n[checkpoint]\npath = \"{}\"\ninterval = \"1s\"\nkeep = 2\n",
+            ckpt_dir.display()
+        ),
+    )?;
+    let workers = *opts.workers.iter().max().unwrap_or(&2);
+    let (mut without, mut checkpointed): (Vec<RunReport>, Vec<RunReport>) = (vec![], vec![]);
+    for run in 1..=opts.runs {
+        let _ = checkpoint::clear(&ckpt_dir);
+        let a = run_child(&exe, &plain, &data, &opts.dir, workers)?;
+        let b = run_child(&exe, &with, &data, &opts.dir, workers)?;
+        eprintln!(
+            "bench: run {run}/{}: no checkpoints {:.0} events/s; every 1s {:.0} events/s, {} checkpoints, longest shard stall {:.0} ms",
+            opts.runs,
+            a.events_per_sec,
+            b.events_per_sec,
+            b.checkpoints.unwrap_or(0),
+            b.longest_stall_ms.unwrap_or(0.0)
+        );
+        without.push(a);
+        checkpointed.push(b);
+    }
+    let last_size: u64 = checkpoint::latest(&ckpt_dir)?
+        .0
+        .map_or(0, |m| m.files.iter().map(|f| f.bytes).sum());
+    let median = |v: &mut Vec<RunReport>| {
+        v.sort_by(|a, b| a.events_per_sec.total_cmp(&b.events_per_sec));
+        v[v.len() / 2].events_per_sec
+    };
+    let stall = checkpointed
+        .iter()
+        .filter_map(|r| r.longest_stall_ms)
+        .fold(0.0, f64::max);
+    let count: u64 = checkpointed.iter().filter_map(|r| r.checkpoints).max().unwrap_or(0);
+    let (m0, m1) = (median(&mut without), median(&mut checkpointed));
+    println!(
+        "{} events, {} users, {} days, {workers} workers, {} interleaved runs each",
+        opts.events, opts.users, opts.days, opts.runs
+    );
+    println!("| checkpoints | median events/s | checkpoints per run | longest shard stall | last checkpoint size |");
+    println!("|---|---|---|---|---|");
+    println!("| none | {m0:.0} | - | - | - |");
+    println!(
+        "| every 1 s | {m1:.0} ({:+.1}%) | {count} | {stall:.0} ms | {:.0} MB |",
+        (m1 / m0 - 1.0) * 100.0,
+        last_size as f64 / 1e6
+    );
+
+    in_process(keys, &opts.dir)
+}
+
+/// Snapshot and restore timings for `keys` keys, in process.
+fn in_process(keys: u64, dir: &Path) -> Result<()> {
+    let pipeline = crate::config::parse(Path::new("bench.toml"), BENCH_PIPELINE)?;
+    let plan = &pipeline.plan;
+    let field = |name: &str| plan.fields.iter().position(|f| f == name);
+    let (amount, device) = (field("amount"), field("device_id"));
+    eprintln!("bench: building {keys} keys in memory");
+    let mut backend = MemoryBackend::default();
+    let base = 1_767_225_600_000i64;
+    let mut out = Vec::new();
+    let mut encoded = Vec::new();
+    let mut devices = Vec::new();
+    let chunk = 4096u64;
+    let mut ts = base;
+    for start in (0..keys).step_by(chunk as usize) {
+        let end = (start + chunk).min(keys);
+        encoded.clear();
+        devices.clear();
+        let mut spans = Vec::new();
+        for k in start..end {
+            let from = encoded.len();
+            KeyEncoder::new(&mut encoded).str(&format!("u{k}"));
+            spans.push((from, encoded.len()));
+            devices.push(format!("sd{}", k % 7).into_bytes());
+        }
+        let mut fields: Vec<Vec<FieldObs<'_>>> = Vec::new();
+        for (i, _) in spans.iter().enumerate() {
+            let mut f = vec![FieldObs::default(); plan.fields.len()];
+            if let Some(a) = amount {
+                f[a] = FieldObs {
+                    present: true,
+                    num: 10.0 + (i % 100) as f64 / 4.0,
+                    bytes: b"",
+                };
+            }
+            if let Some(d) = device {
+                f[d] = FieldObs {
+                    present: true,
+                    num: 0.0,
+                    bytes: &devices[i],
+                };
+            }
+            fields.push(f);
+        }
+        for _round in 0..3 {
+            let updates: Vec<Update<'_>> = spans
+                .iter()
+                .zip(&fields)
+                .map(|(&(a, b), f)| {
+                    ts += 1;
+                    Update {
+                        key_spec: 0,
+                        hash: key_hash(&encoded[a..b]),
+                        key: &encoded[a..b],
+                        ts,
+                        floor: ts - plan.lateness_ms,
+                        fields: f,
+                    }
+                })
+                .collect();
+            out.clear();
+            backend.apply(plan, &updates, &mut out)?;
+        }
+    }
+    let _: &[FeatureValue] = &out;
+    let live = backend.live_keys();
+
+    let t = Instant::now();
+    let bytes = checkpoint::encode_shard(&backend.snapshot())?;
+    let encode = t.elapsed();
+    let root = dir.join("ckpt-keys");
+    let t = Instant::now();
+    let entry = checkpoint::write_file(&root, "shard-0.bin", &bytes)?;
+    let write = t.elapsed();
+    drop(bytes);
+    let t = Instant::now();
+    let groups = checkpoint::read_shard(&root.join(&entry.name))?;
+    let decode = t.elapsed();
+    let t = Instant::now();
+    let restored = MemoryBackend::restore(plan, groups, ts - plan.lateness_ms);
+    let rebuild = t.elapsed();
+    anyhow::ensure!(restored.live_keys() == live, "restored {} keys of {live}", restored.live_keys());
+    let _ = std::fs::remove_dir_all(&root);
+    println!();
+    println!("{live} keys, 3 events each, one shard, in process:");
+    println!("| snapshot (encode) | write + fsync | read + decode | rebuild tables | size |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} MB |",
+        encode.as_secs_f64() * 1e3,
+        write.as_secs_f64() * 1e3,
+        decode.as_secs_f64() * 1e3,
+        rebuild.as_secs_f64() * 1e3,
+        entry.bytes as f64 / 1e6
+    );
+    Ok(())
+}
