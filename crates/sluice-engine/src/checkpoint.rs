@@ -164,7 +164,10 @@ pub fn encode_shard_into(groups: &[GroupSnapshotRef<'_>], out: &mut Vec<u8>) -> 
 /// Checks a shard file's header (magic and format version).
 fn check_header(header: &[u8], path: &Path) -> Result<()> {
     if header.len() < SHARD_MAGIC.len() + 4 || &header[..SHARD_MAGIC.len()] != SHARD_MAGIC {
-        return Err(ckpt_error(format!("{}: not a Sluice shard file", path.display())));
+        return Err(ckpt_error(format!(
+            "{}: not a Sluice shard file",
+            path.display()
+        )));
     }
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     if version != FORMAT_VERSION {

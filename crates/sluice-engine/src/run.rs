@@ -501,7 +501,11 @@ fn snapshot(
 ) {
     let started = Instant::now();
     // The buffer of the previous checkpoint's file, once its writer has handed it back.
-    let mut buffer = spare.lock().ok().and_then(|mut s| s.take()).unwrap_or_default();
+    let mut buffer = spare
+        .lock()
+        .ok()
+        .and_then(|mut s| s.take())
+        .unwrap_or_default();
     let encoded = match (backend, root) {
         (Backend::Memory(m), Some(_)) => {
             checkpoint::encode_shard_into(&m.snapshot(), &mut buffer).map(|()| buffer)

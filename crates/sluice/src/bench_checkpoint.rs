@@ -60,7 +60,11 @@ pub fn run(opts: &BenchOptions, keys: u64) -> Result<()> {
         .iter()
         .filter_map(|r| r.longest_stall_ms)
         .fold(0.0, f64::max);
-    let count: u64 = checkpointed.iter().filter_map(|r| r.checkpoints).max().unwrap_or(0);
+    let count: u64 = checkpointed
+        .iter()
+        .filter_map(|r| r.checkpoints)
+        .max()
+        .unwrap_or(0);
     let (m0, m1) = (median(&mut without), median(&mut checkpointed));
     println!(
         "{} events, {} users, {} days, {workers} workers, {} interleaved runs each",
@@ -159,7 +163,11 @@ fn in_process(keys: u64, dir: &Path) -> Result<()> {
     let t = Instant::now();
     let restored = MemoryBackend::restore(plan, groups, ts - plan.lateness_ms);
     let rebuild = t.elapsed();
-    anyhow::ensure!(restored.live_keys() == live, "restored {} keys of {live}", restored.live_keys());
+    anyhow::ensure!(
+        restored.live_keys() == live,
+        "restored {} keys of {live}",
+        restored.live_keys()
+    );
     let _ = std::fs::remove_dir_all(&root);
     println!();
     println!("{live} keys, 3 events each, one shard, in process:");

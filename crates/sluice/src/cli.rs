@@ -321,7 +321,10 @@ fn run(args: RunArgs) -> Result<()> {
             commands: summary.traffic.map(|t| t.commands),
             checkpoints: Some(stats.checkpoints.load(std::sync::atomic::Ordering::Relaxed)),
             longest_stall_ms: Some(
-                stats.snapshot_stall_us.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
+                stats
+                    .snapshot_stall_us
+                    .load(std::sync::atomic::Ordering::Relaxed) as f64
+                    / 1000.0,
             ),
         };
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
