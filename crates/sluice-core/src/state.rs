@@ -113,6 +113,14 @@ impl KeyState {
         })
     }
 
+    /// The newest event time held in any series (`None`: nothing held). Keys whose newest
+    /// event is oldest are the coldest.
+    pub fn newest(&self) -> Option<i64> {
+        let numeric = self.numeric.iter().filter_map(NumericSeries::newest);
+        let distinct = self.distinct.iter().filter_map(DistinctSeries::newest);
+        numeric.chain(distinct).max()
+    }
+
     /// Number of buckets and entries held (a measure of memory).
     pub fn size(&self) -> usize {
         self.numeric.iter().map(NumericSeries::len).sum::<usize>()

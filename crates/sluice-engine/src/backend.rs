@@ -16,6 +16,7 @@ use crate::checkpoint::{GroupSnapshot, GroupSnapshotRef};
 use crate::error::Result;
 use crate::prefetch::prefetch;
 use crate::redis::{RedisBackend, Traffic};
+use crate::spill::{estimated_bytes, Spill};
 
 /// One event's update of one key.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +119,9 @@ pub struct MemoryBackend {
     live: usize,
     since_sweep: usize,
     floor: i64,
+    /// The disk tier of the embedded backend.
+    spill: Option<Box<Spill>>,
+    since_check: usize,
 }
 
 impl Default for MemoryBackend {
@@ -128,6 +132,8 @@ impl Default for MemoryBackend {
             live: 0,
             since_sweep: 0,
             floor: i64::MIN,
+            spill: None,
+            since_check: 0,
         }
     }
 }
@@ -139,6 +145,113 @@ const PREFETCH_DISTANCE: usize = 8;
 const MIN_SWEEP_INTERVAL: usize = 1 << 16;
 
 impl MemoryBackend {
+    /// The same state with a disk tier: keys beyond its memory budget move to it (the
+    /// embedded backend). Applies the budget at once (a restored state may exceed it).
+    pub fn with_spill(mut self, spill: Spill) -> Result<Self> {
+        self.spill = Some(Box::new(spill));
+        self.enforce_cap()?;
+        Ok(self)
+    }
+
+    /// Keys in the disk tier, and keys moved there and back so far.
+    pub fn spill_stats(&self) -> Option<(usize, u64, u64)> {
+        self.spill
+            .as_ref()
+            .map(|s| (s.spilled, s.evictions, s.loads))
+    }
+
+    /// Moves the coldest keys to the disk tier while memory is over budget.
+    fn enforce_cap(&mut self) -> Result<()> {
+        self.since_check = 0;
+        let Some(spill) = self.spill.as_mut() else {
+            return Ok(());
+        };
+        let mut total = 0usize;
+        let mut keys = Vec::new();
+        for (g, group) in self.groups.iter().enumerate() {
+            let Some(group) = group else { continue };
+            for (k, table) in group.tables.iter().enumerate() {
+                for e in table {
+                    let bytes = estimated_bytes(&e.state, e.key.len());
+                    total += bytes;
+                    keys.push((e.state.newest().unwrap_or(i64::MIN), g, k, e.hash, bytes));
+                }
+            }
+        }
+        if total <= spill.cap {
+            return Ok(());
+        }
+        keys.sort_unstable_by_key(|&(newest, ..)| newest);
+        let target = spill.cap / 4 * 3;
+        for (_, g, k, hash, bytes) in keys {
+            if total <= target {
+                break;
+            }
+            let Some(group) = self.groups[g].as_mut() else {
+                continue;
+            };
+            let table = &mut group.tables[k];
+            // Several keys may share a hash: move them all (each is written under its key).
+            while let Ok(entry) = table.find_entry(hash, |e| e.hash == hash) {
+                let (e, _) = entry.remove();
+                spill.put(g as u32, k, &e.key, &e.state)?;
+                self.live -= 1;
+            }
+            total -= bytes;
+        }
+        Ok(())
+    }
+
+    /// Encodes every key, in memory or spilled, into a checkpoint shard file's bytes.
+    pub fn encode_snapshot(&self, plan: &Plan, out: &mut Vec<u8>) -> Result<()> {
+        let Some(spill) = self.spill.as_ref().filter(|s| s.spilled > 0) else {
+            return crate::checkpoint::encode_shard_into(&self.snapshot(), out);
+        };
+        // The layout bincode gives a `Vec<GroupSnapshotRef>`, written by hand so that spilled
+        // registers are copied as stored: every group, each with every key spec.
+        let encode_error = |e: bincode::Error| {
+            crate::error::Error::Checkpoint(format!("cannot encode state: {e}"))
+        };
+        out.clear();
+        crate::checkpoint::write_shard_header(out);
+        // Only groups holding keys: a shard's file must not mention another shard's groups.
+        let count_at = out.len();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let mut written = 0u64;
+        for g in 0..KEY_GROUPS {
+            let spilled = spill.group(g)?;
+            let cached = self.groups[g as usize]
+                .as_ref()
+                .is_some_and(|group| group.tables.iter().any(|t| !t.is_empty()));
+            if spilled.is_empty() && !cached {
+                continue;
+            }
+            written += 1;
+            out.extend_from_slice(&g.to_le_bytes());
+            out.extend_from_slice(&(plan.keys.len() as u64).to_le_bytes());
+            for k in 0..plan.keys.len() {
+                let cached = self.groups[g as usize]
+                    .as_ref()
+                    .and_then(|group| group.tables.get(k));
+                let on_disk = spilled.iter().filter(|(spec, ..)| *spec == k);
+                let count = cached.map_or(0, |t| t.len()) + on_disk.clone().count();
+                out.extend_from_slice(&(count as u64).to_le_bytes());
+                for e in cached.into_iter().flatten() {
+                    out.extend_from_slice(&(e.key.len() as u64).to_le_bytes());
+                    out.extend_from_slice(&e.key);
+                    bincode::serialize_into(&mut *out, &*e.state).map_err(encode_error)?;
+                }
+                for (_, key, state) in on_disk {
+                    out.extend_from_slice(&(key.len() as u64).to_le_bytes());
+                    out.extend_from_slice(key);
+                    out.extend_from_slice(state);
+                }
+            }
+        }
+        out[count_at..count_at + 8].copy_from_slice(&written.to_le_bytes());
+        Ok(())
+    }
+
     /// A borrowed snapshot of every non-empty key group, for a checkpoint.
     pub fn snapshot(&self) -> Vec<GroupSnapshotRef<'_>> {
         self.groups
@@ -166,9 +279,16 @@ impl MemoryBackend {
             ..MemoryBackend::default()
         };
         for snapshot in groups {
-            let mut group = GroupState {
-                tables: plan.keys.iter().map(|_| HashTable::new()).collect(),
+            let Some(slot) = backend.groups.get_mut(snapshot.group as usize) else {
+                continue;
             };
+            // A group may come in several parts (never from a consistent checkpoint, but
+            // merging is as cheap as replacing).
+            let group = slot.get_or_insert_with(|| {
+                Box::new(GroupState {
+                    tables: plan.keys.iter().map(|_| HashTable::new()).collect(),
+                })
+            });
             for (table, keys) in group.tables.iter_mut().zip(snapshot.tables) {
                 for (key, state) in keys {
                     let hash = key_hash(&key);
@@ -183,9 +303,6 @@ impl MemoryBackend {
                         |e| e.hash,
                     );
                 }
-            }
-            if let Some(slot) = backend.groups.get_mut(snapshot.group as usize) {
-                *slot = Some(Box::new(group));
             }
         }
         backend
@@ -216,10 +333,16 @@ impl StateBackend for MemoryBackend {
         updates: &[Update<'_>],
         out: &mut Vec<FeatureValue>,
     ) -> Result<()> {
-        self.apply_updates(plan, updates, out);
+        self.apply_updates(plan, updates, out)?;
         self.since_sweep += updates.len();
         if self.since_sweep >= (4 * self.live).max(MIN_SWEEP_INTERVAL) {
             self.sweep(plan);
+        }
+        if self.spill.is_some() {
+            self.since_check += updates.len();
+            if self.since_check >= (self.live / 4).max(4) {
+                self.enforce_cap()?;
+            }
         }
         Ok(())
     }
@@ -257,7 +380,12 @@ impl MemoryBackend {
         }
     }
 
-    fn apply_updates(&mut self, plan: &Plan, updates: &[Update<'_>], out: &mut Vec<FeatureValue>) {
+    fn apply_updates(
+        &mut self,
+        plan: &Plan,
+        updates: &[Update<'_>],
+        out: &mut Vec<FeatureValue>,
+    ) -> Result<()> {
         for (i, u) in updates.iter().enumerate() {
             // Two stages: a key's table entry first, then (once that is likely in cache) the
             // registers it points to.
@@ -274,6 +402,16 @@ impl MemoryBackend {
                 })
             });
             let table = &mut group.tables[u.key_spec];
+            // With a disk tier, a key not in memory may be there.
+            let mut loaded = None;
+            if let Some(spill) = self.spill.as_mut() {
+                if table
+                    .find(u.hash, |e| e.hash == u.hash && e.key.as_slice() == u.key)
+                    .is_none()
+                {
+                    loaded = spill.take(group_of(u.hash), u.key_spec, u.key)?;
+                }
+            }
             let entry = table
                 .entry(
                     u.hash,
@@ -285,7 +423,7 @@ impl MemoryBackend {
                     KeyEntry {
                         hash: u.hash,
                         key: SmallVec::from_slice(u.key),
-                        state: Box::new(KeyState::new(spec)),
+                        state: Box::new(loaded.take().unwrap_or_else(|| KeyState::new(spec))),
                     }
                 })
                 .into_mut();
@@ -301,5 +439,6 @@ impl MemoryBackend {
             );
             self.floor = self.floor.max(u.floor);
         }
+        Ok(())
     }
 }

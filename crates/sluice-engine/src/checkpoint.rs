@@ -155,10 +155,15 @@ pub fn encode_shard_into(groups: &[GroupSnapshotRef<'_>], out: &mut Vec<u8>) -> 
         .map_err(|e| ckpt_error(format!("cannot encode state: {e}")))?;
     out.clear();
     out.reserve(SHARD_MAGIC.len() + 4 + size as usize);
-    out.extend_from_slice(SHARD_MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    write_shard_header(out);
     bincode::serialize_into(&mut *out, groups)
         .map_err(|e| ckpt_error(format!("cannot encode state: {e}")))
+}
+
+/// Appends a shard file's header (magic and format version) to `out`.
+pub fn write_shard_header(out: &mut Vec<u8>) {
+    out.extend_from_slice(SHARD_MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
 }
 
 /// Checks a shard file's header (magic and format version).

@@ -27,6 +27,7 @@ pub mod run;
 mod scan;
 pub mod shard;
 pub mod source;
+pub mod spill;
 pub mod time;
 
 pub use backend::{Backend, MemoryBackend, StateBackend, Update};

@@ -34,6 +34,7 @@ use crate::redis::{RedisBackend, RedisOptions, Traffic};
 use crate::router::{route_all, CheckpointTimer, RouterMsg, ShardMsg};
 use crate::shard;
 use crate::source::{CsvBatcher, Input, InputFormat, LineBatcher};
+use crate::spill::{EmbeddedOptions, Spill};
 use crate::time::TimeFormat;
 
 /// Everything a run needs to know about the pipeline.
@@ -69,6 +70,8 @@ pub enum StateConfig {
     Memory,
     /// In a Redis Cluster (or a single Redis).
     Redis(RedisOptions),
+    /// In memory up to a budget, the rest in an embedded LSM store on disk.
+    Embedded(EmbeddedOptions),
 }
 
 impl Job {
@@ -128,6 +131,10 @@ pub struct Stats {
     pub late: AtomicU64,
     /// Checkpoints completed.
     pub checkpoints: AtomicU64,
+    /// Embedded backend: keys on disk at the end.
+    pub keys_on_disk: AtomicU64,
+    /// Embedded backend: keys moved to disk or back.
+    pub spill_moves: AtomicU64,
     /// Longest time a shard stopped processing to snapshot its state, in microseconds.
     pub snapshot_stall_us: AtomicU64,
     /// Remote state traffic, summed over shards when they finish.
@@ -276,6 +283,16 @@ pub fn run_resumed(
     for (i, groups) in restored.into_iter().enumerate() {
         backends.push(match &job.state {
             StateConfig::Memory => Backend::Memory(MemoryBackend::restore(&plan, groups, floor)),
+            StateConfig::Embedded(options) => {
+                let per_shard = EmbeddedOptions {
+                    memory_cap: options.memory_cap / n,
+                    ..options.clone()
+                };
+                Backend::Memory(
+                    MemoryBackend::restore(&plan, groups, floor)
+                        .with_spill(Spill::open(&per_shard, i)?)?,
+                )
+            }
             StateConfig::Redis(options) => {
                 Backend::Redis(Box::new(RedisBackend::connect(&plan, options, i as u64)?))
             }
@@ -363,6 +380,7 @@ pub fn run_resumed(
                             let sent = match job {
                                 WorkerJob::Shard(ShardMsg::Checkpoint(barrier)) => {
                                     snapshot(
+                                        &plan,
                                         &backend,
                                         i,
                                         &barrier,
@@ -402,6 +420,16 @@ pub fn run_resumed(
                             };
                             if !sent {
                                 break;
+                            }
+                        }
+                        if let Backend::Memory(m) = &backend {
+                            if let Some((on_disk, evictions, loads)) = m.spill_stats() {
+                                worker_stats
+                                    .keys_on_disk
+                                    .fetch_add(on_disk as u64, Ordering::Relaxed);
+                                worker_stats
+                                    .spill_moves
+                                    .fetch_add(evictions + loads, Ordering::Relaxed);
                             }
                         }
                         if let Some(t) = backend.traffic() {
@@ -491,6 +519,7 @@ pub fn run_resumed(
 /// Snapshots shard `shard`'s state for a checkpoint: encodes it here (the shard waits) and
 /// writes the file on a helper thread, which reports to the writer.
 fn snapshot(
+    plan: &Plan,
     backend: &Backend,
     shard: usize,
     barrier: &Barrier,
@@ -507,9 +536,7 @@ fn snapshot(
         .and_then(|mut s| s.take())
         .unwrap_or_default();
     let encoded = match (backend, root) {
-        (Backend::Memory(m), Some(_)) => {
-            checkpoint::encode_shard_into(&m.snapshot(), &mut buffer).map(|()| buffer)
-        }
+        (Backend::Memory(m), Some(_)) => m.encode_snapshot(plan, &mut buffer).map(|()| buffer),
         (Backend::Memory(_), None) => Err(Error::Checkpoint("no checkpoint directory".into())),
         (Backend::Redis(_), _) => Err(Error::Checkpoint(
             "checkpoints need local state; Redis state is durable in Redis".into(),

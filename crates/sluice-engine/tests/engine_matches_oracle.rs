@@ -39,6 +39,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use sluice_core::{Agg, FeatureSpec, Plan};
 use sluice_engine::redis::{ClusterOptions, RedisOptions};
+use sluice_engine::spill::EmbeddedOptions;
 use sluice_engine::{
     run, Input, InputFormat, Job, Outputs, StateConfig, Stats, Summary, TimeFormat,
 };
@@ -847,6 +848,25 @@ proptest! {
     #[test]
     fn engine_matches_oracle(case in case()) {
         check(&case)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The embedded backend with a tiny memory budget (keys go to disk and come back all the
+    /// time) gives the memory backend's output byte for byte.
+    #[test]
+    fn embedded_state_matches_memory_state(case in case(), cap in 1usize..20_000) {
+        let plan = Plan::new(case.features.clone(), case.lateness).expect("a valid plan");
+        let input = case.input();
+        let (events, dead, _) = run_engine(&plan, &input, case.runs[0]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = EmbeddedOptions { dir: dir.path().to_owned(), memory_cap: cap };
+        let (e_events, e_dead, _) =
+            run_engine_with(&plan, &input, case.runs[1], StateConfig::Embedded(options));
+        prop_assert_eq!(&events, &e_events, "events differ between memory and embedded state");
+        prop_assert_eq!(&dead, &e_dead, "dead letters differ between memory and embedded state");
     }
 }
 

@@ -347,6 +347,17 @@ fn run(args: RunArgs) -> Result<()> {
     } else {
         String::new()
     };
+    let spill_moves = stats.spill_moves.load(std::sync::atomic::Ordering::Relaxed);
+    let spilled = if matches!(pipeline.state, sluice_engine::StateConfig::Embedded(_)) {
+        format!(
+            ", {} keys on disk at the end ({spill_moves} moves between memory and disk)",
+            stats
+                .keys_on_disk
+                .load(std::sync::atomic::Ordering::Relaxed)
+        )
+    } else {
+        String::new()
+    };
     let remote = summary.traffic.map_or_else(String::new, |t| {
         format!(
             ", {} round trips ({:.4} per event), {} commands, {} retried, {} conflicts",
@@ -358,7 +369,7 @@ fn run(args: RunArgs) -> Result<()> {
         )
     });
     eprintln!(
-        "sluice: {} events written, {} dead letters ({} late) to {dead_to}, {} workers, {:.2}s, {:.0} events/s{peak}{remote}{checkpointed}",
+        "sluice: {} events written, {} dead letters ({} late) to {dead_to}, {} workers, {:.2}s, {:.0} events/s{peak}{remote}{spilled}{checkpointed}",
         summary.events,
         summary.dead_letters,
         summary.late,

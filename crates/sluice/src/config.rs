@@ -10,6 +10,7 @@ use serde::Deserialize;
 use sluice_core::{parse_duration, Agg, FeatureSpec, Plan};
 use sluice_engine::checkpoint::CheckpointConfig;
 use sluice_engine::redis::{ClusterOptions, RedisOptions};
+use sluice_engine::spill::EmbeddedOptions;
 use sluice_engine::{InputFormat, StateConfig, TimeFormat};
 use toml::Spanned;
 
@@ -77,6 +78,10 @@ struct StateSection {
     flush_keys: Option<Spanned<i64>>,
     /// How long to retry a failing Redis node before the run fails. Default `30s`.
     retry_timeout: Option<Spanned<String>>,
+    /// Memory budget of the embedded backend (`256MB`); the rest goes to disk.
+    memory_cap: Option<Spanned<String>>,
+    /// Directory of the embedded backend's store. Default: the system temp directory.
+    path: Option<Spanned<String>>,
 }
 
 /// `[checkpoint]`.
@@ -488,6 +493,32 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
     })
 }
 
+/// A size such as `64MB`: a number and B, KB, MB or GB (powers of 1024).
+fn parse_size(text: &str) -> Option<usize> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: usize = number.parse().ok()?;
+    let scale = match unit.trim().to_ascii_uppercase().as_str() {
+        "B" => 1,
+        "KB" => 1 << 10,
+        "MB" => 1 << 20,
+        "GB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale).filter(|&b| b > 0)
+}
+
+/// `p` relative to the directory of the pipeline file `pipeline`.
+fn resolve_path(pipeline: &Path, p: &str) -> PathBuf {
+    let p = PathBuf::from(p);
+    if p.is_absolute() {
+        p
+    } else {
+        pipeline.parent().unwrap_or(Path::new("")).join(p)
+    }
+}
+
 /// `[state]`: the backend and its settings; settings of another backend are an error.
 fn state_config(src: &Source<'_>, st: &StateSection) -> Result<StateConfig, ConfigError> {
     let backend = match &st.backend {
@@ -495,9 +526,41 @@ fn state_config(src: &Source<'_>, st: &StateSection) -> Result<StateConfig, Conf
         Some(b) => src.choice(
             b,
             "state backend",
-            &[("memory", "memory"), ("redis", "redis")],
+            &[
+                ("memory", "memory"),
+                ("redis", "redis"),
+                ("embedded", "embedded"),
+            ],
         )?,
     };
+    let embedded_only = [
+        st.memory_cap.as_ref().map(Spanned::span),
+        st.path.as_ref().map(Spanned::span),
+    ];
+    if backend != "embedded" {
+        if let Some(span) = embedded_only.into_iter().flatten().next() {
+            return Err(src.error(Some(span), "this setting is for backend = \"embedded\""));
+        }
+    }
+    if backend == "embedded" {
+        let memory_cap = match &st.memory_cap {
+            None => 256 << 20,
+            Some(m) => parse_size(m.get_ref()).ok_or_else(|| {
+                src.error(
+                    Some(m.span()),
+                    format!(
+                        "invalid size `{}`; valid: a number and a unit, e.g. 64MB, 512KB, 2GB",
+                        m.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let dir = match &st.path {
+            None => std::env::temp_dir().join("sluice-embedded"),
+            Some(p) => resolve_path(src.path, p.get_ref()),
+        };
+        return Ok(StateConfig::Embedded(EmbeddedOptions { dir, memory_cap }));
+    }
     if backend == "memory" {
         let redis_only = [
             st.urls.as_ref().map(Spanned::span),

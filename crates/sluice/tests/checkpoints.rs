@@ -53,6 +53,11 @@ impl Case {
     /// Generated transactions (out of order by up to 2 s, so some are late) with a bad line
     /// every 997 lines, and a pipeline checkpointing every `interval`.
     fn new(events: u32, interval: &str) -> Case {
+        Case::with_state(events, interval, "")
+    }
+
+    /// The same with a `[state]` section.
+    fn with_state(events: u32, interval: &str, state: &str) -> Case {
         let dir = tempfile::tempdir().expect("temp dir");
         let generated = dir.path().join("gen.jsonl");
         let out = sluice()
@@ -85,7 +90,7 @@ impl Case {
         std::fs::write(
             &pipeline,
             format!(
-                "{FEATURES}\n[checkpoint]\npath = \"ckpt\"\ninterval = \"{interval}\"\nkeep = 2\n"
+                "{FEATURES}\n[checkpoint]\npath = \"ckpt\"\ninterval = \"{interval}\"\nkeep = 2\n{state}"
             ),
         )
         .expect("write pipeline");
@@ -331,4 +336,24 @@ fn fresh_starts_over_and_another_pipeline_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("--fresh"), "{stderr}");
+}
+
+/// The embedded backend, with most keys on disk: its checkpoints hold every key, wherever it
+/// is, and restore (with another worker count) to the same output.
+#[test]
+fn embedded_state_with_keys_on_disk_checkpoints_and_restores() {
+    let case = Case::with_state(
+        200_000,
+        "20ms",
+        "\n[state]\nbackend = \"embedded\"\nmemory_cap = \"1MB\"\npath = \"store\"\n",
+    );
+    let reference = case.reference();
+    case.kill_after_a_checkpoint("embedded", 2, &["--fresh"]);
+    let stderr = case.finish("embedded", 3, &[]);
+    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+    assert!(
+        !stderr.contains(" 0 keys on disk"),
+        "no key went to disk, so this proved nothing: {stderr}"
+    );
+    case.assert_same("embedded", &reference);
 }

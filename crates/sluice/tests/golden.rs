@@ -208,6 +208,20 @@ fn golden_pipelines_on_redis() {
     }
 }
 
+/// The same cases with the embedded backend and a 1 KB memory budget: keys move to disk and
+/// back all the time, and the outputs are the same, byte for byte.
+#[test]
+fn golden_pipelines_on_embedded_state() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = format!(
+        "\n[state]\nbackend = \"embedded\"\nmemory_cap = \"1KB\"\npath = \"{}\"\n",
+        dir.path().display()
+    );
+    for workers in [1, 2] {
+        check_all_with(workers, |_| Some(state.clone()));
+    }
+}
+
 #[test]
 fn every_case_is_complete() {
     for case in cases() {

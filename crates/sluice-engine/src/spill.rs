@@ -1,0 +1,153 @@
+//! The embedded backend's disk tier: keys beyond a memory budget live in an embedded LSM store
+//! (fjall), and come back into memory when an event needs them.
+//!
+//! The memory backend stays the working set. Every so often it estimates the memory its keys
+//! take (`KeyState::size` buckets and entries at 64 bytes, plus 768 bytes per key); above
+//! `memory_cap` it moves the coldest keys (oldest newest event) to the store until it is back
+//! under three quarters of the cap. A key an event needs that is not in memory is looked up in
+//! the store first. Results are therefore those of the memory backend (tested).
+//!
+//! The store is scratch space for one run: durability comes from checkpoints, whose shard
+//! files hold every key, in memory or on disk, in the same format.
+
+use std::path::PathBuf;
+
+use sluice_core::KeyState;
+
+use crate::error::{Error, Result};
+
+/// Settings of the embedded backend.
+#[derive(Debug, Clone)]
+pub struct EmbeddedOptions {
+    /// Directory for the stores (one per shard and run, deleted at the end).
+    pub dir: PathBuf,
+    /// Memory budget for each shard's keys, in bytes.
+    pub memory_cap: usize,
+}
+
+/// Estimated memory of one key: its table entry and registers (about 700 bytes for a key of
+/// the benchmark pipeline) plus 64 bytes per bucket or entry held.
+pub fn estimated_bytes(state: &KeyState, key_len: usize) -> usize {
+    768 + key_len + 64 * state.size()
+}
+
+/// One shard's store of spilled keys.
+pub struct Spill {
+    _db: fjall::Database,
+    store: fjall::Keyspace,
+    /// Budget in bytes.
+    pub cap: usize,
+    /// Keys currently in the store.
+    pub spilled: usize,
+    /// Keys moved to the store so far.
+    pub evictions: u64,
+    /// Keys read back from the store so far.
+    pub loads: u64,
+}
+
+impl std::fmt::Debug for Spill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spill")
+            .field("cap", &self.cap)
+            .field("spilled", &self.spilled)
+            .field("evictions", &self.evictions)
+            .field("loads", &self.loads)
+            .finish()
+    }
+}
+
+fn store_error(e: impl std::fmt::Display) -> Error {
+    Error::Backend {
+        backend: "embedded",
+        message: e.to_string(),
+    }
+}
+
+/// The store key of a key: its group, key spec, then the encoded key (so that a group's keys
+/// are one prefix).
+fn store_key(group: u32, spec: usize, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 2);
+    k.push(group as u8);
+    k.push(spec as u8);
+    k.extend_from_slice(key);
+    k
+}
+
+impl Spill {
+    /// Opens a fresh store for shard `shard` under `options.dir`.
+    pub fn open(options: &EmbeddedOptions, shard: usize) -> Result<Self> {
+        let dir = options
+            .dir
+            .join(format!("shard-{shard}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // The store's own buffers come out of the same budget: a quarter each for its block
+        // cache and its memtable.
+        let quarter = (options.memory_cap as u64 / 4).max(1 << 20);
+        #[allow(deprecated)] // the write-buffer bound is hidden in fjall 3 but works
+        let builder = fjall::Database::builder(&dir)
+            .temporary(true)
+            .cache_size(quarter)
+            .max_write_buffer_size(Some(quarter))
+            .max_journaling_size(64 << 20)
+            .worker_threads(1);
+        let db = builder
+            .open()
+            .map_err(|e| store_error(format!("cannot open {}: {e}", dir.display())))?;
+        let store = db
+            .keyspace("keys", || {
+                fjall::KeyspaceCreateOptions::default().max_memtable_size(quarter)
+            })
+            .map_err(store_error)?;
+        Ok(Spill {
+            _db: db,
+            store,
+            cap: options.memory_cap,
+            spilled: 0,
+            evictions: 0,
+            loads: 0,
+        })
+    }
+
+    /// Moves a key's registers to the store.
+    pub fn put(&mut self, group: u32, spec: usize, key: &[u8], state: &KeyState) -> Result<()> {
+        if spec > usize::from(u8::MAX) {
+            return Err(store_error("more than 256 key specs"));
+        }
+        let value = bincode::serialize(state).map_err(store_error)?;
+        self.store
+            .insert(store_key(group, spec, key), value)
+            .map_err(store_error)?;
+        self.spilled += 1;
+        self.evictions += 1;
+        Ok(())
+    }
+
+    /// Takes a key's registers out of the store, if they are there.
+    pub fn take(&mut self, group: u32, spec: usize, key: &[u8]) -> Result<Option<KeyState>> {
+        if self.spilled == 0 {
+            return Ok(None);
+        }
+        let k = store_key(group, spec, key);
+        let Some(value) = self.store.get(&k).map_err(store_error)? else {
+            return Ok(None);
+        };
+        let state = bincode::deserialize(&value).map_err(store_error)?;
+        self.store.remove(k).map_err(store_error)?;
+        self.spilled -= 1;
+        self.loads += 1;
+        Ok(Some(state))
+    }
+
+    /// The spilled keys of `group`, as `(spec, encoded key, bincode registers)`, in store order.
+    pub fn group(&self, group: u32) -> Result<Vec<(usize, Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if self.spilled == 0 {
+            return Ok(out);
+        }
+        for kv in self.store.prefix([group as u8]) {
+            let (k, v) = kv.into_inner().map_err(store_error)?;
+            out.push((usize::from(k[1]), k[2..].to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
