@@ -233,7 +233,7 @@ impl MemoryBackend {
                 let cached = self.groups[g as usize]
                     .as_ref()
                     .and_then(|group| group.tables.get(k));
-                let on_disk = spilled.iter().filter(|(spec, ..)| *spec == k);
+                let on_disk = spilled.iter().filter(|d| d.spec == k);
                 let count = cached.map_or(0, |t| t.len()) + on_disk.clone().count();
                 out.extend_from_slice(&(count as u64).to_le_bytes());
                 for e in cached.into_iter().flatten() {
@@ -241,10 +241,10 @@ impl MemoryBackend {
                     out.extend_from_slice(&e.key);
                     bincode::serialize_into(&mut *out, &*e.state).map_err(encode_error)?;
                 }
-                for (_, key, state) in on_disk {
-                    out.extend_from_slice(&(key.len() as u64).to_le_bytes());
-                    out.extend_from_slice(key);
-                    out.extend_from_slice(state);
+                for d in on_disk {
+                    out.extend_from_slice(&(d.key.len() as u64).to_le_bytes());
+                    out.extend_from_slice(&d.key);
+                    out.extend_from_slice(&d.state);
                 }
             }
         }

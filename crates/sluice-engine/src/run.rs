@@ -384,10 +384,12 @@ pub fn run_resumed(
                                         &backend,
                                         i,
                                         &barrier,
-                                        checkpoint_dir.as_deref(),
-                                        &written_tx,
-                                        &worker_stats,
-                                        &snapshot_buffer,
+                                        SnapshotSink {
+                                            root: checkpoint_dir.as_deref(),
+                                            writer: &written_tx,
+                                            stats: &worker_stats,
+                                            spare: &snapshot_buffer,
+                                        },
                                     );
                                     true
                                 }
@@ -516,6 +518,15 @@ pub fn run_resumed(
     Ok(summary)
 }
 
+/// What a worker needs to write its part of a checkpoint.
+struct SnapshotSink<'a> {
+    root: Option<&'a std::path::Path>,
+    writer: &'a Sender<WriterMsg>,
+    stats: &'a Stats,
+    /// The buffer of the previous checkpoint's file, once its writer has handed it back.
+    spare: &'a Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+}
+
 /// Snapshots shard `shard`'s state for a checkpoint: encodes it here (the shard waits) and
 /// writes the file on a helper thread, which reports to the writer.
 fn snapshot(
@@ -523,13 +534,15 @@ fn snapshot(
     backend: &Backend,
     shard: usize,
     barrier: &Barrier,
-    root: Option<&std::path::Path>,
-    writer: &Sender<WriterMsg>,
-    stats: &Stats,
-    spare: &Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    sink: SnapshotSink<'_>,
 ) {
+    let SnapshotSink {
+        root,
+        writer,
+        stats,
+        spare,
+    } = sink;
     let started = Instant::now();
-    // The buffer of the previous checkpoint's file, once its writer has handed it back.
     let mut buffer = spare
         .lock()
         .ok()

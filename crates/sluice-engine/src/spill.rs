@@ -31,6 +31,17 @@ pub fn estimated_bytes(state: &KeyState, key_len: usize) -> usize {
     768 + key_len + 64 * state.size()
 }
 
+/// A key in the store.
+#[derive(Debug)]
+pub struct SpilledKey {
+    /// Its key spec.
+    pub spec: usize,
+    /// The encoded key.
+    pub key: Vec<u8>,
+    /// Its registers, bincode-encoded (as in a checkpoint).
+    pub state: Vec<u8>,
+}
+
 /// One shard's store of spilled keys.
 pub struct Spill {
     _db: fjall::Database,
@@ -138,15 +149,19 @@ impl Spill {
         Ok(Some(state))
     }
 
-    /// The spilled keys of `group`, as `(spec, encoded key, bincode registers)`, in store order.
-    pub fn group(&self, group: u32) -> Result<Vec<(usize, Vec<u8>, Vec<u8>)>> {
+    /// The spilled keys of `group`, in store order.
+    pub fn group(&self, group: u32) -> Result<Vec<SpilledKey>> {
         let mut out = Vec::new();
         if self.spilled == 0 {
             return Ok(out);
         }
         for kv in self.store.prefix([group as u8]) {
             let (k, v) = kv.into_inner().map_err(store_error)?;
-            out.push((usize::from(k[1]), k[2..].to_vec(), v.to_vec()));
+            out.push(SpilledKey {
+                spec: usize::from(k[1]),
+                key: k[2..].to_vec(),
+                state: v.to_vec(),
+            });
         }
         Ok(out)
     }
