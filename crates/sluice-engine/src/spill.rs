@@ -91,9 +91,10 @@ impl Spill {
             .dir
             .join(format!("shard-{shard}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        // The store's own buffers come out of the same budget: a quarter each for its block
-        // cache and its memtable.
-        let quarter = (options.memory_cap as u64 / 4).max(1 << 20);
+        // The store's own buffers: a quarter of the budget each for its block cache and its
+        // memtable, but at least 8 MB (smaller memtables flush into so many tiny tables that
+        // compaction falls behind and memory grows instead).
+        let quarter = (options.memory_cap as u64 / 4).max(8 << 20);
         #[allow(deprecated)] // the write-buffer bound is hidden in fjall 3 but works
         let builder = fjall::Database::builder(&dir)
             .temporary(true)
