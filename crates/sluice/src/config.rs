@@ -693,10 +693,48 @@ mod tests {
         );
         let e = err("[state]\nbackend = \"cassandra\"\n");
         assert!(
-            e.contains("p.toml:2:11: unknown state backend `cassandra`; valid: memory, redis"),
+            e.contains(
+                "p.toml:2:11: unknown state backend `cassandra`; valid: memory, redis, embedded"
+            ),
             "{e}"
         );
         let e = err("[[feature]\n");
         assert!(e.starts_with("p.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn state_and_checkpoint_settings_are_checked() {
+        let feature = "[[feature]]\nname = \"f\"\nagg = \"count\"\nby = \"u\"\nwindow = \"1h\"\n";
+        let e = err(&format!(
+            "[state]\nbackend = \"embedded\"\nmemory_cap = \"lots\"\n{feature}"
+        ));
+        assert!(
+            e.contains("p.toml:3:14: invalid size `lots`; valid: a number and a unit"),
+            "{e}"
+        );
+        let e = err(&format!("[state]\nmemory_cap = \"1GB\"\n{feature}"));
+        assert!(
+            e.contains("p.toml:2:14: this setting is for backend = \"embedded\""),
+            "{e}"
+        );
+        let e = err(&format!(
+            "[state]\nbackend = \"redis\"\nurls = [\"redis://h:1\"]\n[checkpoint]\npath = \"c\"\n{feature}"
+        ));
+        assert!(
+            e.contains("p.toml:5:8: checkpoints are for local state"),
+            "{e}"
+        );
+        let e = err(&format!("[checkpoint]\npath = \"s3://b/p\"\n{feature}"));
+        assert!(
+            e.contains("p.toml:2:8: object storage is not supported yet"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "[checkpoint]\npath = \"c\"\ninterval = \"5x\"\n{feature}"
+        ));
+        assert!(e.contains("p.toml:3:12:"), "{e}");
+        assert_eq!(parse_size("64MB"), Some(64 << 20));
+        assert_eq!(parse_size("2 GB"), Some(2 << 30));
+        assert_eq!(parse_size("0MB"), None);
     }
 }
