@@ -12,6 +12,8 @@ use sluice_core::{
 };
 use smallvec::SmallVec;
 
+use bincode::Options;
+
 use crate::checkpoint::{GroupSnapshot, GroupSnapshotRef};
 use crate::error::Result;
 use crate::prefetch::prefetch;
@@ -207,48 +209,53 @@ impl MemoryBackend {
         let Some(spill) = self.spill.as_ref().filter(|s| s.spilled > 0) else {
             return crate::checkpoint::encode_shard_into(&self.snapshot(), out);
         };
-        // The layout bincode gives a `Vec<GroupSnapshotRef>`, written by hand so that spilled
-        // registers are copied as stored: every group, each with every key spec.
+        // The layout the codec gives a `Vec<GroupSnapshotRef>`, written by hand so that
+        // spilled registers are copied as stored.
         let encode_error = |e: bincode::Error| {
             crate::error::Error::Checkpoint(format!("cannot encode state: {e}"))
         };
         out.clear();
         crate::checkpoint::write_shard_header(out);
+        let codec = crate::checkpoint::codec();
+        let put = |out: &mut Vec<u8>, n: u64| codec.serialize_into(&mut *out, &n);
         // Only groups holding keys: a shard's file must not mention another shard's groups.
-        let count_at = out.len();
-        out.extend_from_slice(&0u64.to_le_bytes());
-        let mut written = 0u64;
+        let mut groups = Vec::new();
         for g in 0..KEY_GROUPS {
             let spilled = spill.group(g)?;
             let cached = self.groups[g as usize]
                 .as_ref()
                 .is_some_and(|group| group.tables.iter().any(|t| !t.is_empty()));
-            if spilled.is_empty() && !cached {
-                continue;
+            if !spilled.is_empty() || cached {
+                groups.push((g, spilled));
             }
-            written += 1;
-            out.extend_from_slice(&g.to_le_bytes());
-            out.extend_from_slice(&(plan.keys.len() as u64).to_le_bytes());
+        }
+        put(out, groups.len() as u64).map_err(encode_error)?;
+        for (g, spilled) in groups {
+            codec.serialize_into(&mut *out, &g).map_err(encode_error)?;
+            put(out, plan.keys.len() as u64).map_err(encode_error)?;
             for k in 0..plan.keys.len() {
                 let cached = self.groups[g as usize]
                     .as_ref()
                     .and_then(|group| group.tables.get(k));
                 let on_disk = spilled.iter().filter(|d| d.spec == k);
                 let count = cached.map_or(0, |t| t.len()) + on_disk.clone().count();
-                out.extend_from_slice(&(count as u64).to_le_bytes());
+                put(out, count as u64).map_err(encode_error)?;
                 for e in cached.into_iter().flatten() {
-                    out.extend_from_slice(&(e.key.len() as u64).to_le_bytes());
-                    out.extend_from_slice(&e.key);
-                    bincode::serialize_into(&mut *out, &*e.state).map_err(encode_error)?;
+                    codec
+                        .serialize_into(&mut *out, e.key.as_slice())
+                        .map_err(encode_error)?;
+                    codec
+                        .serialize_into(&mut *out, &*e.state)
+                        .map_err(encode_error)?;
                 }
                 for d in on_disk {
-                    out.extend_from_slice(&(d.key.len() as u64).to_le_bytes());
-                    out.extend_from_slice(&d.key);
+                    codec
+                        .serialize_into(&mut *out, d.key.as_slice())
+                        .map_err(encode_error)?;
                     out.extend_from_slice(&d.state);
                 }
             }
         }
-        out[count_at..count_at + 8].copy_from_slice(&written.to_le_bytes());
         Ok(())
     }
 

@@ -12,6 +12,7 @@
 
 use std::path::PathBuf;
 
+use bincode::Options;
 use sluice_core::KeyState;
 
 use crate::error::{Error, Result};
@@ -125,7 +126,9 @@ impl Spill {
         if spec > usize::from(u8::MAX) {
             return Err(store_error("more than 256 key specs"));
         }
-        let value = bincode::serialize(state).map_err(store_error)?;
+        let value = crate::checkpoint::codec()
+            .serialize(state)
+            .map_err(store_error)?;
         self.store
             .insert(store_key(group, spec, key), value)
             .map_err(store_error)?;
@@ -143,7 +146,9 @@ impl Spill {
         let Some(value) = self.store.get(&k).map_err(store_error)? else {
             return Ok(None);
         };
-        let state = bincode::deserialize(&value).map_err(store_error)?;
+        let state = crate::checkpoint::codec()
+            .deserialize(&value)
+            .map_err(store_error)?;
         self.store.remove(k).map_err(store_error)?;
         self.spilled -= 1;
         self.loads += 1;
