@@ -72,6 +72,9 @@ struct Harness {
     wm: Option<i64>,
     accepted: usize,
     drop_every: usize,
+    /// Replace every key's registers by a serialize-deserialize copy (what a checkpoint and
+    /// a restore do) after this many accepted events; 0: never.
+    roundtrip_every: usize,
 }
 
 impl Harness {
@@ -83,6 +86,7 @@ impl Harness {
             wm: None,
             accepted: 0,
             drop_every: drop_every.max(1),
+            roundtrip_every: 0,
         }
     }
 
@@ -132,6 +136,12 @@ impl Harness {
         self.accepted += 1;
         if self.accepted % self.drop_every == 0 {
             self.drop_expired(floor);
+        }
+        if self.roundtrip_every > 0 && self.accepted % self.roundtrip_every == 0 {
+            for state in self.states.iter_mut().flat_map(|s| s.values_mut()) {
+                let bytes = bincode::serialize(&*state).expect("registers serialize");
+                *state = bincode::deserialize(&bytes).expect("registers deserialize");
+            }
         }
         Some(values)
     }
@@ -486,10 +496,16 @@ impl Case {
 
 /// Runs a case: every accepted event's features against the oracle.
 fn check(case: &Case) -> Result<(), TestCaseError> {
+    check_with(case, 0)
+}
+
+/// [`check`], with the registers serialized and deserialized every `roundtrip_every` events.
+fn check_with(case: &Case, roundtrip_every: usize) -> Result<(), TestCaseError> {
     let specs = case.feature_specs();
     let plan =
         Plan::new(specs.clone(), case.lateness).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let mut harness = Harness::new(plan, case.drop_every);
+    harness.roundtrip_every = roundtrip_every;
     let mut oracle = Oracle::new(specs.clone());
     let mut last = case.base;
     for (n, (op, payload)) in case.ops.iter().enumerate() {
@@ -542,6 +558,20 @@ proptest! {
     #[test]
     fn registers_match_brute_force(case in case()) {
         check(&case)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Checkpoints restore registers that go on exactly as the originals: every key's state is
+    /// replaced by a serialized copy every few events, and the oracle still agrees.
+    #[test]
+    fn registers_restored_from_their_serialization_go_on_exactly(
+        case in case(),
+        every in 1usize..7,
+    ) {
+        check_with(&case, every)?;
     }
 }
 
