@@ -14,4 +14,8 @@ pub enum FeatureValue {
     Exact(f64),
     /// The event's own `of` value (aggregation `last`), copied by the formatter.
     Own,
+    /// Not computed: the key's shared state no longer holds everything this event's windows
+    /// need (another writer, further ahead in event time, already dropped it). The event goes
+    /// to the dead letters as `late` instead of getting a wrong value.
+    Beyond,
 }

@@ -208,7 +208,7 @@ impl OutputLayout {
             out.extend_from_slice(key);
             let (k, slot) = self.origin[f];
             match value(k, slot).unwrap_or(FeatureValue::Null) {
-                FeatureValue::Null => out.extend_from_slice(b"null"),
+                FeatureValue::Null | FeatureValue::Beyond => out.extend_from_slice(b"null"),
                 FeatureValue::Int(n) => {
                     let mut b = itoa::Buffer::new();
                     out.extend_from_slice(b.format(n).as_bytes());

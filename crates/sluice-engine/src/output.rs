@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use sluice_core::{FeatureValue, Plan};
 
-use crate::batch::RawBatch;
+use crate::batch::{RawBatch, Rejection};
 use crate::checkpoint::{
     self, Barrier, CheckpointConfig, FileEntry, Manifest, SinkPosition, FORMAT_VERSION,
 };
@@ -68,6 +68,25 @@ pub(crate) fn format_batch(
             write_dead_letter(&mut dead, source, e.line, batch.bytes(e.raw), rejection);
             n_dead += 1;
             n_late += u64::from(rejection.reason == "late");
+            continue;
+        }
+        // A remote backend may refuse an event its shared state can no longer compute.
+        let beyond = (0..n_keys).any(|k| {
+            let (shard, offset) = at[i * n_keys + k];
+            shard != u32::MAX
+                && job.results[shard as usize][offset as usize..][..layout.per_key(k)]
+                    .contains(&FeatureValue::Beyond)
+        });
+        if beyond {
+            let rejection = Rejection {
+                reason: "late",
+                message: "the key's shared state no longer holds this event's windows: \
+                          another writer further ahead in event time already dropped them"
+                    .into(),
+            };
+            write_dead_letter(&mut dead, source, e.line, batch.bytes(e.raw), &rejection);
+            n_dead += 1;
+            n_late += 1;
             continue;
         }
         layout.write_event(&mut events, batch, i, n_fields, |k, slot| {

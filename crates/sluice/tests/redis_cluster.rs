@@ -489,3 +489,69 @@ fn a_single_redis_works_too() {
         "single Redis differs from memory"
     );
 }
+
+/// A writer far behind another in event time: its events whose windows reach below what the
+/// other already dropped go to the dead letters as `late` (never a wrong value, and the run
+/// goes on); its other events are computed as usual.
+#[test]
+fn an_event_older_than_the_shared_state_is_a_late_dead_letter() {
+    let Some(urls) = common::redis_urls() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let namespace = common::unique_namespace("behind");
+    let pipeline = write_pipeline(
+        dir.path(),
+        "p.toml",
+        &(String::from(
+            "[event]\ntime = \"ts\"\nlateness = \"5m\"\n\n[[feature]]\nname = \"n_1h\"\nagg = \"count\"\nby = \"user_id\"\nwindow = \"1h\"\n",
+        ) + &common::redis_state(&urls, &namespace, "")),
+    );
+    const DAY: i64 = 86_400_000;
+    // The first writer runs through two days of one user, trimming as it goes.
+    let ahead: String = (0..=48)
+        .map(|h| format!("{{\"user_id\":\"u1\",\"ts\":{}}}\n", DAY + h * 3_600_000))
+        .collect();
+    std::fs::write(dir.path().join("ahead.jsonl"), ahead).expect("write");
+    finish(
+        spawn_run(
+            &pipeline,
+            &dir.path().join("ahead.jsonl"),
+            &dir.path().join("ahead.out"),
+        ),
+        "the writer ahead",
+    );
+    // The second writer starts a day behind, then catches up.
+    let behind = format!(
+        "{{\"user_id\":\"u1\",\"ts\":{}}}\n{{\"user_id\":\"u1\",\"ts\":{}}}\n",
+        2 * DAY,
+        3 * DAY + 1
+    );
+    std::fs::write(dir.path().join("behind.jsonl"), behind).expect("write");
+    let out = sluice()
+        .arg("run")
+        .arg(&pipeline)
+        .arg("--input")
+        .arg(dir.path().join("behind.jsonl"))
+        .arg("--output")
+        .arg(dir.path().join("behind.out"))
+        .arg("--dead-letters")
+        .arg(dir.path().join("behind.dead"))
+        .args(["--quiet", "--workers", "1"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dead = std::fs::read_to_string(dir.path().join("behind.dead")).expect("dead letters");
+    assert!(
+        dead.contains("\"reason\":\"late\"") && dead.contains("\"line\":1"),
+        "{dead}"
+    );
+    let events = std::fs::read_to_string(dir.path().join("behind.out")).expect("output");
+    // The event at day 3 sees the writer ahead's events of the last hour: day 3 + 0 ms.
+    assert_eq!(events.lines().count(), 1, "{events}");
+    assert!(events.contains("\"n_1h\":2"), "{events}");
+}

@@ -325,16 +325,12 @@ impl RedisBackend {
         let first_token = (self.writer, self.seq);
         for &i in &work.updates {
             let u = &updates[i];
-            if let Some(t) = cached.trimmed {
-                if t >= horizon(key_spec, u.ts) {
-                    return Err(backend_error(format!(
-                        "an event at {} for {} is older than state another writer already \
-                         dropped (events up to {t}); raise [event] lateness or keep the \
-                         writers' inputs closer in time",
-                        u.ts,
-                        String::from_utf8_lossy(&cached.name)
-                    )));
-                }
+            if cached.trimmed.is_some_and(|t| t >= horizon(key_spec, u.ts)) {
+                // Its windows reach below what another writer already dropped: refused (a
+                // `late` dead letter), not computed wrong, and not added to the log.
+                let at = offsets[i];
+                out[at..at + key_spec.features.len()].fill(FeatureValue::Beyond);
+                continue;
             }
             layout.encode_entry((self.writer, self.seq), u.ts, u.fields, entry);
             self.seq += 1;
