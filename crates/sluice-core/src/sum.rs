@@ -15,12 +15,49 @@ const FIXED_LIMIT: f64 = 9.007e6;
 /// Neumaier-compensated `f64` pair, whose error stays near one rounding of the result instead of
 /// growing with every addition and removal.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "SumRepr", into = "SumRepr")]
 pub struct ExactSum {
     /// Units of 1e-9. On the rare overflow of an `i64` (a sum beyond 9.2e9) it is moved into
     /// the float part, which costs one rounding: the total is always `fixed / 1e9 + float`.
     fixed: i64,
     sum: f64,
     compensation: f64,
+}
+
+/// How a sum is serialized: most sums of decimal amounts have no float part, so they take one
+/// integer instead of an integer and two floats.
+#[derive(Serialize, Deserialize)]
+enum SumRepr {
+    Fixed(i64),
+    Full(i64, f64, f64),
+}
+
+impl From<ExactSum> for SumRepr {
+    fn from(s: ExactSum) -> Self {
+        // Bit patterns, not values: a float part of -0.0 must come back as -0.0.
+        if s.sum.to_bits() == 0 && s.compensation.to_bits() == 0 {
+            SumRepr::Fixed(s.fixed)
+        } else {
+            SumRepr::Full(s.fixed, s.sum, s.compensation)
+        }
+    }
+}
+
+impl From<SumRepr> for ExactSum {
+    fn from(r: SumRepr) -> Self {
+        match r {
+            SumRepr::Fixed(fixed) => ExactSum {
+                fixed,
+                sum: 0.0,
+                compensation: 0.0,
+            },
+            SumRepr::Full(fixed, sum, compensation) => ExactSum {
+                fixed,
+                sum,
+                compensation,
+            },
+        }
+    }
 }
 
 /// `x` in units of 1e-9, when that is exact (the decimal the double was written as).

@@ -26,7 +26,7 @@ use sluice_core::KeyState;
 use crate::error::{Error, Result};
 
 /// Version of the checkpoint format; a checkpoint of another version is not read.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The encoding of shard files and of registers on disk: bincode with fixed-width
 /// little-endian integers (`u64` lengths). Variable-length integers made files a third
