@@ -356,9 +356,27 @@ pub fn latest(root: &Path) -> Result<(Option<Manifest>, Vec<String>)> {
 /// Reads every key group of a verified checkpoint.
 pub fn load_groups(root: &Path, manifest: &Manifest) -> Result<Vec<GroupSnapshot>> {
     let dir = checkpoint_dir(root, manifest.id);
+    // One thread per file: decoding (and the memory it fills) is most of a restore.
+    let parts: Vec<Result<Vec<GroupSnapshot>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = manifest
+            .files
+            .iter()
+            .map(|f| {
+                let path = dir.join(&f.name);
+                scope.spawn(move || read_shard(&path))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(ckpt_error("a decoding thread panicked")))
+            })
+            .collect()
+    });
     let mut groups = Vec::new();
-    for f in &manifest.files {
-        groups.extend(read_shard(&dir.join(&f.name))?);
+    for part in parts {
+        groups.extend(part?);
     }
     Ok(groups)
 }

@@ -145,6 +145,8 @@ pub(crate) struct WriterCheckpoints {
     pub(crate) config: CheckpointConfig,
     pub(crate) plan: String,
     pub(crate) shards: usize,
+    /// Completed checkpoints, read by the router before it starts another.
+    pub(crate) completed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Sink<'_> {
@@ -285,6 +287,7 @@ fn complete(sink: &Sink<'_>, c: InFlight, stats: &Stats) -> Result<()> {
     };
     checkpoint::commit(&config.config.dir, &manifest, config.config.keep)?;
     stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+    config.completed.fetch_add(1, Ordering::Release);
     let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
     tracing::info!(
         id = manifest.id,

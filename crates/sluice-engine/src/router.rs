@@ -117,6 +117,10 @@ pub(crate) struct CheckpointTimer {
     pub(crate) interval: std::time::Duration,
     pub(crate) next_id: u64,
     pub(crate) writer: Sender<WriterMsg>,
+    /// Checkpoints completed so far (counted by the writer). A new one starts only once the
+    /// previous one is complete, so checkpoints of a large state never pile up.
+    pub(crate) completed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) started: u64,
 }
 
 /// What the router thread receives.
@@ -180,7 +184,9 @@ pub(crate) fn route_all(
                 parsed.insert(batch.seq, batch);
                 while let Some(batch) = parsed.remove(&next_seq) {
                     if let Some(t) = timer.as_mut() {
-                        if next_seq > 0 && last_checkpoint.elapsed() >= t.interval {
+                        let idle =
+                            t.completed.load(std::sync::atomic::Ordering::Acquire) >= t.started;
+                        if next_seq > 0 && idle && last_checkpoint.elapsed() >= t.interval {
                             if let RawBatch::Lines {
                                 first_line, offset, ..
                             } = &batch.raw
@@ -196,6 +202,7 @@ pub(crate) fn route_all(
                                     started: std::time::Instant::now(),
                                 };
                                 t.next_id += 1;
+                                t.started += 1;
                                 last_checkpoint = barrier.started;
                                 let shared = Arc::new(barrier.clone());
                                 t.writer

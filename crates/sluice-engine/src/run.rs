@@ -279,6 +279,7 @@ pub fn run_resumed(
         restored[shard_of(g.group, n)].push(g);
     }
     let floor = newest.map_or(i64::MIN, |t| t.saturating_sub(plan.lateness_ms));
+    let restoring = Instant::now();
     let mut backends = Vec::with_capacity(n);
     for (i, groups) in restored.into_iter().enumerate() {
         backends.push(match &job.state {
@@ -298,10 +299,18 @@ pub fn run_resumed(
             }
         });
     }
+    if newest.is_some() {
+        tracing::info!(
+            millis = restoring.elapsed().as_millis() as u64,
+            "key tables rebuilt"
+        );
+    }
+    let completed_checkpoints = Arc::new(AtomicU64::new(0));
     let writer_checkpoints = job.checkpoint.as_ref().map(|c| WriterCheckpoints {
         config: c.clone(),
         plan: plan_fingerprint(&plan),
         shards: n,
+        completed: Arc::clone(&completed_checkpoints),
     });
 
     thread::scope(|scope| {
@@ -453,6 +462,8 @@ pub fn run_resumed(
             interval: c.interval,
             next_id: next_checkpoint,
             writer: written_tx.clone(),
+            completed: Arc::clone(&completed_checkpoints),
+            started: 0,
         });
         drop(written_tx);
         let shard_txs: Vec<Sender<ShardMsg>> =

@@ -3,8 +3,9 @@
 //! 1. End to end: the benchmark pipeline file to file, without checkpoints and with one every
 //!    second, interleaved runs; throughput, checkpoints taken, the longest time a shard stopped
 //!    to snapshot, the size of the last checkpoint.
-//! 2. In process, `--keys` keys (default 1M) of the benchmark pipeline with three events each:
-//!    the time to snapshot (encode), write and sync, read and decode, and rebuild the state.
+//! 2. In process, `--keys` keys (default 1M) of the benchmark pipeline with three events each,
+//!    split over two shards handled on two threads (as with two workers): the time to snapshot
+//!    (first, then with the buffers reused), write and sync, and read, decode and rebuild.
 
 use std::path::Path;
 use std::time::Instant;
@@ -149,43 +150,88 @@ fn in_process(keys: u64, dir: &Path) -> Result<()> {
     let _: &[FeatureValue] = &out;
     let live = backend.live_keys();
 
-    // The first snapshot faults its buffer in; a running shard reuses the buffer of its
-    // previous checkpoint, so the second is the steady state.
-    let t = Instant::now();
-    let mut bytes = checkpoint::encode_shard(&backend.snapshot())?;
-    let first_encode = t.elapsed();
-    let t = Instant::now();
-    checkpoint::encode_shard_into(&backend.snapshot(), &mut bytes)?;
-    let encode = t.elapsed();
+    // Two shards, as with two workers: each half encoded, written and decoded on its own
+    // thread. The first snapshot faults its buffer in; a running shard reuses the buffer of
+    // its previous checkpoint, so the second is the steady state.
+    let halves: Vec<MemoryBackend> = {
+        let groups = checkpoint::decode_shard(
+            &checkpoint::encode_shard(&backend.snapshot())?,
+            Path::new("memory"),
+        )?;
+        drop(backend);
+        let mut parts: Vec<Vec<_>> = vec![Vec::new(), Vec::new()];
+        for g in groups {
+            parts[sluice_core::shard_of(g.group, 2)].push(g);
+        }
+        parts
+            .into_iter()
+            .map(|p| MemoryBackend::restore(plan, p, ts - plan.lateness_ms))
+            .collect()
+    };
     let root = dir.join("ckpt-keys");
-    let t = Instant::now();
-    let entry = checkpoint::write_file(&root, "shard-0.bin", &bytes)?;
-    let write = t.elapsed();
-    drop(bytes);
-    let t = Instant::now();
-    let groups = checkpoint::read_shard(&root.join(&entry.name))?;
-    let decode = t.elapsed();
-    let t = Instant::now();
-    let restored = MemoryBackend::restore(plan, groups, ts - plan.lateness_ms);
-    let rebuild = t.elapsed();
-    anyhow::ensure!(
-        restored.live_keys() == live,
-        "restored {} keys of {live}",
-        restored.live_keys()
-    );
+    let timed = |f: &(dyn Fn(usize) -> Result<()> + Sync)| -> Result<std::time::Duration> {
+        let t = Instant::now();
+        std::thread::scope(|scope| {
+            let hs: Vec<_> = (0..2).map(|i| scope.spawn(move || f(i))).collect();
+            hs.into_iter().try_for_each(|h| {
+                h.join()
+                    .unwrap_or_else(|_| anyhow::bail!("thread panicked"))
+            })
+        })?;
+        Ok(t.elapsed())
+    };
+    let buffers: Vec<std::sync::Mutex<Vec<u8>>> =
+        (0..2).map(|_| std::sync::Mutex::new(Vec::new())).collect();
+    let encode_into = |i: usize| -> Result<()> {
+        let mut b = buffers[i].lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        Ok(checkpoint::encode_shard_into(
+            &halves[i].snapshot(),
+            &mut b,
+        )?)
+    };
+    let first_encode = timed(&encode_into)?;
+    let encode = timed(&encode_into)?;
+    let sizes: Vec<u64> = buffers
+        .iter()
+        .map(|b| b.lock().map_or(0, |b| b.len() as u64))
+        .collect();
+    let write = timed(&|i| {
+        let b = buffers[i].lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        checkpoint::write_file(&root, &format!("shard-{i}.bin"), &b)?;
+        Ok(())
+    })?;
+    drop(buffers);
+    drop(halves);
+    let decoded: Vec<std::sync::Mutex<Option<MemoryBackend>>> =
+        (0..2).map(|_| std::sync::Mutex::new(None)).collect();
+    let decode = timed(&|i| {
+        let groups = checkpoint::read_shard(&root.join(format!("shard-{i}.bin")))?;
+        let restored = MemoryBackend::restore(plan, groups, ts - plan.lateness_ms);
+        if let Ok(mut d) = decoded[i].lock() {
+            *d = Some(restored);
+        }
+        Ok(())
+    })?;
+    let restored: usize = decoded
+        .iter()
+        .map(|d| {
+            d.lock()
+                .map_or(0, |d| d.as_ref().map_or(0, |b| b.live_keys()))
+        })
+        .sum();
+    anyhow::ensure!(restored == live, "restored {restored} keys of {live}");
     let _ = std::fs::remove_dir_all(&root);
     println!();
-    println!("{live} keys, 3 events each, one shard, in process:");
-    println!("| first snapshot (encode) | next snapshots | write + fsync | read + decode | rebuild tables | size |");
-    println!("|---|---|---|---|---|---|");
+    println!("{live} keys, 3 events each, two shards on two threads, in process:");
+    println!("| first snapshot (encode) | next snapshots | write + fsync | read + decode + rebuild | size |");
+    println!("|---|---|---|---|---|");
     println!(
-        "| {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} MB |",
+        "| {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} MB |",
         first_encode.as_secs_f64() * 1e3,
         encode.as_secs_f64() * 1e3,
         write.as_secs_f64() * 1e3,
         decode.as_secs_f64() * 1e3,
-        rebuild.as_secs_f64() * 1e3,
-        entry.bytes as f64 / 1e6
+        sizes.iter().sum::<u64>() as f64 / 1e6
     );
     Ok(())
 }
