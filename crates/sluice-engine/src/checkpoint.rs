@@ -1,7 +1,7 @@
 //! Checkpoints: consistent snapshots of local state plus the input and output positions they
 //! correspond to, so that a run killed at any moment resumes with byte-identical output.
 //!
-//! Layout under the checkpoint directory (format version 1, see `docs/checkpoints.md`):
+//! Layout under the checkpoint directory (format version 3, see `docs/checkpoints.md`):
 //!
 //! ```text
 //! chk-0000000007/
