@@ -92,17 +92,18 @@ impl Spill {
             .dir
             .join(format!("shard-{shard}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        // The store's own buffers: a quarter of the budget each for its block cache and its
-        // memtable, but at least 8 MB (smaller memtables flush into so many tiny tables that
-        // compaction falls behind and memory grows instead).
+        // The store's own buffers: a quarter of the budget each for its block cache, its
+        // memtable and its write buffer, but at least 8 MB (smaller memtables flush into so many
+        // tiny tables that compaction falls behind). fjall's default background threads (one
+        // per core): with a single one, flushes fell behind the churn and memory grew to
+        // several times the budget.
         let quarter = (options.memory_cap as u64 / 4).max(8 << 20);
         #[allow(deprecated)] // the write-buffer bound is hidden in fjall 3 but works
         let builder = fjall::Database::builder(&dir)
             .temporary(true)
             .cache_size(quarter)
             .max_write_buffer_size(Some(quarter))
-            .max_journaling_size(64 << 20)
-            .worker_threads(1);
+            .max_journaling_size(64 << 20);
         let db = builder
             .open()
             .map_err(|e| store_error(format!("cannot open {}: {e}", dir.display())))?;
