@@ -204,20 +204,20 @@ impl MemoryBackend {
         Ok(())
     }
 
-    /// Encodes every key, in memory or spilled, into a checkpoint shard file's bytes.
-    pub fn encode_snapshot(&self, plan: &Plan, out: &mut Vec<u8>) -> Result<()> {
+    /// Encodes every key, in memory or spilled, as a checkpoint shard file's body (after its
+    /// header).
+    pub fn encode_snapshot(&self, plan: &Plan, out: &mut impl std::io::Write) -> Result<()> {
         let Some(spill) = self.spill.as_ref().filter(|s| s.spilled > 0) else {
-            return crate::checkpoint::encode_shard_into(&self.snapshot(), out);
+            return crate::checkpoint::encode_groups(&self.snapshot(), out);
         };
         // The layout the codec gives a `Vec<GroupSnapshotRef>`, written by hand so that
         // spilled registers are copied as stored.
         let encode_error = |e: bincode::Error| {
             crate::error::Error::Checkpoint(format!("cannot encode state: {e}"))
         };
-        out.clear();
-        crate::checkpoint::write_shard_header(out);
         let codec = crate::checkpoint::codec();
-        let put = |out: &mut Vec<u8>, n: u64| codec.serialize_into(&mut *out, &n);
+        let put = |out: &mut dyn std::io::Write, n: u64| codec.serialize_into(out, &n);
+        let out: &mut dyn std::io::Write = out;
         // Only groups holding keys: a shard's file must not mention another shard's groups.
         let mut groups = Vec::new();
         for g in 0..KEY_GROUPS {
@@ -252,7 +252,8 @@ impl MemoryBackend {
                     codec
                         .serialize_into(&mut *out, d.key.as_slice())
                         .map_err(encode_error)?;
-                    out.extend_from_slice(&d.state);
+                    out.write_all(&d.state)
+                        .map_err(|e| crate::error::Error::Checkpoint(e.to_string()))?;
                 }
             }
         }

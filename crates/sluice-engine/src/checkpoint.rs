@@ -182,6 +182,125 @@ pub fn write_shard_header(out: &mut Vec<u8>) {
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
 }
 
+/// Size of the chunks a shard file is streamed in.
+const CHUNK: usize = 4 << 20;
+
+/// Chunks a shard may have handed to its file writer and not yet got back.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Streams a shard file to disk while it is being encoded: full chunks go to a helper thread
+/// that writes them (computing the CRC on the way) and hands them back for reuse. A snapshot
+/// thus needs a few chunks of memory, not a copy of the state, and the encoder only waits
+/// when the disk falls behind.
+pub struct ShardFileWriter {
+    current: Vec<u8>,
+    full: Option<crossbeam_channel::Sender<Vec<u8>>>,
+    empty: crossbeam_channel::Receiver<Vec<u8>>,
+    done: Option<std::thread::JoinHandle<Result<FileEntry>>>,
+}
+
+impl ShardFileWriter {
+    /// Starts writing `dir/name`.
+    pub fn create(dir: &Path, name: &str) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| io_error("create", dir, e))?;
+        let path = dir.join(name);
+        let mut file = File::create(&path).map_err(|e| io_error("create", &path, e))?;
+        let (full, to_write) = crossbeam_channel::bounded::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+        let (give_back, empty) = crossbeam_channel::unbounded::<Vec<u8>>();
+        let name = name.to_owned();
+        let done = std::thread::Builder::new()
+            .name("sluice-snapshot".into())
+            .spawn(move || -> Result<FileEntry> {
+                let mut hasher = crc32fast::Hasher::new();
+                let mut bytes = 0u64;
+                for mut chunk in to_write {
+                    file.write_all(&chunk)
+                        .map_err(|e| io_error("write", &path, e))?;
+                    hasher.update(&chunk);
+                    bytes += chunk.len() as u64;
+                    chunk.clear();
+                    let _ = give_back.send(chunk);
+                }
+                file.sync_all().map_err(|e| io_error("sync", &path, e))?;
+                Ok(FileEntry {
+                    name,
+                    bytes,
+                    crc32: hasher.finalize(),
+                })
+            })
+            .map_err(|e| ckpt_error(format!("cannot start a snapshot writer: {e}")))?;
+        let mut current = Vec::with_capacity(CHUNK);
+        write_shard_header(&mut current);
+        Ok(ShardFileWriter {
+            current,
+            full: Some(full),
+            empty,
+            done: Some(done),
+        })
+    }
+
+    fn send_current(&mut self) -> std::io::Result<()> {
+        let next = self
+            .empty
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let chunk = std::mem::replace(&mut self.current, next);
+        let gone = || std::io::Error::other("the snapshot writer stopped");
+        self.full
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(chunk)
+            .map_err(|_| gone())
+    }
+
+    /// Hands over the last chunk and returns at once; once the file is written and synced (or
+    /// has failed), its entry is passed to `then` on a helper thread.
+    pub fn finish(mut self, then: impl FnOnce(Result<FileEntry>) + Send + 'static) {
+        let sent = if self.current.is_empty() {
+            Ok(())
+        } else {
+            self.send_current()
+        };
+        self.full = None; // closes the channel: the helper writes what is left and syncs
+        let done = self.done.take();
+        let waiter = std::thread::Builder::new()
+            .name("sluice-snapshot-done".into())
+            .spawn(move || {
+                let result = match done.map(std::thread::JoinHandle::join) {
+                    Some(Ok(r)) => sent
+                        .map_err(|e| ckpt_error(format!("cannot write a snapshot: {e}")))
+                        .and(r),
+                    _ => Err(ckpt_error("the snapshot writer panicked")),
+                };
+                then(result);
+            });
+        if waiter.is_err() {
+            tracing::warn!("cannot start a thread to finish a snapshot");
+        }
+    }
+}
+
+impl Write for ShardFileWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.current.extend_from_slice(buf);
+        if self.current.len() >= CHUNK {
+            self.send_current()?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Encodes a shard's groups (after the header, which [`ShardFileWriter`] writes) into `w`.
+pub fn encode_groups(groups: &[GroupSnapshotRef<'_>], w: &mut impl Write) -> Result<()> {
+    codec()
+        .serialize_into(w, groups)
+        .map_err(|e| ckpt_error(format!("cannot encode state: {e}")))
+}
+
 /// Checks a shard file's header (magic and format version).
 fn check_header(header: &[u8], path: &Path) -> Result<()> {
     if header.len() < SHARD_MAGIC.len() + 4 || &header[..SHARD_MAGIC.len()] != SHARD_MAGIC {

@@ -379,7 +379,6 @@ pub fn run_resumed(
                     let failed = router_tx.clone();
                     let work = std::panic::AssertUnwindSafe(move || {
                         let mut backend = backend;
-                        let snapshot_buffer = Arc::new(std::sync::Mutex::new(None));
                         let mut scratch = ParseScratch::default();
                         let mut shard_rx = shard_rx;
                         let mut format_rx = format_rx;
@@ -393,12 +392,9 @@ pub fn run_resumed(
                                         &backend,
                                         i,
                                         &barrier,
-                                        SnapshotSink {
-                                            root: checkpoint_dir.as_deref(),
-                                            writer: &written_tx,
-                                            stats: &worker_stats,
-                                            spare: &snapshot_buffer,
-                                        },
+                                        checkpoint_dir.as_deref(),
+                                        &written_tx,
+                                        &worker_stats,
                                     );
                                     true
                                 }
@@ -529,73 +525,47 @@ pub fn run_resumed(
     Ok(summary)
 }
 
-/// What a worker needs to write its part of a checkpoint.
-struct SnapshotSink<'a> {
-    root: Option<&'a std::path::Path>,
-    writer: &'a Sender<WriterMsg>,
-    stats: &'a Stats,
-    /// The buffer of the previous checkpoint's file, once its writer has handed it back.
-    spare: &'a Arc<std::sync::Mutex<Option<Vec<u8>>>>,
-}
-
-/// Snapshots shard `shard`'s state for a checkpoint: encodes it here (the shard waits) and
-/// writes the file on a helper thread, which reports to the writer.
+/// Snapshots shard `shard`'s state for a checkpoint: encodes it here (the shard waits) while
+/// a helper thread streams it to disk, then reports the file to the writer.
 fn snapshot(
     plan: &Plan,
     backend: &Backend,
     shard: usize,
     barrier: &Barrier,
-    sink: SnapshotSink<'_>,
+    root: Option<&std::path::Path>,
+    writer: &Sender<WriterMsg>,
+    stats: &Stats,
 ) {
-    let SnapshotSink {
-        root,
-        writer,
-        stats,
-        spare,
-    } = sink;
     let started = Instant::now();
-    let mut buffer = spare
-        .lock()
-        .ok()
-        .and_then(|mut s| s.take())
-        .unwrap_or_default();
-    let encoded = match (backend, root) {
-        (Backend::Memory(m), Some(_)) => m.encode_snapshot(plan, &mut buffer).map(|()| buffer),
-        (Backend::Memory(_), None) => Err(Error::Checkpoint("no checkpoint directory".into())),
-        (Backend::Redis(_), _) => Err(Error::Checkpoint(
-            "checkpoints need local state; Redis state is durable in Redis".into(),
-        )),
+    let id = barrier.id;
+    let report = |file: Result<checkpoint::FileEntry>| {
+        let _ = writer.send(WriterMsg::ShardFile { id, shard, file });
     };
+    let (m, root) = match (backend, root) {
+        (Backend::Memory(m), Some(root)) => (m, root),
+        (Backend::Memory(_), None) => {
+            return report(Err(Error::Checkpoint("no checkpoint directory".into())))
+        }
+        (Backend::Redis(_), _) => {
+            return report(Err(Error::Checkpoint(
+                "checkpoints need local state; Redis state is durable in Redis".into(),
+            )))
+        }
+    };
+    let dir = checkpoint::checkpoint_dir(root, id);
+    let mut file = match checkpoint::ShardFileWriter::create(&dir, &format!("shard-{shard}.bin")) {
+        Ok(f) => f,
+        Err(e) => return report(Err(e)),
+    };
+    let encoded = m.encode_snapshot(plan, &mut file);
     stats
         .snapshot_stall_us
         .fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    let id = barrier.id;
-    let bytes = match encoded {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = writer.send(WriterMsg::ShardFile {
-                id,
-                shard,
-                file: Err(e),
-            });
-            return;
-        }
-    };
-    let dir = checkpoint::checkpoint_dir(root.unwrap_or(std::path::Path::new(".")), id);
     let writer = writer.clone();
-    let spare = Arc::clone(spare);
-    let spawned = thread::Builder::new()
-        .name("sluice-snapshot".into())
-        .spawn(move || {
-            let file = checkpoint::write_file(&dir, &format!("shard-{shard}.bin"), &bytes);
-            if let Ok(mut s) = spare.lock() {
-                *s = Some(bytes);
-            }
-            let _ = writer.send(WriterMsg::ShardFile { id, shard, file });
-        });
-    if spawned.is_err() {
-        tracing::warn!(id, shard, "cannot start a thread to write a snapshot");
-    }
+    file.finish(move |file| {
+        let file = encoded.and(file);
+        let _ = writer.send(WriterMsg::ShardFile { id, shard, file });
+    });
 }
 
 enum WorkerJob {
