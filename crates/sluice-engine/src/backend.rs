@@ -219,18 +219,19 @@ impl MemoryBackend {
         let put = |out: &mut dyn std::io::Write, n: u64| codec.serialize_into(out, &n);
         let out: &mut dyn std::io::Write = out;
         // Only groups holding keys: a shard's file must not mention another shard's groups.
+        // The keys on disk are read one group at a time, while writing.
         let mut groups = Vec::new();
         for g in 0..KEY_GROUPS {
-            let spilled = spill.group(g)?;
             let cached = self.groups[g as usize]
                 .as_ref()
                 .is_some_and(|group| group.tables.iter().any(|t| !t.is_empty()));
-            if !spilled.is_empty() || cached {
-                groups.push((g, spilled));
+            if cached || spill.has_group(g)? {
+                groups.push(g);
             }
         }
         put(out, groups.len() as u64).map_err(encode_error)?;
-        for (g, spilled) in groups {
+        for g in groups {
+            let spilled = spill.group(g)?;
             codec.serialize_into(&mut *out, &g).map_err(encode_error)?;
             put(out, plan.keys.len() as u64).map_err(encode_error)?;
             for k in 0..plan.keys.len() {

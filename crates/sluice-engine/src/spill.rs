@@ -156,6 +156,17 @@ impl Spill {
         Ok(Some(state))
     }
 
+    /// Whether any key of `group` is in the store.
+    pub fn has_group(&self, group: u32) -> Result<bool> {
+        if self.spilled == 0 {
+            return Ok(false);
+        }
+        match self.store.prefix([group as u8]).next() {
+            None => Ok(false),
+            Some(kv) => kv.key().map(|_| true).map_err(store_error),
+        }
+    }
+
     /// The spilled keys of `group`, in store order.
     pub fn group(&self, group: u32) -> Result<Vec<SpilledKey>> {
         let mut out = Vec::new();
