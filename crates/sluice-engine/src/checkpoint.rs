@@ -158,10 +158,10 @@ pub fn encode_shard(groups: &[GroupSnapshotRef<'_>]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Encodes a shard's groups into `out` (cleared first). A running shard passes the buffer of
-/// its previous checkpoint, which already has about the right capacity. An empty buffer is
-/// first sized exactly (one extra pass), so that it is allocated once instead of doubling
-/// through fresh memory, which is slow to fault in.
+/// Encodes a shard's groups into `out` (cleared first), in memory: for benchmarks and tests
+/// (a run streams its files with [`ShardFileWriter`]). An empty buffer is first sized exactly
+/// (one extra pass), so that it is allocated once instead of doubling through fresh memory,
+/// which is slow to fault in; a reused buffer keeps its capacity.
 pub fn encode_shard_into(groups: &[GroupSnapshotRef<'_>], out: &mut Vec<u8>) -> Result<()> {
     if out.capacity() == 0 {
         let size = codec()

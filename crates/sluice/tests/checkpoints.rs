@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
+mod common;
+
+use common::{sluice, sluice_run};
 
 const FEATURES: &str = r#"
 [event]
@@ -106,17 +106,14 @@ impl Case {
     }
 
     fn command(&self, tag: &str, workers: usize, extra: &[&str]) -> Command {
-        let mut c = sluice();
-        c.arg("run")
-            .arg(&self.pipeline)
-            .arg("--input")
-            .arg(&self.input)
-            .arg("--output")
-            .arg(self.path(&format!("{tag}.out")))
-            .arg("--dead-letters")
-            .arg(self.path(&format!("{tag}.dead")))
-            .args(["--quiet", "--workers", &workers.to_string()])
-            .args(extra);
+        let mut c = sluice_run(
+            &self.pipeline,
+            &self.input,
+            &self.path(&format!("{tag}.out")),
+            &self.path(&format!("{tag}.dead")),
+            workers,
+        );
+        c.args(extra);
         c
     }
 
@@ -125,18 +122,15 @@ impl Case {
     fn reference(&self) -> (Vec<u8>, Vec<u8>) {
         let pipeline = self.path("reference.toml");
         std::fs::write(&pipeline, FEATURES).expect("write");
-        let out = sluice()
-            .arg("run")
-            .arg(&pipeline)
-            .arg("--input")
-            .arg(&self.input)
-            .arg("--output")
-            .arg(self.path("reference.out"))
-            .arg("--dead-letters")
-            .arg(self.path("reference.dead"))
-            .args(["--quiet", "--workers", "2"])
-            .output()
-            .expect("run");
+        let out = sluice_run(
+            &pipeline,
+            &self.input,
+            &self.path("reference.out"),
+            &self.path("reference.dead"),
+            2,
+        )
+        .output()
+        .expect("run");
         assert!(
             out.status.success(),
             "{}",

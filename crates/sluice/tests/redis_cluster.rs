@@ -10,9 +10,7 @@ use std::time::Duration;
 
 mod common;
 
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
+use common::{sluice, sluice_run};
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/redis-cluster.sh")
@@ -528,18 +526,15 @@ fn an_event_older_than_the_shared_state_is_a_late_dead_letter() {
         3 * DAY + 1
     );
     std::fs::write(dir.path().join("behind.jsonl"), behind).expect("write");
-    let out = sluice()
-        .arg("run")
-        .arg(&pipeline)
-        .arg("--input")
-        .arg(dir.path().join("behind.jsonl"))
-        .arg("--output")
-        .arg(dir.path().join("behind.out"))
-        .arg("--dead-letters")
-        .arg(dir.path().join("behind.dead"))
-        .args(["--quiet", "--workers", "1"])
-        .output()
-        .expect("run");
+    let out = sluice_run(
+        &pipeline,
+        &dir.path().join("behind.jsonl"),
+        &dir.path().join("behind.out"),
+        &dir.path().join("behind.dead"),
+        1,
+    )
+    .output()
+    .expect("run");
     assert!(
         out.status.success(),
         "{}",

@@ -102,7 +102,6 @@ pub struct RedisBackend {
     seq: u64,
     since_sweep: usize,
     floor: i64,
-    events: u64,
     conflicts: u64,
 }
 
@@ -151,7 +150,6 @@ impl RedisBackend {
             seq: 0,
             since_sweep: 0,
             floor: i64::MIN,
-            events: 0,
             conflicts: 0,
         })
     }
@@ -162,11 +160,6 @@ impl RedisBackend {
             conflicts: self.conflicts,
             ..self.cluster.traffic()
         }
-    }
-
-    /// Updates applied so far.
-    pub fn updates(&self) -> u64 {
-        self.events
     }
 
     fn sweep(&mut self, plan: &Plan) {
@@ -519,7 +512,6 @@ impl StateBackend for RedisBackend {
         if first < works.len() {
             self.flush(plan, &works[first..], updates, &offsets, out)?;
         }
-        self.events += updates.len() as u64;
         self.since_sweep += updates.len();
         if self.since_sweep >= (4 * self.cache.len()).max(MIN_SWEEP_INTERVAL) {
             self.sweep(plan);

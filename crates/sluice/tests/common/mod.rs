@@ -2,7 +2,35 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The `sluice` binary under test.
+pub fn sluice() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+}
+
+/// `sluice run PIPELINE --input INPUT --output OUTPUT --dead-letters DEAD --quiet --workers N`.
+pub fn sluice_run(
+    pipeline: &Path,
+    input: &Path,
+    output: &Path,
+    dead: &Path,
+    workers: usize,
+) -> Command {
+    let mut c = sluice();
+    c.arg("run")
+        .arg(pipeline)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .arg("--dead-letters")
+        .arg(dead)
+        .args(["--quiet", "--workers", &workers.to_string()]);
+    c
+}
 
 /// URLs of the test Redis Cluster (`SLUICE_REDIS_URLS`, comma-separated; `scripts/test.sh`
 /// starts the cluster and sets it). Without it the test is skipped, unless
