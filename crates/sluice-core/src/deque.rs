@@ -7,7 +7,6 @@
 
 use std::ops::{Index, IndexMut, Range, RangeBounds};
 
-use serde::{Deserialize, Serialize};
 use smallvec::{Array, SmallVec};
 
 /// A deque of `Copy` items with inline storage for `A::size()` of them.
@@ -28,6 +27,14 @@ where
     pub fn new() -> Self {
         SmallDeque {
             buf: SmallVec::new(),
+            head: 0,
+        }
+    }
+
+    /// A deque holding `items`, front first.
+    pub fn from_items(items: SmallVec<A>) -> Self {
+        SmallDeque {
+            buf: items,
             head: 0,
         }
     }
@@ -158,30 +165,6 @@ where
     #[inline]
     pub fn partition_point(&self, pred: impl FnMut(&A::Item) -> bool) -> usize {
         self.as_slice().partition_point(pred)
-    }
-}
-
-/// Serialized as the sequence of its items, front first: items already popped from the front
-/// are not written, and a deserialized deque starts at position 0 (positions are counted from
-/// the front, so they keep their meaning).
-impl<A: Array> Serialize for SmallDeque<A>
-where
-    A::Item: Copy + Serialize,
-{
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.as_slice())
-    }
-}
-
-impl<'de, A: Array> Deserialize<'de> for SmallDeque<A>
-where
-    A::Item: Copy + Deserialize<'de>,
-{
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(SmallDeque {
-            buf: SmallVec::deserialize(d)?,
-            head: 0,
-        })
     }
 }
 

@@ -6,7 +6,6 @@
 //! amortised O(1); an out-of-order event's own value is counted by a scan of its window.
 
 use rustc_hash::FxHashMap;
-use serde::{Deserialize, Serialize};
 use smallvec::{smallvec, SmallVec};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -14,6 +13,7 @@ use crate::bucket_start;
 use crate::deque::SmallDeque;
 use crate::plan::SeriesSpec;
 use crate::value::FeatureValue;
+use crate::wire::{Reader, Wire, WireError, Writer};
 use crate::Agg;
 
 const NONE: u32 = u32::MAX;
@@ -22,7 +22,7 @@ const LINEAR_LIMIT: usize = 8;
 
 /// One interned value: its bytes (inline when short), references, hash chain, and its count in
 /// each window of the series (kept here, next to the value, so an update touches one place).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Slot {
     bytes: SmallVec<[u8; 16]>,
     /// Entries of the series that refer to this id; 0 means the slot is free.
@@ -34,7 +34,7 @@ struct Slot {
 }
 
 /// Interns value byte strings into small, reusable ids.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct ValueTable {
     slots: SmallVec<[Slot; 2]>,
     /// First free slot; free slots are chained through `next`.
@@ -182,7 +182,7 @@ impl ValueTable {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy)]
 struct Entry {
     ts: i64,
     id: u32,
@@ -191,7 +191,7 @@ struct Entry {
 
 /// A window's running range: entries `lo..` (those with `ts >= start`) and how many distinct
 /// values they hold.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy)]
 struct Running {
     start: i64,
     lo: usize,
@@ -206,7 +206,7 @@ pub struct DistinctScratch {
 }
 
 /// Distinct-count registers of one key and field: every window of a distinct [`SeriesSpec`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct DistinctSeries {
     entries: SmallDeque<[Entry; 2]>,
     values: ValueTable,
@@ -445,6 +445,123 @@ fn advance(
         }
         run.distinct -= u64::from(values.remove(j, e.id, e.mult));
         run.lo += 1;
+    }
+}
+
+/// An id that may be [`NONE`], written as id + 1 so that `NONE` takes one byte.
+fn put_link(w: &mut Writer<'_>, id: u32) {
+    w.u(u64::from(id.wrapping_add(1)));
+}
+
+fn get_link(r: &mut Reader<'_>) -> Result<u32, WireError> {
+    Ok(r.u32()?.wrapping_sub(1))
+}
+
+/// Value bytes, references, chain link, per-window counts.
+impl Wire for Slot {
+    fn put(&self, w: &mut Writer<'_>) {
+        w.bytes(&self.bytes);
+        w.u(u64::from(self.refs));
+        put_link(w, self.next);
+        w.seq(&self.counts);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(Slot {
+            bytes: SmallVec::from_slice(r.bytes()?),
+            refs: r.u32()?,
+            next: get_link(r)?,
+            counts: r.seq()?,
+        })
+    }
+}
+
+/// Slots, free-list head, live count, whether the hash index exists. The index itself is
+/// rebuilt on reading (its chains may come back in another order, which no lookup depends on).
+impl Wire for ValueTable {
+    fn put(&self, w: &mut Writer<'_>) {
+        w.seq(&self.slots);
+        put_link(w, self.free);
+        w.u(u64::from(self.live));
+        w.u(u64::from(self.index.is_some()));
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let mut table = ValueTable {
+            slots: r.seq()?,
+            free: get_link(r)?,
+            live: r.u32()?,
+            index: None,
+        };
+        let links_ok = |id: u32| id == NONE || (id as usize) < table.slots.len();
+        if !links_ok(table.free) || !table.slots.iter().all(|s| links_ok(s.next)) {
+            return Err(WireError("a value link beyond the table"));
+        }
+        if r.u()? != 0 {
+            table.build_index();
+        }
+        Ok(table)
+    }
+}
+
+/// Time, value id, multiplicity.
+impl Wire for Entry {
+    fn put(&self, w: &mut Writer<'_>) {
+        w.ts(self.ts);
+        w.u(u64::from(self.id));
+        w.u(u64::from(self.mult));
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(Entry {
+            ts: r.ts()?,
+            id: r.u32()?,
+            mult: r.u32()?,
+        })
+    }
+}
+
+/// Start, first entry, distinct values.
+impl Wire for Running {
+    fn put(&self, w: &mut Writer<'_>) {
+        w.ts(self.start);
+        w.u(self.lo as u64);
+        w.u(self.distinct);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(Running {
+            start: r.ts()?,
+            lo: r.index()?,
+            distinct: r.u()?,
+        })
+    }
+}
+
+/// Entries, value table, windows.
+impl Wire for DistinctSeries {
+    fn put(&self, w: &mut Writer<'_>) {
+        w.seq(self.entries.as_slice());
+        self.values.put(w);
+        w.seq(&self.windows);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let series = DistinctSeries {
+            entries: r.deque()?,
+            values: ValueTable::get(r)?,
+            windows: r.seq()?,
+        };
+        let ids = series.values.slots.len();
+        if series
+            .entries
+            .as_slice()
+            .iter()
+            .any(|e| e.id as usize >= ids)
+        {
+            return Err(WireError("an entry refers to no value"));
+        }
+        Ok(series)
     }
 }
 

@@ -14,6 +14,7 @@
 //! - [`distinct`]: exact distinct-count registers over sliding windows.
 //! - [`state`]: the registers of one key, fed one event at a time.
 //! - [`value`]: the value of one feature for one event.
+//! - [`wire`]: the compact binary form of registers, for checkpoints and the embedded store.
 
 pub mod agg;
 pub mod deque;
@@ -26,6 +27,7 @@ pub mod plan;
 pub mod state;
 pub mod sum;
 pub mod value;
+pub mod wire;
 
 pub use agg::Agg;
 pub use distinct::{DistinctScratch, DistinctSeries};

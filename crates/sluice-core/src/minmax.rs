@@ -5,7 +5,7 @@
 //! maximum), so the front is the window's minimum.
 
 use crate::deque::SmallDeque;
-use serde::{Deserialize, Serialize};
+use crate::wire::{Reader, Wire, WireError, Writer};
 
 /// Which extreme a [`MonoDeque`] tracks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +28,7 @@ impl Extreme {
 }
 
 /// A monotonic deque over the buckets of a running window.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub struct MonoDeque {
     items: SmallDeque<[(i64, f64); 2]>,
 }
@@ -102,6 +102,17 @@ impl MonoDeque {
     /// Forgets everything.
     pub fn clear(&mut self) {
         self.items.clear();
+    }
+}
+
+/// Its items: bucket time and value.
+impl Wire for MonoDeque {
+    fn put(&self, w: &mut Writer<'_>) {
+        w.seq(self.items.as_slice());
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(MonoDeque { items: r.deque()? })
     }
 }
 

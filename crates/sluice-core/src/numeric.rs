@@ -7,7 +7,6 @@
 //! is computed over `[t - width, t]` by the cheaper of a direct scan and an adjustment of the
 //! running aggregate (min and max always scan).
 
-use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::bucket_start;
@@ -16,10 +15,11 @@ use crate::minmax::{Extreme, MonoDeque};
 use crate::plan::SeriesSpec;
 use crate::sum::ExactSum;
 use crate::value::FeatureValue;
+use crate::wire::{Reader, Wire, WireError, Writer};
 use crate::Agg;
 
 /// The merged values of every event with one aligned time.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy)]
 struct Bucket {
     ts: i64,
     count: u32,
@@ -50,7 +50,7 @@ impl Bucket {
 }
 
 /// Running aggregate of one window over buckets `lo..` (those with `ts >= start`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 struct Running {
     start: i64,
     lo: usize,
@@ -61,14 +61,14 @@ struct Running {
 }
 
 /// Monotonic deques of a window's buckets.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 struct Extremes {
     min: MonoDeque,
     max: MonoDeque,
 }
 
 /// Numeric registers of one key and field: every window of a [`SeriesSpec`] of kind numeric.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct NumericSeries {
     buckets: SmallDeque<[Bucket; 1]>,
     windows: SmallVec<[Running; 1]>,
@@ -357,4 +357,81 @@ fn range_count_sum(
         }
     }
     (count, sum.value())
+}
+
+/// Time, count, sum, minimum, and the maximum unless the bucket holds one value.
+impl Wire for Bucket {
+    fn put(&self, w: &mut Writer<'_>) {
+        w.ts(self.ts);
+        w.u(u64::from(self.count));
+        self.sum.put(w);
+        w.f(self.min);
+        if self.count != 1 {
+            w.f(self.max);
+        }
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let (ts, count, sum, min) = (r.ts()?, r.u32()?, ExactSum::get(r)?, r.f()?);
+        let max = if count == 1 { min } else { r.f()? };
+        Ok(Bucket {
+            ts,
+            count,
+            sum,
+            min,
+            max,
+        })
+    }
+}
+
+/// Start, first bucket, count, sum, then 0, or 1 and the minimum and maximum deques.
+impl Wire for Running {
+    fn put(&self, w: &mut Writer<'_>) {
+        w.ts(self.start);
+        w.u(self.lo as u64);
+        w.u(self.count);
+        self.sum.put(w);
+        match &self.extremes {
+            None => w.u(0),
+            Some(e) => {
+                w.u(1);
+                e.min.put(w);
+                e.max.put(w);
+            }
+        }
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let (start, lo, count, sum) = (r.ts()?, r.index()?, r.u()?, ExactSum::get(r)?);
+        let extremes = match r.u()? {
+            0 => None,
+            1 => Some(Box::new(Extremes {
+                min: MonoDeque::get(r)?,
+                max: MonoDeque::get(r)?,
+            })),
+            _ => return Err(WireError("an unknown kind of window")),
+        };
+        Ok(Running {
+            start,
+            lo,
+            count,
+            sum,
+            extremes,
+        })
+    }
+}
+
+/// Buckets, then windows.
+impl Wire for NumericSeries {
+    fn put(&self, w: &mut Writer<'_>) {
+        w.seq(self.buckets.as_slice());
+        w.seq(&self.windows);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(NumericSeries {
+            buckets: r.deque()?,
+            windows: r.seq()?,
+        })
+    }
 }

@@ -8,7 +8,7 @@ use crate::distinct::{DistinctScratch, DistinctSeries};
 use crate::numeric::NumericSeries;
 use crate::plan::{KeySpec, SeriesKind};
 use crate::value::FeatureValue;
-use serde::{Deserialize, Serialize};
+use crate::wire::{Reader, Wire, WireError, Writer};
 use smallvec::SmallVec;
 
 /// The value of one `of` field on one event, as the registers need it.
@@ -27,7 +27,7 @@ pub struct FieldObs<'a> {
 /// Numeric and distinct series are kept in separate arrays (in the order of the key spec's
 /// series of each kind) so that neither pays for the other's size, inline for the usual
 /// pipeline (two numeric series, one distinct): a key is one block of memory.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct KeyState {
     numeric: SmallVec<[NumericSeries; 2]>,
     distinct: SmallVec<[DistinctSeries; 1]>,
@@ -125,5 +125,28 @@ impl KeyState {
     pub fn size(&self) -> usize {
         self.numeric.iter().map(NumericSeries::len).sum::<usize>()
             + self.distinct.iter().map(DistinctSeries::len).sum::<usize>()
+    }
+}
+
+/// The newest time (absolute), then the numeric and the distinct series with times relative
+/// to it.
+impl Wire for KeyState {
+    fn put(&self, w: &mut Writer<'_>) {
+        let base = self.newest().unwrap_or(0);
+        w.set_base(0);
+        w.i(base);
+        w.set_base(base);
+        w.seq(&self.numeric);
+        w.seq(&self.distinct);
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        r.set_base(0);
+        let base = r.i()?;
+        r.set_base(base);
+        Ok(KeyState {
+            numeric: r.seq()?,
+            distinct: r.seq()?,
+        })
     }
 }

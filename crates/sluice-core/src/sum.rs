@@ -1,6 +1,6 @@
 //! A running sum that supports removal without drift, and is exact for decimal amounts.
 
-use serde::{Deserialize, Serialize};
+use crate::wire::{Reader, Wire, WireError, Writer};
 
 /// Scale of the fixed-point part: values with at most nine decimals are summed exactly.
 const SCALE: f64 = 1e9;
@@ -14,50 +14,13 @@ const FIXED_LIMIT: f64 = 9.007e6;
 /// 0.10` sums to exactly 0, and `0.1 + 0.2` prints `0.3`. Other values are summed in a
 /// Neumaier-compensated `f64` pair, whose error stays near one rounding of the result instead of
 /// growing with every addition and removal.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(from = "SumRepr", into = "SumRepr")]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ExactSum {
     /// Units of 1e-9. On the rare overflow of an `i64` (a sum beyond 9.2e9) it is moved into
     /// the float part, which costs one rounding: the total is always `fixed / 1e9 + float`.
     fixed: i64,
     sum: f64,
     compensation: f64,
-}
-
-/// How a sum is serialized: most sums of decimal amounts have no float part, so they take one
-/// integer instead of an integer and two floats.
-#[derive(Serialize, Deserialize)]
-enum SumRepr {
-    Fixed(i64),
-    Full(i64, f64, f64),
-}
-
-impl From<ExactSum> for SumRepr {
-    fn from(s: ExactSum) -> Self {
-        // Bit patterns, not values: a float part of -0.0 must come back as -0.0.
-        if s.sum.to_bits() == 0 && s.compensation.to_bits() == 0 {
-            SumRepr::Fixed(s.fixed)
-        } else {
-            SumRepr::Full(s.fixed, s.sum, s.compensation)
-        }
-    }
-}
-
-impl From<SumRepr> for ExactSum {
-    fn from(r: SumRepr) -> Self {
-        match r {
-            SumRepr::Fixed(fixed) => ExactSum {
-                fixed,
-                sum: 0.0,
-                compensation: 0.0,
-            },
-            SumRepr::Full(fixed, sum, compensation) => ExactSum {
-                fixed,
-                sum,
-                compensation,
-            },
-        }
-    }
 }
 
 /// `x` in units of 1e-9, when that is exact (the decimal the double was written as).
@@ -148,6 +111,41 @@ impl ExactSum {
             fixed
         } else {
             fixed + (self.sum + self.compensation)
+        }
+    }
+}
+
+/// A tag (0: a whole number of units of 1e-9, 1: with a float part), the units, then the float
+/// part and its compensation if tagged 1.
+impl Wire for ExactSum {
+    fn put(&self, w: &mut Writer<'_>) {
+        // Bit patterns, not values: a float part of -0.0 must come back as -0.0.
+        if self.sum.to_bits() == 0 && self.compensation.to_bits() == 0 {
+            w.u(0);
+            w.i(self.fixed);
+        } else {
+            w.u(1);
+            w.i(self.fixed);
+            w.f(self.sum);
+            w.f(self.compensation);
+        }
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let tag = r.u()?;
+        let fixed = r.i()?;
+        match tag {
+            0 => Ok(ExactSum {
+                fixed,
+                sum: 0.0,
+                compensation: 0.0,
+            }),
+            1 => Ok(ExactSum {
+                fixed,
+                sum: r.f()?,
+                compensation: r.f()?,
+            }),
+            _ => Err(WireError("an unknown kind of sum")),
         }
     }
 }

@@ -15,6 +15,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use proptest::prelude::*;
+use sluice_core::wire::{Reader, Wire, Writer};
 use sluice_core::{
     Agg, DistinctScratch, FeatureSpec, FeatureValue, FieldObs, KeyEncoder, KeyState, Plan,
 };
@@ -139,8 +140,11 @@ impl Harness {
         }
         if self.roundtrip_every > 0 && self.accepted % self.roundtrip_every == 0 {
             for state in self.states.iter_mut().flat_map(|s| s.values_mut()) {
-                let bytes = bincode::serialize(&*state).expect("registers serialize");
-                *state = bincode::deserialize(&bytes).expect("registers deserialize");
+                let mut bytes = Vec::new();
+                state.put(&mut Writer::new(&mut bytes, 0));
+                let mut reader = Reader::new(&bytes, 0);
+                *state = KeyState::get(&mut reader).expect("registers decode");
+                assert!(reader.rest().is_empty(), "registers decode to their end");
             }
         }
         Some(values)

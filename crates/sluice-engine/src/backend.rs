@@ -12,9 +12,7 @@ use sluice_core::{
 };
 use smallvec::SmallVec;
 
-use bincode::Options;
-
-use crate::checkpoint::{GroupSnapshot, GroupSnapshotRef};
+use crate::checkpoint::{GroupSnapshot, GroupSnapshotRef, ShardSink};
 use crate::error::Result;
 use crate::prefetch::prefetch;
 use crate::redis::{RedisBackend, Traffic};
@@ -206,20 +204,12 @@ impl MemoryBackend {
 
     /// Encodes every key, in memory or spilled, as a checkpoint shard file's body (after its
     /// header).
-    pub fn encode_snapshot(&self, plan: &Plan, out: &mut impl std::io::Write) -> Result<()> {
+    pub fn encode_snapshot(&self, plan: &Plan, sink: &mut impl ShardSink) -> Result<()> {
         let Some(spill) = self.spill.as_ref().filter(|s| s.spilled > 0) else {
-            return crate::checkpoint::encode_groups(&self.snapshot(), out);
+            return crate::checkpoint::encode_groups(&self.snapshot(), sink);
         };
-        // The layout the codec gives a `Vec<GroupSnapshotRef>`, written by hand so that
-        // spilled registers are copied as stored.
-        let encode_error = |e: bincode::Error| {
-            crate::error::Error::Checkpoint(format!("cannot encode state: {e}"))
-        };
-        let codec = crate::checkpoint::codec();
-        let put = |out: &mut dyn std::io::Write, n: u64| codec.serialize_into(out, &n);
-        let out: &mut dyn std::io::Write = out;
         // Only groups holding keys: a shard's file must not mention another shard's groups.
-        // The keys on disk are read one group at a time, while writing.
+        // The keys on disk are read one group at a time, while writing, and copied as stored.
         let mut groups = Vec::new();
         for g in 0..KEY_GROUPS {
             let cached = self.groups[g as usize]
@@ -229,32 +219,21 @@ impl MemoryBackend {
                 groups.push(g);
             }
         }
-        put(out, groups.len() as u64).map_err(encode_error)?;
+        sink.groups(groups.len());
         for g in groups {
             let spilled = spill.group(g)?;
-            codec.serialize_into(&mut *out, &g).map_err(encode_error)?;
-            put(out, plan.keys.len() as u64).map_err(encode_error)?;
+            sink.group(g, plan.keys.len());
             for k in 0..plan.keys.len() {
                 let cached = self.groups[g as usize]
                     .as_ref()
                     .and_then(|group| group.tables.get(k));
                 let on_disk = spilled.iter().filter(|d| d.spec == k);
-                let count = cached.map_or(0, |t| t.len()) + on_disk.clone().count();
-                put(out, count as u64).map_err(encode_error)?;
+                sink.table(cached.map_or(0, |t| t.len()) + on_disk.clone().count());
                 for e in cached.into_iter().flatten() {
-                    codec
-                        .serialize_into(&mut *out, e.key.as_slice())
-                        .map_err(encode_error)?;
-                    codec
-                        .serialize_into(&mut *out, &*e.state)
-                        .map_err(encode_error)?;
+                    sink.key(&e.key, &e.state)?;
                 }
                 for d in on_disk {
-                    codec
-                        .serialize_into(&mut *out, d.key.as_slice())
-                        .map_err(encode_error)?;
-                    out.write_all(&d.state)
-                        .map_err(|e| crate::error::Error::Checkpoint(e.to_string()))?;
+                    sink.key_encoded(&d.key, &d.state)?;
                 }
             }
         }

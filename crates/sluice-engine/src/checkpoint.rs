@@ -1,12 +1,12 @@
 //! Checkpoints: consistent snapshots of local state plus the input and output positions they
 //! correspond to, so that a run killed at any moment resumes with byte-identical output.
 //!
-//! Layout under the checkpoint directory (format version 3, see `docs/checkpoints.md`):
+//! Layout under the checkpoint directory (format version 4, see `docs/checkpoints.md`):
 //!
 //! ```text
 //! chk-0000000007/
-//!   shard-0.bin      one file per shard: "SLUICEKG", format (u32 LE), then a bincode list of
-//!   shard-1.bin      (key group, per key spec: [(encoded key, registers)])
+//!   shard-0.bin      one file per shard: "SLUICEKG", format (u32 LE), then the key groups:
+//!   shard-1.bin      group, per key spec [(encoded key, registers)], in `sluice_core::wire` form
 //!   manifest.json    written last, atomically (temp file, fsync, rename, fsync directory)
 //! ```
 //!
@@ -19,24 +19,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bincode::Options;
 use serde::{Deserialize, Serialize};
-use sluice_core::KeyState;
+use sluice_core::wire::{Reader, Wire, WireError, Writer};
+use sluice_core::{KeyState, KEY_GROUPS};
 
 use crate::error::{Error, Result};
+use crate::prefetch::{prefetch, prefetch_ptr};
 
 /// Version of the checkpoint format; a checkpoint of another version is not read.
-pub const FORMAT_VERSION: u32 = 3;
-
-/// The encoding of shard files and of registers on disk: bincode with fixed-width
-/// little-endian integers (`u64` lengths). Variable-length integers made files a third
-/// smaller but decoding about twice as slow, and restore time is the tighter target.
-pub fn codec() -> impl bincode::Options + Copy {
-    bincode::DefaultOptions::new()
-        .with_fixint_encoding()
-        .with_little_endian()
-        .allow_trailing_bytes()
-}
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Magic bytes at the start of a shard file.
 const SHARD_MAGIC: &[u8; 8] = b"SLUICEKG";
@@ -121,7 +112,7 @@ pub struct Manifest {
 }
 
 /// The keys of one key group, per key spec, as snapshotted.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default)]
 pub struct GroupSnapshot {
     /// The key group.
     pub group: u32,
@@ -130,7 +121,7 @@ pub struct GroupSnapshot {
 }
 
 /// A borrowed [`GroupSnapshot`], written without copying the state.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct GroupSnapshotRef<'a> {
     /// The key group.
     pub group: u32,
@@ -158,22 +149,12 @@ pub fn encode_shard(groups: &[GroupSnapshotRef<'_>]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Encodes a shard's groups into `out` (cleared first), in memory: for benchmarks and tests
-/// (a run streams its files with [`ShardFileWriter`]). An empty buffer is first sized exactly
-/// (one extra pass), so that it is allocated once instead of doubling through fresh memory,
-/// which is slow to fault in; a reused buffer keeps its capacity.
+/// Encodes a shard's groups into `out`, replacing its contents; a reused buffer keeps its
+/// capacity (a run streams its files with [`ShardFileWriter`] instead).
 pub fn encode_shard_into(groups: &[GroupSnapshotRef<'_>], out: &mut Vec<u8>) -> Result<()> {
-    if out.capacity() == 0 {
-        let size = codec()
-            .serialized_size(groups)
-            .map_err(|e| ckpt_error(format!("cannot encode state: {e}")))?;
-        out.reserve(SHARD_MAGIC.len() + 4 + size as usize);
-    }
     out.clear();
     write_shard_header(out);
-    codec()
-        .serialize_into(&mut *out, groups)
-        .map_err(|e| ckpt_error(format!("cannot encode state: {e}")))
+    encode_groups(groups, out)
 }
 
 /// Appends a shard file's header (magic and format version) to `out`.
@@ -186,16 +167,40 @@ pub fn write_shard_header(out: &mut Vec<u8>) {
 const CHUNK: usize = 4 << 20;
 
 /// Chunks a shard may have handed to its file writer and not yet got back.
-const CHUNKS_IN_FLIGHT: usize = 4;
+const CHUNKS_IN_FLIGHT: usize = 16;
+
+/// Written chunks kept for the next ones, across checkpoints: fresh memory is slow to fault in
+/// (it showed up as a sixth of a checkpointed run's CPU time), and every checkpoint needs the
+/// same few chunks.
+static SPARE_CHUNKS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// At most this many spare chunks are kept (64 MB).
+const SPARE_CHUNKS_MAX: usize = 16;
+
+fn spare_chunk() -> Vec<u8> {
+    SPARE_CHUNKS
+        .lock()
+        .ok()
+        .and_then(|mut spare| spare.pop())
+        .unwrap_or_else(|| Vec::with_capacity(CHUNK))
+}
+
+fn give_back_chunk(mut chunk: Vec<u8>) {
+    chunk.clear();
+    if let Ok(mut spare) = SPARE_CHUNKS.lock() {
+        if spare.len() < SPARE_CHUNKS_MAX {
+            spare.push(chunk);
+        }
+    }
+}
 
 /// Streams a shard file to disk while it is being encoded: full chunks go to a helper thread
-/// that writes them (computing the CRC on the way) and hands them back for reuse. A snapshot
+/// that writes them (computing the CRC on the way) and gives them back for reuse. A snapshot
 /// thus needs a few chunks of memory, not a copy of the state, and the encoder only waits
 /// when the disk falls behind.
 pub struct ShardFileWriter {
     current: Vec<u8>,
     full: Option<crossbeam_channel::Sender<Vec<u8>>>,
-    empty: crossbeam_channel::Receiver<Vec<u8>>,
     done: Option<std::thread::JoinHandle<Result<FileEntry>>>,
 }
 
@@ -206,20 +211,18 @@ impl ShardFileWriter {
         let path = dir.join(name);
         let mut file = File::create(&path).map_err(|e| io_error("create", &path, e))?;
         let (full, to_write) = crossbeam_channel::bounded::<Vec<u8>>(CHUNKS_IN_FLIGHT);
-        let (give_back, empty) = crossbeam_channel::unbounded::<Vec<u8>>();
         let name = name.to_owned();
         let done = std::thread::Builder::new()
             .name("sluice-snapshot".into())
             .spawn(move || -> Result<FileEntry> {
                 let mut hasher = crc32fast::Hasher::new();
                 let mut bytes = 0u64;
-                for mut chunk in to_write {
+                for chunk in to_write {
                     file.write_all(&chunk)
                         .map_err(|e| io_error("write", &path, e))?;
                     hasher.update(&chunk);
                     bytes += chunk.len() as u64;
-                    chunk.clear();
-                    let _ = give_back.send(chunk);
+                    give_back_chunk(chunk);
                 }
                 file.sync_all().map_err(|e| io_error("sync", &path, e))?;
                 Ok(FileEntry {
@@ -229,21 +232,18 @@ impl ShardFileWriter {
                 })
             })
             .map_err(|e| ckpt_error(format!("cannot start a snapshot writer: {e}")))?;
-        let mut current = Vec::with_capacity(CHUNK);
+        let mut current = spare_chunk();
         write_shard_header(&mut current);
         Ok(ShardFileWriter {
             current,
             full: Some(full),
-            empty,
             done: Some(done),
         })
     }
 
-    fn send_current(&mut self) -> std::io::Result<()> {
-        let next = self
-            .empty
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+    /// Hands the current chunk to the helper and starts another (`last`: none).
+    fn send_current(&mut self, last: bool) -> std::io::Result<()> {
+        let next = if last { Vec::new() } else { spare_chunk() };
         let chunk = std::mem::replace(&mut self.current, next);
         let gone = || std::io::Error::other("the snapshot writer stopped");
         self.full
@@ -257,9 +257,10 @@ impl ShardFileWriter {
     /// has failed), its entry is passed to `then` on a helper thread.
     pub fn finish(mut self, then: impl FnOnce(Result<FileEntry>) + Send + 'static) {
         let sent = if self.current.is_empty() {
+            give_back_chunk(std::mem::take(&mut self.current));
             Ok(())
         } else {
-            self.send_current()
+            self.send_current(true)
         };
         self.full = None; // closes the channel: the helper writes what is left and syncs
         let done = self.done.take();
@@ -280,25 +281,123 @@ impl ShardFileWriter {
     }
 }
 
-impl Write for ShardFileWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.current.extend_from_slice(buf);
-        if self.current.len() >= CHUNK {
-            self.send_current()?;
-        }
-        Ok(buf.len())
+/// Where a shard file's body is encoded: a buffer that may be handed on between keys.
+pub trait ShardSink {
+    /// The buffer to append to.
+    fn buf(&mut self) -> &mut Vec<u8>;
+    /// Called between keys: hands the buffer on once it holds a chunk.
+    fn key_done(&mut self) -> Result<()>;
+
+    /// Appends the count of key groups that follow.
+    fn groups(&mut self, count: usize) {
+        Writer::new(self.buf(), 0).u(count as u64);
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    /// Appends a key group's header: its number and how many key specs (tables) follow.
+    fn group(&mut self, group: u32, specs: usize) {
+        let mut w = Writer::new(self.buf(), 0);
+        w.u(u64::from(group));
+        w.u(specs as u64);
+    }
+
+    /// Appends the count of keys of the table that follows.
+    fn table(&mut self, keys: usize) {
+        Writer::new(self.buf(), 0).u(keys as u64);
+    }
+
+    /// Appends one key and its registers.
+    fn key(&mut self, key: &[u8], state: &KeyState) -> Result<()> {
+        let mut w = Writer::new(self.buf(), 0);
+        w.bytes(key);
+        state.put(&mut w);
+        self.key_done()
+    }
+
+    /// Appends one key and its registers already in their binary form (from the embedded
+    /// store, which keeps them so).
+    fn key_encoded(&mut self, key: &[u8], state: &[u8]) -> Result<()> {
+        let buf = self.buf();
+        Writer::new(buf, 0).bytes(key);
+        buf.extend_from_slice(state);
+        self.key_done()
+    }
+}
+
+impl ShardSink for Vec<u8> {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        self
+    }
+
+    fn key_done(&mut self) -> Result<()> {
         Ok(())
     }
 }
 
-/// Encodes a shard's groups (after the header, which [`ShardFileWriter`] writes) into `w`.
-pub fn encode_groups(groups: &[GroupSnapshotRef<'_>], w: &mut impl Write) -> Result<()> {
-    codec()
-        .serialize_into(w, groups)
-        .map_err(|e| ckpt_error(format!("cannot encode state: {e}")))
+impl ShardSink for ShardFileWriter {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        &mut self.current
+    }
+
+    fn key_done(&mut self) -> Result<()> {
+        if self.current.len() >= CHUNK {
+            self.send_current(false)
+                .map_err(|e| ckpt_error(format!("cannot write a snapshot: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// How many keys ahead [`encode_groups`] prefetches.
+const PREFETCH_AHEAD: usize = 8;
+
+/// Encodes a shard's groups (the body of its file, after the header) into `sink`.
+pub fn encode_groups(groups: &[GroupSnapshotRef<'_>], sink: &mut impl ShardSink) -> Result<()> {
+    sink.groups(groups.len());
+    for g in groups {
+        sink.group(g.group, g.tables.len());
+        for table in &g.tables {
+            sink.table(table.len());
+            for (i, &(key, state)) in table.iter().enumerate() {
+                // Keys are scattered over the heap: start loading a few keys ahead, so that
+                // their cache misses overlap with this key's encoding.
+                if let Some(&(next_key, next_state)) = table.get(i + PREFETCH_AHEAD) {
+                    prefetch_ptr(next_key.as_ptr(), 1);
+                    prefetch(next_state, 4);
+                }
+                sink.key(key, state)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a shard file's body.
+fn decode_groups(body: &[u8]) -> std::result::Result<Vec<GroupSnapshot>, WireError> {
+    let mut r = Reader::new(body, 0);
+    let count = r.count()?;
+    let mut groups = Vec::with_capacity(count);
+    for _ in 0..count {
+        let group = r.u32()?;
+        if group >= KEY_GROUPS {
+            return Err(WireError("a key group beyond 255"));
+        }
+        let specs = r.count()?;
+        let mut tables = Vec::with_capacity(specs);
+        for _ in 0..specs {
+            let keys = r.count()?;
+            let mut table = Vec::with_capacity(keys);
+            for _ in 0..keys {
+                let key = r.bytes()?.to_vec();
+                table.push((key, KeyState::get(&mut r)?));
+            }
+            tables.push(table);
+        }
+        groups.push(GroupSnapshot { group, tables });
+    }
+    if !r.rest().is_empty() {
+        return Err(WireError("bytes after the last key group"));
+    }
+    Ok(groups)
 }
 
 /// Checks a shard file's header (magic and format version).
@@ -322,21 +421,14 @@ fn check_header(header: &[u8], path: &Path) -> Result<()> {
 /// Decodes a shard file's bytes.
 pub fn decode_shard(bytes: &[u8], path: &Path) -> Result<Vec<GroupSnapshot>> {
     check_header(bytes, path)?;
-    codec()
-        .deserialize(&bytes[SHARD_MAGIC.len() + 4..])
+    decode_groups(&bytes[SHARD_MAGIC.len() + 4..])
         .map_err(|e| ckpt_error(format!("{}: cannot decode state: {e}", path.display())))
 }
 
-/// Decodes a shard file streamed from disk (no copy of the whole file in memory).
+/// Reads and decodes a shard file.
 pub fn read_shard(path: &Path) -> Result<Vec<GroupSnapshot>> {
-    let f = File::open(path).map_err(|e| io_error("read", path, e))?;
-    let mut reader = std::io::BufReader::with_capacity(1 << 20, f);
-    let mut header = [0u8; 12];
-    std::io::Read::read_exact(&mut reader, &mut header).map_err(|e| io_error("read", path, e))?;
-    check_header(&header, path)?;
-    codec()
-        .deserialize_from(reader)
-        .map_err(|e| ckpt_error(format!("{}: cannot decode state: {e}", path.display())))
+    let bytes = fs::read(path).map_err(|e| io_error("read", path, e))?;
+    decode_shard(&bytes, path)
 }
 
 /// Size and CRC-32 of a file, read in chunks.

@@ -129,8 +129,17 @@ pub(crate) enum WriterMsg {
 /// A checkpoint the writer is completing.
 struct InFlight {
     barrier: Barrier,
+    /// The output lengths at the barrier, once everything before it is written.
     sink: Option<SinkPosition>,
+    /// Whether those lengths are durable (a helper thread syncs the files).
+    synced: bool,
     files: Vec<Option<FileEntry>>,
+}
+
+impl InFlight {
+    fn ready(&self) -> bool {
+        self.synced && self.files.iter().all(Option::is_some)
+    }
 }
 
 /// Where the writer stands and how to make a checkpoint's outputs durable.
@@ -169,15 +178,29 @@ impl Sink<'_> {
         self.outputs.dead_letters.flush().map_err(Self::dead_err)
     }
 
-    /// Flushes and syncs both outputs; their lengths are then durable.
-    fn make_durable(&mut self) -> Result<SinkPosition> {
+    /// Flushes both outputs and has a helper thread sync them, so that the writer goes on
+    /// writing meanwhile (a sync covers everything written before it starts). Returns their
+    /// lengths now; `(id, result)` is sent to `done` once those lengths are durable.
+    fn make_durable(&mut self, id: u64, done: &Sender<(u64, Result<()>)>) -> Result<SinkPosition> {
         self.flush()?;
-        if let Some(f) = &self.outputs.events_file {
-            f.sync_data().map_err(Self::out_err)?;
-        }
-        if let Some(f) = &self.outputs.dead_letters_file {
-            f.sync_data().map_err(Self::dead_err)?;
-        }
+        let clone = |f: &Option<std::fs::File>, err: fn(std::io::Error) -> Error| {
+            f.as_ref().map(|f| f.try_clone().map_err(err)).transpose()
+        };
+        let events = clone(&self.outputs.events_file, Self::out_err)?;
+        let dead = clone(&self.outputs.dead_letters_file, Self::dead_err)?;
+        let done = done.clone();
+        std::thread::Builder::new()
+            .name("sluice-sync".into())
+            .spawn(move || {
+                let sync = |f: Option<std::fs::File>, err: fn(std::io::Error) -> Error| {
+                    f.map_or(Ok(()), |f| f.sync_data().map_err(err))
+                };
+                let result = sync(events, Self::out_err).and(sync(dead, Self::dead_err));
+                let _ = done.send((id, result));
+            })
+            .map_err(|e| {
+                Error::Checkpoint(format!("cannot start a thread to sync outputs: {e}"))
+            })?;
         Ok(self.position)
     }
 }
@@ -200,17 +223,42 @@ pub(crate) fn write_all(
         checkpoints,
     };
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-    for msg in rx.iter() {
+    let (synced_tx, synced_rx) = crossbeam_channel::unbounded::<(u64, Result<()>)>();
+    let mut input_open = true;
+    loop {
+        let msg = if input_open {
+            crossbeam_channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok(msg) => Some(msg),
+                    Err(_) => {
+                        input_open = false;
+                        None
+                    }
+                },
+                recv(synced_rx) -> s => {
+                    mark_synced(&mut in_flight, s.ok())?;
+                    None
+                }
+            }
+        } else if in_flight.iter().any(|c| c.sink.is_some() && !c.synced) {
+            // The input is done: wait for the syncs still running, then finish.
+            mark_synced(&mut in_flight, synced_rx.recv().ok())?;
+            None
+        } else {
+            break;
+        };
         match msg {
-            WriterMsg::Batch(f) => {
+            None => {}
+            Some(WriterMsg::Batch(f)) => {
                 waiting.insert(f.seq, f);
             }
-            WriterMsg::Barrier(barrier) => in_flight.push_back(InFlight {
+            Some(WriterMsg::Barrier(barrier)) => in_flight.push_back(InFlight {
                 files: vec![None; sink.checkpoints.map_or(0, |c| c.shards)],
                 barrier,
                 sink: None,
+                synced: false,
             }),
-            WriterMsg::ShardFile { id, shard, file } => {
+            Some(WriterMsg::ShardFile { id, shard, file }) => {
                 let file = file?;
                 if let Some(c) = in_flight.iter_mut().find(|c| c.barrier.id == id) {
                     c.files[shard] = Some(file);
@@ -221,7 +269,7 @@ pub(crate) fn write_all(
             // The outputs of a checkpoint are everything before its first batch.
             for c in in_flight.iter_mut().filter(|c| c.sink.is_none()) {
                 if c.barrier.before_seq == next {
-                    c.sink = Some(sink.make_durable()?);
+                    c.sink = Some(sink.make_durable(c.barrier.id, &synced_tx)?);
                 }
             }
             let Some(f) = waiting.remove(&next) else {
@@ -248,10 +296,7 @@ pub(crate) fn write_all(
             let _ = tokens.send(());
             next += 1;
         }
-        while in_flight
-            .front()
-            .is_some_and(|c| c.sink.is_some() && c.files.iter().all(Option::is_some))
-        {
+        while in_flight.front().is_some_and(InFlight::ready) {
             let Some(c) = in_flight.pop_front() else {
                 break;
             };
@@ -264,6 +309,18 @@ pub(crate) fn write_all(
         }
     }
     sink.flush()
+}
+
+/// Records that the outputs of checkpoint `id` are durable (or fails with the sync's error).
+fn mark_synced(in_flight: &mut VecDeque<InFlight>, done: Option<(u64, Result<()>)>) -> Result<()> {
+    let Some((id, result)) = done else {
+        return Ok(());
+    };
+    result?;
+    if let Some(c) = in_flight.iter_mut().find(|c| c.barrier.id == id) {
+        c.synced = true;
+    }
+    Ok(())
 }
 
 /// Writes the manifest of a checkpoint whose outputs and shard files are durable.

@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use bincode::Options;
+use sluice_core::wire::{Reader, Wire, Writer};
 use sluice_core::KeyState;
 
 use crate::error::{Error, Result};
@@ -39,7 +39,7 @@ pub struct SpilledKey {
     pub spec: usize,
     /// The encoded key.
     pub key: Vec<u8>,
-    /// Its registers, bincode-encoded (as in a checkpoint).
+    /// Its registers in their binary form (`sluice_core::wire`), as in a checkpoint.
     pub state: Vec<u8>,
 }
 
@@ -127,9 +127,8 @@ impl Spill {
         if spec > usize::from(u8::MAX) {
             return Err(store_error("more than 256 key specs"));
         }
-        let value = crate::checkpoint::codec()
-            .serialize(state)
-            .map_err(store_error)?;
+        let mut value = Vec::new();
+        state.put(&mut Writer::new(&mut value, 0));
         self.store
             .insert(store_key(group, spec, key), value)
             .map_err(store_error)?;
@@ -147,9 +146,7 @@ impl Spill {
         let Some(value) = self.store.get(&k).map_err(store_error)? else {
             return Ok(None);
         };
-        let state = crate::checkpoint::codec()
-            .deserialize(&value)
-            .map_err(store_error)?;
+        let state = KeyState::get(&mut Reader::new(&value, 0)).map_err(store_error)?;
         self.store.remove(k).map_err(store_error)?;
         self.spilled -= 1;
         self.loads += 1;

@@ -66,6 +66,14 @@ pub fn run(opts: &BenchOptions, keys: u64) -> Result<()> {
         .filter_map(|r| r.checkpoints)
         .max()
         .unwrap_or(0);
+    // This VM's speed drifts between runs: each checkpointed run is also compared with the
+    // plain run just before it, and the median of those changes is printed too.
+    let mut pairs: Vec<f64> = without
+        .iter()
+        .zip(&checkpointed)
+        .map(|(a, b)| (b.events_per_sec / a.events_per_sec - 1.0) * 100.0)
+        .collect();
+    pairs.sort_by(f64::total_cmp);
     let (m0, m1) = (median(&mut without), median(&mut checkpointed));
     println!(
         "{} events, {} users, {} days, {workers} workers, {} interleaved runs each",
@@ -78,6 +86,12 @@ pub fn run(opts: &BenchOptions, keys: u64) -> Result<()> {
         "| every 1 s | {m1:.0} ({:+.1}%) | {count} | {stall:.0} ms | {:.0} MB |",
         (m1 / m0 - 1.0) * 100.0,
         last_size as f64 / 1e6
+    );
+    let shown: Vec<String> = pairs.iter().map(|p| format!("{p:+.1}%")).collect();
+    println!(
+        "Change of each checkpointed run against the plain run before it, sorted: {}; median {:+.1}%",
+        shown.join(", "),
+        pairs[pairs.len() / 2]
     );
 
     in_process(keys, &opts.dir)
