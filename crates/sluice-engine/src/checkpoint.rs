@@ -633,6 +633,95 @@ mod tests {
         commit(root, &m, 2).expect("commit");
     }
 
+    /// Two keys of a pipeline with every kind of register, a few events each.
+    fn states() -> Vec<(Vec<u8>, KeyState)> {
+        use sluice_core::{DistinctScratch, FeatureSpec, FeatureValue, FieldObs, Plan};
+        let f = |name: &str, agg: &str, of: Option<&str>, window_ms| FeatureSpec {
+            name: name.into(),
+            agg: agg.parse().expect("agg"),
+            of: of.map(Into::into),
+            by: vec!["user_id".into()],
+            window_ms,
+            granularity_ms: 1,
+        };
+        let plan = Plan::new(
+            vec![
+                f("s", "sum", Some("amount"), 3_600_000),
+                f("m", "max", Some("amount"), 60_000),
+                f("d", "distinct_count", Some("device"), 3_600_000),
+            ],
+            300_000,
+        )
+        .expect("plan");
+        let spec = &plan.keys[0];
+        let (amount, device) = (
+            plan.fields
+                .iter()
+                .position(|f| f == "amount")
+                .expect("amount"),
+            plan.fields
+                .iter()
+                .position(|f| f == "device")
+                .expect("device"),
+        );
+        let mut scratch = DistinctScratch::default();
+        let mut out = vec![FeatureValue::Null; spec.features.len()];
+        (0..2u8)
+            .map(|k| {
+                let mut state = KeyState::new(spec);
+                for i in 0..12i64 {
+                    let mut fields = vec![FieldObs::default(); plan.fields.len()];
+                    fields[amount] = FieldObs {
+                        present: true,
+                        num: 0.1 * i as f64 + f64::from(k),
+                        bytes: b"",
+                    };
+                    let name = [b'd', b'0' + (i % 5) as u8];
+                    fields[device] = FieldObs {
+                        present: true,
+                        num: 0.0,
+                        bytes: &name,
+                    };
+                    let ts = 1_767_225_600_000 + i * 7_000 - (i % 3) * 1_000;
+                    state.observe(spec, ts, &fields, ts - 300_000, &mut scratch, &mut out);
+                }
+                (vec![b's', b'u', b'0' + k], state)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shard_files_round_trip_and_any_damage_is_an_error() {
+        let states = states();
+        let refs = vec![GroupSnapshotRef {
+            group: 7,
+            tables: vec![states.iter().map(|(k, s)| (k.as_slice(), s)).collect()],
+        }];
+        let bytes = encode_shard(&refs).expect("encode");
+        let path = Path::new("shard-0.bin");
+        let decoded = decode_shard(&bytes, path).expect("decode");
+        let again: Vec<GroupSnapshotRef<'_>> = decoded
+            .iter()
+            .map(|g| GroupSnapshotRef {
+                group: g.group,
+                tables: g
+                    .tables
+                    .iter()
+                    .map(|t| t.iter().map(|(k, s)| (k.as_slice(), s)).collect())
+                    .collect(),
+            })
+            .collect();
+        assert_eq!(encode_shard(&again).expect("encode"), bytes);
+
+        // Every truncation, and a byte too many, fails cleanly.
+        for len in 12..bytes.len() {
+            assert!(decode_shard(&bytes[..len], path).is_err(), "cut at {len}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_shard(&longer, path).is_err());
+    }
+
     #[test]
     fn the_newest_complete_checkpoint_wins_and_damage_is_reported() {
         let dir = tempfile::tempdir().expect("tmp");
