@@ -268,6 +268,24 @@ impl DistinctSeries {
         self.evict(bucket_start(floor, g).saturating_sub(spec.max_window_ms()));
     }
 
+    /// Writes the distinct counts its windows would have for an event at `at` without adding
+    /// one: the values of entries with times in `[bucket(at) - width, bucket(at)]`. Read-only.
+    pub fn peek(&self, spec: &SeriesSpec, at: i64, out: &mut [FeatureValue]) {
+        let t = bucket_start(at, spec.granularity_ms);
+        let end = self.entries.partition_point(|e| e.ts <= t);
+        let mut ids: Vec<u32> = Vec::new();
+        for w in &spec.windows {
+            let start = self
+                .entries
+                .partition_point(|e| e.ts < t.saturating_sub(w.width_ms));
+            ids.clear();
+            ids.extend(self.entries.range(start..end.max(start)).map(|e| e.id));
+            ids.sort_unstable();
+            ids.dedup();
+            write(w.outputs.as_slice(), ids.len() as u64, out);
+        }
+    }
+
     /// Index of the entry for `(t, id)` among entries `..end` that share time `t`, if any.
     fn find_entry(&self, end: usize, t: i64, id: u32) -> Option<usize> {
         (0..end)

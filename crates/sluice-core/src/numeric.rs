@@ -219,6 +219,38 @@ impl NumericSeries {
         }
     }
 
+    /// Writes the values its windows would have for an event at `at` without adding one: the
+    /// buckets with times in `[bucket(at) - width, bucket(at)]`. An empty window gives a count
+    /// and a sum of 0 and a null average, minimum and maximum. Read-only; a scan of the buckets.
+    pub fn peek(&self, spec: &SeriesSpec, at: i64, out: &mut [FeatureValue]) {
+        let t = bucket_start(at, spec.granularity_ms);
+        let end = self.buckets.partition_point(|b| b.ts <= t);
+        for w in &spec.windows {
+            let start = self
+                .buckets
+                .partition_point(|b| b.ts < t.saturating_sub(w.width_ms));
+            let (mut count, mut sum) = (0u64, ExactSum::default());
+            let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+            for b in self.buckets.range(start..end.max(start)) {
+                count += u64::from(b.count);
+                sum.add_sum(&b.sum);
+                min = min.min(b.min);
+                max = max.max(b.max);
+            }
+            for &(agg, slot) in &w.outputs {
+                out[slot] = match (agg, count) {
+                    (Agg::Count, _) => FeatureValue::Int(count),
+                    (Agg::Sum, _) => FeatureValue::Num(sum.value()),
+                    (Agg::Avg | Agg::Min | Agg::Max, 0) => FeatureValue::Null,
+                    (Agg::Avg, _) => FeatureValue::Num(sum.value() / count as f64),
+                    (Agg::Min, _) => FeatureValue::Exact(min),
+                    (Agg::Max, _) => FeatureValue::Exact(max),
+                    (Agg::DistinctCount | Agg::Last, _) => continue,
+                };
+            }
+        }
+    }
+
     /// Drops buckets older than `horizon`, first from every running window.
     fn evict(&mut self, horizon: i64) {
         if self.buckets.front().is_none_or(|b| b.ts >= horizon) {

@@ -99,6 +99,28 @@ impl KeyState {
         }
     }
 
+    /// Writes the value each of the key spec's features would have for an event at `at`,
+    /// without adding one (a feature query): windows end at `at`, inclusive. `last` (which is
+    /// an event's own value) is null, as is every value of an empty window but counts and sums.
+    pub fn peek(&self, spec: &KeySpec, at: i64, out: &mut [FeatureValue]) {
+        out.fill(FeatureValue::Null);
+        let (mut numeric, mut distinct) = (self.numeric.iter(), self.distinct.iter());
+        for s in &spec.series {
+            match s.kind {
+                SeriesKind::Numeric => {
+                    if let Some(series) = numeric.next() {
+                        series.peek(s, at, out);
+                    }
+                }
+                SeriesKind::Distinct => {
+                    if let Some(series) = distinct.next() {
+                        series.peek(s, at, out);
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether no window of an event at or after `floor` can include anything held here: the
     /// key can be dropped without changing any result.
     pub fn is_expired(&self, spec: &KeySpec, floor: i64) -> bool {

@@ -150,6 +150,26 @@ impl Harness {
         Some(values)
     }
 
+    /// A feature query at `at` for the keys of `e`, without adding `e` (indexed like
+    /// `plan.features`; null where `e` lacks a key field).
+    fn peek(&self, e: &Event, at: i64) -> Vec<FeatureValue> {
+        let mut values = vec![FeatureValue::Null; self.plan.features.len()];
+        for (spec, states) in self.plan.keys.iter().zip(&self.states) {
+            let Some(key) = e.key(&spec.by) else {
+                continue;
+            };
+            let mut out = vec![FeatureValue::Null; spec.features.len()];
+            match states.get(&key) {
+                Some(state) => state.peek(spec, at, &mut out),
+                None => KeyState::new(spec).peek(spec, at, &mut out),
+            }
+            for (slot, &feature) in spec.features.iter().enumerate() {
+                values[feature] = out[slot];
+            }
+        }
+        values
+    }
+
     fn drop_expired(&mut self, floor: i64) {
         for (spec, states) in self.plan.keys.iter().zip(self.states.iter_mut()) {
             states.retain(|_, s| !s.is_expired(spec, floor));
@@ -225,66 +245,95 @@ impl Oracle {
                 expected.push(Expected::Own);
                 continue;
             }
-            let g = f.granularity_ms;
-            let hi = bucket(e.ts, g);
-            let lo = hi - f.window_ms;
-            let mut count = 0u64;
-            let mut cents = 0i64;
-            let mut negative = false;
-            let mut min = i64::MAX;
-            let mut max = i64::MIN;
-            let mut distinct: HashSet<Vec<u8>> = HashSet::new();
-            for &j in list.iter() {
-                let x = &self.events[j];
-                let b = bucket(x.ts, g);
-                if b < lo || b > hi {
-                    continue;
-                }
-                let value = match of {
-                    None => None,
-                    Some(of) => match x.bytes(of) {
-                        None => continue,
-                        Some(v) => Some(v),
-                    },
-                };
-                count += 1;
-                if let Some(c) = x.cents.filter(|_| of == Some("amount")) {
-                    cents += c;
-                    negative |= c < 0;
-                    min = min.min(c);
-                    max = max.max(c);
-                }
-                if let Some(v) = value {
-                    distinct.insert(v);
-                }
-            }
-            // Relative 1e-9 of the exact result; when signs mix (refunds), of the result or one
-            // unit, whichever is larger: the inputs themselves are binary approximations of
-            // decimals, so an exactly-zero decimal sum (0.10 + 0.20 - 0.30) is only near zero.
-            let scale = if negative {
-                (cents.abs() as f64 / 100.0).max(1.0)
-            } else {
-                cents.abs() as f64 / 100.0
-            };
-            expected.push(match f.agg {
-                Agg::Count => Expected::Int(count),
-                Agg::DistinctCount => Expected::Int(distinct.len() as u64),
-                Agg::Sum => Expected::Num {
-                    cents,
-                    divisor: 1,
-                    scale,
-                },
-                Agg::Avg => Expected::Num {
-                    cents,
-                    divisor: count,
-                    scale: scale / count as f64,
-                },
-                Agg::Min => Expected::Exact(min as f64 / 100.0),
-                Agg::Max => Expected::Exact(max as f64 / 100.0),
-                Agg::Last => Expected::Own,
-            });
+            expected.push(aggregate(
+                &self.events,
+                f,
+                list,
+                bucket(e.ts, f.granularity_ms),
+                false,
+            ));
         }
         expected
+    }
+
+    /// What a feature query at `at` should give for feature `fi` and the key of `e`: the same
+    /// windows, ending at `bucket(at)`, without adding an event.
+    fn query(&self, fi: usize, e: &Event, at: i64) -> Expected {
+        let f = &self.features[fi];
+        let Some(key) = e.key(&f.by) else {
+            return Expected::Null;
+        };
+        if f.agg == Agg::Last {
+            return Expected::Null;
+        }
+        let empty = Vec::new();
+        let list = self.by_key[fi].get(&key).unwrap_or(&empty);
+        aggregate(&self.events, f, list, bucket(at, f.granularity_ms), true)
+    }
+}
+
+/// The aggregate of feature `f` over the events `list` (of one key) in buckets `[hi - W, hi]`.
+/// For a query (`query`), an empty window's average, minimum and maximum are null (an event's
+/// window always holds the event itself).
+fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64, query: bool) -> Expected {
+    let of = f.of.as_deref();
+    let g = f.granularity_ms;
+    let lo = hi - f.window_ms;
+    let mut count = 0u64;
+    let mut cents = 0i64;
+    let mut negative = false;
+    let mut min = i64::MAX;
+    let mut max = i64::MIN;
+    let mut distinct: HashSet<Vec<u8>> = HashSet::new();
+    for &j in list {
+        let x = &events[j];
+        let b = bucket(x.ts, g);
+        if b < lo || b > hi {
+            continue;
+        }
+        let value = match of {
+            None => None,
+            Some(of) => match x.bytes(of) {
+                None => continue,
+                Some(v) => Some(v),
+            },
+        };
+        count += 1;
+        if let Some(c) = x.cents.filter(|_| of == Some("amount")) {
+            cents += c;
+            negative |= c < 0;
+            min = min.min(c);
+            max = max.max(c);
+        }
+        if let Some(v) = value {
+            distinct.insert(v);
+        }
+    }
+    // Relative 1e-9 of the exact result; when signs mix (refunds), of the result or one
+    // unit, whichever is larger: the inputs themselves are binary approximations of
+    // decimals, so an exactly-zero decimal sum (0.10 + 0.20 - 0.30) is only near zero.
+    let scale = if negative {
+        (cents.abs() as f64 / 100.0).max(1.0)
+    } else {
+        cents.abs() as f64 / 100.0
+    };
+    match f.agg {
+        Agg::Avg | Agg::Min | Agg::Max if query && count == 0 => Expected::Null,
+        Agg::Count => Expected::Int(count),
+        Agg::DistinctCount => Expected::Int(distinct.len() as u64),
+        Agg::Sum => Expected::Num {
+            cents,
+            divisor: 1,
+            scale,
+        },
+        Agg::Avg => Expected::Num {
+            cents,
+            divisor: count,
+            scale: scale / count as f64,
+        },
+        Agg::Min => Expected::Exact(min as f64 / 100.0),
+        Agg::Max => Expected::Exact(max as f64 / 100.0),
+        Agg::Last => Expected::Own,
     }
 }
 
@@ -551,6 +600,23 @@ fn check_with(case: &Case, roundtrip_every: usize) -> Result<(), TestCaseError> 
                 event,
                 specs[i],
             );
+        }
+        // Feature queries for this event's keys, at the oldest time still exact (the floor),
+        // at the event's own time, and a window width past the newest time.
+        let floor = harness.floor().unwrap_or(ts);
+        let ahead =
+            harness.wm.unwrap_or(ts) + case.windows[n % case.windows.len()] * case.granularity;
+        for at in [floor, ts, ahead] {
+            let got = harness.peek(&event, at);
+            for (i, got) in got.iter().enumerate() {
+                let want = oracle.query(i, &event, at);
+                prop_assert!(
+                    matches(&want, got),
+                    "op {n}, query at {at} for {:?}: feature {:?}\n expected {want:?}\n got {got:?}",
+                    event,
+                    specs[i],
+                );
+            }
         }
     }
     Ok(())
