@@ -8,7 +8,8 @@
 
 use hashbrown::HashTable;
 use sluice_core::{
-    group_of, key_hash, DistinctScratch, FeatureValue, FieldObs, KeyState, Plan, KEY_GROUPS,
+    group_of, key_hash, DistinctScratch, FeatureValue, FieldObs, KeySpec, KeyState, Plan,
+    KEY_GROUPS,
 };
 use smallvec::SmallVec;
 
@@ -49,6 +50,20 @@ pub trait StateBackend: Send {
     /// Number of keys held.
     fn live_keys(&self) -> usize;
 
+    /// A feature query: writes into `out` the values of key spec `key_spec`'s features for
+    /// `key` at `at` (default: the key's newest event time), without adding an event. Returns
+    /// the time used; `None` when neither `at` was given nor the key holds anything (the
+    /// values are then those of an empty window).
+    fn peek(
+        &mut self,
+        plan: &Plan,
+        key_spec: usize,
+        hash: u64,
+        key: &[u8],
+        at: Option<i64>,
+        out: &mut [FeatureValue],
+    ) -> Result<Option<i64>>;
+
     /// Round trips and commands sent to a remote store, if any.
     fn traffic(&self) -> Option<Traffic> {
         None
@@ -81,6 +96,21 @@ impl StateBackend for Backend {
         match self {
             Backend::Memory(m) => m.live_keys(),
             Backend::Redis(r) => r.live_keys(),
+        }
+    }
+
+    fn peek(
+        &mut self,
+        plan: &Plan,
+        key_spec: usize,
+        hash: u64,
+        key: &[u8],
+        at: Option<i64>,
+        out: &mut [FeatureValue],
+    ) -> Result<Option<i64>> {
+        match self {
+            Backend::Memory(m) => m.peek(plan, key_spec, hash, key, at, out),
+            Backend::Redis(r) => r.peek(plan, key_spec, hash, key, at, out),
         }
     }
 
@@ -338,6 +368,46 @@ impl StateBackend for MemoryBackend {
     fn live_keys(&self) -> usize {
         self.live
     }
+
+    fn peek(
+        &mut self,
+        plan: &Plan,
+        key_spec: usize,
+        hash: u64,
+        key: &[u8],
+        at: Option<i64>,
+        out: &mut [FeatureValue],
+    ) -> Result<Option<i64>> {
+        let group = group_of(hash);
+        let cached = self.groups[group as usize].as_ref().and_then(|g| {
+            g.tables[key_spec]
+                .find(hash, |e| e.hash == hash && e.key.as_slice() == key)
+                .map(|e| &*e.state)
+        });
+        if let Some(state) = cached {
+            return Ok(peek_state(&plan.keys[key_spec], Some(state), at, out));
+        }
+        let on_disk = match self.spill.as_ref() {
+            Some(spill) => spill.peek(group, key_spec, key)?,
+            None => None,
+        };
+        Ok(peek_state(&plan.keys[key_spec], on_disk.as_ref(), at, out))
+    }
+}
+
+/// [`StateBackend::peek`] on a key's registers, if any.
+pub(crate) fn peek_state(
+    spec: &KeySpec,
+    state: Option<&KeyState>,
+    at: Option<i64>,
+    out: &mut [FeatureValue],
+) -> Option<i64> {
+    let at = at.or_else(|| state.and_then(KeyState::newest));
+    match state {
+        Some(state) => state.peek(spec, at.unwrap_or(i64::MIN), out),
+        None => KeyState::new(spec).peek(spec, at.unwrap_or(i64::MIN), out),
+    }
+    at
 }
 
 impl MemoryBackend {

@@ -10,6 +10,7 @@
 //!   writes them in order.
 //! - [`mod@run`]: the threads and channels that connect them; [`pool`] recycles their buffers.
 //! - [`checkpoint`]: snapshots of local state with the input and output positions.
+//! - [`serve`]: the same steps driven one request batch at a time, for `sluice serve`.
 
 pub mod backend;
 pub mod batch;
@@ -25,6 +26,7 @@ pub mod redis;
 pub mod router;
 pub mod run;
 mod scan;
+pub mod serve;
 pub mod shard;
 pub mod source;
 pub mod spill;

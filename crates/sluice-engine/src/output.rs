@@ -27,20 +27,32 @@ pub(crate) struct FormatJob {
 /// A formatted batch, ready to write.
 pub(crate) struct Formatted {
     seq: u64,
-    events: Vec<u8>,
-    dead: Vec<u8>,
+    pub(crate) events: Vec<u8>,
+    pub(crate) dead: Vec<u8>,
     n_events: u64,
     n_dead: u64,
     n_late: u64,
 }
 
-/// Formats one batch: enriched events and dead letters, each in input order.
+/// Where one record of a formatted batch went: the byte range of its line (newline included)
+/// in the enriched events or in the dead letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Enriched.
+    Event(std::ops::Range<usize>),
+    /// Rejected; the line says why.
+    Dead(std::ops::Range<usize>),
+}
+
+/// Formats one batch: enriched events and dead letters, each in input order. `each` learns
+/// where every record went, in input order.
 pub(crate) fn format_batch(
     plan: &Plan,
     layout: &OutputLayout,
     source: &str,
     pool: &BufferPool,
     job: FormatJob,
+    mut each: impl FnMut(Written),
 ) -> Formatted {
     let routed = &job.batch;
     let batch = &routed.parsed;
@@ -65,7 +77,9 @@ pub(crate) fn format_batch(
     let (mut n_events, mut n_dead, mut n_late) = (0, 0, 0);
     for (i, e) in batch.events.iter().enumerate() {
         if let Some(rejection) = &e.rejection {
+            let start = dead.len();
             write_dead_letter(&mut dead, source, e.line, batch.bytes(e.raw), rejection);
+            each(Written::Dead(start..dead.len()));
             n_dead += 1;
             n_late += u64::from(rejection.reason == "late");
             continue;
@@ -84,15 +98,19 @@ pub(crate) fn format_batch(
                           another writer further ahead in event time already dropped them"
                     .into(),
             };
+            let start = dead.len();
             write_dead_letter(&mut dead, source, e.line, batch.bytes(e.raw), &rejection);
+            each(Written::Dead(start..dead.len()));
             n_dead += 1;
             n_late += 1;
             continue;
         }
+        let start = events.len();
         layout.write_event(&mut events, batch, i, n_fields, |k, slot| {
             let (shard, offset) = at[i * n_keys + k];
             (shard != u32::MAX).then(|| job.results[shard as usize][offset as usize + slot])
         });
+        each(Written::Event(start..events.len()));
         n_events += 1;
     }
     let seq = batch.seq;

@@ -415,6 +415,7 @@ pub fn run_resumed(
                                         &source_name,
                                         &pool,
                                         job,
+                                        |_| {},
                                     )))
                                     .is_ok(),
                                 WorkerJob::Parse(seq, raw) => router_tx

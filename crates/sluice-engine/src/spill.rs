@@ -153,6 +153,23 @@ impl Spill {
         Ok(Some(state))
     }
 
+    /// A copy of a key's registers, if they are in the store (left there).
+    pub fn peek(&self, group: u32, spec: usize, key: &[u8]) -> Result<Option<KeyState>> {
+        if self.spilled == 0 {
+            return Ok(None);
+        }
+        let Some(value) = self
+            .store
+            .get(store_key(group, spec, key))
+            .map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        KeyState::get(&mut Reader::new(&value, 0))
+            .map(Some)
+            .map_err(store_error)
+    }
+
     /// Whether any key of `group` is in the store.
     pub fn has_group(&self, group: u32) -> Result<bool> {
         if self.spilled == 0 {

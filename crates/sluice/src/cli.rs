@@ -1,4 +1,4 @@
-//! The command line: `sluice run | check | gen`.
+//! The command line: `sluice run | serve | check | gen | bench`.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run a pipeline: enrich every input event with its features.
     Run(RunArgs),
+    /// Serve a pipeline over HTTP: POST /v1/events, GET /v1/features, /healthz, /metrics.
+    Serve(ServeArgs),
     /// Validate a pipeline file and print its plan.
     Check {
         /// The pipeline file (TOML).
@@ -119,6 +121,19 @@ struct RunArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The pipeline file (TOML).
+    pipeline: PathBuf,
+    /// Address to listen on (overrides `[serve] listen`; default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Dead-letter file, appended to (overrides the `dead_letters` section; default: none,
+    /// rejected records are answered with their reason and counted).
+    #[arg(long)]
+    dead_letters: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
 struct GenArgs {
     /// Number of transactions.
     #[arg(long, default_value_t = 1000)]
@@ -159,6 +174,11 @@ pub fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => run(args),
+        Command::Serve(args) => crate::serve::run(crate::serve::ServeOptions {
+            pipeline: args.pipeline,
+            listen: args.listen,
+            dead_letters: args.dead_letters,
+        }),
         Command::Check { pipeline } => check(&pipeline),
         Command::Gen(args) => generate(args),
         Command::Bench(args) => {

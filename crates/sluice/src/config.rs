@@ -106,6 +106,20 @@ struct EngineSection {
     batch_wait: Option<Spanned<String>>,
 }
 
+/// `[serve]`: settings of `sluice serve`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeSection {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    listen: Option<Spanned<String>>,
+    /// Bearer token required on every route but `/healthz`.
+    token: Option<Spanned<String>>,
+    /// Largest request body. Default `1MB`.
+    max_body: Option<Spanned<String>>,
+    /// Requests waiting for the engine before new ones get 503. Default 1024.
+    queue: Option<Spanned<i64>>,
+}
+
 /// One `[[feature]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,9 +150,26 @@ struct PipelineFile {
     state: Option<StateSection>,
     checkpoint: Option<CheckpointSection>,
     engine: Option<EngineSection>,
+    serve: Option<ServeSection>,
     #[serde(default)]
     feature: Vec<FeatureSection>,
 }
+
+/// Settings of `sluice serve`, per the pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// Bearer token required on every route but `/healthz`, if set.
+    pub token: Option<String>,
+    /// Largest request body in bytes.
+    pub max_body: usize,
+    /// Requests that may wait for the engine.
+    pub queue: usize,
+}
+
+/// Default `[serve] listen`: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// Where the records come from, per the pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +216,8 @@ pub struct Pipeline {
     pub batch_wait_ms: i64,
     /// Checkpoints, if configured.
     pub checkpoint: Option<CheckpointConfig>,
+    /// `sluice serve` settings.
+    pub serve: ServeConfig,
 }
 
 /// Default `[engine] batch_wait`: the latency a slow live input may add before its events are
@@ -434,6 +467,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         }
     };
 
+    let serve = serve_config(&src, file.serve.as_ref())?;
+
     if file.feature.is_empty() {
         return Err(src.error(
             None,
@@ -490,6 +525,55 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         state,
         batch_wait_ms,
         checkpoint,
+        serve,
+    })
+}
+
+/// `[serve]`, with defaults.
+fn serve_config(src: &Source<'_>, s: Option<&ServeSection>) -> Result<ServeConfig, ConfigError> {
+    let listen = match s.and_then(|s| s.listen.as_ref()) {
+        None => DEFAULT_LISTEN.parse().expect("the default address is valid"),
+        Some(l) => l.get_ref().parse().map_err(|_| {
+            src.error(
+                Some(l.span()),
+                format!(
+                    "invalid address `{}`; valid: an IP address and a port, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                    l.get_ref()
+                ),
+            )
+        })?,
+    };
+    let token = match s.and_then(|s| s.token.as_ref()) {
+        Some(t) if t.get_ref().trim().is_empty() => {
+            return Err(src.error(
+                Some(t.span()),
+                "an empty token; valid: a secret string, or leave `token` out",
+            ))
+        }
+        t => t.map(|t| t.get_ref().clone()),
+    };
+    let max_body = match s.and_then(|s| s.max_body.as_ref()) {
+        None => 1 << 20,
+        Some(m) => parse_size(m.get_ref()).ok_or_else(|| {
+            src.error(
+                Some(m.span()),
+                format!(
+                    "invalid size `{}`; valid: a number and a unit, e.g. 64KB, 1MB",
+                    m.get_ref()
+                ),
+            )
+        })?,
+    };
+    let queue = match s.and_then(|s| s.queue.as_ref()) {
+        None => 1024,
+        Some(q) if (1..=1_000_000).contains(q.get_ref()) => *q.get_ref() as usize,
+        Some(q) => return Err(src.error(Some(q.span()), "queue must be between 1 and 1000000")),
+    };
+    Ok(ServeConfig {
+        listen,
+        token,
+        max_body,
+        queue,
     })
 }
 

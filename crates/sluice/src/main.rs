@@ -9,6 +9,7 @@ mod config;
 mod gen;
 mod progress;
 mod resume;
+mod serve;
 
 fn main() -> std::process::ExitCode {
     alloc::keep_freed_memory();

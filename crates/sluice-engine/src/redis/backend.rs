@@ -472,6 +472,34 @@ impl RedisBackend {
 }
 
 impl StateBackend for RedisBackend {
+    /// A feature query (see [`StateBackend::peek`]): the key is read afresh, since other
+    /// writers may have appended to it since it was cached.
+    fn peek(
+        &mut self,
+        plan: &Plan,
+        key_spec: usize,
+        _hash: u64,
+        key: &[u8],
+        at: Option<i64>,
+        out: &mut [FeatureValue],
+    ) -> Result<Option<i64>> {
+        let ck = (key_spec, key.to_vec());
+        self.cache.remove(&ck);
+        let work = Work {
+            spec: key_spec,
+            key: key.to_vec(),
+            updates: Vec::new(),
+        };
+        self.load_missing(plan, std::slice::from_ref(&work))?;
+        let state = self.cache.get(&ck).map(|c| &c.state);
+        Ok(crate::backend::peek_state(
+            &plan.keys[key_spec],
+            state,
+            at,
+            out,
+        ))
+    }
+
     fn apply(
         &mut self,
         plan: &Plan,

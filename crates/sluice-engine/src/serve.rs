@@ -1,0 +1,220 @@
+//! The engine behind `sluice serve`: the same parse, lateness, state and formatting steps as a
+//! run, driven synchronously, one batch of records at a time, by whoever owns it (the server's
+//! engine thread). Records are added to state exactly as `sluice run` adds them, in the order
+//! they are given; features can also be read without adding anything.
+
+use std::sync::Arc;
+
+use sluice_core::{FeatureValue, KeyEncoder, Plan};
+
+use crate::backend::{Backend, MemoryBackend, StateBackend};
+use crate::batch::RawBatch;
+use crate::error::Result;
+use crate::format::OutputLayout;
+pub use crate::output::Written;
+use crate::output::{format_batch, FormatJob};
+use crate::parse::{Extractor, ParseScratch};
+use crate::pool::BufferPool;
+use crate::redis::RedisBackend;
+use crate::router::Router;
+use crate::run::StateConfig;
+use crate::spill::Spill;
+use crate::time::TimeFormat;
+
+/// The records of one batch after processing.
+#[derive(Debug, Default)]
+pub struct Processed {
+    /// Enriched events, one line each (as `sluice run` writes them).
+    pub events: Vec<u8>,
+    /// Dead letters, one line each.
+    pub dead: Vec<u8>,
+    /// Where each record went, in input order.
+    pub outcomes: Vec<Written>,
+}
+
+/// A key field's value in a feature query, typed as in events: `"42"` and `42` are different
+/// keys.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyValue {
+    /// A string.
+    Str(String),
+    /// A number.
+    Num(f64),
+    /// A boolean.
+    Bool(bool),
+}
+
+/// The answer to a feature query for one key spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyFeatures {
+    /// The key spec's `by` fields.
+    pub by: Vec<String>,
+    /// The time the windows end at (`None`: not given, and the key holds nothing).
+    pub at: Option<i64>,
+    /// `(feature name, value)`, in the pipeline's order.
+    pub features: Vec<(String, FeatureValue)>,
+}
+
+/// Why a feature query cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryError {
+    /// No key spec has all its `by` fields among the given ones.
+    NoKey {
+        /// The `by` lists that could be queried.
+        valid: Vec<Vec<String>>,
+    },
+    /// `at` is older than the state kept (newest event time minus lateness).
+    TooOld {
+        /// The oldest time that can be answered exactly.
+        oldest: i64,
+    },
+}
+
+/// The serving engine: one logical shard over the configured state backend.
+#[derive(Debug)]
+pub struct ServeEngine {
+    plan: Arc<Plan>,
+    extractor: Extractor,
+    scratch: ParseScratch,
+    router: Router,
+    backend: Backend,
+    layout: OutputLayout,
+    pool: BufferPool,
+    source: String,
+    seq: u64,
+    next_line: u64,
+}
+
+impl ServeEngine {
+    /// An engine for `plan` with its state in `state`; `source` names the records in dead
+    /// letters (for example `http`).
+    pub fn new(
+        plan: Plan,
+        time_field: &str,
+        time_format: TimeFormat,
+        state: &StateConfig,
+        source: &str,
+    ) -> Result<Self> {
+        let backend = match state {
+            StateConfig::Memory => Backend::Memory(MemoryBackend::default()),
+            StateConfig::Embedded(options) => {
+                Backend::Memory(MemoryBackend::default().with_spill(Spill::open(options, 0)?)?)
+            }
+            StateConfig::Redis(options) => {
+                Backend::Redis(Box::new(RedisBackend::connect(&plan, options, 0)?))
+            }
+        };
+        Ok(ServeEngine {
+            extractor: Extractor::new(&plan, time_field, time_format),
+            scratch: ParseScratch::default(),
+            router: Router::new(1, plan.lateness_ms),
+            layout: OutputLayout::new(&plan),
+            plan: Arc::new(plan),
+            backend,
+            pool: BufferPool::new(4),
+            source: source.to_owned(),
+            seq: 0,
+            next_line: 1,
+        })
+    }
+
+    /// The pipeline's plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Keys held in state (for a remote backend: in its local cache).
+    pub fn live_keys(&self) -> usize {
+        self.backend.live_keys()
+    }
+
+    /// Processes JSONL records (each line one record), in order: each is enriched and added
+    /// to state, or rejected with a dead letter, exactly as `sluice run` would. Records are
+    /// numbered on from the previous batches, for the dead letters' `line`.
+    pub fn process(&mut self, mut lines: Vec<u8>) -> Result<Processed> {
+        if lines.last().is_some_and(|&b| b != b'\n') {
+            lines.push(b'\n');
+        }
+        let raw = RawBatch::Lines {
+            data: lines,
+            first_line: self.next_line,
+            offset: 0,
+        };
+        let parsed = self.extractor.parse_batch(self.seq, raw, &mut self.scratch);
+        self.seq += 1;
+        self.next_line += parsed.events.len() as u64;
+        let routed = self.router.route(parsed, self.plan.keys.len());
+        let values = crate::shard::process(&self.plan, &mut self.backend, &routed, 0)?;
+        let job = FormatJob {
+            batch: Arc::new(routed),
+            results: vec![values],
+        };
+        let mut outcomes = Vec::new();
+        let formatted = format_batch(
+            &self.plan,
+            &self.layout,
+            &self.source,
+            &self.pool,
+            job,
+            |w| outcomes.push(w),
+        );
+        Ok(Processed {
+            events: formatted.events,
+            dead: formatted.dead,
+            outcomes,
+        })
+    }
+
+    /// A feature query: the values of every feature whose `by` fields are all in `given`, as
+    /// of `at` (default: each key's newest event time), without adding an event.
+    pub fn query(
+        &mut self,
+        given: &[(String, KeyValue)],
+        at: Option<i64>,
+    ) -> Result<std::result::Result<Vec<KeyFeatures>, QueryError>> {
+        if let (Some(at), Some(newest)) = (at, self.router.newest()) {
+            let oldest = newest.saturating_sub(self.plan.lateness_ms);
+            if at < oldest {
+                return Ok(Err(QueryError::TooOld { oldest }));
+            }
+        }
+        let plan = Arc::clone(&self.plan);
+        let mut answers = Vec::new();
+        let mut key = Vec::new();
+        for (k, spec) in plan.keys.iter().enumerate() {
+            key.clear();
+            let mut enc = KeyEncoder::new(&mut key);
+            let complete = spec.by.iter().all(|field| {
+                match given.iter().find(|(name, _)| name == field) {
+                    Some((_, KeyValue::Str(s))) => enc.str(s),
+                    Some((_, KeyValue::Num(n))) => enc.num(*n),
+                    Some((_, KeyValue::Bool(b))) => enc.bool(*b),
+                    None => return false,
+                }
+                true
+            });
+            if !complete {
+                continue;
+            }
+            let mut values = vec![FeatureValue::Null; spec.features.len()];
+            let hash = sluice_core::key_hash(&key);
+            let used = self.backend.peek(&plan, k, hash, &key, at, &mut values)?;
+            answers.push(KeyFeatures {
+                by: spec.by.clone(),
+                at: used,
+                features: spec
+                    .features
+                    .iter()
+                    .zip(values)
+                    .map(|(&f, v)| (plan.features[f].name.clone(), v))
+                    .collect(),
+            });
+        }
+        if answers.is_empty() {
+            return Ok(Err(QueryError::NoKey {
+                valid: plan.keys.iter().map(|k| k.by.clone()).collect(),
+            }));
+        }
+        Ok(Ok(answers))
+    }
+}
