@@ -83,6 +83,16 @@ fn unauthorized() -> Response {
     r
 }
 
+/// `response`, with `Connection: close` unless `keep` (when part of the request was not read).
+fn closing_unless(keep: bool, mut response: Response) -> Response {
+    if !keep {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// Sends a job and waits for its reply; a full queue is 503 at once.
 async fn ask(state: &AppState, job: Job, rx: oneshot::Receiver<Reply>) -> Response {
     match state.tx.try_send(job) {
@@ -122,17 +132,23 @@ async fn events(State(state): Shared, headers: HeaderMap, body: Body) -> Respons
 
 async fn events_response(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
     if !authorized(state, headers) {
-        return unauthorized();
+        // Read the body first, so that the connection stays usable for the next request.
+        let drained = axum::body::to_bytes(body, state.max_body).await.is_ok();
+        return closing_unless(drained, unauthorized());
     }
     let too_large = || {
-        json(Reply::error(
-            413,
-            "too_large",
-            &format!(
-                "the body is larger than {} bytes ([serve] max_body)",
-                state.max_body
-            ),
-        ))
+        // The rest of the body is not read: the connection cannot carry another request.
+        closing_unless(
+            false,
+            json(Reply::error(
+                413,
+                "too_large",
+                &format!(
+                    "the body is larger than {} bytes ([serve] max_body)",
+                    state.max_body
+                ),
+            )),
+        )
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -350,8 +366,14 @@ mod tests {
         let (lines, n, array) = split_records(b"{\"a\":\r\n1}\n").expect("one");
         assert_eq!((n, array), (1, false));
         assert_eq!(lines, b"{\"a\":  1}\n");
-        assert_eq!(split_records(b"  ").map(|_| ()).expect_err("empty").status, 400);
-        assert_eq!(split_records(b"[1,").map(|_| ()).expect_err("cut").status, 400);
+        assert_eq!(
+            split_records(b"  ").map(|_| ()).expect_err("empty").status,
+            400
+        );
+        assert_eq!(
+            split_records(b"[1,").map(|_| ()).expect_err("cut").status,
+            400
+        );
         // Not an object: one record, rejected by the engine with a reason like `run` does.
         assert_eq!(split_records(b"nonsense").expect("one").1, 1);
     }
