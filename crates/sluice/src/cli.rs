@@ -83,6 +83,22 @@ struct BenchArgs {
     /// With --checkpoints: keys of the in-process snapshot benchmark.
     #[arg(long, default_value_t = 1_000_000)]
     keys: u64,
+    /// Benchmark `sluice serve` instead: single-event requests at fixed rates (latency
+    /// percentiles), then batched requests (events/s).
+    #[arg(long)]
+    serve: bool,
+    /// With --serve: single-event request rates, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [5_000, 10_000, 20_000, 30_000])]
+    rates: Vec<u64>,
+    /// With --serve: seconds per rate.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// With --serve: connections the load is spread over.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// With --serve: events per request in the batched phase.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
     /// With --redis: events run through the naive layout (one key per hourly bucket, one
     /// command per round trip), which is far slower.
     #[arg(long, default_value_t = 2_000)]
@@ -193,7 +209,17 @@ pub fn main() -> ExitCode {
                 dir: args.dir,
                 json: args.json,
             };
-            if args.checkpoints {
+            if args.serve {
+                crate::bench_serve::run(
+                    &opts,
+                    &crate::bench_serve::ServeBench {
+                        rates: args.rates,
+                        seconds: args.seconds.max(1),
+                        connections: args.connections.max(1),
+                        batch: args.batch.max(1),
+                    },
+                )
+            } else if args.checkpoints {
                 crate::bench_checkpoint::run(&opts, args.keys)
             } else if args.redis.is_empty() {
                 crate::bench::run(&opts)

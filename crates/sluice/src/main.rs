@@ -4,6 +4,7 @@ mod alloc;
 mod bench;
 mod bench_checkpoint;
 mod bench_redis;
+mod bench_serve;
 mod cli;
 mod config;
 mod gen;

@@ -1,47 +1,17 @@
-//! The engine thread of `sluice serve`: the only owner of state. Requests reach it through a
-//! bounded queue; whatever has queued up while it worked is processed as one batch (group
-//! commit), in arrival order, and each request gets its own reply.
+//! The engine of `sluice serve`, the only owner of state, behind a mutex: a request handler
+//! takes it, processes its records or query, and lets go (a few microseconds for one event).
+//! Processing in the handler's own thread, rather than handing each request to an engine
+//! thread and back, saves two thread wake-ups per request, which on a busy machine cost more
+//! than the work itself. How many requests may wait for it is bounded (see `http.rs`).
 
 use std::io::Write;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 
 use sluice_core::FeatureValue;
 use sluice_engine::format::{escape_json_str, write_computed, write_exact};
 use sluice_engine::serve::{KeyFeatures, KeyValue, QueryError, ServeEngine, Written};
-use tokio::sync::{mpsc, oneshot};
 
 use super::metrics::Metrics;
-
-/// Most requests merged into one batch.
-const MAX_JOBS: usize = 256;
-
-/// Most bytes of records merged into one batch.
-const MAX_BYTES: usize = 4 << 20;
-
-/// A request for the engine.
-pub enum Job {
-    /// Records to enrich and add: one per line.
-    Events {
-        /// The records, each ending with `\n`.
-        lines: Vec<u8>,
-        /// How many.
-        records: usize,
-        /// Whether the request was a JSON array (the reply is then an array).
-        array: bool,
-        /// Where the reply goes.
-        reply: oneshot::Sender<Reply>,
-    },
-    /// A feature query.
-    Query {
-        /// The key fields given.
-        given: Vec<(String, KeyValue)>,
-        /// The time the windows end at, if given.
-        at: Option<i64>,
-        /// Where the reply goes.
-        reply: oneshot::Sender<Reply>,
-    },
-}
 
 /// An HTTP status and a JSON body.
 #[derive(Debug)]
@@ -65,102 +35,77 @@ impl Reply {
     }
 }
 
-/// Starts the engine thread. It stops once every sender of `rx` is gone and the queue is
-/// empty, after flushing the dead letters.
-pub fn spawn(
-    mut engine: ServeEngine,
-    mut rx: mpsc::Receiver<Job>,
-    metrics: Arc<Metrics>,
-    mut dead_letters: Option<Box<dyn Write + Send>>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("sluice-engine".into())
-        .spawn(move || {
-            let mut pending: Option<Job> = None;
-            loop {
-                let first = match pending.take() {
-                    Some(job) => job,
-                    None => match rx.blocking_recv() {
-                        Some(job) => job,
-                        None => break,
-                    },
-                };
-                match first {
-                    Job::Query { given, at, reply } => {
-                        let _ = reply.send(query(&mut engine, &given, at));
-                    }
-                    Job::Events {
-                        lines,
-                        records,
-                        array,
-                        reply,
-                    } => {
-                        // Group commit: take every event request already waiting.
-                        let mut batch = vec![(records, array, reply)];
-                        let mut all = lines;
-                        while batch.len() < MAX_JOBS && all.len() < MAX_BYTES {
-                            match rx.try_recv() {
-                                Ok(Job::Events {
-                                    lines,
-                                    records,
-                                    array,
-                                    reply,
-                                }) => {
-                                    all.extend_from_slice(&lines);
-                                    batch.push((records, array, reply));
-                                }
-                                Ok(query) => {
-                                    pending = Some(query);
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        process(&mut engine, all, batch, &metrics, &mut dead_letters);
-                    }
-                }
-                metrics.keys.store(engine.live_keys() as u64, Relaxed);
-            }
-            if let Some(d) = dead_letters.as_mut() {
-                if let Err(e) = d.flush() {
-                    tracing::error!("cannot write the dead letters: {e}");
-                }
-            }
-        })
+/// The engine and where its dead letters go.
+pub struct Core {
+    /// The engine.
+    pub engine: ServeEngine,
+    /// The dead-letter file, if any.
+    pub dead_letters: Option<Box<dyn Write + Send>>,
 }
 
-/// Processes one batch of event requests and answers each.
+impl Core {
+    /// Enriches and adds `records` records (one per line of `lines`) and answers: the enriched
+    /// event or its dead letter (400) for a single record, an array of them (200) for an
+    /// array request.
+    pub fn events(
+        &mut self,
+        lines: Vec<u8>,
+        records: usize,
+        array: bool,
+        metrics: &Metrics,
+    ) -> Reply {
+        let reply = process(
+            &mut self.engine,
+            lines,
+            records,
+            array,
+            metrics,
+            &mut self.dead_letters,
+        );
+        metrics.keys.store(self.engine.live_keys() as u64, Relaxed);
+        reply
+    }
+
+    /// Answers a feature query.
+    pub fn query(&mut self, given: &[(String, KeyValue)], at: Option<i64>) -> Reply {
+        query(&mut self.engine, given, at)
+    }
+
+    /// Flushes the dead letters.
+    pub fn flush(&mut self) {
+        if let Some(d) = self.dead_letters.as_mut() {
+            if let Err(e) = d.flush() {
+                tracing::error!("cannot write the dead letters: {e}");
+            }
+        }
+    }
+}
+
+/// Processes the records of one request and answers it.
 fn process(
     engine: &mut ServeEngine,
     lines: Vec<u8>,
-    batch: Vec<(usize, bool, oneshot::Sender<Reply>)>,
+    records: usize,
+    array: bool,
     metrics: &Metrics,
     dead_letters: &mut Option<Box<dyn Write + Send>>,
-) {
-    let expected: usize = batch.iter().map(|(n, _, _)| n).sum();
+) -> Reply {
     let processed = match engine.process(lines) {
-        Ok(p) if p.outcomes.len() == expected => p,
+        Ok(p) if p.outcomes.len() == records => p,
         Ok(p) => {
             let message = format!(
-                "{} records in, {} results out: a bug; please report it",
-                expected,
+                "{records} records in, {} results out: a bug; please report it",
                 p.outcomes.len()
             );
             tracing::error!("{message}");
-            for (_, _, reply) in batch {
-                let _ = reply.send(Reply::error(500, "internal", &message));
-            }
-            return;
+            return Reply::error(500, "internal", &message);
         }
         Err(e) => {
             // The state backend failed (a remote store down, a disk error): nothing of this
-            // batch is acknowledged, and the server goes on.
+            // request is acknowledged, and the server goes on.
             let message = format!("the state backend failed: {e}");
             tracing::error!("{message}");
-            for (_, _, reply) in batch {
-                let _ = reply.send(Reply::error(503, "unavailable", &message));
-            }
-            return;
+            return Reply::error(503, "unavailable", &message);
         }
     };
     metrics.batches.fetch_add(1, Relaxed);
@@ -171,47 +116,43 @@ fn process(
             }
         }
     }
-    let line = |w: &Written| -> (&[u8], bool) {
-        let (bytes, r, ok) = match w {
-            Written::Event(r) => (&processed.events, r, true),
-            Written::Dead(r) => (&processed.dead, r, false),
-        };
-        let text = &bytes[r.clone()];
-        (text.strip_suffix(b"\n").unwrap_or(text), ok)
-    };
     let (mut events, mut dead, mut late) = (0u64, 0u64, 0u64);
-    let mut outcomes = processed.outcomes.iter();
-    for (records, array, reply) in batch {
-        let mut body = Vec::new();
-        let mut status = 200;
-        if array {
-            body.push(b'[');
-        }
-        for i in 0..records {
-            let Some(w) = outcomes.next() else { break };
-            let (text, ok) = line(w);
-            if ok {
+    let mut body = Vec::with_capacity(processed.events.len() + processed.dead.len() + 2);
+    let mut status = 200;
+    if array {
+        body.push(b'[');
+    }
+    for (i, w) in processed.outcomes.iter().enumerate() {
+        let (bytes, r) = match w {
+            Written::Event(r) => {
                 events += 1;
-            } else {
+                (&processed.events, r)
+            }
+            Written::Dead(r) => {
                 dead += 1;
-                late += u64::from(text.starts_with(b"{\"reason\":\"late\""));
                 if !array {
                     status = 400;
                 }
+                (&processed.dead, r)
             }
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(text);
+        };
+        let text = &bytes[r.clone()];
+        let text = text.strip_suffix(b"\n").unwrap_or(text);
+        // Dead letters start with their reason (see `write_dead_letter`).
+        late +=
+            u64::from(matches!(w, Written::Dead(_)) && text.starts_with(b"{\"reason\":\"late\""));
+        if i > 0 {
+            body.push(b',');
         }
-        if array {
-            body.push(b']');
-        }
-        let _ = reply.send(Reply { status, body });
+        body.extend_from_slice(text);
+    }
+    if array {
+        body.push(b']');
     }
     metrics.events.fetch_add(events, Relaxed);
     metrics.dead_letters.fetch_add(dead, Relaxed);
     metrics.late.fetch_add(late, Relaxed);
+    Reply { status, body }
 }
 
 /// Answers a feature query.

@@ -12,15 +12,23 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::value::RawValue;
 use sluice_engine::serve::KeyValue;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, Semaphore};
 
-use super::engine::{Job, Reply};
+use super::engine::{Core, Reply};
 use super::metrics::{Metrics, Route};
 
 /// What every handler shares.
 pub struct AppState {
-    /// The engine's queue.
-    pub tx: mpsc::Sender<Job>,
+    /// The engine.
+    pub core: Arc<Mutex<Core>>,
+    /// One permit per request allowed in at once (`[serve] queue`): beyond, 503 at once, so
+    /// memory stays bounded by `queue × max_body` whatever the load.
+    pub permits: Semaphore,
+    /// The number of permits.
+    pub capacity: usize,
+    /// Whether state is remote (Redis): the engine then runs on a blocking thread, since it
+    /// waits for the network.
+    pub remote: bool,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Bearer token required on every route but `/healthz`.
@@ -93,31 +101,36 @@ fn closing_unless(keep: bool, mut response: Response) -> Response {
     response
 }
 
-/// Sends a job and waits for its reply; a full queue is 503 at once.
-async fn ask(state: &AppState, job: Job, rx: oneshot::Receiver<Reply>) -> Response {
-    match state.tx.try_send(job) {
-        Ok(()) => {}
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            let mut r = json(Reply::error(
-                503,
-                "overloaded",
-                "the engine's queue is full; retry shortly",
-            ));
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return r;
+/// 503 for a request beyond the `[serve] queue` limit.
+fn overloaded() -> Response {
+    let mut r = json(Reply::error(
+        503,
+        "overloaded",
+        "too many requests in progress ([serve] queue); retry shortly",
+    ));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Runs `work` on the engine: here for local state, on a blocking thread for remote state.
+async fn on_engine(
+    state: &Arc<AppState>,
+    work: impl FnOnce(&mut Core, &Metrics) -> Reply + Send + 'static,
+) -> Response {
+    if state.remote {
+        let state = Arc::clone(state);
+        let run = tokio::task::spawn_blocking(move || {
+            let mut core = state.core.blocking_lock();
+            work(&mut core, &state.metrics)
+        });
+        match run.await {
+            Ok(reply) => json(reply),
+            Err(_) => json(Reply::error(500, "internal", "the engine failed (a panic)")),
         }
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            return json(Reply::error(503, "shutting_down", "the server is stopping"));
-        }
-    }
-    match rx.await {
-        Ok(reply) => json(reply),
-        Err(_) => json(Reply::error(
-            500,
-            "internal",
-            "the engine stopped before answering",
-        )),
+    } else {
+        let mut core = state.core.lock().await;
+        json(work(&mut core, &state.metrics))
     }
 }
 
@@ -130,7 +143,10 @@ async fn events(State(state): Shared, headers: HeaderMap, body: Body) -> Respons
     response
 }
 
-async fn events_response(state: &AppState, headers: &HeaderMap, body: Body) -> Response {
+async fn events_response(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Response {
+    let Ok(_permit) = state.permits.try_acquire() else {
+        return closing_unless(false, overloaded());
+    };
     if !authorized(state, headers) {
         // Read the body first, so that the connection stays usable for the next request.
         let drained = axum::body::to_bytes(body, state.max_body).await.is_ok();
@@ -183,17 +199,9 @@ async fn events_response(state: &AppState, headers: &HeaderMap, body: Body) -> R
             body: b"[]".to_vec(),
         });
     }
-    let (reply, rx) = oneshot::channel();
-    ask(
-        state,
-        Job::Events {
-            lines,
-            records,
-            array,
-            reply,
-        },
-        rx,
-    )
+    on_engine(state, move |core, metrics| {
+        core.events(lines, records, array, metrics)
+    })
     .await
 }
 
@@ -251,10 +259,13 @@ async fn features(
 }
 
 async fn features_response(
-    state: &AppState,
+    state: &Arc<AppState>,
     headers: &HeaderMap,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let Ok(_permit) = state.permits.try_acquire() else {
+        return overloaded();
+    };
     if !authorized(state, headers) {
         return unauthorized();
     }
@@ -292,8 +303,7 @@ async fn features_response(
             }
         }
     }
-    let (reply, rx) = oneshot::channel();
-    ask(state, Job::Query { given, at, reply }, rx).await
+    on_engine(state, move |core, _| core.query(&given, at)).await
 }
 
 /// A query parameter as a key value: JSON when it reads as a number, a boolean or a quoted
@@ -321,7 +331,7 @@ async fn healthz(State(state): Shared) -> Response {
 async fn metrics(State(state): Shared, headers: HeaderMap) -> Response {
     let started = Instant::now();
     let response = if authorized(&state, &headers) {
-        let waiting = state.tx.max_capacity() - state.tx.capacity();
+        let waiting = state.capacity - state.permits.available_permits();
         state
             .metrics
             .queued

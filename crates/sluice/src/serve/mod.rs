@@ -6,9 +6,10 @@
 //!   event added.
 //! - `GET /healthz`, `GET /metrics` (Prometheus text).
 //!
-//! The HTTP side (tokio's threads) reads and splits bodies; one engine thread owns the state
-//! ([`engine`]). Between them sits a bounded queue: when it is full a request gets 503 at
-//! once, so memory stays bounded under overload. See `docs/serve.md`.
+//! Tokio's threads read and split bodies, then take the engine ([`engine`], behind a mutex)
+//! for the few microseconds a request needs. At most `[serve] queue` requests are in
+//! progress at once; beyond that a request gets 503 at once, so memory stays bounded under
+//! overload. See `docs/serve.md`.
 
 mod engine;
 mod http;
@@ -41,6 +42,9 @@ pub struct ServeOptions {
 
 /// Runs the server until SIGTERM or ctrl-c; requests in flight finish first.
 pub fn run(opts: ServeOptions) -> Result<()> {
+    if !crate::alloc::no_huge_pages() {
+        tracing::warn!("cannot turn transparent huge pages off: expect millisecond latency spikes");
+    }
     let pipeline = config::load(&opts.pipeline)?;
     let serve = &pipeline.serve;
     let listen = opts.listen.unwrap_or(serve.listen);
@@ -79,16 +83,26 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     metrics
         .queue_capacity
         .store(serve.queue as u64, std::sync::atomic::Ordering::Relaxed);
-    let (tx, rx) = tokio::sync::mpsc::channel(serve.queue);
-    let engine_thread = engine::spawn(engine, rx, Arc::clone(&metrics), dead_letters)
-        .context("cannot start the engine thread")?;
+    let core = Arc::new(tokio::sync::Mutex::new(engine::Core {
+        engine,
+        dead_letters,
+    }));
     let state = Arc::new(http::AppState {
-        tx,
+        core: Arc::clone(&core),
+        permits: tokio::sync::Semaphore::new(serve.queue),
+        capacity: serve.queue,
+        remote: matches!(pipeline.state, sluice_engine::StateConfig::Redis(_)),
         metrics: Arc::clone(&metrics),
         token,
         max_body: serve.max_body,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::env::var("SLUICE_HTTP_THREADS")
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        )
         .enable_all()
         .thread_name("sluice-http")
         .build()
@@ -102,16 +116,20 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             "sluice: serving {} on http://{addr} (POST /v1/events, GET /v1/features, /healthz, /metrics)",
             opts.pipeline.display()
         );
+        // No Nagle: a response written in two pieces must not wait for the client's delayed
+        // acknowledgement of the first.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        });
         axum::serve(listener, http::router(state))
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("the HTTP server failed")
     });
-    // The router (and with it the queue's sender) is gone: the engine finishes what is queued.
     drop(runtime);
-    if engine_thread.join().is_err() {
-        anyhow::bail!("the engine thread panicked");
-    }
+    core.blocking_lock().flush();
     served?;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
