@@ -394,3 +394,41 @@ fn sigterm_stops_the_server_cleanly() {
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("stopped; 20 events enriched"), "{log}");
 }
+
+/// The same API over Redis state (the engine then runs on a blocking thread): the results
+/// equal `sluice run` with memory state, and a second server sees what the first one added.
+#[test]
+fn redis_state_serves_the_same_results() {
+    let Some(urls) = common::redis_urls() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = generate(dir.path(), 400, 20, 0);
+    let (want, _) = run(&example_pipeline(), &input, dir.path());
+    let pipeline = dir.path().join("redis.toml");
+    let text = std::fs::read_to_string(example_pipeline()).expect("example");
+    let text = text.replace("path = \"transactions.jsonl\"", "path = \"unused.jsonl\"");
+    std::fs::write(
+        &pipeline,
+        text + &common::redis_state(&urls, &common::unique_namespace("serve"), ""),
+    )
+    .expect("pipeline");
+    let lines: Vec<String> = std::fs::read_to_string(&input)
+        .expect("input")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let half = lines.len() / 2;
+    let mut got = Vec::new();
+    for part in [&lines[..half], &lines[half..]] {
+        // A fresh server for each half: the second reads the keys the first wrote.
+        let server = Server::start(&pipeline, &[], &[]);
+        let mut http = server.connect();
+        for chunk in part.chunks(25) {
+            let r = http.post_events(format!("[{}]", chunk.join(",")).as_bytes());
+            assert_eq!(r.status, 200, "{}", r.text());
+            got.extend(items(&r.body));
+        }
+    }
+    assert_eq!(got, want);
+}
