@@ -1,6 +1,6 @@
 //! The engine behind `sluice serve`: the same parse, lateness, state and formatting steps as a
-//! run, driven synchronously, one batch of records at a time, by whoever owns it (the server's
-//! engine thread). Records are added to state exactly as `sluice run` adds them, in the order
+//! run, driven synchronously, one request's records at a time, by whoever holds it (the
+//! server keeps it behind a mutex). Records are added to state exactly as `sluice run` adds them, in the order
 //! they are given; features can also be read without adding anything.
 
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! Routes and handlers of `sluice serve`: authentication, body limits, splitting a body into
-//! records, and handing work to the engine thread.
+//! records, and running them on the engine.
 
 use std::sync::Arc;
 use std::time::Instant;

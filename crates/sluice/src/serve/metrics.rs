@@ -61,11 +61,11 @@ pub struct Metrics {
     pub late: AtomicU64,
     /// Keys in state, as of the engine's last batch.
     pub keys: AtomicU64,
-    /// Requests waiting for the engine.
+    /// Requests in progress (holding a permit), as of the last `/metrics` request.
     pub queued: AtomicU64,
-    /// Capacity of that queue.
+    /// Requests allowed in progress at once (`[serve] queue`).
     pub queue_capacity: AtomicU64,
-    /// Batches the engine processed.
+    /// Requests with records the engine processed.
     pub batches: AtomicU64,
     requests: [[AtomicU64; CODES.len() + 1]; ROUTES.len()],
     latency: [Histogram; ROUTES.len()],
@@ -103,7 +103,7 @@ impl Metrics {
         counter("sluice_late_total", "Records rejected as late.", &self.late);
         counter(
             "sluice_engine_batches_total",
-            "Batches of requests the engine processed.",
+            "Requests with records the engine processed.",
             &self.batches,
         );
         let mut gauge = |name: &str, help: &str, v: u64| {
@@ -116,12 +116,12 @@ impl Metrics {
         );
         gauge(
             "sluice_queue_depth",
-            "Requests waiting for the engine.",
+            "Requests in progress.",
             self.queued.load(Relaxed),
         );
         gauge(
             "sluice_queue_capacity",
-            "Requests that may wait for the engine before new ones get 503.",
+            "Requests allowed in progress at once before new ones get 503.",
             self.queue_capacity.load(Relaxed),
         );
         let _ = writeln!(
