@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
 # Builds sluice and runs the bundled example pipeline: a few enriched events and a summary.
-# Needs only a Rust toolchain (cargo); nothing else to install for the embedded default.
+# Needs a Rust toolchain (cargo), and cmake with the libcurl headers to build the Kafka client's
+# vendored librdkafka: installed with apt-get when missing and run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo not found: install Rust from https://rustup.rs (stable), then run this again" >&2
   exit 1
+fi
+
+if ! command -v cmake >/dev/null 2>&1 || ! [ -e /usr/include/x86_64-linux-gnu/curl/curl.h -o -e /usr/include/curl/curl.h ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "quickstart: installing cmake and libcurl headers (to build the vendored librdkafka)"
+    apt-get update -qq && apt-get install -y -qq cmake libcurl4-openssl-dev >/dev/null
+  else
+    echo "quickstart: install cmake and the libcurl headers first: sudo apt-get install -y cmake libcurl4-openssl-dev" >&2
+    exit 1
+  fi
 fi
 
 cargo build --release --quiet -p sluice

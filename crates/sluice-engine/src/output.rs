@@ -164,6 +164,8 @@ impl InFlight {
 struct Sink<'a> {
     outputs: Outputs,
     position: SinkPosition,
+    /// Input records whose outputs are written (enriched events and dead letters).
+    records: u64,
     checkpoints: Option<&'a WriterCheckpoints>,
 }
 
@@ -193,7 +195,11 @@ impl Sink<'_> {
 
     fn flush(&mut self) -> Result<()> {
         self.outputs.events.flush().map_err(Self::out_err)?;
-        self.outputs.dead_letters.flush().map_err(Self::dead_err)
+        self.outputs.dead_letters.flush().map_err(Self::dead_err)?;
+        if let Some(hook) = self.outputs.on_flushed.as_mut() {
+            hook(self.records);
+        }
+        Ok(())
     }
 
     /// Flushes both outputs and has a helper thread sync them, so that the writer goes on
@@ -236,6 +242,7 @@ pub(crate) fn write_all(
     let mut waiting: BTreeMap<u64, Formatted> = BTreeMap::new();
     let mut next = 0;
     let mut sink = Sink {
+        records: 0,
         position: outputs.start,
         outputs,
         checkpoints,
@@ -303,6 +310,7 @@ pub(crate) fn write_all(
                     .write_all(&f.dead)
                     .map_err(Sink::dead_err)?;
             }
+            sink.records += f.n_events + f.n_dead;
             sink.position.events_bytes += f.events.len() as u64;
             sink.position.dead_letters_bytes += f.dead.len() as u64;
             stats

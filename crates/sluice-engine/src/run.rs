@@ -177,6 +177,10 @@ pub struct Outputs {
     pub events_file: Option<std::fs::File>,
     /// The dead-letter file, likewise.
     pub dead_letters_file: Option<std::fs::File>,
+    /// Called after each flush of both outputs with the number of input records whose
+    /// outputs are now flushed (a source that acknowledges its input, such as Kafka offsets,
+    /// acknowledges up to there).
+    pub on_flushed: Option<Box<dyn FnMut(u64) + Send>>,
 }
 
 impl Outputs {
@@ -188,6 +192,7 @@ impl Outputs {
             start: SinkPosition::default(),
             events_file: None,
             dead_letters_file: None,
+            on_flushed: None,
         }
     }
 }

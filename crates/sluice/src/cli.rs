@@ -134,6 +134,10 @@ struct RunArgs {
     /// Ignore (and delete) the checkpoints of a `[checkpoint]` section and start over.
     #[arg(long)]
     fresh: bool,
+    /// With a Kafka source: stop once every assigned partition reaches the end offset it had
+    /// when the run started (as `until_end = true` in `[source]`).
+    #[arg(long)]
+    until_end: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -249,10 +253,18 @@ fn open_input(path: &Path) -> Result<Box<dyn io::Read + Send>> {
 
 fn run(args: RunArgs) -> Result<()> {
     let pipeline = config::load(&args.pipeline)?;
+    let kafka_source = match (&args.input, &pipeline.source) {
+        (None, Some(SourceConfig::Kafka(k))) => Some(crate::kafka::KafkaSource {
+            until_end: k.until_end || args.until_end,
+            ..k.clone()
+        }),
+        _ => None,
+    };
     let input_path = match (&args.input, &pipeline.source) {
         (Some(p), _) => p.clone(),
         (None, Some(SourceConfig::File(p))) => p.clone(),
         (None, Some(SourceConfig::Stdin)) => PathBuf::from("-"),
+        (None, Some(SourceConfig::Kafka(k))) => PathBuf::from(format!("kafka:{}", k.topic)),
         (None, None) => anyhow::bail!(
             "no input: give --input PATH (or - for stdin), or a [source] section in {}",
             args.pipeline.display()
@@ -266,9 +278,14 @@ fn run(args: RunArgs) -> Result<()> {
         }
         None => pipeline.format,
     };
+    let kafka_sink = match (&args.output, &pipeline.sink) {
+        (None, Some(SinkConfig::Kafka(k))) => Some(k.clone()),
+        _ => None,
+    };
     let output_path = match (&args.output, &pipeline.sink) {
         (Some(p), _) => p.clone(),
         (None, Some(SinkConfig::File(p))) => p.clone(),
+        (None, Some(SinkConfig::Kafka(k))) => PathBuf::from(format!("kafka:{}", k.topic)),
         _ => PathBuf::from("-"),
     };
     let dead_path = args
@@ -289,22 +306,38 @@ fn run(args: RunArgs) -> Result<()> {
         Some(c) => crate::resume::find(c, &pipeline.plan, args.fresh)?,
         None => None,
     };
+    let mut committer = None;
     let input = Input {
-        reader: match &resume {
-            Some(r) => crate::resume::open_input_at(&input_path, r.manifest.source.offset)?,
-            None => open_input(&input_path)?,
+        reader: match (&resume, &kafka_source) {
+            (_, Some(k)) => {
+                crate::kafka::stop_on_signals();
+                let (reader, c) = crate::kafka::KafkaReader::open(k)?;
+                committer = Some(c);
+                Box::new(reader)
+            }
+            (Some(r), None) => crate::resume::open_input_at(&input_path, r.manifest.source.offset)?,
+            (None, None) => open_input(&input_path)?,
         },
         name: input_path.clone(),
         format,
     };
     let sink = resume.as_ref().map(|r| r.manifest.sink);
-    let (events, events_file) =
-        crate::resume::open_output(&output_path, "output", sink.map(|s| s.events_bytes))?;
-    let (dead_letters, dead_letters_file) = match &dead_path {
-        Some(p) => {
+    let (events, events_file) = match &kafka_sink {
+        Some(k) => (
+            Box::new(crate::kafka::KafkaWriter::open(k)?) as Box<dyn Write + Send>,
+            None,
+        ),
+        None => crate::resume::open_output(&output_path, "output", sink.map(|s| s.events_bytes))?,
+    };
+    let (dead_letters, dead_letters_file) = match (&dead_path, &pipeline.dead_letter_topic) {
+        (Some(p), _) => {
             crate::resume::open_output(p, "dead-letter file", sink.map(|s| s.dead_letters_bytes))?
         }
-        None => (Box::new(io::stderr()) as Box<dyn Write + Send>, None),
+        (None, Some(k)) => (
+            Box::new(crate::kafka::KafkaWriter::open(k)?) as Box<dyn Write + Send>,
+            None,
+        ),
+        (None, None) => (Box::new(io::stderr()) as Box<dyn Write + Send>, None),
     };
     let outputs = Outputs {
         events,
@@ -319,6 +352,8 @@ fn run(args: RunArgs) -> Result<()> {
         },
         events_file,
         dead_letters_file,
+        on_flushed: committer
+            .map(|mut c| Box::new(move |records| c.flushed(records)) as Box<dyn FnMut(u64) + Send>),
     };
     if let Some(r) = &resume {
         let keys: usize = r
@@ -377,9 +412,10 @@ fn run(args: RunArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let peak = peak_mb.map_or_else(String::new, |mb| format!(", peak memory {mb} MB"));
-    let dead_to = match &dead_path {
-        Some(p) => p.display().to_string(),
-        None => "stderr".into(),
+    let dead_to = match (&dead_path, &pipeline.dead_letter_topic) {
+        (Some(p), _) => p.display().to_string(),
+        (None, Some(k)) => format!("kafka:{}", k.topic),
+        (None, None) => "stderr".into(),
     };
     let checkpoints = stats.checkpoints.load(std::sync::atomic::Ordering::Relaxed);
     let checkpointed = if checkpoints > 0 {

@@ -14,6 +14,8 @@ use sluice_engine::spill::EmbeddedOptions;
 use sluice_engine::{InputFormat, StateConfig, TimeFormat};
 use toml::Spanned;
 
+use crate::kafka::{KafkaSink, KafkaSource, Start};
+
 /// Default lateness: how far behind the newest event time an event may arrive and still be
 /// computed exactly. Five minutes covers the usual client clock skew and retry delays while
 /// adding little state next to windows of hours or days.
@@ -38,30 +40,40 @@ struct EventSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SourceSection {
-    /// `file` (default when `path` is set) or `stdin`.
+    /// `file` (default when `path` is set), `stdin` or `kafka`.
     kind: Option<Spanned<String>>,
     /// Input file, relative to the pipeline file.
     path: Option<String>,
     /// `jsonl` (default) or `csv`.
     format: Option<Spanned<String>>,
+    /// Kafka: bootstrap brokers.
+    brokers: Option<Spanned<Vec<String>>>,
+    /// Kafka: the topic.
+    topic: Option<Spanned<String>>,
+    /// Kafka: the consumer group. Default `sluice`.
+    group: Option<Spanned<String>>,
+    /// Kafka: `earliest` (default) or `latest`, without a committed offset.
+    start: Option<Spanned<String>>,
+    /// Kafka: stop at the end offsets of the start (as `--until-end`).
+    until_end: Option<bool>,
 }
 
-/// `[sink]`.
+/// `[sink]`, and `[dead_letters]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SinkSection {
-    /// `file` (default when `path` is set) or `stdout`.
+    /// `file` (default when `path` is set), `stdout` or `kafka`.
     kind: Option<Spanned<String>>,
     /// Output file, relative to the pipeline file.
     path: Option<String>,
-}
-
-/// `[dead_letters]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DeadLetterSection {
-    /// Dead-letter file (JSONL), relative to the pipeline file.
-    path: String,
+    /// Kafka: bootstrap brokers.
+    brokers: Option<Spanned<Vec<String>>>,
+    /// Kafka: the topic.
+    topic: Option<Spanned<String>>,
+    /// Kafka: the event field whose value keys the messages.
+    key: Option<Spanned<String>>,
+    /// Kafka: `compression.type`. Default `lz4`.
+    compression: Option<Spanned<String>>,
 }
 
 /// `[state]`.
@@ -146,7 +158,7 @@ struct PipelineFile {
     event: Option<EventSection>,
     source: Option<SourceSection>,
     sink: Option<SinkSection>,
-    dead_letters: Option<DeadLetterSection>,
+    dead_letters: Option<SinkSection>,
     state: Option<StateSection>,
     checkpoint: Option<CheckpointSection>,
     engine: Option<EngineSection>,
@@ -178,15 +190,19 @@ pub enum SourceConfig {
     File(PathBuf),
     /// Standard input.
     Stdin,
+    /// A Kafka topic, through a consumer group.
+    Kafka(KafkaSource),
 }
 
-/// Where the enriched events go, per the pipeline file.
+/// Where the enriched events (or the dead letters) go, per the pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkConfig {
     /// A file.
     File(PathBuf),
     /// Standard output.
     Stdout,
+    /// A Kafka topic.
+    Kafka(KafkaSink),
 }
 
 /// A validated pipeline.
@@ -208,6 +224,8 @@ pub struct Pipeline {
     pub sink: Option<SinkConfig>,
     /// Dead-letter file, if configured.
     pub dead_letters: Option<PathBuf>,
+    /// Dead-letter topic, if configured.
+    pub dead_letter_topic: Option<KafkaSink>,
     /// Worker threads, if configured.
     pub workers: Option<usize>,
     /// Where state lives.
@@ -380,10 +398,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
             }
             let kind = match &s.kind {
                 None => "file",
-                Some(k) => src.choice(k, "source kind", &[("file", "file"), ("stdin", "stdin")])?,
+                Some(k) => src.choice(
+                    k,
+                    "source kind",
+                    &[("file", "file"), ("stdin", "stdin"), ("kafka", "kafka")],
+                )?,
             };
             match (kind, &s.path) {
                 ("stdin", _) => Some(SourceConfig::Stdin),
+                ("kafka", _) => Some(SourceConfig::Kafka(kafka_source(&src, s)?)),
                 (_, Some(p)) => Some(SourceConfig::File(resolve(p))),
                 (_, None) => {
                     return Err(src.error(
@@ -399,10 +422,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         Some(s) => {
             let kind = match &s.kind {
                 None => "file",
-                Some(k) => src.choice(k, "sink kind", &[("file", "file"), ("stdout", "stdout")])?,
+                Some(k) => src.choice(
+                    k,
+                    "sink kind",
+                    &[("file", "file"), ("stdout", "stdout"), ("kafka", "kafka")],
+                )?,
             };
             match (kind, &s.path) {
                 ("stdout", _) => Some(SinkConfig::Stdout),
+                ("kafka", _) => Some(SinkConfig::Kafka(kafka_sink(&src, s, "sink")?)),
                 (_, Some(p)) => Some(SinkConfig::File(resolve(p))),
                 (_, None) => {
                     return Err(src.error(
@@ -468,6 +496,29 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
     };
 
     let serve = serve_config(&src, file.serve.as_ref())?;
+    let (dead_letters, dead_letter_topic) = match &file.dead_letters {
+        None => (None, None),
+        Some(d) => match &d.kind {
+            Some(k) if src.choice(k, "dead-letter kind", &[("file", "file"), ("kafka", "kafka")])? == "kafka" => {
+                (None, Some(kafka_sink(&src, d, "dead_letters")?))
+            }
+            _ => match &d.path {
+                Some(p) => (Some(resolve(p)), None),
+                None => {
+                    return Err(src.error(
+                        d.kind.as_ref().map(Spanned::span),
+                        "[dead_letters] needs `path`, e.g. path = \"dead_letters.jsonl\" (or kind = \"kafka\" with brokers and topic)",
+                    ))
+                }
+            },
+        },
+    };
+    if let (Some(SourceConfig::Kafka(_)), Some(c)) = (&source, &file.checkpoint) {
+        return Err(src.error(
+            Some(c.path.span()),
+            "checkpoints with a Kafka source are not built yet; a Kafka run is at least once (offsets committed after its outputs are flushed)",
+        ));
+    }
 
     if file.feature.is_empty() {
         return Err(src.error(
@@ -520,12 +571,93 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         source,
         format,
         sink,
-        dead_letters: file.dead_letters.as_ref().map(|d| resolve(&d.path)),
+        dead_letters,
+        dead_letter_topic,
         workers,
         state,
         batch_wait_ms,
         checkpoint,
         serve,
+    })
+}
+
+/// The brokers and topic of a Kafka section.
+fn brokers_and_topic(
+    src: &Source<'_>,
+    brokers: &Option<Spanned<Vec<String>>>,
+    topic: &Option<Spanned<String>>,
+    kind: &Option<Spanned<String>>,
+    section: &str,
+) -> Result<(Vec<String>, String), ConfigError> {
+    let span = kind.as_ref().map(Spanned::span);
+    let brokers = match brokers {
+        Some(b) if !b.get_ref().is_empty() => b.get_ref().clone(),
+        Some(b) => {
+            return Err(src.error(
+                Some(b.span()),
+                "no brokers; valid: e.g. brokers = [\"127.0.0.1:9092\"]",
+            ))
+        }
+        None => return Err(src.error(
+            span,
+            format!(
+                "[{section}] of kind `kafka` needs `brokers`, e.g. brokers = [\"127.0.0.1:9092\"]"
+            ),
+        )),
+    };
+    let topic = match topic {
+        Some(t) if !t.get_ref().trim().is_empty() => t.get_ref().clone(),
+        _ => {
+            return Err(src.error(
+                span,
+                format!("[{section}] of kind `kafka` needs `topic`, e.g. topic = \"transactions\""),
+            ))
+        }
+    };
+    Ok((brokers, topic))
+}
+
+/// `[source] kind = "kafka"`.
+fn kafka_source(src: &Source<'_>, s: &SourceSection) -> Result<KafkaSource, ConfigError> {
+    let (brokers, topic) = brokers_and_topic(src, &s.brokers, &s.topic, &s.kind, "source")?;
+    let start = match &s.start {
+        None => Start::Earliest,
+        Some(st) => src.choice(
+            st,
+            "start",
+            &[("earliest", Start::Earliest), ("latest", Start::Latest)],
+        )?,
+    };
+    Ok(KafkaSource {
+        brokers,
+        topic,
+        group: s
+            .group
+            .as_ref()
+            .map_or_else(|| "sluice".to_owned(), |g| g.get_ref().clone()),
+        start,
+        until_end: s.until_end.unwrap_or(false),
+    })
+}
+
+/// `kind = "kafka"` in `[sink]` or `[dead_letters]`.
+fn kafka_sink(src: &Source<'_>, s: &SinkSection, section: &str) -> Result<KafkaSink, ConfigError> {
+    let (brokers, topic) = brokers_and_topic(src, &s.brokers, &s.topic, &s.kind, section)?;
+    let compression = match &s.compression {
+        None => "lz4".to_owned(),
+        Some(c) => src
+            .choice(
+                c,
+                "compression",
+                &[("none", "none"), ("snappy", "snappy"), ("lz4", "lz4")],
+            )?
+            .to_owned(),
+    };
+    Ok(KafkaSink {
+        brokers,
+        topic,
+        key: s.key.as_ref().map(|k| k.get_ref().clone()),
+        compression,
     })
 }
 

@@ -8,6 +8,7 @@ mod bench_serve;
 mod cli;
 mod config;
 mod gen;
+mod kafka;
 mod progress;
 mod resume;
 mod serve;

@@ -69,3 +69,22 @@ pub fn redis_state(urls: &[String], namespace: &str, extra: &str) -> String {
         urls.join(", ")
     )
 }
+
+/// Bootstrap brokers of the test Kafka broker (`SLUICE_KAFKA_BROKERS`; `scripts/test.sh`
+/// starts tansu and sets it). Without it the test is skipped, unless `SLUICE_REQUIRE_KAFKA` or
+/// `CI` is set: then it fails.
+pub fn kafka_brokers() -> Option<String> {
+    match std::env::var("SLUICE_KAFKA_BROKERS") {
+        Ok(b) if !b.trim().is_empty() => Some(b),
+        _ => {
+            assert!(
+                std::env::var_os("SLUICE_REQUIRE_KAFKA").is_none()
+                    && std::env::var_os("CI").is_none(),
+                "this test needs a Kafka broker but SLUICE_KAFKA_BROKERS is not set; \
+                 run scripts/test.sh, which starts one"
+            );
+            eprintln!("skipped: no Kafka broker (SLUICE_KAFKA_BROKERS is unset; scripts/test.sh starts one)");
+            None
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! Kafka as a source and a sink of `sluice run` (rdkafka over a vendored librdkafka).
+//!
+//! - [`KafkaReader`] turns a consumer group's messages into the JSONL byte stream the engine
+//!   reads: one message, one line. It remembers which message each line came from, so that
+//!   offsets are committed only once the outputs of those lines are flushed
+//!   ([`OffsetCommitter`]): at least once. With `until_end` it stops when every assigned
+//!   partition has reached the end offset it had when the run started.
+//! - [`KafkaWriter`] turns the enriched-event (or dead-letter) lines back into messages, keyed
+//!   by a field of the event; `flush` waits until the broker has acknowledged every message
+//!   (`acks=all`), and a failed delivery fails the run before any offset is committed.
+//!
+//! See `docs/kafka.md` for the delivery guarantees.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+/// How long metadata and offset requests to the broker may take.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a consumer group starts on a partition it has no committed offset for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest message kept.
+    Earliest,
+    /// Only messages produced after the group joins.
+    Latest,
+}
+
+/// `[source] kind = "kafka"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSource {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// The topic read.
+    pub topic: String,
+    /// The consumer group.
+    pub group: String,
+    /// Where to start without a committed offset.
+    pub start: Start,
+    /// Stop once every assigned partition reaches its end offset at start.
+    pub until_end: bool,
+}
+
+/// `[sink] kind = "kafka"` (or `[dead_letters] kind = "kafka"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSink {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// The topic written.
+    pub topic: String,
+    /// The field of the event whose value is the message key (none: no key).
+    pub key: Option<String>,
+    /// `compression.type`: none, snappy or lz4 (built into the vendored librdkafka).
+    pub compression: String,
+}
+
+/// Set by SIGTERM and SIGINT: a Kafka source then ends its input, and the run drains and
+/// stops cleanly.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGTERM and ctrl-c end a Kafka source's input instead of killing the process.
+#[allow(unsafe_code)]
+pub fn stop_on_signals() {
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(signal, request_stop as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+/// A consumer context that does not report reaching the end of a partition as an error (it
+/// is asked for, with `enable.partition.eof`).
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!("kafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
+/// Which input line came from which message: `(line, partition, offset)`, in line order.
+type Marks = Arc<Mutex<VecDeque<(u64, i32, i64)>>>;
+
+/// A consumer group's messages as JSONL.
+pub struct KafkaReader {
+    consumer: Arc<BaseConsumer<Quiet>>,
+    until_end: bool,
+    /// Per partition: the end offset at start, and the next offset to read (consumed, or
+    /// where the group starts).
+    ends: HashMap<i32, i64>,
+    next: HashMap<i32, i64>,
+    /// Partitions read up to their current end (no message since).
+    at_eof: std::collections::HashSet<i32>,
+    marks: Marks,
+    line: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+/// Commits the offsets of input lines whose outputs are flushed.
+pub struct OffsetCommitter {
+    consumer: Arc<BaseConsumer<Quiet>>,
+    topic: String,
+    marks: Marks,
+}
+
+fn client(brokers: &[String]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers.join(","));
+    c
+}
+
+impl KafkaReader {
+    /// Joins the group and subscribes to the topic.
+    pub fn open(source: &KafkaSource) -> Result<(KafkaReader, OffsetCommitter)> {
+        let consumer: BaseConsumer<Quiet> = client(&source.brokers)
+            .set("group.id", &source.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // Report reaching the end of a partition: with `until_end` that, not the end
+            // offset alone, ends a partition (a broker may report end offsets below the last
+            // message of its last batch).
+            .set("enable.partition.eof", "true")
+            // Answer as soon as data is there (some brokers wait the full time otherwise).
+            .set("fetch.wait.max.ms", "10")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "500")
+            .set(
+                "auto.offset.reset",
+                match source.start {
+                    Start::Earliest => "earliest",
+                    Start::Latest => "latest",
+                },
+            )
+            .create_with_context(Quiet)
+            .context("cannot create a Kafka consumer")?;
+        let consumer = Arc::new(consumer);
+        let mut ends = HashMap::new();
+        let mut next = HashMap::new();
+        if source.until_end {
+            let metadata = consumer
+                .fetch_metadata(Some(&source.topic), BROKER_TIMEOUT)
+                .with_context(|| format!("cannot read the metadata of topic {}", source.topic))?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == source.topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            anyhow::ensure!(
+                !partitions.is_empty(),
+                "topic {} has no partitions (does it exist?)",
+                source.topic
+            );
+            let mut tpl = TopicPartitionList::new();
+            for &p in &partitions {
+                let (low, high) = consumer
+                    .fetch_watermarks(&source.topic, p, BROKER_TIMEOUT)
+                    .with_context(|| format!("cannot read the end offsets of {}", source.topic))?;
+                ends.insert(p, high);
+                next.insert(
+                    p,
+                    match source.start {
+                        Start::Earliest => low,
+                        Start::Latest => high,
+                    },
+                );
+                tpl.add_partition(&source.topic, p);
+            }
+            // Where the group stands now: a partition read up to its end already is done.
+            let committed = consumer
+                .committed_offsets(tpl, BROKER_TIMEOUT)
+                .context("cannot read the group's committed offsets")?;
+            for e in committed.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    next.insert(e.partition(), o);
+                }
+            }
+        }
+        consumer
+            .subscribe(&[&source.topic])
+            .with_context(|| format!("cannot subscribe to {}", source.topic))?;
+        let marks: Marks = Arc::default();
+        let committer = OffsetCommitter {
+            consumer: Arc::clone(&consumer),
+            topic: source.topic.clone(),
+            marks: Arc::clone(&marks),
+        };
+        Ok((
+            KafkaReader {
+                consumer,
+                until_end: source.until_end,
+                ends,
+                next,
+                at_eof: std::collections::HashSet::new(),
+                marks,
+                line: 0,
+                buf: Vec::new(),
+                pos: 0,
+            },
+            committer,
+        ))
+    }
+
+    /// Whether every assigned partition has reached its end offset at start.
+    fn at_end(&self) -> bool {
+        let Ok(assigned) = self.consumer.assignment() else {
+            return false;
+        };
+        let elements = assigned.elements();
+        let done = !elements.is_empty()
+            && elements.iter().all(|e| {
+                let p = e.partition();
+                let end = self.ends.get(&p).copied().unwrap_or(0);
+                self.at_eof.contains(&p) && self.next.get(&p).copied().unwrap_or(0) >= end
+            });
+        if done {
+            tracing::debug!(ends = ?self.ends, next = ?self.next, assigned = elements.len(), "kafka: at the end offsets");
+        }
+        done
+    }
+
+    /// Waits for the next message; `None` at the end of the input.
+    fn next_message(&mut self) -> io::Result<Option<()>> {
+        loop {
+            if STOP.load(Ordering::SeqCst) || (self.until_end && self.at_end()) {
+                return Ok(None);
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None => continue,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.at_eof.insert(p);
+                    continue;
+                }
+                Some(Err(e)) => {
+                    // librdkafka retries broker errors itself; report and go on.
+                    tracing::warn!("kafka: {e}");
+                    continue;
+                }
+                Some(Ok(m)) => {
+                    self.at_eof.remove(&m.partition());
+                    self.line += 1;
+                    self.next.insert(m.partition(), m.offset() + 1);
+                    if let Ok(mut marks) = self.marks.lock() {
+                        marks.push_back((self.line, m.partition(), m.offset()));
+                    }
+                    self.buf.clear();
+                    self.pos = 0;
+                    // One message, one line: line breaks inside are spaces (JSON allows them
+                    // between tokens and forbids them inside strings).
+                    let payload = m.payload().unwrap_or(b"");
+                    self.buf.extend(payload.iter().map(|&b| {
+                        if b == b'\n' || b == b'\r' {
+                            b' '
+                        } else {
+                            b
+                        }
+                    }));
+                    self.buf.push(b'\n');
+                    return Ok(Some(()));
+                }
+            }
+        }
+    }
+}
+
+impl Read for KafkaReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.buf.len() && self.next_message()?.is_none() {
+            return Ok(0);
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl OffsetCommitter {
+    /// Commits the offsets of the messages of input lines `..=records` (their outputs are
+    /// flushed).
+    pub fn flushed(&mut self, records: u64) {
+        let mut upto: HashMap<i32, i64> = HashMap::new();
+        if let Ok(mut marks) = self.marks.lock() {
+            while marks.front().is_some_and(|&(line, _, _)| line <= records) {
+                if let Some((_, p, o)) = marks.pop_front() {
+                    let e = upto.entry(p).or_insert(o);
+                    *e = (*e).max(o);
+                }
+            }
+        }
+        if upto.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in upto {
+            // The committed offset is the next one to read.
+            if let Err(e) = tpl.add_partition_offset(&self.topic, p, Offset::Offset(o + 1)) {
+                tracing::warn!("kafka: cannot record offset {o} of partition {p}: {e}");
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
+            // Not fatal: the next flush commits further; a restart re-reads (at least once).
+            tracing::warn!("kafka: cannot commit offsets: {e}");
+        }
+    }
+}
+
+/// Remembers the first failed delivery.
+#[derive(Default)]
+struct Deliveries {
+    failed: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            if let Ok(mut failed) = self.failed.lock() {
+                failed.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// Output lines as messages.
+pub struct KafkaWriter {
+    producer: BaseProducer<Deliveries>,
+    topic: String,
+    key: Option<String>,
+    pending: Vec<u8>,
+    sent: u64,
+}
+
+impl KafkaWriter {
+    /// A producer for `sink`.
+    pub fn open(sink: &KafkaSink) -> Result<KafkaWriter> {
+        let producer = client(&sink.brokers)
+            .set("acks", "all")
+            .set("compression.type", &sink.compression)
+            .set("linger.ms", "5")
+            .set("queue.buffering.max.messages", "1000000")
+            .create_with_context(Deliveries::default())
+            .context("cannot create a Kafka producer")?;
+        Ok(KafkaWriter {
+            producer,
+            topic: sink.topic.clone(),
+            key: sink.key.clone(),
+            pending: Vec::new(),
+            sent: 0,
+        })
+    }
+
+    fn send_line(&mut self, line: &[u8]) -> io::Result<()> {
+        let key: Option<Vec<u8>> = self.key.as_ref().and_then(|field| {
+            let event: serde_json::Value = serde_json::from_slice(line).ok()?;
+            match event.get(field)? {
+                serde_json::Value::String(s) => Some(s.clone().into_bytes()),
+                serde_json::Value::Null => None,
+                other => Some(other.to_string().into_bytes()),
+            }
+        });
+        let mut record = BaseRecord::to(&self.topic).payload(line);
+        if let Some(k) = key.as_deref() {
+            record = record.key(k);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ) {
+                        self.producer.poll(Duration::from_millis(50));
+                        record = back;
+                    } else {
+                        return Err(io::Error::other(format!("kafka: cannot send: {e}")));
+                    }
+                }
+            }
+        }
+        self.sent += 1;
+        if self.sent % 1024 == 0 {
+            self.producer.poll(Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    fn check_deliveries(&self) -> io::Result<()> {
+        let failed = self
+            .producer
+            .context()
+            .failed
+            .lock()
+            .ok()
+            .and_then(|f| f.clone());
+        match failed {
+            Some(e) => Err(io::Error::other(format!(
+                "kafka: a message to {} was not delivered: {e}",
+                self.topic
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Write for KafkaWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.pending.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(nl) = memchr_newline(&self.pending[start..]) {
+            let line = self.pending[start..start + nl].to_vec();
+            self.send_line(&line)?;
+            start += nl + 1;
+        }
+        self.pending.drain(..start);
+        Ok(data.len())
+    }
+
+    /// Waits until the broker has acknowledged every message sent.
+    fn flush(&mut self) -> io::Result<()> {
+        self.producer
+            .flush(BROKER_TIMEOUT)
+            .map_err(|e| io::Error::other(format!("kafka: cannot flush to {}: {e}", self.topic)))?;
+        self.check_deliveries()
+    }
+}
+
+fn memchr_newline(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\n')
+}
