@@ -598,12 +598,14 @@ fn brokers_and_topic(
                 "no brokers; valid: e.g. brokers = [\"127.0.0.1:9092\"]",
             ))
         }
-        None => return Err(src.error(
-            span,
-            format!(
+        None => {
+            return Err(src.error(
+                span,
+                format!(
                 "[{section}] of kind `kafka` needs `brokers`, e.g. brokers = [\"127.0.0.1:9092\"]"
             ),
-        )),
+            ))
+        }
     };
     let topic = match topic {
         Some(t) if !t.get_ref().trim().is_empty() => t.get_ref().clone(),

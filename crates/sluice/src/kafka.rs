@@ -3,8 +3,8 @@
 //! - [`KafkaReader`] turns a consumer group's messages into the JSONL byte stream the engine
 //!   reads: one message, one line. It remembers which message each line came from, so that
 //!   offsets are committed only once the outputs of those lines are flushed
-//!   ([`OffsetCommitter`]): at least once. With `until_end` it stops when every assigned
-//!   partition has reached the end offset it had when the run started.
+//!   ([`OffsetCommitter`]): at least once. With `until_end` it stops once it has read every
+//!   assigned partition to its end (so at least to the end it had when the run started).
 //! - [`KafkaWriter`] turns the enriched-event (or dead-letter) lines back into messages, keyed
 //!   by a field of the event; `flush` waits until the broker has acknowledged every message
 //!   (`acks=all`), and a failed delivery fails the run before any offset is committed.
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -48,7 +48,7 @@ pub struct KafkaSource {
     pub group: String,
     /// Where to start without a committed offset.
     pub start: Start,
-    /// Stop once every assigned partition reaches its end offset at start.
+    /// Stop once every assigned partition is read to its end.
     pub until_end: bool,
 }
 
@@ -84,8 +84,8 @@ pub fn stop_on_signals() {
     }
 }
 
-/// A consumer context that does not report reaching the end of a partition as an error (it
-/// is asked for, with `enable.partition.eof`).
+/// A consumer context that logs rebalances and does not report reaching the end of a
+/// partition as an error (it is asked for, with `enable.partition.eof`).
 pub struct Quiet;
 
 impl ClientContext for Quiet {
@@ -96,7 +96,21 @@ impl ClientContext for Quiet {
     }
 }
 
-impl ConsumerContext for Quiet {}
+impl ConsumerContext for Quiet {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!("kafka: assigned partitions {partitions:?}");
+            }
+            Rebalance::Revoke(tpl) => {
+                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!("kafka: revoked partitions {partitions:?}");
+            }
+            Rebalance::Error(e) => tracing::warn!("kafka: rebalance failed: {e}"),
+        }
+    }
+}
 
 /// Which input line came from which message: `(line, partition, offset)`, in line order.
 type Marks = Arc<Mutex<VecDeque<(u64, i32, i64)>>>;
@@ -105,10 +119,6 @@ type Marks = Arc<Mutex<VecDeque<(u64, i32, i64)>>>;
 pub struct KafkaReader {
     consumer: Arc<BaseConsumer<Quiet>>,
     until_end: bool,
-    /// Per partition: the end offset at start, and the next offset to read (consumed, or
-    /// where the group starts).
-    ends: HashMap<i32, i64>,
-    next: HashMap<i32, i64>,
     /// Partitions read up to their current end (no message since).
     at_eof: std::collections::HashSet<i32>,
     marks: Marks,
@@ -155,48 +165,6 @@ impl KafkaReader {
             .create_with_context(Quiet)
             .context("cannot create a Kafka consumer")?;
         let consumer = Arc::new(consumer);
-        let mut ends = HashMap::new();
-        let mut next = HashMap::new();
-        if source.until_end {
-            let metadata = consumer
-                .fetch_metadata(Some(&source.topic), BROKER_TIMEOUT)
-                .with_context(|| format!("cannot read the metadata of topic {}", source.topic))?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == source.topic)
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            anyhow::ensure!(
-                !partitions.is_empty(),
-                "topic {} has no partitions (does it exist?)",
-                source.topic
-            );
-            let mut tpl = TopicPartitionList::new();
-            for &p in &partitions {
-                let (low, high) = consumer
-                    .fetch_watermarks(&source.topic, p, BROKER_TIMEOUT)
-                    .with_context(|| format!("cannot read the end offsets of {}", source.topic))?;
-                ends.insert(p, high);
-                next.insert(
-                    p,
-                    match source.start {
-                        Start::Earliest => low,
-                        Start::Latest => high,
-                    },
-                );
-                tpl.add_partition(&source.topic, p);
-            }
-            // Where the group stands now: a partition read up to its end already is done.
-            let committed = consumer
-                .committed_offsets(tpl, BROKER_TIMEOUT)
-                .context("cannot read the group's committed offsets")?;
-            for e in committed.elements() {
-                if let Offset::Offset(o) = e.offset() {
-                    next.insert(e.partition(), o);
-                }
-            }
-        }
         consumer
             .subscribe(&[&source.topic])
             .with_context(|| format!("cannot subscribe to {}", source.topic))?;
@@ -210,8 +178,6 @@ impl KafkaReader {
             KafkaReader {
                 consumer,
                 until_end: source.until_end,
-                ends,
-                next,
                 at_eof: std::collections::HashSet::new(),
                 marks,
                 line: 0,
@@ -222,22 +188,19 @@ impl KafkaReader {
         ))
     }
 
-    /// Whether every assigned partition has reached its end offset at start.
+    /// Whether every assigned partition is read up to its end. The consumer reports the end
+    /// of a partition whenever it has caught up, so this holds no earlier than the end
+    /// offsets the partitions had at start. (The broker's end offsets themselves are not used:
+    /// some brokers report them below the last message of the last batch.)
     fn at_end(&self) -> bool {
         let Ok(assigned) = self.consumer.assignment() else {
             return false;
         };
         let elements = assigned.elements();
-        let done = !elements.is_empty()
-            && elements.iter().all(|e| {
-                let p = e.partition();
-                let end = self.ends.get(&p).copied().unwrap_or(0);
-                self.at_eof.contains(&p) && self.next.get(&p).copied().unwrap_or(0) >= end
-            });
-        if done {
-            tracing::debug!(ends = ?self.ends, next = ?self.next, assigned = elements.len(), "kafka: at the end offsets");
-        }
-        done
+        !elements.is_empty()
+            && elements
+                .iter()
+                .all(|e| self.at_eof.contains(&e.partition()))
     }
 
     /// Waits for the next message; `None` at the end of the input.
@@ -260,7 +223,6 @@ impl KafkaReader {
                 Some(Ok(m)) => {
                     self.at_eof.remove(&m.partition());
                     self.line += 1;
-                    self.next.insert(m.partition(), m.offset() + 1);
                     if let Ok(mut marks) = self.marks.lock() {
                         marks.push_back((self.line, m.partition(), m.offset()));
                     }

@@ -248,3 +248,240 @@ fn topic_to_topic_equals_a_file_run() {
     // The offsets were committed: the same group has nothing left to read.
     kafka_run("0 events written, 0 dead letters");
 }
+
+/// A `sluice run` process whose stderr is collected; killed when dropped.
+struct Run {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Run {
+    fn start(pipeline: &Path) -> Run {
+        let mut child = common::sluice()
+            .arg("run")
+            .arg(pipeline)
+            .args(["--quiet", "--workers", "1"])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("sluice run");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let pipe = child.stderr.take().expect("stderr");
+        let lines = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                lines.lock().expect("log").push(line);
+            }
+        });
+        Run { child, log }
+    }
+
+    /// The partitions of its latest assignment (empty after a revocation).
+    fn assigned(&self) -> Vec<i32> {
+        let log = self.log.lock().expect("log");
+        for line in log.iter().rev() {
+            if line.contains("revoked partitions") {
+                return Vec::new();
+            }
+            if let Some(list) = line.split("assigned partitions [").nth(1) {
+                return list
+                    .trim_end_matches(']')
+                    .split(", ")
+                    .filter_map(|p| p.trim().parse().ok())
+                    .collect();
+            }
+        }
+        Vec::new()
+    }
+
+    fn terminate(&mut self) -> String {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let status = self.child.wait().expect("wait");
+        std::thread::sleep(Duration::from_millis(200));
+        let log = self.log.lock().expect("log").join("\n");
+        assert!(status.success(), "{log}");
+        log
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `runs` together hold all `partitions`, each some.
+fn wait_for_split(runs: &[&Run], partitions: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let held: Vec<Vec<i32>> = runs.iter().map(|r| r.assigned()).collect();
+        let total: usize = held.iter().map(Vec::len).sum();
+        if total == partitions && held.iter().all(|h| !h.is_empty()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the group did not split the partitions: {held:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until `topic` holds at least `n` messages; returns them.
+fn wait_for_messages(brokers: &str, topic: &str, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let got = consume_all(brokers, topic);
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}: {} of {n} messages",
+            got.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn events_of(n: u64, seed: u64, dir: &Path) -> (std::path::PathBuf, Vec<String>) {
+    let input = dir.join(format!("events-{seed}.jsonl"));
+    let out = common::sluice()
+        .args([
+            "gen",
+            "--events",
+            &n.to_string(),
+            "--users",
+            "80",
+            "--days",
+            "1",
+        ])
+        .args(["--seed", &seed.to_string()])
+        .arg("--output")
+        .arg(&input)
+        .output()
+        .expect("gen");
+    assert!(out.status.success());
+    let lines = std::fs::read_to_string(&input)
+        .expect("input")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (input, lines)
+}
+
+/// Two processes of one group share the topic's partitions; each user's events stay in one
+/// partition and so with one process, and the output equals a file run's.
+#[test]
+fn two_processes_split_the_partitions() {
+    let Some(brokers) = common::kafka_brokers() else {
+        return;
+    };
+    let tag = common::unique_namespace("k2");
+    create_topics(
+        &brokers,
+        &[
+            (&format!("{tag}-in"), 4),
+            (&format!("{tag}-out"), 2),
+            (&format!("{tag}-dead"), 1),
+        ],
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let pipeline = write_pipeline(dir.path(), &brokers, &tag);
+    let mut a = Run::start(&pipeline);
+    let mut b = Run::start(&pipeline);
+    wait_for_split(&[&a, &b], 4);
+    let (input, lines) = events_of(4000, 11, dir.path());
+    produce(&brokers, &format!("{tag}-in"), &lines);
+    let mut got = wait_for_messages(&brokers, &format!("{tag}-out"), lines.len());
+    let (log_a, log_b) = (a.terminate(), b.terminate());
+    for log in [&log_a, &log_b] {
+        assert!(
+            !log.contains(" 0 events written"),
+            "a process did no work:\n{log}"
+        );
+    }
+    let (file_out, file_dead) = (dir.path().join("file.out"), dir.path().join("file.dead"));
+    let run = common::sluice_run(&pipeline, &input, &file_out, &file_dead, 2)
+        .output()
+        .expect("file run");
+    assert!(run.status.success());
+    let mut want: Vec<String> = std::fs::read_to_string(&file_out)
+        .expect("file output")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    want.sort();
+    got.sort();
+    assert!(
+        got == want,
+        "the two processes' output differs from the file run"
+    );
+}
+
+/// One of two processes is killed with -9 mid-stream: the other takes its partitions over
+/// from the last committed offsets, and every event is in the output at least once.
+#[test]
+fn a_killed_process_loses_nothing() {
+    let Some(brokers) = common::kafka_brokers() else {
+        return;
+    };
+    let tag = common::unique_namespace("k3");
+    create_topics(
+        &brokers,
+        &[
+            (&format!("{tag}-in"), 4),
+            (&format!("{tag}-out"), 2),
+            (&format!("{tag}-dead"), 1),
+        ],
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let pipeline = write_pipeline(dir.path(), &brokers, &tag);
+    let mut a = Run::start(&pipeline);
+    let mut b = Run::start(&pipeline);
+    wait_for_split(&[&a, &b], 4);
+    let (_, lines) = events_of(6000, 12, dir.path());
+    let (first, second) = lines.split_at(3000);
+    produce(&brokers, &format!("{tag}-in"), first);
+    wait_for_messages(&brokers, &format!("{tag}-out"), 1000);
+    a.child.kill().expect("kill -9");
+    a.child.wait().expect("wait");
+    produce(&brokers, &format!("{tag}-in"), second);
+    let got = wait_for_messages(&brokers, &format!("{tag}-out"), lines.len());
+    let log_b = b.terminate();
+    assert!(
+        log_b.contains("assigned partitions [0, 1, 2, 3]"),
+        "{log_b}"
+    );
+    let id = |l: &str| {
+        serde_json::from_str::<serde_json::Value>(l).expect("json")["event_id"]
+            .as_str()
+            .expect("event_id")
+            .to_owned()
+    };
+    let seen: std::collections::HashSet<String> = got.iter().map(|l| id(l)).collect();
+    let missing: Vec<String> = lines
+        .iter()
+        .map(|l| id(l))
+        .filter(|e| !seen.contains(e))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} events lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    eprintln!(
+        "{} events, {} messages out: {} delivered twice",
+        lines.len(),
+        got.len(),
+        got.len() - seen.len()
+    );
+}
