@@ -193,11 +193,12 @@ impl Sink<'_> {
         }
     }
 
-    fn flush(&mut self) -> Result<()> {
+    /// Flushes both outputs (`last`: for the last time in this run).
+    fn flush(&mut self, last: bool) -> Result<()> {
         self.outputs.events.flush().map_err(Self::out_err)?;
         self.outputs.dead_letters.flush().map_err(Self::dead_err)?;
         if let Some(hook) = self.outputs.on_flushed.as_mut() {
-            hook(self.records);
+            hook(self.records, last).map_err(Self::out_err)?;
         }
         Ok(())
     }
@@ -206,7 +207,7 @@ impl Sink<'_> {
     /// writing meanwhile (a sync covers everything written before it starts). Returns their
     /// lengths now; `(id, result)` is sent to `done` once those lengths are durable.
     fn make_durable(&mut self, id: u64, done: &Sender<(u64, Result<()>)>) -> Result<SinkPosition> {
-        self.flush()?;
+        self.flush(false)?;
         let clone = |f: &Option<std::fs::File>, err: fn(std::io::Error) -> Error| {
             f.as_ref().map(|f| f.try_clone().map_err(err)).transpose()
         };
@@ -331,10 +332,10 @@ pub(crate) fn write_all(
         if rx.is_empty() {
             // Caught up: hand what is written to the sink now, so a live input's events do not
             // sit in a buffer until more arrive.
-            sink.flush()?;
+            sink.flush(false)?;
         }
     }
-    sink.flush()
+    sink.flush(true)
 }
 
 /// Records that the outputs of checkpoint `id` are durable (or fails with the sync's error).

@@ -165,6 +165,9 @@ impl Summary {
     }
 }
 
+/// See [`Outputs::on_flushed`].
+pub type OnFlushed = Box<dyn FnMut(u64, bool) -> std::io::Result<()> + Send>;
+
 /// Where the run's output goes.
 pub struct Outputs {
     /// Enriched events.
@@ -178,9 +181,10 @@ pub struct Outputs {
     /// The dead-letter file, likewise.
     pub dead_letters_file: Option<std::fs::File>,
     /// Called after each flush of both outputs with the number of input records whose
-    /// outputs are now flushed (a source that acknowledges its input, such as Kafka offsets,
-    /// acknowledges up to there).
-    pub on_flushed: Option<Box<dyn FnMut(u64) + Send>>,
+    /// outputs are now flushed, and whether it is the run's last flush (a source that
+    /// acknowledges its input, such as Kafka offsets, acknowledges up to there). An error
+    /// stops the run.
+    pub on_flushed: Option<OnFlushed>,
 }
 
 impl Outputs {

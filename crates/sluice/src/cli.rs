@@ -83,6 +83,10 @@ struct BenchArgs {
     /// With --checkpoints: keys of the in-process snapshot benchmark.
     #[arg(long, default_value_t = 1_000_000)]
     keys: u64,
+    /// Benchmark Kafka instead: topic to topic with one and two processes of a group, on the
+    /// broker at this address (for example from `scripts/kafka.sh start`).
+    #[arg(long)]
+    kafka: Option<String>,
     /// Benchmark `sluice serve` instead: single-event requests at fixed rates (latency
     /// percentiles), then batched requests (events/s).
     #[arg(long)]
@@ -213,7 +217,9 @@ pub fn main() -> ExitCode {
                 dir: args.dir,
                 json: args.json,
             };
-            if args.serve {
+            if let Some(brokers) = &args.kafka {
+                crate::bench_kafka::run(&opts, brokers)
+            } else if args.serve {
                 crate::bench_serve::run(
                     &opts,
                     &crate::bench_serve::ServeBench {
@@ -323,20 +329,26 @@ fn run(args: RunArgs) -> Result<()> {
     };
     let sink = resume.as_ref().map(|r| r.manifest.sink);
     let (events, events_file) = match &kafka_sink {
-        Some(k) => (
-            Box::new(crate::kafka::KafkaWriter::open(k)?) as Box<dyn Write + Send>,
-            None,
-        ),
+        Some(k) => {
+            let w = crate::kafka::KafkaWriter::open(k)?;
+            if let Some(c) = committer.as_mut() {
+                c.watch(w.handle());
+            }
+            (Box::new(w) as Box<dyn Write + Send>, None)
+        }
         None => crate::resume::open_output(&output_path, "output", sink.map(|s| s.events_bytes))?,
     };
     let (dead_letters, dead_letters_file) = match (&dead_path, &pipeline.dead_letter_topic) {
         (Some(p), _) => {
             crate::resume::open_output(p, "dead-letter file", sink.map(|s| s.dead_letters_bytes))?
         }
-        (None, Some(k)) => (
-            Box::new(crate::kafka::KafkaWriter::open(k)?) as Box<dyn Write + Send>,
-            None,
-        ),
+        (None, Some(k)) => {
+            let w = crate::kafka::KafkaWriter::open(k)?;
+            if let Some(c) = committer.as_mut() {
+                c.watch(w.handle());
+            }
+            (Box::new(w) as Box<dyn Write + Send>, None)
+        }
         (None, None) => (Box::new(io::stderr()) as Box<dyn Write + Send>, None),
     };
     let outputs = Outputs {
@@ -352,8 +364,9 @@ fn run(args: RunArgs) -> Result<()> {
         },
         events_file,
         dead_letters_file,
-        on_flushed: committer
-            .map(|mut c| Box::new(move |records| c.flushed(records)) as Box<dyn FnMut(u64) + Send>),
+        on_flushed: committer.map(|mut c| {
+            Box::new(move |records, last| c.flushed(records, last)) as sluice_engine::run::OnFlushed
+        }),
     };
     if let Some(r) = &resume {
         let keys: usize = r

@@ -921,6 +921,54 @@ mod tests {
     }
 
     #[test]
+    fn kafka_and_serve_settings_are_checked() {
+        let feature = "[[feature]]\nname = \"f\"\nagg = \"count\"\nby = \"u\"\nwindow = \"1h\"\n";
+        let e = err(&format!(
+            "[source]\nkind = \"kafka\"\ntopic = \"t\"\n{feature}"
+        ));
+        assert!(
+            e.contains("p.toml:2:8: [source] of kind `kafka` needs `brokers`"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "[sink]\nkind = \"kafka\"\nbrokers = [\"b:9092\"]\ntopic = \"t\"\ncompression = \"brotli\"\n{feature}"
+        ));
+        assert!(
+            e.contains("p.toml:5:15: unknown compression `brotli`; valid: none, snappy, lz4"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "[source]\nkind = \"kafka\"\nbrokers = [\"b:9092\"]\ntopic = \"t\"\n[checkpoint]\npath = \"c\"\n{feature}"
+        ));
+        assert!(
+            e.contains("checkpoints with a Kafka source are not built yet"),
+            "{e}"
+        );
+        let e = err(&format!("[serve]\nlisten = \"localhost\"\n{feature}"));
+        assert!(
+            e.contains("p.toml:2:10: invalid address `localhost`"),
+            "{e}"
+        );
+        let e = err(&format!("[serve]\nmax_body = \"big\"\n{feature}"));
+        assert!(e.contains("p.toml:2:12: invalid size `big`"), "{e}");
+        let ok = parse(
+            Path::new("p.toml"),
+            &format!("[source]\nkind = \"kafka\"\nbrokers = [\"b:9092\"]\ntopic = \"t\"\nstart = \"latest\"\n{feature}"),
+        )
+        .expect("valid");
+        assert_eq!(
+            ok.source,
+            Some(SourceConfig::Kafka(KafkaSource {
+                brokers: vec!["b:9092".into()],
+                topic: "t".into(),
+                group: "sluice".into(),
+                start: Start::Latest,
+                until_end: false,
+            }))
+        );
+    }
+
+    #[test]
     fn state_and_checkpoint_settings_are_checked() {
         let feature = "[[feature]]\nname = \"f\"\nagg = \"count\"\nby = \"u\"\nwindow = \"1h\"\n";
         let e = err(&format!(

@@ -6,8 +6,9 @@
 //!   ([`OffsetCommitter`]): at least once. With `until_end` it stops once it has read every
 //!   assigned partition to its end (so at least to the end it had when the run started).
 //! - [`KafkaWriter`] turns the enriched-event (or dead-letter) lines back into messages, keyed
-//!   by a field of the event; `flush` waits until the broker has acknowledged every message
-//!   (`acks=all`), and a failed delivery fails the run before any offset is committed.
+//!   by a field of the event. Before each commit (every [`COMMIT_INTERVAL`] and at the end)
+//!   the committer waits until the broker has acknowledged every message (`acks=all`); a
+//!   failed delivery fails the run before the offsets of its input are committed.
 //!
 //! See `docs/kafka.md` for the delivery guarantees.
 
@@ -15,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rdkafka::config::ClientConfig;
@@ -27,6 +28,13 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 /// How long metadata and offset requests to the broker may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// With `until_end`: how long every assigned partition must stay at its end.
+const QUIET: Duration = Duration::from_millis(1000);
+
+/// Offsets are committed at most this often (and at the end of the run): each commit first
+/// waits for the broker to acknowledge every output message.
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// Where a consumer group starts on a partition it has no committed offset for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,17 +129,22 @@ pub struct KafkaReader {
     until_end: bool,
     /// Partitions read up to their current end (no message since).
     at_eof: std::collections::HashSet<i32>,
+    /// When the last message arrived.
+    last_message: Instant,
     marks: Marks,
     line: u64,
     buf: Vec<u8>,
     pos: usize,
 }
 
-/// Commits the offsets of input lines whose outputs are flushed.
+/// Commits the offsets of input lines whose outputs are written, once the Kafka sinks have
+/// delivered them.
 pub struct OffsetCommitter {
     consumer: Arc<BaseConsumer<Quiet>>,
     topic: String,
     marks: Marks,
+    sinks: Vec<SinkHandle>,
+    last_commit: Instant,
 }
 
 fn client(brokers: &[String]) -> ClientConfig {
@@ -173,12 +186,15 @@ impl KafkaReader {
             consumer: Arc::clone(&consumer),
             topic: source.topic.clone(),
             marks: Arc::clone(&marks),
+            sinks: Vec::new(),
+            last_commit: Instant::now(),
         };
         Ok((
             KafkaReader {
                 consumer,
                 until_end: source.until_end,
                 at_eof: std::collections::HashSet::new(),
+                last_message: Instant::now(),
                 marks,
                 line: 0,
                 buf: Vec::new(),
@@ -190,9 +206,13 @@ impl KafkaReader {
 
     /// Whether every assigned partition is read up to its end. The consumer reports the end
     /// of a partition whenever it has caught up, so this holds no earlier than the end
-    /// offsets the partitions had at start. (The broker's end offsets themselves are not used:
-    /// some brokers report them below the last message of the last batch.)
+    /// offsets the partitions had at start. Some brokers (tansu) report an end before the last
+    /// batch of a partition, or an empty fetch while a batch is still being written, so the
+    /// end must also hold for [`QUIET`]: no message from any partition meanwhile.
     fn at_end(&self) -> bool {
+        if self.last_message.elapsed() < QUIET {
+            return false;
+        }
         let Ok(assigned) = self.consumer.assignment() else {
             return false;
         };
@@ -222,6 +242,7 @@ impl KafkaReader {
                 }
                 Some(Ok(m)) => {
                     self.at_eof.remove(&m.partition());
+                    self.last_message = Instant::now();
                     self.line += 1;
                     if let Ok(mut marks) = self.marks.lock() {
                         marks.push_back((self.line, m.partition(), m.offset()));
@@ -259,9 +280,22 @@ impl Read for KafkaReader {
 }
 
 impl OffsetCommitter {
-    /// Commits the offsets of the messages of input lines `..=records` (their outputs are
-    /// flushed).
-    pub fn flushed(&mut self, records: u64) {
+    /// Also waits for this Kafka sink's deliveries before committing.
+    pub fn watch(&mut self, sink: SinkHandle) {
+        self.sinks.push(sink);
+    }
+
+    /// The outputs of input lines `..=records` are written (handed to the sinks): every
+    /// [`COMMIT_INTERVAL`], and at the end (`last`), waits until the Kafka sinks have
+    /// delivered them and commits the offsets of their messages. Fails when a delivery did.
+    pub fn flushed(&mut self, records: u64, last: bool) -> io::Result<()> {
+        if !last && self.last_commit.elapsed() < COMMIT_INTERVAL {
+            return Ok(());
+        }
+        self.last_commit = Instant::now();
+        for sink in &self.sinks {
+            sink.deliver()?;
+        }
         let mut upto: HashMap<i32, i64> = HashMap::new();
         if let Ok(mut marks) = self.marks.lock() {
             while marks.front().is_some_and(|&(line, _, _)| line <= records) {
@@ -272,7 +306,7 @@ impl OffsetCommitter {
             }
         }
         if upto.is_empty() {
-            return;
+            return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
         for (p, o) in upto {
@@ -285,6 +319,7 @@ impl OffsetCommitter {
             // Not fatal: the next flush commits further; a restart re-reads (at least once).
             tracing::warn!("kafka: cannot commit offsets: {e}");
         }
+        Ok(())
     }
 }
 
@@ -308,9 +343,39 @@ impl ProducerContext for Deliveries {
     }
 }
 
+/// A Kafka sink's producer, to wait for its deliveries from elsewhere.
+#[derive(Clone)]
+pub struct SinkHandle {
+    producer: Arc<BaseProducer<Deliveries>>,
+    topic: String,
+}
+
+impl SinkHandle {
+    /// Waits until the broker has acknowledged every message sent so far.
+    pub fn deliver(&self) -> io::Result<()> {
+        self.producer
+            .flush(BROKER_TIMEOUT)
+            .map_err(|e| io::Error::other(format!("kafka: cannot flush to {}: {e}", self.topic)))?;
+        let failed = self
+            .producer
+            .context()
+            .failed
+            .lock()
+            .ok()
+            .and_then(|f| f.clone());
+        match failed {
+            Some(e) => Err(io::Error::other(format!(
+                "kafka: a message to {} was not delivered: {e}",
+                self.topic
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Output lines as messages.
 pub struct KafkaWriter {
-    producer: BaseProducer<Deliveries>,
+    producer: Arc<BaseProducer<Deliveries>>,
     topic: String,
     key: Option<String>,
     pending: Vec<u8>,
@@ -328,7 +393,7 @@ impl KafkaWriter {
             .create_with_context(Deliveries::default())
             .context("cannot create a Kafka producer")?;
         Ok(KafkaWriter {
-            producer,
+            producer: Arc::new(producer),
             topic: sink.topic.clone(),
             key: sink.key.clone(),
             pending: Vec::new(),
@@ -372,20 +437,11 @@ impl KafkaWriter {
         Ok(())
     }
 
-    fn check_deliveries(&self) -> io::Result<()> {
-        let failed = self
-            .producer
-            .context()
-            .failed
-            .lock()
-            .ok()
-            .and_then(|f| f.clone());
-        match failed {
-            Some(e) => Err(io::Error::other(format!(
-                "kafka: a message to {} was not delivered: {e}",
-                self.topic
-            ))),
-            None => Ok(()),
+    /// A handle to wait for this sink's deliveries.
+    pub fn handle(&self) -> SinkHandle {
+        SinkHandle {
+            producer: Arc::clone(&self.producer),
+            topic: self.topic.clone(),
         }
     }
 }
@@ -403,12 +459,11 @@ impl Write for KafkaWriter {
         Ok(data.len())
     }
 
-    /// Waits until the broker has acknowledged every message sent.
+    /// Hands what is queued to the network without waiting: the offset committer waits for
+    /// the acknowledgements ([`SinkHandle::deliver`]) before it commits.
     fn flush(&mut self) -> io::Result<()> {
-        self.producer
-            .flush(BROKER_TIMEOUT)
-            .map_err(|e| io::Error::other(format!("kafka: cannot flush to {}: {e}", self.topic)))?;
-        self.check_deliveries()
+        self.producer.poll(Duration::ZERO);
+        Ok(())
     }
 }
 

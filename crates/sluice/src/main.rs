@@ -3,6 +3,7 @@
 mod alloc;
 mod bench;
 mod bench_checkpoint;
+mod bench_kafka;
 mod bench_redis;
 mod bench_serve;
 mod cli;
