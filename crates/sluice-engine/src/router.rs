@@ -12,7 +12,7 @@ use crate::checkpoint::{Barrier, SourcePosition};
 use crate::error::{Error, Result};
 use crate::output::{FormatJob, WriterMsg};
 
-use crate::batch::{ParsedBatch, RawBatch, Rejection};
+use crate::batch::{KeySlot, ParsedBatch, RawBatch, Rejection};
 
 /// One unit of shard work: event `event` of the batch, for key spec `key_spec`.
 #[derive(Debug, Clone, Copy)]
@@ -34,12 +34,38 @@ pub struct RoutedBatch {
     pub items: Vec<Vec<Item>>,
 }
 
+/// Which partition of a partitioned source (Kafka) each input line came from.
+pub trait LinePartitions: Send + Sync {
+    /// Appends to `out` the partition of each of `lines` (increasing line numbers of lines
+    /// not yet written out), or `u32::MAX` when unknown.
+    fn partitions_of(&self, lines: &[u64], out: &mut Vec<u32>);
+}
+
 /// Event-time bookkeeping across batches.
-#[derive(Debug, Clone)]
+///
+/// With a partitioned source, lateness is judged per partition, as each partition is in order
+/// on its own while partitions are consumed at their own pace: an event is late when it is
+/// more than the lateness behind the newest time of its own partition. State is kept for the
+/// slowest partition: the floor is the oldest of the partitions' newest times, minus the
+/// lateness.
+#[derive(Clone)]
 pub struct Router {
     shards: usize,
     lateness_ms: i64,
     newest: Option<i64>,
+    partitions: Option<Arc<dyn LinePartitions>>,
+    /// Newest event time per partition.
+    newest_by: std::collections::HashMap<u32, i64>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("shards", &self.shards)
+            .field("newest", &self.newest)
+            .field("newest_by", &self.newest_by)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Router {
@@ -49,7 +75,15 @@ impl Router {
             shards,
             lateness_ms,
             newest: None,
+            partitions: None,
+            newest_by: std::collections::HashMap::new(),
         }
+    }
+
+    /// The same router, judging lateness per partition of `partitions`' lines.
+    pub fn with_partitions(mut self, partitions: Option<Arc<dyn LinePartitions>>) -> Self {
+        self.partitions = partitions;
+        self
     }
 
     /// The newest accepted event time so far.
@@ -67,9 +101,38 @@ impl Router {
     pub fn route(&mut self, mut parsed: ParsedBatch, n_keys: usize) -> RoutedBatch {
         let mut floors = Vec::with_capacity(parsed.events.len());
         let mut items: Vec<Vec<Item>> = (0..self.shards).map(|_| Vec::new()).collect();
+        let mut partition_of = Vec::new();
+        if let Some(p) = &self.partitions {
+            let lines: Vec<u64> = parsed.events.iter().map(|e| e.line).collect();
+            p.partitions_of(&lines, &mut partition_of);
+        }
         for (i, event) in parsed.events.iter_mut().enumerate() {
             if event.rejection.is_some() {
                 floors.push(i64::MIN);
+                continue;
+            }
+            let partition = partition_of.get(i).copied().filter(|&p| p != u32::MAX);
+            if let Some(p) = partition {
+                let newest = self.newest_by.get(&p).copied();
+                if let Some(newest) =
+                    newest.filter(|&n| event.ts < n.saturating_sub(self.lateness_ms))
+                {
+                    event.rejection = Some(Box::new(Rejection {
+                        reason: "late",
+                        message: format!(
+                            "event time {} is more than the lateness of {} ms behind the newest event time {} of partition {p}",
+                            event.ts, self.lateness_ms, newest
+                        ),
+                    }));
+                    floors.push(i64::MIN);
+                    continue;
+                }
+                let newest = newest.map_or(event.ts, |n| n.max(event.ts));
+                self.newest_by.insert(p, newest);
+                self.newest = Some(self.newest.map_or(newest, |n| n.max(newest)));
+                let slowest = self.newest_by.values().copied().min().unwrap_or(newest);
+                floors.push(slowest.saturating_sub(self.lateness_ms));
+                self.push_items(&parsed.keys, i, n_keys, &mut items);
                 continue;
             }
             if let Some(newest) = self.newest {
@@ -88,20 +151,25 @@ impl Router {
             let newest = self.newest.map_or(event.ts, |n| n.max(event.ts));
             self.newest = Some(newest);
             floors.push(newest.saturating_sub(self.lateness_ms));
-            for k in 0..n_keys {
-                let key = &parsed.keys[i * n_keys + k];
-                if key.present {
-                    items[shard_of(group_of(key.hash), self.shards)].push(Item {
-                        event: i as u32,
-                        key_spec: k as u32,
-                    });
-                }
-            }
+            self.push_items(&parsed.keys, i, n_keys, &mut items);
         }
         RoutedBatch {
             parsed,
             floors,
             items,
+        }
+    }
+
+    /// Hands event `i`'s keys to the shards that own them.
+    fn push_items(&self, keys: &[KeySlot], i: usize, n_keys: usize, items: &mut [Vec<Item>]) {
+        for k in 0..n_keys {
+            let key = &keys[i * n_keys + k];
+            if key.present {
+                items[shard_of(group_of(key.hash), self.shards)].push(Item {
+                    event: i as u32,
+                    key_spec: k as u32,
+                });
+            }
         }
     }
 }
@@ -147,14 +215,13 @@ struct Pending {
 /// to the formatters.
 pub(crate) fn route_all(
     plan: &Plan,
-    shards: usize,
+    mut router: Router,
     rx: Receiver<RouterMsg>,
     shard_txs: Vec<Sender<ShardMsg>>,
     format_tx: Sender<FormatJob>,
-    newest: Option<i64>,
     mut timer: Option<CheckpointTimer>,
 ) -> Result<()> {
-    let mut router = Router::new(shards, plan.lateness_ms).resuming(newest);
+    let shards = router.shards;
     let mut last_checkpoint = std::time::Instant::now();
     let mut parsed: BTreeMap<u64, ParsedBatch> = BTreeMap::new();
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
@@ -252,4 +319,78 @@ pub(crate) fn route_all(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{Event, Span};
+
+    /// Odd lines from partition 1, even lines from partition 0.
+    struct OddEven;
+
+    impl LinePartitions for OddEven {
+        fn partitions_of(&self, lines: &[u64], out: &mut Vec<u32>) {
+            out.extend(lines.iter().map(|l| (l % 2) as u32));
+        }
+    }
+
+    fn batch(times: &[i64]) -> ParsedBatch {
+        ParsedBatch {
+            seq: 0,
+            raw: RawBatch::Lines {
+                data: Vec::new(),
+                first_line: 1,
+                offset: 0,
+            },
+            events: times
+                .iter()
+                .enumerate()
+                .map(|(i, &ts)| Event {
+                    line: i as u64 + 1,
+                    ts,
+                    raw: Span::default(),
+                    body: Span::default(),
+                    rejection: None,
+                })
+                .collect(),
+            keys: Vec::new(),
+            fields: Vec::new(),
+            arena: Vec::new(),
+        }
+    }
+
+    fn late(routed: &RoutedBatch) -> Vec<bool> {
+        routed
+            .parsed
+            .events
+            .iter()
+            .map(|e| e.rejection.is_some())
+            .collect()
+    }
+
+    #[test]
+    fn lateness_is_per_partition_and_state_follows_the_slowest() {
+        // Lines 1, 3, 5, 7 (partition 1) are an hour behind lines 2, 4, 6, 8 (partition 0);
+        // each partition is in order but for its last event.
+        let times = [
+            0, 3_600_000, 1_000, 3_601_000, 2_000, 3_602_000, 500, 3_000_000,
+        ];
+        let mut stream_wide = Router::new(1, 60_000);
+        assert_eq!(
+            late(&stream_wide.route(batch(&times), 0)),
+            [false, false, true, false, true, false, true, true]
+        );
+        let mut per_partition = Router::new(1, 60_000).with_partitions(Some(Arc::new(OddEven)));
+        let routed = per_partition.route(batch(&times), 0);
+        // Within its own partition 500 is 1.5 s behind 2,000: not late; 3,000,000 is ten
+        // minutes behind 3,602,000: late.
+        assert_eq!(
+            late(&routed),
+            [false, false, false, false, false, false, false, true]
+        );
+        // The floor follows the slowest partition.
+        assert_eq!(routed.floors[5], 2_000 - 60_000);
+        assert_eq!(per_partition.newest(), Some(3_602_000));
+    }
 }

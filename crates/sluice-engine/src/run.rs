@@ -31,14 +31,14 @@ use crate::output::{format_batch, write_all, FormatJob, WriterCheckpoints, Write
 use crate::parse::{Extractor, ParseScratch};
 use crate::pool::BufferPool;
 use crate::redis::{RedisBackend, RedisOptions, Traffic};
-use crate::router::{route_all, CheckpointTimer, RouterMsg, ShardMsg};
+use crate::router::{route_all, CheckpointTimer, LinePartitions, Router, RouterMsg, ShardMsg};
 use crate::shard;
 use crate::source::{CsvBatcher, Input, InputFormat, LineBatcher};
 use crate::spill::{EmbeddedOptions, Spill};
 use crate::time::TimeFormat;
 
 /// Everything a run needs to know about the pipeline.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Job {
     /// The features, grouped.
     pub plan: Arc<Plan>,
@@ -60,6 +60,22 @@ pub struct Job {
     /// this long has passed since its first byte, instead of waiting for it to fill. `None`:
     /// batches are cut when full (files).
     pub batch_wait: Option<Duration>,
+    /// For a partitioned source (Kafka): the partition of each input line, so that lateness
+    /// is judged per partition (see [`crate::router::Router`]).
+    pub partitions: Option<Arc<dyn LinePartitions>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("workers", &self.workers)
+            .field("batch_bytes", &self.batch_bytes)
+            .field("state", &self.state)
+            .field("checkpoint", &self.checkpoint)
+            .field("batch_wait", &self.batch_wait)
+            .field("partitioned", &self.partitions.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a run keeps its state.
@@ -92,6 +108,7 @@ impl Job {
             state: StateConfig::Memory,
             batch_wait: None,
             checkpoint: None,
+            partitions: None,
         }
     }
 }
@@ -106,6 +123,12 @@ impl Job {
     /// The same job, taking checkpoints as configured.
     pub fn with_checkpoints(mut self, checkpoint: Option<CheckpointConfig>) -> Self {
         self.checkpoint = checkpoint;
+        self
+    }
+
+    /// The same job, judging lateness per partition of a partitioned source.
+    pub fn with_partitions(mut self, partitions: Option<Arc<dyn LinePartitions>>) -> Self {
+        self.partitions = partitions;
         self
     }
 
@@ -483,11 +506,12 @@ pub fn run_resumed(
                 drop(router_tx);
                 route_all(
                     &router_plan,
-                    n,
+                    Router::new(n, router_plan.lateness_ms)
+                        .resuming(newest)
+                        .with_partitions(job.partitions.clone()),
                     router_rx,
                     shard_txs,
                     format_tx,
-                    newest,
                     timer,
                 )
             })

@@ -74,21 +74,9 @@ fn produce(brokers: &str, topic: &str, data: &Path, events: u64) -> Result<u64> 
     Ok(n)
 }
 
-/// The benchmark pipeline with a lateness that covers the skew between partitions: lateness
-/// is judged in the order records are consumed, and partitions are consumed at their own
-/// pace (see `docs/kafka.md`).
-fn with_lateness() -> String {
-    BENCH_PIPELINE.replacen(
-        "[event]\ntime = \"ts\"\n",
-        "[event]\ntime = \"ts\"\nlateness = \"30d\"\n",
-        1,
-    )
-}
-
 fn pipeline(brokers: &str, input: &str, output: &str, group: &str) -> String {
-    let base = with_lateness();
     format!(
-        "{base}\n[source]\nkind = \"kafka\"\nbrokers = [\"{brokers}\"]\ntopic = \"{input}\"\ngroup = \"{group}\"\n\n[sink]\nkind = \"kafka\"\nbrokers = [\"{brokers}\"]\ntopic = \"{output}\"\nkey = \"user_id\"\n"
+        "{BENCH_PIPELINE}\n[source]\nkind = \"kafka\"\nbrokers = [\"{brokers}\"]\ntopic = \"{input}\"\ngroup = \"{group}\"\n\n[sink]\nkind = \"kafka\"\nbrokers = [\"{brokers}\"]\ntopic = \"{output}\"\nkey = \"user_id\"\n"
     )
 }
 
@@ -112,8 +100,8 @@ pub fn run(opts: &BenchOptions, brokers: &str) -> Result<()> {
     eprintln!("bench: producing {} events into {input}", opts.events);
     let n = produce(brokers, &input, &data, opts.events)?;
 
-    let file_pipeline = opts.dir.join("bench-lateness.toml");
-    std::fs::write(&file_pipeline, with_lateness())?;
+    let file_pipeline = opts.dir.join("bench.toml");
+    std::fs::write(&file_pipeline, BENCH_PIPELINE)?;
     let started = Instant::now();
     let file = std::process::Command::new(&exe)
         .arg("run")

@@ -313,12 +313,14 @@ fn run(args: RunArgs) -> Result<()> {
         None => None,
     };
     let mut committer = None;
+    let mut partitions = None;
     let input = Input {
         reader: match (&resume, &kafka_source) {
             (_, Some(k)) => {
                 crate::kafka::stop_on_signals();
                 let (reader, c) = crate::kafka::KafkaReader::open(k)?;
                 committer = Some(c);
+                partitions = Some(reader.line_partitions());
                 Box::new(reader)
             }
             (Some(r), None) => crate::resume::open_input_at(&input_path, r.manifest.source.offset)?,
@@ -390,6 +392,7 @@ fn run(args: RunArgs) -> Result<()> {
     )
     .with_state(pipeline.state.clone())
     .with_checkpoints(pipeline.checkpoint.clone())
+    .with_partitions(partitions)
     .with_batch_wait(
         input_len
             .is_none()

@@ -25,6 +25,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sluice_engine::router::LinePartitions;
 
 /// How long metadata and offset requests to the broker may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -120,8 +121,28 @@ impl ConsumerContext for Quiet {
     }
 }
 
-/// Which input line came from which message: `(line, partition, offset)`, in line order.
+/// Which input line came from which message: `(line, partition, offset)`, one entry per line
+/// in line order, from the oldest line whose outputs are not yet delivered.
 type Marks = Arc<Mutex<VecDeque<(u64, i32, i64)>>>;
+
+/// The partition of each input line, for lateness per partition.
+struct MarksPartitions(Marks);
+
+impl LinePartitions for MarksPartitions {
+    fn partitions_of(&self, lines: &[u64], out: &mut Vec<u32>) {
+        let Ok(marks) = self.0.lock() else {
+            out.extend(lines.iter().map(|_| u32::MAX));
+            return;
+        };
+        let first = marks.front().map_or(0, |&(line, _, _)| line);
+        out.extend(lines.iter().map(|&line| {
+            line.checked_sub(first)
+                .and_then(|i| marks.get(i as usize))
+                .filter(|&&(l, _, _)| l == line)
+                .map_or(u32::MAX, |&(_, p, _)| p as u32)
+        }));
+    }
+}
 
 /// A consumer group's messages as JSONL.
 pub struct KafkaReader {
@@ -264,6 +285,13 @@ impl KafkaReader {
                 }
             }
         }
+    }
+}
+
+impl KafkaReader {
+    /// Which partition each line came from, for the router (lateness per partition).
+    pub fn line_partitions(&self) -> Arc<dyn LinePartitions> {
+        Arc::new(MarksPartitions(Arc::clone(&self.marks)))
     }
 }
 
