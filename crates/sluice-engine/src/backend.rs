@@ -495,7 +495,9 @@ impl MemoryBackend {
                 &mut self.scratch,
                 &mut out[start..],
             );
-            self.floor = self.floor.max(u.floor);
+            // The latest, not the highest: with lateness per partition the floor goes back
+            // when a slower partition shows up, and its keys must not be swept meanwhile.
+            self.floor = u.floor;
         }
         Ok(())
     }

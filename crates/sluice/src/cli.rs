@@ -138,8 +138,8 @@ struct RunArgs {
     /// Ignore (and delete) the checkpoints of a `[checkpoint]` section and start over.
     #[arg(long)]
     fresh: bool,
-    /// With a Kafka source: stop once every assigned partition reaches the end offset it had
-    /// when the run started (as `until_end = true` in `[source]`).
+    /// With a Kafka source: stop once every assigned partition has been read to its end (so at
+    /// least as far as it went when the run started; as `until_end = true` in `[source]`).
     #[arg(long)]
     until_end: bool,
 }
@@ -330,28 +330,41 @@ fn run(args: RunArgs) -> Result<()> {
         format,
     };
     let sink = resume.as_ref().map(|r| r.manifest.sink);
+    // Kafka sinks, whose deliveries are waited for before offsets are committed (or, without
+    // a Kafka source, every second and at the end).
+    let mut kafka_sinks = Vec::new();
+    let mut kafka_writer = |k: &crate::kafka::KafkaSink| -> Result<Box<dyn Write + Send>> {
+        let w = crate::kafka::KafkaWriter::open(k)?;
+        kafka_sinks.push(w.handle());
+        Ok(Box::new(w))
+    };
     let (events, events_file) = match &kafka_sink {
-        Some(k) => {
-            let w = crate::kafka::KafkaWriter::open(k)?;
-            if let Some(c) = committer.as_mut() {
-                c.watch(w.handle());
-            }
-            (Box::new(w) as Box<dyn Write + Send>, None)
-        }
+        Some(k) => (kafka_writer(k)?, None),
         None => crate::resume::open_output(&output_path, "output", sink.map(|s| s.events_bytes))?,
     };
     let (dead_letters, dead_letters_file) = match (&dead_path, &pipeline.dead_letter_topic) {
         (Some(p), _) => {
             crate::resume::open_output(p, "dead-letter file", sink.map(|s| s.dead_letters_bytes))?
         }
-        (None, Some(k)) => {
-            let w = crate::kafka::KafkaWriter::open(k)?;
-            if let Some(c) = committer.as_mut() {
-                c.watch(w.handle());
-            }
-            (Box::new(w) as Box<dyn Write + Send>, None)
-        }
+        (None, Some(k)) => (kafka_writer(k)?, None),
         (None, None) => (Box::new(io::stderr()) as Box<dyn Write + Send>, None),
+    };
+    let on_flushed: Option<sluice_engine::run::OnFlushed> = match committer {
+        Some(mut c) => {
+            for h in kafka_sinks {
+                c.watch(h);
+            }
+            // Output files are synced before their input's offsets are committed.
+            for f in [&events_file, &dead_letters_file].into_iter().flatten() {
+                c.watch_file(f.try_clone().context("cannot share an output file")?);
+            }
+            Some(Box::new(move |records, last| c.flushed(records, last)))
+        }
+        None if !kafka_sinks.is_empty() => {
+            let mut check = crate::kafka::DeliveryCheck::new(kafka_sinks);
+            Some(Box::new(move |records, last| check.flushed(records, last)))
+        }
+        None => None,
     };
     let outputs = Outputs {
         events,
@@ -366,9 +379,7 @@ fn run(args: RunArgs) -> Result<()> {
         },
         events_file,
         dead_letters_file,
-        on_flushed: committer.map(|mut c| {
-            Box::new(move |records, last| c.flushed(records, last)) as sluice_engine::run::OnFlushed
-        }),
+        on_flushed,
     };
     if let Some(r) = &resume {
         let keys: usize = r

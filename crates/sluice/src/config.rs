@@ -54,7 +54,7 @@ struct SourceSection {
     group: Option<Spanned<String>>,
     /// Kafka: `earliest` (default) or `latest`, without a committed offset.
     start: Option<Spanned<String>>,
-    /// Kafka: stop at the end offsets of the start (as `--until-end`).
+    /// Kafka: stop once the assigned partitions are read to their end (as `--until-end`).
     until_end: Option<bool>,
 }
 
@@ -417,6 +417,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
             }
         }
     };
+    if let (Some(SourceConfig::Kafka(_)), Some(f)) = (
+        &source,
+        file.source.as_ref().and_then(|s| s.format.as_ref()),
+    ) {
+        if format != InputFormat::Jsonl {
+            return Err(src.error(
+                Some(f.span()),
+                "a Kafka source reads JSON messages; valid: format = \"jsonl\" (one record per message)",
+            ));
+        }
+    }
     let sink = match &file.sink {
         None => None,
         Some(s) => {
@@ -513,6 +524,14 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
             },
         },
     };
+    if let Some(c) = &file.checkpoint {
+        if matches!(sink, Some(SinkConfig::Kafka(_))) || dead_letter_topic.is_some() {
+            return Err(src.error(
+                Some(c.path.span()),
+                "checkpoints need file outputs (a topic cannot be cut back to a checkpoint); remove [checkpoint] or write to files",
+            ));
+        }
+    }
     if let (Some(SourceConfig::Kafka(_)), Some(c)) = (&source, &file.checkpoint) {
         return Err(src.error(
             Some(c.path.span()),

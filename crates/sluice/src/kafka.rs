@@ -152,6 +152,8 @@ pub struct KafkaReader {
     at_eof: std::collections::HashSet<i32>,
     /// When the last message arrived.
     last_message: Instant,
+    /// The partitions assigned when last looked at, sorted.
+    assigned: Vec<i32>,
     marks: Marks,
     line: u64,
     buf: Vec<u8>,
@@ -165,7 +167,35 @@ pub struct OffsetCommitter {
     topic: String,
     marks: Marks,
     sinks: Vec<SinkHandle>,
+    files: Vec<std::fs::File>,
     last_commit: Instant,
+}
+
+/// Without a Kafka source: waits for the Kafka sinks' acknowledgements every
+/// [`COMMIT_INTERVAL`] and at the end, so that a failed delivery fails the run and nothing
+/// queued is dropped when the producer goes away.
+pub struct DeliveryCheck {
+    sinks: Vec<SinkHandle>,
+    last_check: Instant,
+}
+
+impl DeliveryCheck {
+    /// Checks `sinks`.
+    pub fn new(sinks: Vec<SinkHandle>) -> DeliveryCheck {
+        DeliveryCheck {
+            sinks,
+            last_check: Instant::now(),
+        }
+    }
+
+    /// See [`OffsetCommitter::flushed`].
+    pub fn flushed(&mut self, _records: u64, last: bool) -> io::Result<()> {
+        if !last && self.last_check.elapsed() < COMMIT_INTERVAL {
+            return Ok(());
+        }
+        self.last_check = Instant::now();
+        self.sinks.iter().try_for_each(SinkHandle::deliver)
+    }
 }
 
 fn client(brokers: &[String]) -> ClientConfig {
@@ -208,6 +238,7 @@ impl KafkaReader {
             topic: source.topic.clone(),
             marks: Arc::clone(&marks),
             sinks: Vec::new(),
+            files: Vec::new(),
             last_commit: Instant::now(),
         };
         Ok((
@@ -216,6 +247,7 @@ impl KafkaReader {
                 until_end: source.until_end,
                 at_eof: std::collections::HashSet::new(),
                 last_message: Instant::now(),
+                assigned: Vec::new(),
                 marks,
                 line: 0,
                 buf: Vec::new(),
@@ -230,18 +262,21 @@ impl KafkaReader {
     /// offsets the partitions had at start. Some brokers (tansu) report an end before the last
     /// batch of a partition, or an empty fetch while a batch is still being written, so the
     /// end must also hold for [`QUIET`]: no message from any partition meanwhile.
-    fn at_end(&self) -> bool {
-        if self.last_message.elapsed() < QUIET {
-            return false;
-        }
+    fn at_end(&mut self) -> bool {
         let Ok(assigned) = self.consumer.assignment() else {
             return false;
         };
-        let elements = assigned.elements();
-        !elements.is_empty()
-            && elements
-                .iter()
-                .all(|e| self.at_eof.contains(&e.partition()))
+        let mut now: Vec<i32> = assigned.elements().iter().map(|e| e.partition()).collect();
+        now.sort_unstable();
+        if now != self.assigned {
+            // A partition given up and assigned again must be read to its end again.
+            self.at_eof.retain(|p| now.contains(p));
+            self.assigned = now;
+            return false;
+        }
+        self.last_message.elapsed() >= QUIET
+            && !self.assigned.is_empty()
+            && self.assigned.iter().all(|p| self.at_eof.contains(p))
     }
 
     /// Waits for the next message; `None` at the end of the input.
@@ -272,7 +307,12 @@ impl KafkaReader {
                     self.pos = 0;
                     // One message, one line: line breaks inside are spaces (JSON allows them
                     // between tokens and forbids them inside strings).
-                    let payload = m.payload().unwrap_or(b"");
+                    // An empty message still becomes a record (`null`, a dead letter), so that
+                    // every line is one record and committed offsets follow written records.
+                    let payload = match m.payload() {
+                        Some(p) if !p.iter().all(u8::is_ascii_whitespace) => p,
+                        _ => b"null",
+                    };
                     self.buf.extend(payload.iter().map(|&b| {
                         if b == b'\n' || b == b'\r' {
                             b' '
@@ -313,6 +353,11 @@ impl OffsetCommitter {
         self.sinks.push(sink);
     }
 
+    /// Also syncs this output file to disk before committing.
+    pub fn watch_file(&mut self, file: std::fs::File) {
+        self.files.push(file);
+    }
+
     /// The outputs of input lines `..=records` are written (handed to the sinks): every
     /// [`COMMIT_INTERVAL`], and at the end (`last`), waits until the Kafka sinks have
     /// delivered them and commits the offsets of their messages. Fails when a delivery did.
@@ -323,6 +368,9 @@ impl OffsetCommitter {
         self.last_commit = Instant::now();
         for sink in &self.sinks {
             sink.deliver()?;
+        }
+        for file in &self.files {
+            file.sync_data()?;
         }
         let mut upto: HashMap<i32, i64> = HashMap::new();
         if let Ok(mut marks) = self.marks.lock() {

@@ -493,3 +493,37 @@ fn a_killed_process_loses_nothing() {
         got.len() - seen.len()
     );
 }
+
+/// A file run into a topic (no Kafka source): every message is acknowledged before the run
+/// ends, so the topic holds them all.
+#[test]
+fn a_file_run_into_a_topic_delivers_everything() {
+    let Some(brokers) = common::kafka_brokers() else {
+        return;
+    };
+    let tag = common::unique_namespace("k4");
+    create_topics(
+        &brokers,
+        &[(&format!("{tag}-out"), 2), (&format!("{tag}-dead"), 1)],
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let pipeline = write_pipeline(dir.path(), &brokers, &tag);
+    let (input, lines) = events_of(5000, 13, dir.path());
+    let out = common::sluice()
+        .arg("run")
+        .arg(&pipeline)
+        .arg("--input")
+        .arg(&input)
+        .args(["--quiet", "--workers", "2"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        consume_all(&brokers, &format!("{tag}-out")).len(),
+        lines.len()
+    );
+}

@@ -535,7 +535,9 @@ impl StateBackend for RedisBackend {
                 first = works.len();
                 index.clear();
             }
-            self.floor = self.floor.max(u.floor);
+            // The latest, not the highest: with lateness per partition the floor goes back
+            // when a slower partition shows up, and its keys must not be swept meanwhile.
+            self.floor = u.floor;
         }
         if first < works.len() {
             self.flush(plan, &works[first..], updates, &offsets, out)?;

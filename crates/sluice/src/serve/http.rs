@@ -12,10 +12,13 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::value::RawValue;
 use sluice_engine::serve::KeyValue;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 use super::engine::{Core, Reply};
 use super::metrics::{Metrics, Route};
+
+/// The largest `at` (in absolute value) a feature query accepts, in epoch milliseconds.
+const MAX_AT: i64 = 10_000_000_000_000_000; // about 317,000 years
 
 /// What every handler shares.
 pub struct AppState {
@@ -23,7 +26,7 @@ pub struct AppState {
     pub core: Arc<Mutex<Core>>,
     /// One permit per request allowed in at once (`[serve] queue`): beyond, 503 at once, so
     /// memory stays bounded by `queue × max_body` whatever the load.
-    pub permits: Semaphore,
+    pub permits: Arc<Semaphore>,
     /// The number of permits.
     pub capacity: usize,
     /// Whether state is remote (Redis): the engine then runs on a blocking thread, since it
@@ -114,13 +117,17 @@ fn overloaded() -> Response {
 }
 
 /// Runs `work` on the engine: here for local state, on a blocking thread for remote state.
+/// The request's `permit` goes with the work: a blocking task outlives a client that hangs
+/// up, and must still count against `[serve] queue`.
 async fn on_engine(
     state: &Arc<AppState>,
+    permit: OwnedSemaphorePermit,
     work: impl FnOnce(&mut Core, &Metrics) -> Reply + Send + 'static,
 ) -> Response {
     if state.remote {
         let state = Arc::clone(state);
         let run = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let mut core = state.core.blocking_lock();
             work(&mut core, &state.metrics)
         });
@@ -144,7 +151,7 @@ async fn events(State(state): Shared, headers: HeaderMap, body: Body) -> Respons
 }
 
 async fn events_response(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Response {
-    let Ok(_permit) = state.permits.try_acquire() else {
+    let Ok(permit) = Arc::clone(&state.permits).try_acquire_owned() else {
         return closing_unless(false, overloaded());
     };
     if !authorized(state, headers) {
@@ -199,7 +206,7 @@ async fn events_response(state: &Arc<AppState>, headers: &HeaderMap, body: Body)
             body: b"[]".to_vec(),
         });
     }
-    on_engine(state, move |core, metrics| {
+    on_engine(state, permit, move |core, metrics| {
         core.events(lines, records, array, metrics)
     })
     .await
@@ -263,7 +270,7 @@ async fn features_response(
     headers: &HeaderMap,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Ok(_permit) = state.permits.try_acquire() else {
+    let Ok(permit) = Arc::clone(&state.permits).try_acquire_owned() else {
         return overloaded();
     };
     if !authorized(state, headers) {
@@ -280,9 +287,11 @@ async fn features_response(
     let mut given = Vec::with_capacity(params.len());
     for (name, value) in params {
         if name == "at" {
+            // Within a few hundred thousand years of 1970: window arithmetic stays far from
+            // overflow.
             match value.trim().parse::<i64>() {
-                Ok(t) => at = Some(t),
-                Err(_) => {
+                Ok(t) if t.abs() <= MAX_AT => at = Some(t),
+                _ => {
                     return json(Reply::error(
                         400,
                         "bad_time",
@@ -303,7 +312,7 @@ async fn features_response(
             }
         }
     }
-    on_engine(state, move |core, _| core.query(&given, at)).await
+    on_engine(state, permit, move |core, _| core.query(&given, at)).await
 }
 
 /// A query parameter as a key value: JSON when it reads as a number, a boolean or a quoted

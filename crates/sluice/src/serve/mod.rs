@@ -89,7 +89,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     }));
     let state = Arc::new(http::AppState {
         core: Arc::clone(&core),
-        permits: tokio::sync::Semaphore::new(serve.queue),
+        permits: Arc::new(tokio::sync::Semaphore::new(serve.queue)),
         capacity: serve.queue,
         remote: matches!(pipeline.state, sluice_engine::StateConfig::Redis(_)),
         metrics: Arc::clone(&metrics),
