@@ -29,8 +29,8 @@ pub struct AppState {
     pub permits: Arc<Semaphore>,
     /// The number of permits.
     pub capacity: usize,
-    /// Whether state is remote (Redis): the engine then runs on a blocking thread, since it
-    /// waits for the network.
+    /// Whether state may block (Redis: the network; embedded: the disk): the engine then runs
+    /// on a blocking thread.
     pub remote: bool,
     /// Counters.
     pub metrics: Arc<Metrics>,
@@ -116,7 +116,7 @@ fn overloaded() -> Response {
     r
 }
 
-/// Runs `work` on the engine: here for local state, on a blocking thread for remote state.
+/// Runs `work` on the engine: here for memory state, on a blocking thread otherwise.
 /// The request's `permit` goes with the work: a blocking task outlives a client that hangs
 /// up, and must still count against `[serve] queue`.
 async fn on_engine(

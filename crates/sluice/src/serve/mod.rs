@@ -91,7 +91,8 @@ pub fn run(opts: ServeOptions) -> Result<()> {
         core: Arc::clone(&core),
         permits: Arc::new(tokio::sync::Semaphore::new(serve.queue)),
         capacity: serve.queue,
-        remote: matches!(pipeline.state, sluice_engine::StateConfig::Redis(_)),
+        // Redis waits for the network, the embedded store for the disk.
+        remote: !matches!(pipeline.state, sluice_engine::StateConfig::Memory),
         metrics: Arc::clone(&metrics),
         token,
         max_body: serve.max_body,
