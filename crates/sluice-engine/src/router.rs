@@ -12,7 +12,7 @@ use crate::checkpoint::{Barrier, SourcePosition};
 use crate::error::{Error, Result};
 use crate::output::{FormatJob, WriterMsg};
 
-use crate::batch::{KeySlot, ParsedBatch, RawBatch, Rejection};
+use crate::batch::{ParsedBatch, RawBatch, Rejection};
 
 /// One unit of shard work: event `event` of the batch, for key spec `key_spec`.
 #[derive(Debug, Clone, Copy)]
@@ -112,64 +112,49 @@ impl Router {
                 continue;
             }
             let partition = partition_of.get(i).copied().filter(|&p| p != u32::MAX);
-            if let Some(p) = partition {
-                let newest = self.newest_by.get(&p).copied();
-                if let Some(newest) =
-                    newest.filter(|&n| event.ts < n.saturating_sub(self.lateness_ms))
-                {
-                    event.rejection = Some(Box::new(Rejection {
-                        reason: "late",
-                        message: format!(
-                            "event time {} is more than the lateness of {} ms behind the newest event time {} of partition {p}",
-                            event.ts, self.lateness_ms, newest
-                        ),
-                    }));
-                    floors.push(i64::MIN);
-                    continue;
-                }
-                let newest = newest.map_or(event.ts, |n| n.max(event.ts));
-                self.newest_by.insert(p, newest);
-                self.newest = Some(self.newest.map_or(newest, |n| n.max(newest)));
-                let slowest = self.newest_by.values().copied().min().unwrap_or(newest);
-                floors.push(slowest.saturating_sub(self.lateness_ms));
-                self.push_items(&parsed.keys, i, n_keys, &mut items);
+            // The newest time lateness is judged against: the partition's, or the stream's.
+            let newest = match partition {
+                Some(p) => self.newest_by.get(&p).copied(),
+                None => self.newest,
+            };
+            if let Some(newest) = newest.filter(|&n| event.ts < n.saturating_sub(self.lateness_ms))
+            {
+                let of = partition.map_or(String::new(), |p| format!(" of partition {p}"));
+                event.rejection = Some(Box::new(Rejection {
+                    reason: "late",
+                    message: format!(
+                        "event time {} is more than the lateness of {} ms behind the newest event time {}{of}",
+                        event.ts, self.lateness_ms, newest
+                    ),
+                }));
+                floors.push(i64::MIN);
                 continue;
             }
-            if let Some(newest) = self.newest {
-                if event.ts < newest.saturating_sub(self.lateness_ms) {
-                    event.rejection = Some(Box::new(Rejection {
-                        reason: "late",
-                        message: format!(
-                            "event time {} is more than the lateness of {} ms behind the newest event time {}",
-                            event.ts, self.lateness_ms, newest
-                        ),
-                    }));
-                    floors.push(i64::MIN);
-                    continue;
+            let newest = newest.map_or(event.ts, |n| n.max(event.ts));
+            self.newest = Some(self.newest.map_or(newest, |n| n.max(newest)));
+            // State is kept for the slowest partition.
+            let slowest = match partition {
+                Some(p) => {
+                    self.newest_by.insert(p, newest);
+                    self.newest_by.values().copied().min().unwrap_or(newest)
+                }
+                None => newest,
+            };
+            floors.push(slowest.saturating_sub(self.lateness_ms));
+            for k in 0..n_keys {
+                let key = &parsed.keys[i * n_keys + k];
+                if key.present {
+                    items[shard_of(group_of(key.hash), self.shards)].push(Item {
+                        event: i as u32,
+                        key_spec: k as u32,
+                    });
                 }
             }
-            let newest = self.newest.map_or(event.ts, |n| n.max(event.ts));
-            self.newest = Some(newest);
-            floors.push(newest.saturating_sub(self.lateness_ms));
-            self.push_items(&parsed.keys, i, n_keys, &mut items);
         }
         RoutedBatch {
             parsed,
             floors,
             items,
-        }
-    }
-
-    /// Hands event `i`'s keys to the shards that own them.
-    fn push_items(&self, keys: &[KeySlot], i: usize, n_keys: usize, items: &mut [Vec<Item>]) {
-        for k in 0..n_keys {
-            let key = &keys[i * n_keys + k];
-            if key.present {
-                items[shard_of(group_of(key.hash), self.shards)].push(Item {
-                    event: i as u32,
-                    key_spec: k as u32,
-                });
-            }
         }
     }
 }

@@ -118,11 +118,6 @@ impl ServeEngine {
         })
     }
 
-    /// The pipeline's plan.
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
-
     /// Keys held in state (for a remote backend: in its local cache).
     pub fn live_keys(&self) -> usize {
         self.backend.live_keys()

@@ -210,6 +210,25 @@ impl Phase {
     }
 }
 
+/// Runs `client(c)` for connections `c` in `0..conns`, each on a thread of its own; the
+/// results in connection order, or the first error.
+fn on_connections<T: Send>(
+    conns: usize,
+    client: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
+    std::thread::scope(|scope| {
+        let client = &client;
+        let handles: Vec<_> = (0..conns).map(|c| scope.spawn(move || client(c))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
+            })
+            .collect()
+    })
+}
+
 /// `n` single-event requests (lines `from..`) due at `rate` per second, spread round-robin
 /// over `conns` connections.
 fn fixed_rate(
@@ -222,49 +241,35 @@ fn fixed_rate(
 ) -> Result<Phase> {
     let start = Instant::now() + Duration::from_millis(50);
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let results: Vec<Result<(Vec<Duration>, usize)>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..conns)
-            .map(|c| {
-                scope.spawn(move || -> Result<(Vec<Duration>, usize)> {
-                    let mut conn = Conn::open(addr)?;
-                    let mut lat = Vec::with_capacity(n / conns + 1);
-                    let mut errors = 0;
-                    let mut free_since = start;
-                    let mut k = c;
-                    while k < n {
-                        let due = start + interval * k as u32;
-                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                            std::thread::sleep(wait);
-                        }
-                        let from_time = if free_since > due {
-                            due
-                        } else {
-                            Instant::now()
-                        };
-                        let line = &lines[(from + k) % lines.len()];
-                        match conn.post(line.as_bytes()) {
-                            Ok(200) => lat.push(from_time.elapsed()),
-                            Ok(_) | Err(_) => errors += 1,
-                        }
-                        free_since = Instant::now();
-                        k += conns;
-                    }
-                    Ok((lat, errors))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
-            })
-            .collect()
-    });
+    let results = on_connections(conns, |c| {
+        let mut conn = Conn::open(addr)?;
+        let mut lat = Vec::with_capacity(n / conns + 1);
+        let mut errors = 0;
+        let mut free_since = start;
+        let mut k = c;
+        while k < n {
+            let due = start + interval * k as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let from_time = if free_since > due {
+                due
+            } else {
+                Instant::now()
+            };
+            let line = &lines[(from + k) % lines.len()];
+            match conn.post(line.as_bytes()) {
+                Ok(200) => lat.push(from_time.elapsed()),
+                Ok(_) | Err(_) => errors += 1,
+            }
+            free_since = Instant::now();
+            k += conns;
+        }
+        Ok((lat, errors))
+    })?;
     let mut latencies = Vec::with_capacity(n);
     let mut errors = 0;
-    for r in results {
-        let (l, e) = r?;
+    for (l, e) in results {
         latencies.extend(l);
         errors += e;
     }
@@ -292,36 +297,20 @@ fn batched(
         .collect();
     let bodies = &bodies;
     let started = Instant::now();
-    let results: Vec<Result<Vec<Duration>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..conns)
-            .map(|c| {
-                scope.spawn(move || -> Result<Vec<Duration>> {
-                    let mut conn = Conn::open(addr)?;
-                    let mut lat = Vec::new();
-                    let mut k = c;
-                    while k < bodies.len() {
-                        let t = Instant::now();
-                        let status = conn.post(&bodies[k])?;
-                        anyhow::ensure!(status == 200, "status {status}");
-                        lat.push(t.elapsed());
-                        k += conns;
-                    }
-                    Ok(lat)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("client panicked")))
-            })
-            .collect()
-    });
-    let mut lat = Vec::new();
-    for r in results {
-        lat.extend(r?);
-    }
+    let results = on_connections(conns, |c| {
+        let mut conn = Conn::open(addr)?;
+        let mut lat = Vec::new();
+        let mut k = c;
+        while k < bodies.len() {
+            let t = Instant::now();
+            let status = conn.post(&bodies[k])?;
+            anyhow::ensure!(status == 200, "status {status}");
+            lat.push(t.elapsed());
+            k += conns;
+        }
+        Ok(lat)
+    })?;
+    let mut lat: Vec<Duration> = results.into_iter().flatten().collect();
     let secs = started.elapsed().as_secs_f64();
     lat.sort();
     let p99 = lat

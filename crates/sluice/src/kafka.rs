@@ -478,14 +478,7 @@ impl KafkaWriter {
     }
 
     fn send_line(&mut self, line: &[u8]) -> io::Result<()> {
-        let key: Option<Vec<u8>> = self.key.as_ref().and_then(|field| {
-            let event: serde_json::Value = serde_json::from_slice(line).ok()?;
-            match event.get(field)? {
-                serde_json::Value::String(s) => Some(s.clone().into_bytes()),
-                serde_json::Value::Null => None,
-                other => Some(other.to_string().into_bytes()),
-            }
-        });
+        let key = self.key.as_deref().and_then(|field| key_of(line, field));
         let mut record = BaseRecord::to(&self.topic).payload(line);
         if let Some(k) = key.as_deref() {
             record = record.key(k);
@@ -524,15 +517,20 @@ impl KafkaWriter {
 
 impl Write for KafkaWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.pending.extend_from_slice(data);
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(data);
         let mut start = 0;
-        while let Some(nl) = memchr_newline(&self.pending[start..]) {
-            let line = self.pending[start..start + nl].to_vec();
-            self.send_line(&line)?;
+        let mut sent = Ok(());
+        while let Some(nl) = memchr::memchr(b'\n', &pending[start..]) {
+            sent = self.send_line(&pending[start..start + nl]);
+            if sent.is_err() {
+                break;
+            }
             start += nl + 1;
         }
-        self.pending.drain(..start);
-        Ok(data.len())
+        pending.drain(..start);
+        self.pending = pending;
+        sent.map(|()| data.len())
     }
 
     /// Hands what is queued to the network without waiting: the offset committer waits for
@@ -543,6 +541,69 @@ impl Write for KafkaWriter {
     }
 }
 
-fn memchr_newline(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
+/// The message key of an output line: the value of its top-level `field`, a string without
+/// its quotes, anything else as JSON text; `None` when absent or null. Only that value is
+/// kept while the line is read (no tree of the whole event).
+fn key_of(line: &[u8], field: &str) -> Option<Vec<u8>> {
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    /// An object key, borrowed unless it has escapes.
+    #[derive(serde::Deserialize)]
+    struct Name<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
+
+    struct Field<'f>(&'f str);
+
+    impl<'de> DeserializeSeed<'de> for Field<'_> {
+        type Value = Option<&'de RawValue>;
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Field<'_> {
+        type Value = Option<&'de RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(Name(name)) = map.next_key()? {
+                if found.is_none() && name == self.0 {
+                    found = Some(map.next_value::<&RawValue>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let raw = Field(field).deserialize(&mut de).ok()??.get();
+    match raw.as_bytes().first()? {
+        b'"' => serde_json::from_str::<String>(raw)
+            .ok()
+            .map(String::into_bytes),
+        b'n' => None,
+        _ => serde_json::from_str::<serde_json::Value>(raw)
+            .ok()
+            .map(|v| v.to_string().into_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_field_value_as_text() {
+        let line =
+            br#"{"a":{"user_id":"inner"},"user_id":"u\"1","n":42,"z":null,"features":{"x":1}}"#;
+        assert_eq!(key_of(line, "user_id"), Some(br#"u"1"#.to_vec()));
+        assert_eq!(key_of(line, "n"), Some(b"42".to_vec()));
+        assert_eq!(key_of(line, "z"), None);
+        assert_eq!(key_of(line, "missing"), None);
+        assert_eq!(key_of(b"not json", "user_id"), None);
+    }
 }

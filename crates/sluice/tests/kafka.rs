@@ -109,6 +109,20 @@ fn consume_all(brokers: &str, topic: &str) -> Vec<String> {
     out
 }
 
+/// Fresh topics `<tag>-in` (4 partitions), `-out` (2) and `-dead` (1); returns the tag.
+fn topics(brokers: &str, prefix: &str) -> String {
+    let tag = common::unique_namespace(prefix);
+    create_topics(
+        brokers,
+        &[
+            (&format!("{tag}-in"), 4),
+            (&format!("{tag}-out"), 2),
+            (&format!("{tag}-dead"), 1),
+        ],
+    );
+    tag
+}
+
 fn write_pipeline(dir: &Path, brokers: &str, tag: &str) -> std::path::PathBuf {
     let path = dir.join("kafka.toml");
     std::fs::write(
@@ -165,31 +179,15 @@ fn topic_to_topic_equals_a_file_run() {
     let Some(brokers) = common::kafka_brokers() else {
         return;
     };
-    let tag = common::unique_namespace("k");
-    create_topics(
-        &brokers,
-        &[
-            (&format!("{tag}-in"), 4),
-            (&format!("{tag}-out"), 2),
-            (&format!("{tag}-dead"), 1),
-        ],
-    );
+    let tag = topics(&brokers, "k");
     let dir = tempfile::tempdir().expect("tmp");
     let input = dir.path().join("events.jsonl");
-    let out = common::sluice()
-        .args([
-            "gen", "--events", "3000", "--users", "60", "--days", "1", "--seed", "3",
-        ])
-        .arg("--output")
-        .arg(&input)
-        .output()
-        .expect("gen");
-    assert!(out.status.success());
-    let mut lines: Vec<String> = std::fs::read_to_string(&input)
-        .expect("input")
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let mut lines = common::gen_lines(
+        &input,
+        &[
+            "--events", "3000", "--users", "60", "--days", "1", "--seed", "3",
+        ],
+    );
     // Three bad records, each in a user's stream.
     lines.insert(10, "{\"user_id\":\"u1\",\"amount\":".to_owned());
     lines.insert(
@@ -224,11 +222,7 @@ fn topic_to_topic_equals_a_file_run() {
     };
     kafka_run("3000 events written, 3 dead letters");
 
-    let mut want: Vec<String> = std::fs::read_to_string(&file_out)
-        .expect("file output")
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let mut want: Vec<String> = common::lines(&file_out);
     let mut got = consume_all(&brokers, &format!("{tag}-out"));
     want.sort();
     got.sort();
@@ -317,6 +311,15 @@ impl Drop for Run {
     }
 }
 
+/// The pipeline on `tag`'s topics, and two `sluice run` processes of its group once they
+/// have split the four partitions between them.
+fn two_processes(dir: &Path, brokers: &str, tag: &str) -> (std::path::PathBuf, Run, Run) {
+    let pipeline = write_pipeline(dir, brokers, tag);
+    let (a, b) = (Run::start(&pipeline), Run::start(&pipeline));
+    wait_for_split(&[&a, &b], 4);
+    (pipeline, a, b)
+}
+
 /// Waits until `runs` together hold all `partitions`, each some.
 fn wait_for_split(runs: &[&Run], partitions: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -354,27 +357,13 @@ fn wait_until(brokers: &str, topic: &str, done: impl Fn(&[String]) -> bool) -> V
 
 fn events_of(n: u64, seed: u64, dir: &Path) -> (std::path::PathBuf, Vec<String>) {
     let input = dir.join(format!("events-{seed}.jsonl"));
-    let out = common::sluice()
-        .args([
-            "gen",
-            "--events",
-            &n.to_string(),
-            "--users",
-            "80",
-            "--days",
-            "1",
-        ])
-        .args(["--seed", &seed.to_string()])
-        .arg("--output")
-        .arg(&input)
-        .output()
-        .expect("gen");
-    assert!(out.status.success());
-    let lines = std::fs::read_to_string(&input)
-        .expect("input")
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let (n, seed) = (n.to_string(), seed.to_string());
+    let lines = common::gen_lines(
+        &input,
+        &[
+            "--events", &n, "--users", "80", "--days", "1", "--seed", &seed,
+        ],
+    );
     (input, lines)
 }
 
@@ -385,20 +374,9 @@ fn two_processes_split_the_partitions() {
     let Some(brokers) = common::kafka_brokers() else {
         return;
     };
-    let tag = common::unique_namespace("k2");
-    create_topics(
-        &brokers,
-        &[
-            (&format!("{tag}-in"), 4),
-            (&format!("{tag}-out"), 2),
-            (&format!("{tag}-dead"), 1),
-        ],
-    );
+    let tag = topics(&brokers, "k2");
     let dir = tempfile::tempdir().expect("tmp");
-    let pipeline = write_pipeline(dir.path(), &brokers, &tag);
-    let mut a = Run::start(&pipeline);
-    let mut b = Run::start(&pipeline);
-    wait_for_split(&[&a, &b], 4);
+    let (pipeline, mut a, mut b) = two_processes(dir.path(), &brokers, &tag);
     let (input, lines) = events_of(4000, 11, dir.path());
     produce(&brokers, &format!("{tag}-in"), &lines);
     let mut got = wait_for_messages(&brokers, &format!("{tag}-out"), lines.len());
@@ -414,11 +392,7 @@ fn two_processes_split_the_partitions() {
         .output()
         .expect("file run");
     assert!(run.status.success());
-    let mut want: Vec<String> = std::fs::read_to_string(&file_out)
-        .expect("file output")
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let mut want: Vec<String> = common::lines(&file_out);
     want.sort();
     got.sort();
     assert!(
@@ -434,20 +408,9 @@ fn a_killed_process_loses_nothing() {
     let Some(brokers) = common::kafka_brokers() else {
         return;
     };
-    let tag = common::unique_namespace("k3");
-    create_topics(
-        &brokers,
-        &[
-            (&format!("{tag}-in"), 4),
-            (&format!("{tag}-out"), 2),
-            (&format!("{tag}-dead"), 1),
-        ],
-    );
+    let tag = topics(&brokers, "k3");
     let dir = tempfile::tempdir().expect("tmp");
-    let pipeline = write_pipeline(dir.path(), &brokers, &tag);
-    let mut a = Run::start(&pipeline);
-    let mut b = Run::start(&pipeline);
-    wait_for_split(&[&a, &b], 4);
+    let (_, mut a, mut b) = two_processes(dir.path(), &brokers, &tag);
     let (_, lines) = events_of(6000, 12, dir.path());
     let (first, second) = lines.split_at(3000);
     produce(&brokers, &format!("{tag}-in"), first);
@@ -501,11 +464,7 @@ fn a_file_run_into_a_topic_delivers_everything() {
     let Some(brokers) = common::kafka_brokers() else {
         return;
     };
-    let tag = common::unique_namespace("k4");
-    create_topics(
-        &brokers,
-        &[(&format!("{tag}-out"), 2), (&format!("{tag}-dead"), 1)],
-    );
+    let tag = topics(&brokers, "k4");
     let dir = tempfile::tempdir().expect("tmp");
     let pipeline = write_pipeline(dir.path(), &brokers, &tag);
     let (input, lines) = events_of(5000, 13, dir.path());

@@ -15,30 +15,25 @@ fn example_pipeline() -> PathBuf {
 /// some late (more than the example's five minutes behind).
 fn generate(dir: &Path, events: u64, users: u64, disorder_ms: u64) -> PathBuf {
     let path = dir.join("events.jsonl");
-    let out = common::sluice()
-        .args([
-            "gen",
+    let (events, users, disorder) = (
+        events.to_string(),
+        users.to_string(),
+        disorder_ms.to_string(),
+    );
+    common::gen_lines(
+        &path,
+        &[
             "--events",
-            &events.to_string(),
+            &events,
             "--users",
-            &users.to_string(),
-        ])
-        .args([
+            &users,
             "--days",
             "1",
             "--seed",
             "7",
             "--disorder",
-            &disorder_ms.to_string(),
-        ])
-        .arg("--output")
-        .arg(&path)
-        .output()
-        .expect("gen");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            &disorder,
+        ],
     );
     path
 }
@@ -54,14 +49,7 @@ fn run(pipeline: &Path, input: &Path, dir: &Path) -> (Vec<String>, Vec<String>) 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines = |p: &Path| -> Vec<String> {
-        std::fs::read_to_string(p)
-            .expect("read")
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    };
-    (lines(&output), lines(&dead))
+    (common::lines(&output), common::lines(&dead))
 }
 
 /// The items of an array response, as sent.
@@ -83,11 +71,7 @@ fn http_results_equal_sluice_run_on_the_same_events() {
 
     let server = Server::start(&example_pipeline(), &[], &[]);
     let mut http = server.connect();
-    let lines: Vec<String> = std::fs::read_to_string(&input)
-        .expect("input")
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let lines: Vec<String> = common::lines(&input);
     let (mut events, mut dead) = (Vec::new(), Vec::new());
     let mut i = 0;
     let mut size = 0;
@@ -205,11 +189,7 @@ window = "1d"
     .expect("pipeline");
     let (mut want, _) = run(&pipeline, &input, dir.path());
     let server = Server::start(&pipeline, &[], &[]);
-    let lines: Vec<String> = std::fs::read_to_string(&input)
-        .expect("input")
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let lines: Vec<String> = common::lines(&input);
     let clients = 8;
     let user_of = |l: &str| -> usize {
         let v: serde_json::Value = serde_json::from_str(l).expect("json");
@@ -413,11 +393,7 @@ fn redis_state_serves_the_same_results() {
         text + &common::redis_state(&urls, &common::unique_namespace("serve"), ""),
     )
     .expect("pipeline");
-    let lines: Vec<String> = std::fs::read_to_string(&input)
-        .expect("input")
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let lines: Vec<String> = common::lines(&input);
     let half = lines.len() / 2;
     let mut got = Vec::new();
     for part in [&lines[..half], &lines[half..]] {

@@ -88,3 +88,29 @@ pub fn kafka_brokers() -> Option<String> {
         }
     }
 }
+
+/// Runs `sluice gen ARGS --output PATH` and returns the lines written.
+pub fn gen_lines(path: &Path, args: &[&str]) -> Vec<String> {
+    let out = sluice()
+        .arg("gen")
+        .args(args)
+        .arg("--output")
+        .arg(path)
+        .output()
+        .expect("run sluice gen");
+    assert!(
+        out.status.success(),
+        "gen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines(path)
+}
+
+/// The lines of a text file.
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
