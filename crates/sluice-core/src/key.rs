@@ -23,6 +23,14 @@ pub fn group_of(hash: u64) -> u32 {
     (hash % u64::from(KEY_GROUPS)) as u32
 }
 
+/// The key group holding the keys of partition `partition` (< [`KEY_GROUPS`]) of a
+/// partitioned source whose state follows its partitions: the partition's bits reversed, so
+/// that consecutive partitions spread over the shards (`shard_of` splits the group range).
+#[inline]
+pub fn partition_group(partition: u32) -> u32 {
+    u32::from((partition as u8).reverse_bits())
+}
+
 /// The key group of an encoded key: `xxh3_64(key) mod KEY_GROUPS`.
 #[inline]
 pub fn key_group(encoded_key: &[u8]) -> u32 {
@@ -128,5 +136,14 @@ mod tests {
         assert_eq!(shard_of(0, 3), 0);
         assert_eq!(shard_of(255, 3), 2);
         assert_eq!(shard_of(255, 1), 0);
+        // Partitions 0..4 land on both of two shards, and groups identify partitions.
+        let groups: Vec<u32> = (0..4).map(partition_group).collect();
+        assert_eq!(groups, [0, 128, 64, 192]);
+        assert_eq!(
+            groups.iter().map(|&g| shard_of(g, 2)).collect::<Vec<_>>(),
+            [0, 1, 0, 1]
+        );
+        let all: std::collections::HashSet<u32> = (0..KEY_GROUPS).map(partition_group).collect();
+        assert_eq!(all.len(), KEY_GROUPS as usize);
     }
 }

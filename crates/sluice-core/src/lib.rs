@@ -32,7 +32,7 @@ pub mod wire;
 pub use agg::Agg;
 pub use distinct::{DistinctScratch, DistinctSeries};
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use key::{group_of, key_group, key_hash, shard_of, KeyEncoder, KEY_GROUPS};
+pub use key::{group_of, key_group, key_hash, partition_group, shard_of, KeyEncoder, KEY_GROUPS};
 pub use numeric::NumericSeries;
 pub use plan::{FeatureSpec, KeySpec, Plan, PlanError, SeriesKind, SeriesSpec, WindowSpec};
 pub use state::{FieldObs, KeyState};

@@ -24,8 +24,12 @@ use crate::spill::{estimated_bytes, Spill};
 pub struct Update<'a> {
     /// Index of the key spec in the plan.
     pub key_spec: usize,
-    /// Hash of the encoded key ([`sluice_core::key_hash`]); the key group is `hash mod G`.
+    /// Hash of the encoded key ([`sluice_core::key_hash`]).
     pub hash: u64,
+    /// The key group holding the key: `hash mod G` ([`sluice_core::group_of`]), or its
+    /// partition's group when state follows the partitions of the source
+    /// ([`sluice_core::partition_group`]).
+    pub group: u32,
     /// The encoded key.
     pub key: &'a [u8],
     /// Event time in epoch milliseconds.
@@ -415,7 +419,7 @@ impl MemoryBackend {
     /// here, so no entry memory is read).
     #[inline]
     fn candidate(&self, u: &Update<'_>) -> Option<&KeyEntry> {
-        let group = self.groups[group_of(u.hash) as usize].as_ref()?;
+        let group = self.groups[u.group as usize].as_ref()?;
         group.tables[u.key_spec].iter_hash(u.hash).next()
     }
 
@@ -454,7 +458,7 @@ impl MemoryBackend {
                 self.prefetch_state(ahead);
             }
             let spec = &plan.keys[u.key_spec];
-            let group = self.groups[group_of(u.hash) as usize].get_or_insert_with(|| {
+            let group = self.groups[u.group as usize].get_or_insert_with(|| {
                 Box::new(GroupState {
                     tables: plan.keys.iter().map(|_| HashTable::new()).collect(),
                 })
@@ -467,7 +471,7 @@ impl MemoryBackend {
                     .find(u.hash, |e| e.hash == u.hash && e.key.as_slice() == u.key)
                     .is_none()
                 {
-                    loaded = spill.take(group_of(u.hash), u.key_spec, u.key)?;
+                    loaded = spill.take(u.group, u.key_spec, u.key)?;
                 }
             }
             let entry = table

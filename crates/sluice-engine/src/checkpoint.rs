@@ -73,6 +73,8 @@ pub struct Barrier {
     pub source: SourcePosition,
     /// Newest event time before it.
     pub newest: Option<i64>,
+    /// With a partitioned source: the newest event time of each partition before it.
+    pub newest_by: Vec<(u32, i64)>,
     /// When the router started it.
     pub started: std::time::Instant,
 }
@@ -109,6 +111,36 @@ pub struct Manifest {
     pub newest: Option<i64>,
     /// Shard files.
     pub files: Vec<FileEntry>,
+    /// With a partitioned source (Kafka): where each partition this process read stood. The
+    /// state of a partition's keys is its key group ([`sluice_core::partition_group`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionPosition>,
+}
+
+/// Where one partition of a partitioned source stood at a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionPosition {
+    /// The partition.
+    pub partition: u32,
+    /// The offset of its first message not reflected in the checkpoint.
+    pub offset: i64,
+    /// Its newest event time, for lateness.
+    pub newest: Option<i64>,
+}
+
+/// A partitioned source's part in completing a checkpoint: it records where each partition
+/// stood and may refuse to complete it (its partitions were taken away meanwhile).
+pub trait SourceCheckpoint: Send {
+    /// Completes a checkpoint taken before input line `line`, with these newest event times
+    /// per partition: calls `commit` with the partitions' positions (which writes the
+    /// manifest), or does not call it when the checkpoint must not complete. Returns whether
+    /// it was committed.
+    fn complete(
+        &mut self,
+        line: u64,
+        newest_by: &[(u32, i64)],
+        commit: &mut dyn FnMut(Vec<PartitionPosition>) -> Result<()>,
+    ) -> Result<bool>;
 }
 
 /// The keys of one key group, per key spec, as snapshotted.
@@ -623,6 +655,7 @@ mod tests {
             sink: SinkPosition::default(),
             newest: Some(5),
             files: Vec::new(),
+            partitions: Vec::new(),
         }
     }
 

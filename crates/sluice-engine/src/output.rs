@@ -327,7 +327,7 @@ pub(crate) fn write_all(
             let Some(c) = in_flight.pop_front() else {
                 break;
             };
-            complete(&sink, c, stats)?;
+            complete(&mut sink, c, stats)?;
         }
         if rx.is_empty() {
             // Caught up: hand what is written to the sink now, so a live input's events do not
@@ -350,13 +350,14 @@ fn mark_synced(in_flight: &mut VecDeque<InFlight>, done: Option<(u64, Result<()>
     Ok(())
 }
 
-/// Writes the manifest of a checkpoint whose outputs and shard files are durable.
-fn complete(sink: &Sink<'_>, c: InFlight, stats: &Stats) -> Result<()> {
+/// Writes the manifest of a checkpoint whose outputs and shard files are durable (with a
+/// partitioned source, once the source has recorded its positions and agreed).
+fn complete(sink: &mut Sink<'_>, c: InFlight, stats: &Stats) -> Result<()> {
     let Some(config) = sink.checkpoints else {
         return Ok(());
     };
     let files: Vec<FileEntry> = c.files.into_iter().flatten().collect();
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         format: FORMAT_VERSION,
         id: c.barrier.id,
         created_ms: std::time::SystemTime::now()
@@ -368,8 +369,22 @@ fn complete(sink: &Sink<'_>, c: InFlight, stats: &Stats) -> Result<()> {
         sink: c.sink.unwrap_or_default(),
         newest: c.barrier.newest,
         files,
+        partitions: Vec::new(),
     };
-    checkpoint::commit(&config.config.dir, &manifest, config.config.keep)?;
+    match sink.outputs.source_checkpoint.as_mut() {
+        None => checkpoint::commit(&config.config.dir, &manifest, config.config.keep)?,
+        Some(source) => {
+            let mut commit = |partitions| {
+                manifest.partitions = partitions;
+                checkpoint::commit(&config.config.dir, &manifest, config.config.keep)
+            };
+            let line = c.barrier.source.line;
+            if !source.complete(line, &c.barrier.newest_by, &mut commit)? {
+                tracing::info!(id = manifest.id, "checkpoint abandoned: partitions revoked");
+                return Ok(());
+            }
+        }
+    }
     stats.checkpoints.fetch_add(1, Ordering::Relaxed);
     config.completed.fetch_add(1, Ordering::Release);
     let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();

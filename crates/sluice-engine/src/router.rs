@@ -32,6 +32,9 @@ pub struct RoutedBatch {
     pub floors: Vec<i64>,
     /// Work of each shard, in input order.
     pub items: Vec<Vec<Item>>,
+    /// When state follows the partitions of the source: the key group of each event's keys
+    /// (its partition's). Empty otherwise: a key's group is its hash's.
+    pub groups: Vec<u32>,
 }
 
 /// Which partition of a partitioned source (Kafka) each input line came from.
@@ -56,6 +59,8 @@ pub struct Router {
     partitions: Option<Arc<dyn LinePartitions>>,
     /// Newest event time per partition.
     newest_by: std::collections::HashMap<u32, i64>,
+    /// Keys live in their partition's key group (see [`Router::grouping_by_partition`]).
+    by_partition: bool,
 }
 
 impl std::fmt::Debug for Router {
@@ -77,7 +82,31 @@ impl Router {
             newest: None,
             partitions: None,
             newest_by: std::collections::HashMap::new(),
+            by_partition: false,
         }
+    }
+
+    /// The same router, putting the keys of each partition in that partition's key group
+    /// ([`sluice_core::partition_group`]) rather than their hash's, so that a partition's
+    /// state can be checkpointed and restored on its own when the partition moves to another
+    /// process. Partitions from [`KEY_GROUPS`](sluice_core::KEY_GROUPS) on fall back to hash
+    /// groups (the Kafka source refuses them).
+    pub fn grouping_by_partition(mut self, on: bool) -> Self {
+        self.by_partition = on;
+        self
+    }
+
+    /// The newest accepted event time of each partition, sorted by partition.
+    pub fn newest_by_partition(&self) -> Vec<(u32, i64)> {
+        let mut v: Vec<(u32, i64)> = self.newest_by.iter().map(|(&p, &t)| (p, t)).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The same router, resuming after partitions' events up to these times.
+    pub fn resuming_partitions(mut self, newest_by: &[(u32, i64)]) -> Self {
+        self.newest_by.extend(newest_by.iter().copied());
+        self
     }
 
     /// The same router, judging lateness per partition of `partitions`' lines.
@@ -102,6 +131,7 @@ impl Router {
         let mut floors = Vec::with_capacity(parsed.events.len());
         let mut items: Vec<Vec<Item>> = (0..self.shards).map(|_| Vec::new()).collect();
         let mut partition_of = Vec::new();
+        let mut groups = Vec::new();
         if let Some(p) = &self.partitions {
             let lines: Vec<u64> = parsed.events.iter().map(|e| e.line).collect();
             p.partitions_of(&lines, &mut partition_of);
@@ -141,20 +171,32 @@ impl Router {
                 None => newest,
             };
             floors.push(slowest.saturating_sub(self.lateness_ms));
+            let group = partition
+                .filter(|&p| self.by_partition && p < sluice_core::KEY_GROUPS)
+                .map(sluice_core::partition_group);
+            if let Some(g) = group {
+                groups.resize(i, u32::MAX);
+                groups.push(g);
+            }
             for k in 0..n_keys {
                 let key = &parsed.keys[i * n_keys + k];
                 if key.present {
-                    items[shard_of(group_of(key.hash), self.shards)].push(Item {
+                    let g = group.unwrap_or_else(|| group_of(key.hash));
+                    items[shard_of(g, self.shards)].push(Item {
                         event: i as u32,
                         key_spec: k as u32,
                     });
                 }
             }
         }
+        if !groups.is_empty() {
+            groups.resize(parsed.events.len(), u32::MAX);
+        }
         RoutedBatch {
             parsed,
             floors,
             items,
+            groups,
         }
     }
 }
@@ -188,6 +230,46 @@ pub(crate) enum RouterMsg {
         batches: u64,
     },
     WorkerFailed,
+}
+
+impl CheckpointTimer {
+    /// Whether a checkpoint is due: the interval has passed and the previous one is complete
+    /// (so checkpoints of a large state never pile up).
+    fn due(&self, since_last: std::time::Duration) -> bool {
+        since_last >= self.interval
+            && self.completed.load(std::sync::atomic::Ordering::Acquire) >= self.started
+    }
+
+    /// Starts a checkpoint before batch `before_seq`, which starts at `source`: tells the
+    /// writer and puts a barrier in every shard's queue. Returns when it started.
+    fn start(
+        &mut self,
+        before_seq: u64,
+        source: SourcePosition,
+        router: &Router,
+        shard_txs: &[Sender<ShardMsg>],
+    ) -> Result<std::time::Instant> {
+        let barrier = Barrier {
+            id: self.next_id,
+            before_seq,
+            source,
+            newest: router.newest(),
+            newest_by: router.newest_by_partition(),
+            started: std::time::Instant::now(),
+        };
+        self.next_id += 1;
+        self.started += 1;
+        let started = barrier.started;
+        let shared = Arc::new(barrier.clone());
+        self.writer
+            .send(WriterMsg::Barrier(barrier))
+            .map_err(|_| Error::Stage("writer"))?;
+        for tx in shard_txs {
+            tx.send(ShardMsg::Checkpoint(Arc::clone(&shared)))
+                .map_err(|_| Error::Stage("shard"))?;
+        }
+        Ok(started)
+    }
 }
 
 struct Pending {
@@ -225,9 +307,33 @@ pub(crate) fn route_all(
         };
         format_tx.send(job).map_err(|_| Error::Stage("formatter"))
     };
+    // Where the input stands after the batches routed so far, and the batches routed when
+    // the last checkpoint started: an input gone quiet is checkpointed as well.
+    let mut next_position: Option<SourcePosition> = None;
+    let mut routed_at_last_checkpoint = 0;
     while total != Some(done) {
-        let Ok(msg) = rx.recv() else {
-            return Err(Error::Stage("worker"));
+        let msg = match timer.as_mut() {
+            None => rx.recv().map_err(|_| Error::Stage("worker"))?,
+            Some(t) => {
+                let wait = t.interval.saturating_sub(last_checkpoint.elapsed());
+                match rx.recv_timeout(wait.max(std::time::Duration::from_millis(10))) {
+                    Ok(msg) => msg,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                        if let Some(source) = next_position {
+                            if next_seq > routed_at_last_checkpoint
+                                && t.due(last_checkpoint.elapsed())
+                            {
+                                last_checkpoint = t.start(next_seq, source, &router, &shard_txs)?;
+                                routed_at_last_checkpoint = next_seq;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                        return Err(Error::Stage("worker"))
+                    }
+                }
+            }
         };
         match msg {
             RouterMsg::End { batches } => total = Some(batches),
@@ -236,35 +342,26 @@ pub(crate) fn route_all(
                 parsed.insert(batch.seq, batch);
                 while let Some(batch) = parsed.remove(&next_seq) {
                     if let Some(t) = timer.as_mut() {
-                        let idle =
-                            t.completed.load(std::sync::atomic::Ordering::Acquire) >= t.started;
-                        if next_seq > 0 && idle && last_checkpoint.elapsed() >= t.interval {
-                            if let RawBatch::Lines {
-                                first_line, offset, ..
-                            } = &batch.raw
-                            {
-                                let barrier = Barrier {
-                                    id: t.next_id,
-                                    before_seq: next_seq,
-                                    source: SourcePosition {
-                                        offset: *offset,
-                                        line: *first_line,
-                                    },
-                                    newest: router.newest(),
-                                    started: std::time::Instant::now(),
+                        if let RawBatch::Lines {
+                            first_line,
+                            offset,
+                            data,
+                        } = &batch.raw
+                        {
+                            if next_seq > 0 && t.due(last_checkpoint.elapsed()) {
+                                let source = SourcePosition {
+                                    offset: *offset,
+                                    line: *first_line,
                                 };
-                                t.next_id += 1;
-                                t.started += 1;
-                                last_checkpoint = barrier.started;
-                                let shared = Arc::new(barrier.clone());
-                                t.writer
-                                    .send(WriterMsg::Barrier(barrier))
-                                    .map_err(|_| Error::Stage("writer"))?;
-                                for tx in &shard_txs {
-                                    tx.send(ShardMsg::Checkpoint(Arc::clone(&shared)))
-                                        .map_err(|_| Error::Stage("shard"))?;
-                                }
+                                last_checkpoint = t.start(next_seq, source, &router, &shard_txs)?;
+                                routed_at_last_checkpoint = next_seq;
                             }
+                            let lines = memchr::memchr_iter(b'\n', data).count() as u64
+                                + u64::from(!data.ends_with(b"\n"));
+                            next_position = Some(SourcePosition {
+                                offset: offset + data.len() as u64,
+                                line: first_line + lines,
+                            });
                         }
                     }
                     let routed = Arc::new(router.route(batch, n_keys));
@@ -301,6 +398,13 @@ pub(crate) fn route_all(
                     done += 1;
                 }
             }
+        }
+    }
+    // A last checkpoint at the end of the input, so that a run started again on the same
+    // checkpoints goes on from there instead of doing the tail again.
+    if let (Some(t), Some(source)) = (timer.as_mut(), next_position) {
+        if next_seq > routed_at_last_checkpoint {
+            t.start(next_seq, source, &router, &shard_txs)?;
         }
     }
     Ok(())

@@ -24,7 +24,9 @@ use sluice_core::{shard_of, Plan};
 
 use crate::backend::{Backend, MemoryBackend, StateBackend};
 use crate::batch::RawBatch;
-use crate::checkpoint::{self, Barrier, CheckpointConfig, GroupSnapshot, Manifest, SinkPosition};
+use crate::checkpoint::{
+    self, Barrier, CheckpointConfig, GroupSnapshot, Manifest, SinkPosition, SourceCheckpoint,
+};
 use crate::error::{Error, Result};
 use crate::format::OutputLayout;
 use crate::output::{format_batch, write_all, FormatJob, WriterCheckpoints, WriterMsg};
@@ -208,6 +210,8 @@ pub struct Outputs {
     /// acknowledges its input, such as Kafka offsets, acknowledges up to there). An error
     /// stops the run.
     pub on_flushed: Option<OnFlushed>,
+    /// A partitioned source's part in checkpoints (see [`SourceCheckpoint`]).
+    pub source_checkpoint: Option<Box<dyn SourceCheckpoint>>,
 }
 
 impl Outputs {
@@ -220,6 +224,7 @@ impl Outputs {
             events_file: None,
             dead_letters_file: None,
             on_flushed: None,
+            source_checkpoint: None,
         }
     }
 }
@@ -301,6 +306,16 @@ pub fn run_resumed(
     // State backends connect before any thread starts, so a bad address fails the run at once.
     // A resumed run hands each shard the key groups it now owns (any number of shards).
     let newest = resume.as_ref().and_then(|r| r.manifest.newest);
+    let newest_by: Vec<(u32, i64)> = resume
+        .as_ref()
+        .map(|r| {
+            r.manifest
+                .partitions
+                .iter()
+                .filter_map(|p| Some((p.partition, p.newest?)))
+                .collect()
+        })
+        .unwrap_or_default();
     let next_checkpoint = match (&resume, &job.checkpoint) {
         (Some(r), _) => r.manifest.id + 1,
         (None, Some(c)) => checkpoint::list(&c.dir)?.into_iter().max().unwrap_or(0) + 1,
@@ -310,7 +325,9 @@ pub fn run_resumed(
     for g in resume.map(|r| r.groups).unwrap_or_default() {
         restored[shard_of(g.group, n)].push(g);
     }
-    let floor = newest.map_or(i64::MIN, |t| t.saturating_sub(plan.lateness_ms));
+    // State is kept for the slowest partition (or the stream).
+    let slowest = newest_by.iter().map(|&(_, t)| t).min().or(newest);
+    let floor = slowest.map_or(i64::MIN, |t| t.saturating_sub(plan.lateness_ms));
     let restoring = Instant::now();
     let mut backends = Vec::with_capacity(n);
     for (i, groups) in restored.into_iter().enumerate() {
@@ -508,7 +525,11 @@ pub fn run_resumed(
                     &router_plan,
                     Router::new(n, router_plan.lateness_ms)
                         .resuming(newest)
-                        .with_partitions(job.partitions.clone()),
+                        .resuming_partitions(&newest_by)
+                        .with_partitions(job.partitions.clone())
+                        .grouping_by_partition(
+                            job.partitions.is_some() && job.checkpoint.is_some(),
+                        ),
                     router_rx,
                     shard_txs,
                     format_tx,

@@ -1,6 +1,6 @@
 //! A shard: owns the key groups routed to it and applies their updates through its backend.
 
-use sluice_core::{FeatureValue, FieldObs, Plan};
+use sluice_core::{group_of, FeatureValue, FieldObs, Plan};
 
 use crate::backend::{StateBackend, Update};
 use crate::batch::FieldKind;
@@ -45,6 +45,12 @@ pub fn process<B: StateBackend>(
             Update {
                 key_spec: item.key_spec as usize,
                 hash: key.hash,
+                group: batch
+                    .groups
+                    .get(e)
+                    .copied()
+                    .filter(|&g| g != u32::MAX)
+                    .unwrap_or_else(|| group_of(key.hash)),
                 key: &parsed.arena[key.start..key.end],
                 ts: parsed.events[e].ts,
                 floor: batch.floors[e],

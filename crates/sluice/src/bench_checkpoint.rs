@@ -150,6 +150,7 @@ fn in_process(keys: u64, dir: &Path) -> Result<()> {
                     Update {
                         key_spec: 0,
                         hash: key_hash(&encoded[a..b]),
+                        group: sluice_core::key_group(&encoded[a..b]),
                         key: &encoded[a..b],
                         ts,
                         floor: ts - plan.lateness_ms,

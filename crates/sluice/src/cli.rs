@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sluice_core::{format_duration, SeriesKind};
-use sluice_engine::checkpoint::SinkPosition;
+use sluice_engine::checkpoint::{CheckpointConfig, SinkPosition};
 use sluice_engine::{Input, Job, Outputs, Stats};
 
 use crate::config::{self, Pipeline, SinkConfig, SourceConfig};
@@ -142,6 +142,11 @@ struct RunArgs {
     /// least as far as it went when the run started; as `until_end = true` in `[source]`).
     #[arg(long)]
     until_end: bool,
+    /// With a Kafka source and checkpoints: this process's name in the group's shared
+    /// checkpoint directory (each process of a group needs its own; its checkpoints go to
+    /// `<dir>/instance-NAME`).
+    #[arg(long, default_value = "0")]
+    instance: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -308,93 +313,44 @@ fn run(args: RunArgs) -> Result<()> {
         .ok()
         .filter(|m| m.is_file())
         .map(|m| m.len());
-    let resume = match &pipeline.checkpoint {
-        Some(c) => crate::resume::find(c, &pipeline.plan, args.fresh)?,
-        None => None,
-    };
-    let mut committer = None;
-    let mut partitions = None;
-    let input = Input {
-        reader: match (&resume, &kafka_source) {
-            (_, Some(k)) => {
-                crate::kafka::stop_on_signals();
-                let (reader, c) = crate::kafka::KafkaReader::open(k)?;
-                committer = Some(c);
-                partitions = Some(reader.line_partitions());
-                Box::new(reader)
+    // A Kafka source with checkpoints: exactly-once state, restored per partition, and a run
+    // restarted from the checkpoints at every rebalance (see `kafka_checkpoint`).
+    let kafka_checkpoints = match (&kafka_source, &pipeline.checkpoint) {
+        (Some(k), Some(c)) => {
+            let p = crate::kafka_checkpoint::Partitions::open(
+                c,
+                &args.instance,
+                &pipeline.plan,
+                &k.topic,
+            )?;
+            if args.fresh {
+                let n = sluice_engine::checkpoint::clear(p.own_dir())?;
+                eprintln!(
+                    "sluice: --fresh: deleted {n} checkpoint(s) in {}",
+                    p.own_dir().display()
+                );
             }
-            (Some(r), None) => crate::resume::open_input_at(&input_path, r.manifest.source.offset)?,
-            (None, None) => open_input(&input_path)?,
-        },
-        name: input_path.clone(),
-        format,
-    };
-    let sink = resume.as_ref().map(|r| r.manifest.sink);
-    // Kafka sinks, whose deliveries are waited for before offsets are committed (or, without
-    // a Kafka source, every second and at the end).
-    let mut kafka_sinks = Vec::new();
-    let mut kafka_writer = |k: &crate::kafka::KafkaSink| -> Result<Box<dyn Write + Send>> {
-        let w = crate::kafka::KafkaWriter::open(k)?;
-        kafka_sinks.push(w.handle());
-        Ok(Box::new(w))
-    };
-    let (events, events_file) = match &kafka_sink {
-        Some(k) => (kafka_writer(k)?, None),
-        None => crate::resume::open_output(&output_path, "output", sink.map(|s| s.events_bytes))?,
-    };
-    let (dead_letters, dead_letters_file) = match (&dead_path, &pipeline.dead_letter_topic) {
-        (Some(p), _) => {
-            crate::resume::open_output(p, "dead-letter file", sink.map(|s| s.dead_letters_bytes))?
+            Some(Arc::new(p))
         }
-        (None, Some(k)) => (kafka_writer(k)?, None),
-        (None, None) => (Box::new(io::stderr()) as Box<dyn Write + Send>, None),
+        _ => None,
     };
-    let on_flushed: Option<sluice_engine::run::OnFlushed> = match committer {
-        Some(mut c) => {
-            for h in kafka_sinks {
-                c.watch(h);
-            }
-            // Output files are synced before their input's offsets are committed.
-            for f in [&events_file, &dead_letters_file].into_iter().flatten() {
-                c.watch_file(f.try_clone().context("cannot share an output file")?);
-            }
-            Some(Box::new(move |records, last| c.flushed(records, last)))
+    let shared_consumer = match (&kafka_source, &kafka_checkpoints) {
+        (Some(k), Some(p)) => {
+            crate::kafka::stop_on_signals();
+            Some(crate::kafka::consumer(k, Some(Arc::clone(p)))?)
         }
-        None if !kafka_sinks.is_empty() => {
-            let mut check = crate::kafka::DeliveryCheck::new(kafka_sinks);
-            Some(Box::new(move |records, last| check.flushed(records, last)))
-        }
-        None => None,
+        _ => None,
     };
-    let outputs = Outputs {
-        events,
-        dead_letters,
-        start: SinkPosition {
-            events_bytes: sink.map_or(0, |s| s.events_bytes),
-            dead_letters_bytes: if dead_letters_file.is_some() {
-                sink.map_or(0, |s| s.dead_letters_bytes)
-            } else {
-                0
-            },
-        },
-        events_file,
-        dead_letters_file,
-        on_flushed,
+    let checkpoint_config = match (&kafka_checkpoints, &pipeline.checkpoint) {
+        // Old checkpoints are pruned by the source, which knows which ones other processes
+        // may still restore.
+        (Some(p), Some(c)) => Some(CheckpointConfig {
+            dir: p.own_dir().to_path_buf(),
+            keep: usize::MAX,
+            ..c.clone()
+        }),
+        _ => pipeline.checkpoint.clone(),
     };
-    if let Some(r) = &resume {
-        let keys: usize = r
-            .groups
-            .iter()
-            .map(|g| g.tables.iter().map(Vec::len).sum::<usize>())
-            .sum();
-        eprintln!(
-            "sluice: resuming from checkpoint {} in {}: input line {} (byte {}), {keys} keys; --fresh starts over",
-            r.manifest.id,
-            pipeline.checkpoint.as_ref().map_or(String::new(), |c| c.dir.display().to_string()),
-            r.manifest.source.line,
-            r.manifest.source.offset,
-        );
-    }
     let job = Job::new(
         pipeline.plan.clone(),
         pipeline.time_field.clone(),
@@ -402,8 +358,7 @@ fn run(args: RunArgs) -> Result<()> {
         workers,
     )
     .with_state(pipeline.state.clone())
-    .with_checkpoints(pipeline.checkpoint.clone())
-    .with_partitions(partitions)
+    .with_checkpoints(checkpoint_config)
     .with_batch_wait(
         input_len
             .is_none()
@@ -411,8 +366,159 @@ fn run(args: RunArgs) -> Result<()> {
     );
     let stats = Arc::new(Stats::default());
     let progress = Progress::start(Arc::clone(&stats), input_len, args.quiet);
-    tracing::debug!(workers, input = %input_path.display(), "starting run");
-    let result = sluice_engine::run_resumed(&job, input, outputs, Arc::clone(&stats), resume);
+    let started = std::time::Instant::now();
+    let result = loop {
+        let assignment = kafka_checkpoints
+            .as_ref()
+            .map(|p| p.start_run())
+            .transpose()?;
+        let resume = match (&kafka_checkpoints, &assignment) {
+            (Some(p), Some(a)) => p.resume(a)?,
+            _ => match &pipeline.checkpoint {
+                Some(c) => crate::resume::find(c, &pipeline.plan, args.fresh)?,
+                None => None,
+            },
+        };
+        let mut committer = None;
+        let mut partitions: Option<Arc<dyn sluice_engine::router::LinePartitions>> = None;
+        let marks: crate::kafka::Marks = Arc::default();
+        let input = Input {
+            reader: match (&resume, &kafka_source, &shared_consumer) {
+                (_, Some(k), Some(consumer)) => {
+                    partitions = Some(Arc::new(crate::kafka::MarksPartitions(Arc::clone(&marks))));
+                    Box::new(crate::kafka::KafkaReader::for_assignment(
+                        Arc::clone(consumer),
+                        Arc::clone(kafka_checkpoints.as_ref().context("checkpoints")?),
+                        assignment.as_ref().map_or(0, |a| a.generation),
+                        k.until_end,
+                        Arc::clone(&marks),
+                    ))
+                }
+                (_, Some(k), None) => {
+                    crate::kafka::stop_on_signals();
+                    let (reader, c) = crate::kafka::KafkaReader::open(k)?;
+                    committer = Some(c);
+                    partitions = Some(reader.line_partitions());
+                    Box::new(reader)
+                }
+                (Some(r), None, _) => {
+                    crate::resume::open_input_at(&input_path, r.manifest.source.offset)?
+                }
+                (None, None, _) => open_input(&input_path)?,
+            },
+            name: input_path.clone(),
+            format,
+        };
+        let sink = resume.as_ref().map(|r| r.manifest.sink);
+        // Kafka sinks, whose deliveries are waited for before offsets are committed (or, without
+        // a Kafka source, every second and at the end).
+        let mut kafka_sinks = Vec::new();
+        let mut kafka_writer = |k: &crate::kafka::KafkaSink| -> Result<Box<dyn Write + Send>> {
+            let w = crate::kafka::KafkaWriter::open(k)?;
+            kafka_sinks.push(w.handle());
+            Ok(Box::new(w))
+        };
+        let (events, events_file) = match &kafka_sink {
+            Some(k) => (kafka_writer(k)?, None),
+            None => {
+                crate::resume::open_output(&output_path, "output", sink.map(|s| s.events_bytes))?
+            }
+        };
+        let (dead_letters, dead_letters_file) = match (&dead_path, &pipeline.dead_letter_topic) {
+            (Some(p), _) => crate::resume::open_output(
+                p,
+                "dead-letter file",
+                sink.map(|s| s.dead_letters_bytes),
+            )?,
+            (None, Some(k)) => (kafka_writer(k)?, None),
+            (None, None) => (Box::new(io::stderr()) as Box<dyn Write + Send>, None),
+        };
+        let source_checkpoint: Option<Box<dyn sluice_engine::checkpoint::SourceCheckpoint>> = match (
+            &kafka_checkpoints,
+            &assignment,
+            &shared_consumer,
+            &pipeline.checkpoint,
+        ) {
+            (Some(p), Some(a), Some(consumer), Some(c)) => Some(Box::new(
+                crate::kafka_checkpoint::PartitionCheckpoints::new(
+                    Arc::clone(p),
+                    a,
+                    Arc::clone(&marks),
+                    kafka_sinks.clone(),
+                    Arc::clone(consumer),
+                    c.keep,
+                ),
+            )),
+            _ => None,
+        };
+        let on_flushed: Option<sluice_engine::run::OnFlushed> = match committer {
+            Some(mut c) => {
+                for h in kafka_sinks {
+                    c.watch(h);
+                }
+                // Output files are synced before their input's offsets are committed.
+                for f in [&events_file, &dead_letters_file].into_iter().flatten() {
+                    c.watch_file(f.try_clone().context("cannot share an output file")?);
+                }
+                Some(Box::new(move |records, last| c.flushed(records, last)))
+            }
+            None if !kafka_sinks.is_empty() => {
+                let mut check = crate::kafka::DeliveryCheck::new(kafka_sinks);
+                Some(Box::new(move |records, last| check.flushed(records, last)))
+            }
+            None => None,
+        };
+        let outputs = Outputs {
+            events,
+            dead_letters,
+            start: SinkPosition {
+                events_bytes: sink.map_or(0, |s| s.events_bytes),
+                dead_letters_bytes: if dead_letters_file.is_some() {
+                    sink.map_or(0, |s| s.dead_letters_bytes)
+                } else {
+                    0
+                },
+            },
+            events_file,
+            dead_letters_file,
+            on_flushed,
+            source_checkpoint,
+        };
+        if let Some(r) = &resume {
+            let keys: usize = r
+                .groups
+                .iter()
+                .map(|g| g.tables.iter().map(Vec::len).sum::<usize>())
+                .sum();
+            match &assignment {
+                Some(a) => eprintln!(
+                    "sluice: partitions {:?}: {} restored from checkpoints ({keys} keys); outputs cut back to this instance's newest checkpoint",
+                    a.partitions,
+                    a.restore.len(),
+                ),
+                None => eprintln!(
+                    "sluice: resuming from checkpoint {} in {}: input line {} (byte {}), {keys} keys; --fresh starts over",
+                    r.manifest.id,
+                    pipeline.checkpoint.as_ref().map_or(String::new(), |c| c.dir.display().to_string()),
+                    r.manifest.source.line,
+                    r.manifest.source.offset,
+                ),
+            }
+        }
+        let job = job.clone().with_partitions(partitions);
+        tracing::debug!(workers, input = %input_path.display(), "starting run");
+        let result = sluice_engine::run_resumed(&job, input, outputs, Arc::clone(&stats), resume);
+        if let (Some(p), Some(a)) = (&kafka_checkpoints, &assignment) {
+            if result.is_ok() && p.generation() != a.generation && !crate::kafka::stopping() {
+                tracing::info!("kafka: rebalanced; restarting from the checkpoints");
+                continue;
+            }
+        }
+        break result.map(|mut s| {
+            s.elapsed = started.elapsed();
+            s
+        });
+    };
     progress.finish();
     let summary = result?;
     let peak_mb = peak_rss_mb();

@@ -524,20 +524,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
             },
         },
     };
-    if let Some(c) = &file.checkpoint {
-        if matches!(sink, Some(SinkConfig::Kafka(_))) || dead_letter_topic.is_some() {
-            return Err(src.error(
-                Some(c.path.span()),
-                "checkpoints need file outputs (a topic cannot be cut back to a checkpoint); remove [checkpoint] or write to files",
-            ));
-        }
-    }
-    if let (Some(SourceConfig::Kafka(_)), Some(c)) = (&source, &file.checkpoint) {
-        return Err(src.error(
-            Some(c.path.span()),
-            "checkpoints with a Kafka source are not built yet; a Kafka run is at least once (offsets committed after its outputs are flushed)",
-        ));
-    }
 
     if file.feature.is_empty() {
         return Err(src.error(
@@ -956,13 +942,12 @@ mod tests {
             e.contains("p.toml:5:15: unknown compression `brotli`; valid: none, snappy, lz4"),
             "{e}"
         );
-        let e = err(&format!(
-            "[source]\nkind = \"kafka\"\nbrokers = [\"b:9092\"]\ntopic = \"t\"\n[checkpoint]\npath = \"c\"\n{feature}"
-        ));
-        assert!(
-            e.contains("checkpoints with a Kafka source are not built yet"),
-            "{e}"
-        );
+        let checkpointed = parse(
+            Path::new("p.toml"),
+            &format!("[source]\nkind = \"kafka\"\nbrokers = [\"b:9092\"]\ntopic = \"t\"\n[sink]\nkind = \"kafka\"\nbrokers = [\"b:9092\"]\ntopic = \"o\"\n[checkpoint]\npath = \"c\"\n{feature}"),
+        )
+        .expect("Kafka with checkpoints");
+        assert!(checkpointed.checkpoint.is_some());
         let e = err(&format!("[serve]\nlisten = \"localhost\"\n{feature}"));
         assert!(
             e.contains("p.toml:2:10: invalid address `localhost`"),

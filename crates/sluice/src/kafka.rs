@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -82,6 +82,11 @@ extern "C" fn request_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// Whether SIGTERM or ctrl-c asked the run to stop.
+pub fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
 /// Makes SIGTERM and ctrl-c end a Kafka source's input instead of killing the process.
 #[allow(unsafe_code)]
 pub fn stop_on_signals() {
@@ -94,8 +99,13 @@ pub fn stop_on_signals() {
 }
 
 /// A consumer context that logs rebalances and does not report reaching the end of a
-/// partition as an error (it is asked for, with `enable.partition.eof`).
-pub struct Quiet;
+/// partition as an error (it is asked for, with `enable.partition.eof`). With checkpoints it
+/// also positions newly assigned partitions at their checkpointed offsets, and fences the
+/// process's checkpoints when partitions are revoked ([`crate::kafka_checkpoint`]).
+#[derive(Default)]
+pub struct Quiet {
+    checkpoints: Option<Arc<crate::kafka_checkpoint::Partitions>>,
+}
 
 impl ClientContext for Quiet {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -106,27 +116,50 @@ impl ClientContext for Quiet {
 }
 
 impl ConsumerContext for Quiet {
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+    /// The group's eager protocol: every rebalance revokes all partitions, then assigns.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: rdkafka::types::RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        use rdkafka::types::RDKafkaRespErr as E;
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let result = match err {
+            E::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Some(c) = &self.checkpoints {
+                    c.assigned(tpl);
+                }
                 tracing::info!("kafka: assigned partitions {partitions:?}");
+                consumer.assign(tpl)
             }
-            Rebalance::Revoke(tpl) => {
-                let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Some(c) = &self.checkpoints {
+                    c.revoked();
+                }
                 tracing::info!("kafka: revoked partitions {partitions:?}");
+                consumer.unassign()
             }
-            Rebalance::Error(e) => tracing::warn!("kafka: rebalance failed: {e}"),
+            other => {
+                tracing::warn!("kafka: rebalance failed: {other:?}");
+                if let Some(c) = &self.checkpoints {
+                    c.revoked();
+                }
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!("kafka: cannot apply the new assignment: {e}");
         }
     }
 }
 
 /// Which input line came from which message: `(line, partition, offset)`, one entry per line
 /// in line order, from the oldest line whose outputs are not yet delivered.
-type Marks = Arc<Mutex<VecDeque<(u64, i32, i64)>>>;
+pub type Marks = Arc<Mutex<VecDeque<(u64, i32, i64)>>>;
 
 /// The partition of each input line, for lateness per partition.
-struct MarksPartitions(Marks);
+pub struct MarksPartitions(pub Marks);
 
 impl LinePartitions for MarksPartitions {
     fn partitions_of(&self, lines: &[u64], out: &mut Vec<u32>) {
@@ -147,6 +180,9 @@ impl LinePartitions for MarksPartitions {
 /// A consumer group's messages as JSONL.
 pub struct KafkaReader {
     consumer: Arc<BaseConsumer<Quiet>>,
+    /// With checkpoints: the assignment this reader reads. It ends its input when the
+    /// assignment changes (the run then restarts from the checkpoints).
+    generation: Option<(Arc<crate::kafka_checkpoint::Partitions>, u64)>,
     until_end: bool,
     /// Partitions read up to their current end (no message since).
     at_eof: std::collections::HashSet<i32>,
@@ -204,34 +240,43 @@ fn client(brokers: &[String]) -> ClientConfig {
     c
 }
 
+/// Joins the group and subscribes to the topic; with `checkpoints`, assignments are
+/// positioned and fenced by them.
+pub fn consumer(
+    source: &KafkaSource,
+    checkpoints: Option<Arc<crate::kafka_checkpoint::Partitions>>,
+) -> Result<Arc<BaseConsumer<Quiet>>> {
+    let consumer: BaseConsumer<Quiet> = client(&source.brokers)
+        .set("group.id", &source.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Report reaching the end of a partition: with `until_end` that, not the end
+        // offset alone, ends a partition (a broker may report end offsets below the last
+        // message of its last batch).
+        .set("enable.partition.eof", "true")
+        // Answer as soon as data is there (some brokers wait the full time otherwise).
+        .set("fetch.wait.max.ms", "10")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .set(
+            "auto.offset.reset",
+            match source.start {
+                Start::Earliest => "earliest",
+                Start::Latest => "latest",
+            },
+        )
+        .create_with_context(Quiet { checkpoints })
+        .context("cannot create a Kafka consumer")?;
+    consumer
+        .subscribe(&[&source.topic])
+        .with_context(|| format!("cannot subscribe to {}", source.topic))?;
+    Ok(Arc::new(consumer))
+}
+
 impl KafkaReader {
     /// Joins the group and subscribes to the topic.
     pub fn open(source: &KafkaSource) -> Result<(KafkaReader, OffsetCommitter)> {
-        let consumer: BaseConsumer<Quiet> = client(&source.brokers)
-            .set("group.id", &source.group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            // Report reaching the end of a partition: with `until_end` that, not the end
-            // offset alone, ends a partition (a broker may report end offsets below the last
-            // message of its last batch).
-            .set("enable.partition.eof", "true")
-            // Answer as soon as data is there (some brokers wait the full time otherwise).
-            .set("fetch.wait.max.ms", "10")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "500")
-            .set(
-                "auto.offset.reset",
-                match source.start {
-                    Start::Earliest => "earliest",
-                    Start::Latest => "latest",
-                },
-            )
-            .create_with_context(Quiet)
-            .context("cannot create a Kafka consumer")?;
-        let consumer = Arc::new(consumer);
-        consumer
-            .subscribe(&[&source.topic])
-            .with_context(|| format!("cannot subscribe to {}", source.topic))?;
+        let consumer = consumer(source, None)?;
         let marks: Marks = Arc::default();
         let committer = OffsetCommitter {
             consumer: Arc::clone(&consumer),
@@ -244,6 +289,7 @@ impl KafkaReader {
         Ok((
             KafkaReader {
                 consumer,
+                generation: None,
                 until_end: source.until_end,
                 at_eof: std::collections::HashSet::new(),
                 last_message: Instant::now(),
@@ -279,13 +325,56 @@ impl KafkaReader {
             && self.assigned.iter().all(|p| self.at_eof.contains(p))
     }
 
+    /// A reader of the current assignment of `consumer`, for one run of a checkpointed job;
+    /// `marks` learns which message each line came from.
+    pub fn for_assignment(
+        consumer: Arc<BaseConsumer<Quiet>>,
+        partitions: Arc<crate::kafka_checkpoint::Partitions>,
+        generation: u64,
+        until_end: bool,
+        marks: Marks,
+    ) -> KafkaReader {
+        KafkaReader {
+            consumer,
+            generation: Some((partitions, generation)),
+            until_end,
+            at_eof: std::collections::HashSet::new(),
+            last_message: Instant::now(),
+            assigned: Vec::new(),
+            marks,
+            line: 0,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    /// Whether the assignment this reader reads has been replaced.
+    fn reassigned(&self) -> bool {
+        self.generation
+            .as_ref()
+            .is_some_and(|(p, g)| p.generation() != *g)
+    }
+
     /// Waits for the next message; `None` at the end of the input.
     fn next_message(&mut self) -> io::Result<Option<()>> {
         loop {
             if STOP.load(Ordering::SeqCst) || (self.until_end && self.at_end()) {
                 return Ok(None);
             }
-            match self.consumer.poll(Duration::from_millis(100)) {
+            if self.reassigned() {
+                return Ok(None);
+            }
+            let stashed = self
+                .generation
+                .as_ref()
+                .and_then(|(p, g)| p.take_stashed(*g));
+            if let Some(m) = stashed {
+                self.take_message(&m);
+                return Ok(Some(()));
+            }
+            // The message borrows the consumer, not the reader.
+            let consumer = Arc::clone(&self.consumer);
+            match consumer.poll(Duration::from_millis(100)) {
                 None => continue,
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     self.at_eof.insert(p);
@@ -297,34 +386,45 @@ impl KafkaReader {
                     continue;
                 }
                 Some(Ok(m)) => {
-                    self.at_eof.remove(&m.partition());
-                    self.last_message = Instant::now();
-                    self.line += 1;
-                    if let Ok(mut marks) = self.marks.lock() {
-                        marks.push_back((self.line, m.partition(), m.offset()));
-                    }
-                    self.buf.clear();
-                    self.pos = 0;
-                    // One message, one line: line breaks inside are spaces (JSON allows them
-                    // between tokens and forbids them inside strings).
-                    // An empty message still becomes a record (`null`, a dead letter), so that
-                    // every line is one record and committed offsets follow written records.
-                    let payload = match m.payload() {
-                        Some(p) if !p.iter().all(u8::is_ascii_whitespace) => p,
-                        _ => b"null",
-                    };
-                    self.buf.extend(payload.iter().map(|&b| {
-                        if b == b'\n' || b == b'\r' {
-                            b' '
-                        } else {
-                            b
+                    if self.reassigned() {
+                        // Served after a rebalance callback in this poll: the message belongs
+                        // to the next assignment, hence to the next run.
+                        if let Some((p, _)) = &self.generation {
+                            p.stash(m.detach());
                         }
-                    }));
-                    self.buf.push(b'\n');
+                        return Ok(None);
+                    }
+                    self.take_message(&m);
                     return Ok(Some(()));
                 }
             }
         }
+    }
+
+    /// Makes `m` the next line.
+    fn take_message<M: Message>(&mut self, m: &M) {
+        self.at_eof.remove(&m.partition());
+        self.last_message = Instant::now();
+        self.line += 1;
+        if let Ok(mut marks) = self.marks.lock() {
+            marks.push_back((self.line, m.partition(), m.offset()));
+        }
+        self.buf.clear();
+        self.pos = 0;
+        // One message, one line: line breaks inside are spaces (JSON allows them
+        // between tokens and forbids them inside strings).
+        // An empty message still becomes a record (`null`, a dead letter), so that
+        // every line is one record and committed offsets follow written records.
+        let payload = match m.payload() {
+            Some(p) if !p.iter().all(u8::is_ascii_whitespace) => p,
+            _ => b"null",
+        };
+        self.buf.extend(
+            payload
+                .iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+        );
+        self.buf.push(b'\n');
     }
 }
 

@@ -10,6 +10,7 @@ mod cli;
 mod config;
 mod gen;
 mod kafka;
+mod kafka_checkpoint;
 mod progress;
 mod resume;
 mod serve;
