@@ -83,8 +83,9 @@ struct BenchArgs {
     /// With --checkpoints: keys of the in-process snapshot benchmark.
     #[arg(long, default_value_t = 1_000_000)]
     keys: u64,
-    /// Benchmark Kafka instead: topic to topic with one and two processes of a group, on the
-    /// broker at this address (for example from `scripts/kafka.sh start`).
+    /// Benchmark Kafka instead: topic to topic with one and two processes of a group, and topic
+    /// to file with and without checkpoints, on the broker at this address (for example from
+    /// `scripts/kafka.sh start`).
     #[arg(long)]
     kafka: Option<String>,
     /// Benchmark `sluice serve` instead: single-event requests at fixed rates (latency
@@ -544,7 +545,13 @@ fn run(args: RunArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let peak = peak_mb.map_or_else(String::new, |mb| format!(", peak memory {mb} MB"));
+    let mut peak = peak_mb.map_or_else(String::new, |mb| format!(", peak memory {mb} MB"));
+    if let Some(first) = crate::kafka::first_message() {
+        peak += &format!(
+            ", first message after {:.2}s",
+            first.duration_since(started).as_secs_f64()
+        );
+    }
     let dead_to = match (&dead_path, &pipeline.dead_letter_topic) {
         (Some(p), _) => p.display().to_string(),
         (None, Some(k)) => format!("kafka:{}", k.topic),

@@ -31,7 +31,7 @@ use sluice_engine::router::LinePartitions;
 const BROKER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// With `until_end`: how long every assigned partition must stay at its end.
-const QUIET: Duration = Duration::from_millis(1000);
+pub const QUIET: Duration = Duration::from_millis(1000);
 
 /// Offsets are committed at most this often (and at the end of the run): each commit first
 /// waits for the broker to acknowledge every output message.
@@ -82,6 +82,14 @@ extern "C" fn request_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// When this process received its first message (joining the group takes seconds).
+static FIRST_MESSAGE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// When this process received its first message, if it did.
+pub fn first_message() -> Option<Instant> {
+    FIRST_MESSAGE.get().copied()
+}
+
 /// Whether SIGTERM or ctrl-c asked the run to stop.
 pub fn stopping() -> bool {
     STOP.load(Ordering::SeqCst)
@@ -109,7 +117,9 @@ pub struct Quiet {
 
 impl ClientContext for Quiet {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !eof {
             tracing::warn!("kafka: {error}: {reason}");
         }
     }
@@ -309,6 +319,11 @@ impl KafkaReader {
     /// batch of a partition, or an empty fetch while a batch is still being written, so the
     /// end must also hold for [`QUIET`]: no message from any partition meanwhile.
     fn at_end(&mut self) -> bool {
+        // Asking for the assignment is a round trip to librdkafka's main thread: only once
+        // the input is quiet (asked per message, it made reading six times slower).
+        if self.last_message.elapsed() < QUIET {
+            return false;
+        }
         let Ok(assigned) = self.consumer.assignment() else {
             return false;
         };
@@ -320,9 +335,7 @@ impl KafkaReader {
             self.assigned = now;
             return false;
         }
-        self.last_message.elapsed() >= QUIET
-            && !self.assigned.is_empty()
-            && self.assigned.iter().all(|p| self.at_eof.contains(p))
+        !self.assigned.is_empty() && self.assigned.iter().all(|p| self.at_eof.contains(p))
     }
 
     /// A reader of the current assignment of `consumer`, for one run of a checkpointed job;
@@ -356,7 +369,14 @@ impl KafkaReader {
     }
 
     /// Waits for the next message; `None` at the end of the input.
-    fn next_message(&mut self) -> io::Result<Option<()>> {
+    /// Waits for the next message (`wait`), or takes one only if it is there already;
+    /// `None` at the end of the input (or, without `wait`, when none is there).
+    fn next_message(&mut self, wait: bool) -> io::Result<Option<()>> {
+        let timeout = if wait {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
         loop {
             if STOP.load(Ordering::SeqCst) || (self.until_end && self.at_end()) {
                 return Ok(None);
@@ -374,16 +394,21 @@ impl KafkaReader {
             }
             // The message borrows the consumer, not the reader.
             let consumer = Arc::clone(&self.consumer);
-            match consumer.poll(Duration::from_millis(100)) {
-                None => continue,
+            match consumer.poll(timeout) {
+                None if wait => continue,
+                None => return Ok(None),
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     self.at_eof.insert(p);
-                    continue;
+                    if !wait {
+                        return Ok(None);
+                    }
                 }
                 Some(Err(e)) => {
                     // librdkafka retries broker errors itself; report and go on.
                     tracing::warn!("kafka: {e}");
-                    continue;
+                    if !wait {
+                        return Ok(None);
+                    }
                 }
                 Some(Ok(m)) => {
                     if self.reassigned() {
@@ -403,6 +428,7 @@ impl KafkaReader {
 
     /// Makes `m` the next line.
     fn take_message<M: Message>(&mut self, m: &M) {
+        FIRST_MESSAGE.get_or_init(Instant::now);
         self.at_eof.remove(&m.partition());
         self.last_message = Instant::now();
         self.line += 1;
@@ -436,14 +462,19 @@ impl KafkaReader {
 }
 
 impl Read for KafkaReader {
+    /// Fills `out` with the messages there are, waiting only for the first: one message per
+    /// call cost a thread hand-off and a zeroed buffer per message in the reader behind it.
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.buf.len() && self.next_message()?.is_none() {
-            return Ok(0);
+        let mut n = 0;
+        loop {
+            let k = (out.len() - n).min(self.buf.len() - self.pos);
+            out[n..n + k].copy_from_slice(&self.buf[self.pos..self.pos + k]);
+            self.pos += k;
+            n += k;
+            if n == out.len() || self.next_message(n == 0)?.is_none() {
+                return Ok(n);
+            }
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 

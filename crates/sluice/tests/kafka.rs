@@ -579,26 +579,26 @@ fn checkpointed_kill_and_restart_is_exactly_once() {
     let dir = tempfile::tempdir().expect("tmp");
     let pipeline = write_checkpointed_pipeline(dir.path(), &brokers, &tag);
     let (input, lines) = events_of(20000, 14, dir.path());
-    produce(&brokers, &format!("{tag}-in"), &lines);
     let out = dir.path().join("kafka.out");
     let dead = dir.path().join("kafka.dead");
-    let args = [
-        out.as_os_str(),
-        dead.as_os_str(),
-        std::ffi::OsStr::new("--until-end"),
+    let args: Vec<std::ffi::OsString> = vec![
+        "--output".into(),
+        out.clone().into_os_string(),
+        "--dead-letters".into(),
+        dead.into_os_string(),
     ];
-    let files = |a: &[&std::ffi::OsStr; 3]| -> Vec<std::ffi::OsString> {
-        vec![
-            "--output".into(),
-            a[0].into(),
-            "--dead-letters".into(),
-            a[1].into(),
-            a[2].into(),
-        ]
-    };
-    let args: Vec<std::ffi::OsString> = files(&args);
     let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     let mut first = Run::start_with(&pipeline, &args);
+    // The events arrive over a few seconds, and the run is killed while they do.
+    let producer = {
+        let (brokers, topic, lines) = (brokers.clone(), format!("{tag}-in"), lines.clone());
+        std::thread::spawn(move || {
+            for chunk in lines.chunks(1000) {
+                produce(&brokers, &topic, chunk);
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
     wait_for(
         "a third of the events and two checkpoints",
         &[&first],
@@ -607,6 +607,7 @@ fn checkpointed_kill_and_restart_is_exactly_once() {
     first.child.kill().expect("kill -9");
     first.child.wait().expect("wait");
     let written_before = ids_in(&out).len();
+    producer.join().expect("producer");
     assert!(
         written_before < lines.len(),
         "killed too late to test anything"
@@ -615,7 +616,7 @@ fn checkpointed_kill_and_restart_is_exactly_once() {
     let second = common::sluice()
         .arg("run")
         .arg(&pipeline)
-        .args(["--quiet", "--workers", "2"])
+        .args(["--quiet", "--workers", "2", "--until-end"])
         .args(&args)
         .output()
         .expect("second run");
