@@ -312,7 +312,11 @@ pub(crate) fn route_all(
     let mut next_position: Option<SourcePosition> = None;
     let mut routed_at_last_checkpoint = 0;
     while total != Some(done) {
-        let msg = match timer.as_mut() {
+        // Nothing routed since the last checkpoint: nothing to checkpoint until more comes.
+        let quiet_checkpoint = timer
+            .as_mut()
+            .filter(|_| next_position.is_some() && next_seq > routed_at_last_checkpoint);
+        let msg = match quiet_checkpoint {
             None => rx.recv().map_err(|_| Error::Stage("worker"))?,
             Some(t) => {
                 let wait = t.interval.saturating_sub(last_checkpoint.elapsed());

@@ -338,7 +338,7 @@ fn run(args: RunArgs) -> Result<()> {
     let shared_consumer = match (&kafka_source, &kafka_checkpoints) {
         (Some(k), Some(p)) => {
             crate::kafka::stop_on_signals();
-            Some(crate::kafka::consumer(k, Some(Arc::clone(p)))?)
+            Some(crate::kafka::consumer(k, Some(Arc::clone(p)), None)?)
         }
         _ => None,
     };
@@ -455,11 +455,11 @@ fn run(args: RunArgs) -> Result<()> {
         let on_flushed: Option<sluice_engine::run::OnFlushed> = match committer {
             Some(mut c) => {
                 for h in kafka_sinks {
-                    c.watch(h);
+                    c.watch(h)?;
                 }
                 // Output files are synced before their input's offsets are committed.
                 for f in [&events_file, &dead_letters_file].into_iter().flatten() {
-                    c.watch_file(f.try_clone().context("cannot share an output file")?);
+                    c.watch_file(f.try_clone().context("cannot share an output file")?)?;
                 }
                 Some(Box::new(move |records, last| c.flushed(records, last)))
             }

@@ -113,6 +113,8 @@ pub fn stop_on_signals() {
 #[derive(Default)]
 pub struct Quiet {
     checkpoints: Option<Arc<crate::kafka_checkpoint::Partitions>>,
+    /// Without checkpoints: the offsets to commit when partitions are revoked.
+    commits: Option<Arc<Mutex<Commits>>>,
 }
 
 impl ClientContext for Quiet {
@@ -146,6 +148,23 @@ impl ConsumerContext for Quiet {
             E::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 if let Some(c) = &self.checkpoints {
                     c.revoked();
+                }
+                if let Some(commits) = &self.commits {
+                    // What is written so far need not be read again by the next owner.
+                    let started = Instant::now();
+                    let committed = commits
+                        .lock()
+                        .map_err(|_| io::Error::other("poisoned"))
+                        .and_then(|mut c| c.commit(consumer));
+                    match committed {
+                        Ok(()) => tracing::info!(
+                            millis = started.elapsed().as_millis() as u64,
+                            "kafka: offsets committed before giving partitions up"
+                        ),
+                        Err(e) => {
+                            tracing::warn!("kafka: cannot commit before giving partitions up: {e}")
+                        }
+                    }
                 }
                 tracing::info!("kafka: revoked partitions {partitions:?}");
                 consumer.unassign()
@@ -207,14 +226,65 @@ pub struct KafkaReader {
 }
 
 /// Commits the offsets of input lines whose outputs are written, once the Kafka sinks have
-/// delivered them.
+/// delivered them: every [`COMMIT_INTERVAL`], at the end, and when partitions are revoked.
 pub struct OffsetCommitter {
     consumer: Arc<BaseConsumer<Quiet>>,
+    commits: Arc<Mutex<Commits>>,
+    last_commit: Instant,
+}
+
+/// What committing offsets needs, shared by the writer (which learns what is written) and the
+/// rebalance callback (which commits before partitions go to another process, so that they
+/// are not read again there).
+#[derive(Default)]
+pub struct Commits {
     topic: String,
     marks: Marks,
     sinks: Vec<SinkHandle>,
     files: Vec<std::fs::File>,
-    last_commit: Instant,
+    /// Input lines whose outputs are written (handed to the sinks).
+    flushed: u64,
+}
+
+impl Commits {
+    /// Waits until the Kafka sinks have delivered everything and the output files are on
+    /// disk, then commits the offsets of the lines whose outputs were written. Fails when a
+    /// delivery did; a failed commit is only reported (the next one goes further).
+    fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> io::Result<()> {
+        for sink in &self.sinks {
+            sink.deliver()?;
+        }
+        for file in &self.files {
+            file.sync_data()?;
+        }
+        let mut upto: HashMap<i32, i64> = HashMap::new();
+        if let Ok(mut marks) = self.marks.lock() {
+            while marks
+                .front()
+                .is_some_and(|&(line, _, _)| line <= self.flushed)
+            {
+                if let Some((_, p, o)) = marks.pop_front() {
+                    let e = upto.entry(p).or_insert(o);
+                    *e = (*e).max(o);
+                }
+            }
+        }
+        if upto.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in upto {
+            // The committed offset is the next one to read.
+            if let Err(e) = tpl.add_partition_offset(&self.topic, p, Offset::Offset(o + 1)) {
+                tracing::warn!("kafka: cannot record offset {o} of partition {p}: {e}");
+            }
+        }
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+            // Not fatal: the next flush commits further; a restart re-reads (at least once).
+            tracing::warn!("kafka: cannot commit offsets: {e}");
+        }
+        Ok(())
+    }
 }
 
 /// Without a Kafka source: waits for the Kafka sinks' acknowledgements every
@@ -255,6 +325,7 @@ fn client(brokers: &[String]) -> ClientConfig {
 pub fn consumer(
     source: &KafkaSource,
     checkpoints: Option<Arc<crate::kafka_checkpoint::Partitions>>,
+    commits: Option<Arc<Mutex<Commits>>>,
 ) -> Result<Arc<BaseConsumer<Quiet>>> {
     let consumer: BaseConsumer<Quiet> = client(&source.brokers)
         .set("group.id", &source.group)
@@ -275,7 +346,10 @@ pub fn consumer(
                 Start::Latest => "latest",
             },
         )
-        .create_with_context(Quiet { checkpoints })
+        .create_with_context(Quiet {
+            checkpoints,
+            commits,
+        })
         .context("cannot create a Kafka consumer")?;
     consumer
         .subscribe(&[&source.topic])
@@ -286,14 +360,16 @@ pub fn consumer(
 impl KafkaReader {
     /// Joins the group and subscribes to the topic.
     pub fn open(source: &KafkaSource) -> Result<(KafkaReader, OffsetCommitter)> {
-        let consumer = consumer(source, None)?;
         let marks: Marks = Arc::default();
-        let committer = OffsetCommitter {
-            consumer: Arc::clone(&consumer),
+        let commits = Arc::new(Mutex::new(Commits {
             topic: source.topic.clone(),
             marks: Arc::clone(&marks),
-            sinks: Vec::new(),
-            files: Vec::new(),
+            ..Commits::default()
+        }));
+        let consumer = consumer(source, None, Some(Arc::clone(&commits)))?;
+        let committer = OffsetCommitter {
+            consumer: Arc::clone(&consumer),
+            commits,
             last_commit: Instant::now(),
         };
         Ok((
@@ -479,54 +555,39 @@ impl Read for KafkaReader {
 }
 
 impl OffsetCommitter {
+    fn commits(&self) -> io::Result<std::sync::MutexGuard<'_, Commits>> {
+        self.commits
+            .lock()
+            .map_err(|_| io::Error::other("offset commits: a thread panicked"))
+    }
+
     /// Also waits for this Kafka sink's deliveries before committing.
-    pub fn watch(&mut self, sink: SinkHandle) {
-        self.sinks.push(sink);
+    pub fn watch(&mut self, sink: SinkHandle) -> io::Result<()> {
+        self.commits()?.sinks.push(sink);
+        Ok(())
     }
 
     /// Also syncs this output file to disk before committing.
-    pub fn watch_file(&mut self, file: std::fs::File) {
-        self.files.push(file);
+    pub fn watch_file(&mut self, file: std::fs::File) -> io::Result<()> {
+        self.commits()?.files.push(file);
+        Ok(())
     }
 
     /// The outputs of input lines `..=records` are written (handed to the sinks): every
     /// [`COMMIT_INTERVAL`], and at the end (`last`), waits until the Kafka sinks have
     /// delivered them and commits the offsets of their messages. Fails when a delivery did.
     pub fn flushed(&mut self, records: u64, last: bool) -> io::Result<()> {
-        if !last && self.last_commit.elapsed() < COMMIT_INTERVAL {
+        let consumer = Arc::clone(&self.consumer);
+        let due = last || self.last_commit.elapsed() >= COMMIT_INTERVAL;
+        if due {
+            self.last_commit = Instant::now();
+        }
+        let mut commits = self.commits()?;
+        commits.flushed = records;
+        if !due {
             return Ok(());
         }
-        self.last_commit = Instant::now();
-        for sink in &self.sinks {
-            sink.deliver()?;
-        }
-        for file in &self.files {
-            file.sync_data()?;
-        }
-        let mut upto: HashMap<i32, i64> = HashMap::new();
-        if let Ok(mut marks) = self.marks.lock() {
-            while marks.front().is_some_and(|&(line, _, _)| line <= records) {
-                if let Some((_, p, o)) = marks.pop_front() {
-                    let e = upto.entry(p).or_insert(o);
-                    *e = (*e).max(o);
-                }
-            }
-        }
-        if upto.is_empty() {
-            return Ok(());
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in upto {
-            // The committed offset is the next one to read.
-            if let Err(e) = tpl.add_partition_offset(&self.topic, p, Offset::Offset(o + 1)) {
-                tracing::warn!("kafka: cannot record offset {o} of partition {p}: {e}");
-            }
-        }
-        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Sync) {
-            // Not fatal: the next flush commits further; a restart re-reads (at least once).
-            tracing::warn!("kafka: cannot commit offsets: {e}");
-        }
-        Ok(())
+        commits.commit(&consumer)
     }
 }
 
