@@ -373,20 +373,29 @@ impl KafkaReader {
             last_commit: Instant::now(),
         };
         Ok((
-            KafkaReader {
-                consumer,
-                generation: None,
-                until_end: source.until_end,
-                at_eof: std::collections::HashSet::new(),
-                last_message: Instant::now(),
-                assigned: Vec::new(),
-                marks,
-                line: 0,
-                buf: Vec::new(),
-                pos: 0,
-            },
+            KafkaReader::new(consumer, None, source.until_end, marks),
             committer,
         ))
+    }
+
+    fn new(
+        consumer: Arc<BaseConsumer<Quiet>>,
+        generation: Option<(Arc<crate::kafka_checkpoint::Partitions>, u64)>,
+        until_end: bool,
+        marks: Marks,
+    ) -> KafkaReader {
+        KafkaReader {
+            consumer,
+            generation,
+            until_end,
+            at_eof: std::collections::HashSet::new(),
+            last_message: Instant::now(),
+            assigned: Vec::new(),
+            marks,
+            line: 0,
+            buf: Vec::new(),
+            pos: 0,
+        }
     }
 
     /// Whether every assigned partition is read up to its end. The consumer reports the end
@@ -423,18 +432,7 @@ impl KafkaReader {
         until_end: bool,
         marks: Marks,
     ) -> KafkaReader {
-        KafkaReader {
-            consumer,
-            generation: Some((partitions, generation)),
-            until_end,
-            at_eof: std::collections::HashSet::new(),
-            last_message: Instant::now(),
-            assigned: Vec::new(),
-            marks,
-            line: 0,
-            buf: Vec::new(),
-            pos: 0,
-        }
+        KafkaReader::new(consumer, Some((partitions, generation)), until_end, marks)
     }
 
     /// Whether the assignment this reader reads has been replaced.

@@ -483,3 +483,89 @@ impl SourceCheckpoint for PartitionCheckpoints {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A complete-looking checkpoint `id` of `instance` holding `partitions` at these offsets.
+    fn checkpoint(shared: &Path, instance: &str, id: u64, plan: &str, partitions: &[(u32, i64)]) {
+        let manifest = Manifest {
+            format: FORMAT_VERSION,
+            id,
+            created_ms: 0,
+            plan: plan.to_string(),
+            shards: 1,
+            source: SourcePosition { offset: 0, line: 1 },
+            sink: SinkPosition::default(),
+            newest: None,
+            files: Vec::new(),
+            partitions: partitions
+                .iter()
+                .map(|&(partition, offset)| PartitionPosition {
+                    partition,
+                    offset,
+                    newest: None,
+                })
+                .collect(),
+        };
+        checkpoint::commit(
+            &shared.join(format!("instance-{instance}")),
+            &manifest,
+            usize::MAX,
+        )
+        .expect("commit");
+    }
+
+    fn present(shared: &Path, instance: &str) -> Vec<u64> {
+        let mut ids = checkpoint::list(&shared.join(format!("instance-{instance}"))).expect("list");
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn the_newest_checkpoint_of_a_partition_wins_and_survives_pruning() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let pipeline = crate::config::parse(
+            Path::new("p.toml"),
+            "[[feature]]\nname = \"n\"\nagg = \"count\"\nby = \"user_id\"\nwindow = \"1h\"\n",
+        )
+        .expect("pipeline");
+        let config = CheckpointConfig {
+            dir: dir.path().to_path_buf(),
+            interval: std::time::Duration::from_secs(1),
+            keep: 1,
+        };
+        let a = Partitions::open(&config, "a", &pipeline.plan, "t").expect("instance a");
+        assert!(
+            Partitions::open(&config, "a", &pipeline.plan, "t").is_err(),
+            "two processes on one instance"
+        );
+        let plan = plan_fingerprint(&pipeline.plan);
+        // `a` held partitions 0 and 1, then gave 1 up; `b` restored 1 from `a`'s checkpoint 2
+        // and has not got further yet.
+        checkpoint(dir.path(), "a", 1, &plan, &[(0, 10), (1, 20)]);
+        checkpoint(dir.path(), "a", 2, &plan, &[(0, 15), (1, 25)]);
+        checkpoint(dir.path(), "a", 3, &plan, &[(0, 30)]);
+        checkpoint(dir.path(), "a", 4, &plan, &[(0, 40)]);
+        checkpoint(dir.path(), "b", 1, &plan, &[(1, 25)]);
+        let manifests = all_manifests(dir.path()).expect("manifests");
+        let newest = |p| newest_for(&manifests, p).map(|f| (f.position.offset, f.id));
+        assert_eq!(newest(0), Some((40, 4)));
+        // A tie between `a`'s 2 and `b`'s 1: every process picks the same, `b`'s.
+        let for_1 = newest_for(&manifests, 1).expect("partition 1");
+        assert!(for_1.root.ends_with("instance-b") && for_1.id == 1);
+        assert_eq!(newest(2), None);
+
+        // Keeping one: 1 and 3 go; 2 holds partition 1 at the same offset as `b`'s newest, so
+        // it goes too, as `b`'s wins the tie.
+        a.prune(1).expect("prune");
+        assert_eq!(present(dir.path(), "a"), [4]);
+
+        // Had `b` not checkpointed partition 1, `a`'s checkpoint 2 would be kept for it.
+        checkpoint(dir.path(), "a", 5, &plan, &[(0, 50), (2, 7)]);
+        checkpoint(dir.path(), "a", 6, &plan, &[(0, 60)]);
+        a.prune(1).expect("prune");
+        assert_eq!(present(dir.path(), "a"), [5, 6]);
+    }
+}

@@ -199,16 +199,7 @@ fn topic_to_topic_equals_a_file_run() {
     produce(&brokers, &format!("{tag}-in"), &lines);
 
     let pipeline = write_pipeline(dir.path(), &brokers, &tag);
-    let (file_out, file_dead) = (dir.path().join("file.out"), dir.path().join("file.dead"));
-    let run = common::sluice_run(&pipeline, &input, &file_out, &file_dead, 2)
-        .output()
-        .expect("file run");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-
+    let want = file_run_sorted(&pipeline, &input, dir.path());
     let kafka_run = |expect_events: &str| {
         let out = common::sluice()
             .arg("run")
@@ -222,9 +213,7 @@ fn topic_to_topic_equals_a_file_run() {
     };
     kafka_run("3000 events written, 3 dead letters");
 
-    let mut want: Vec<String> = common::lines(&file_out);
     let mut got = consume_all(&brokers, &format!("{tag}-out"));
-    want.sort();
     got.sort();
     assert_eq!(got.len(), want.len());
     assert!(got == want, "topic output differs from the file run");
@@ -392,13 +381,7 @@ fn two_processes_split_the_partitions() {
             "a process did no work:\n{log}"
         );
     }
-    let (file_out, file_dead) = (dir.path().join("file.out"), dir.path().join("file.dead"));
-    let run = common::sluice_run(&pipeline, &input, &file_out, &file_dead, 2)
-        .output()
-        .expect("file run");
-    assert!(run.status.success());
-    let mut want: Vec<String> = common::lines(&file_out);
-    want.sort();
+    let want = file_run_sorted(&pipeline, &input, dir.path());
     got.sort();
     assert!(
         got == want,
@@ -495,12 +478,22 @@ fn a_file_run_into_a_topic_delivers_everything() {
 /// The pipeline with checkpoints every 300 ms in `dir/ckpt`, reading `tag`'s topic; outputs
 /// go to files given on the command line.
 fn write_checkpointed_pipeline(dir: &Path, brokers: &str, tag: &str) -> std::path::PathBuf {
+    write_checkpointed_pipeline_with(dir, brokers, tag, "")
+}
+
+/// The same, with more sections (`[state]`).
+fn write_checkpointed_pipeline_with(
+    dir: &Path,
+    brokers: &str,
+    tag: &str,
+    more: &str,
+) -> std::path::PathBuf {
     let path = write_pipeline(dir, brokers, tag);
     let text = std::fs::read_to_string(&path).expect("pipeline");
     let source_end = text.find("[sink]").expect("sink section");
     let features = text.find("[[feature]]").expect("features");
     let text = format!(
-        "{}[checkpoint]\npath = \"{}\"\ninterval = \"300ms\"\n\n{}",
+        "{}[checkpoint]\npath = \"{}\"\ninterval = \"300ms\"\n{more}\n{}",
         &text[..source_end],
         dir.join("ckpt").display(),
         &text[features..]
@@ -572,12 +565,26 @@ fn file_run_sorted(pipeline: &Path, input: &Path, dir: &Path) -> Vec<String> {
 /// missing or doubled.
 #[test]
 fn checkpointed_kill_and_restart_is_exactly_once() {
+    kill_and_restart("k5", "");
+}
+
+/// The same with the embedded state mostly on disk: a partition's keys on disk are in its
+/// key group there too, and its checkpoints hold them.
+#[test]
+fn checkpointed_kill_and_restart_with_embedded_state_is_exactly_once() {
+    kill_and_restart(
+        "k7",
+        "\n[state]\nbackend = \"embedded\"\nmemory_cap = \"256KB\"\npath = \"store\"\n",
+    );
+}
+
+fn kill_and_restart(prefix: &str, more: &str) {
     let Some(brokers) = common::kafka_brokers() else {
         return;
     };
-    let tag = topics(&brokers, "k5");
+    let tag = topics(&brokers, prefix);
     let dir = tempfile::tempdir().expect("tmp");
-    let pipeline = write_checkpointed_pipeline(dir.path(), &brokers, &tag);
+    let pipeline = write_checkpointed_pipeline_with(dir.path(), &brokers, &tag, more);
     let (input, lines) = events_of(20000, 14, dir.path());
     let out = dir.path().join("kafka.out");
     let dead = dir.path().join("kafka.dead");
@@ -622,6 +629,15 @@ fn checkpointed_kill_and_restart_is_exactly_once() {
         .expect("second run");
     let log = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{log}");
+    if more.contains("embedded") {
+        let on_disk: u64 = log
+            .split(" keys on disk")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(on_disk > 0, "no key went to disk: {log}");
+    }
     assert!(
         log.contains("partition restored from its newest checkpoint"),
         "{log}"
