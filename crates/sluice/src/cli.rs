@@ -368,6 +368,9 @@ fn run(args: RunArgs) -> Result<()> {
     let stats = Arc::new(Stats::default());
     let progress = Progress::start(Arc::clone(&stats), input_len, args.quiet);
     let started = std::time::Instant::now();
+    // Runs started again from the checkpoints after a rebalance (their outputs since the
+    // checkpoint were cut back and written again, and are counted again).
+    let mut restarts = 0u64;
     let result = loop {
         let assignment = kafka_checkpoints
             .as_ref()
@@ -512,6 +515,7 @@ fn run(args: RunArgs) -> Result<()> {
         if let (Some(p), Some(a)) = (&kafka_checkpoints, &assignment) {
             if result.is_ok() && p.generation() != a.generation && !crate::kafka::stopping() {
                 tracing::info!("kafka: rebalanced; restarting from the checkpoints");
+                restarts += 1;
                 continue;
             }
         }
@@ -568,6 +572,11 @@ fn run(args: RunArgs) -> Result<()> {
         )
     } else {
         String::new()
+    };
+    let checkpointed = if restarts > 0 {
+        format!("{checkpointed}, {restarts} restarts from the checkpoints after rebalances (events written again are counted again)")
+    } else {
+        checkpointed
     };
     let spill_moves = stats.spill_moves.load(std::sync::atomic::Ordering::Relaxed);
     let spilled = if matches!(pipeline.state, sluice_engine::StateConfig::Embedded(_)) {
