@@ -10,15 +10,9 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-if ! command -v cmake >/dev/null 2>&1 || ! [ -e /usr/include/x86_64-linux-gnu/curl/curl.h -o -e /usr/include/curl/curl.h ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "quickstart: installing cmake and libcurl headers (to build the vendored librdkafka)"
-    apt-get update -qq && apt-get install -y -qq cmake libcurl4-openssl-dev >/dev/null
-  else
-    echo "quickstart: install cmake and the libcurl headers first: sudo apt-get install -y cmake libcurl4-openssl-dev" >&2
-    exit 1
-  fi
-fi
+# shellcheck source=scripts/build-deps.sh
+. scripts/build-deps.sh
+ensure_build_deps quickstart
 
 cargo build --release --quiet -p sluice
 mkdir -p out

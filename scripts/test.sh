@@ -18,15 +18,9 @@ if ! command -v redis-server >/dev/null 2>&1; then
   fi
 fi
 
-if ! command -v cmake >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "test.sh: installing cmake and libcurl headers (needed to build the vendored librdkafka)"
-    apt-get update -qq && apt-get install -y -qq cmake libcurl4-openssl-dev >/dev/null
-  else
-    echo "test.sh: cmake not found; install it: sudo apt-get install -y cmake libcurl4-openssl-dev" >&2
-    exit 1
-  fi
-fi
+# shellcheck source=scripts/build-deps.sh
+. scripts/build-deps.sh
+ensure_build_deps test.sh
 
 cluster_dir=target/redis-cluster-test
 kafka_dir=target/kafka-test

@@ -549,13 +549,13 @@ fn run(args: RunArgs) -> Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let mut peak = peak_mb.map_or_else(String::new, |mb| format!(", peak memory {mb} MB"));
-    if let Some(first) = crate::kafka::first_message() {
-        peak += &format!(
+    let peak = peak_mb.map_or_else(String::new, |mb| format!(", peak memory {mb} MB"));
+    let first = crate::kafka::first_message().map_or_else(String::new, |first| {
+        format!(
             ", first message after {:.2}s",
             first.duration_since(started).as_secs_f64()
-        );
-    }
+        )
+    });
     let dead_to = match (&dead_path, &pipeline.dead_letter_topic) {
         (Some(p), _) => p.display().to_string(),
         (None, Some(k)) => format!("kafka:{}", k.topic),
@@ -600,7 +600,7 @@ fn run(args: RunArgs) -> Result<()> {
         )
     });
     eprintln!(
-        "sluice: {} events written, {} dead letters ({} late) to {dead_to}, {} workers, {:.2}s, {:.0} events/s{peak}{remote}{spilled}{checkpointed}",
+        "sluice: {} events written, {} dead letters ({} late) to {dead_to}, {} workers, {:.2}s, {:.0} events/s{peak}{first}{remote}{spilled}{checkpointed}",
         summary.events,
         summary.dead_letters,
         summary.late,

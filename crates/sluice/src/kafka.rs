@@ -212,6 +212,8 @@ pub struct KafkaReader {
     /// With checkpoints: the assignment this reader reads. It ends its input when the
     /// assignment changes (the run then restarts from the checkpoints).
     generation: Option<(Arc<crate::kafka_checkpoint::Partitions>, u64)>,
+    /// A message the previous run's reader was served after the rebalance: this run's first.
+    stashed: Option<rdkafka::message::OwnedMessage>,
     until_end: bool,
     /// Partitions read up to their current end (no message since).
     at_eof: std::collections::HashSet<i32>,
@@ -384,9 +386,11 @@ impl KafkaReader {
         until_end: bool,
         marks: Marks,
     ) -> KafkaReader {
+        let stashed = generation.as_ref().and_then(|(p, g)| p.take_stashed(*g));
         KafkaReader {
             consumer,
             generation,
+            stashed,
             until_end,
             at_eof: std::collections::HashSet::new(),
             last_message: Instant::now(),
@@ -458,11 +462,7 @@ impl KafkaReader {
             if self.reassigned() {
                 return Ok(None);
             }
-            let stashed = self
-                .generation
-                .as_ref()
-                .and_then(|(p, g)| p.take_stashed(*g));
-            if let Some(m) = stashed {
+            if let Some(m) = self.stashed.take() {
                 self.take_message(&m);
                 return Ok(Some(()));
             }

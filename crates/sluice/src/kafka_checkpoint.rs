@@ -20,6 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::{bail, Context, Result};
@@ -62,7 +63,6 @@ pub struct Assignment {
 
 #[derive(Default)]
 struct Inner {
-    generation: u64,
     /// Set when partitions are revoked: this process completes no checkpoint until a run of
     /// the next assignment starts.
     fenced: bool,
@@ -84,6 +84,9 @@ pub struct Partitions {
     plan: String,
     topic: String,
     inner: Mutex<Inner>,
+    /// Changes with every rebalance; changed only with `inner` locked, read by the reader for
+    /// every message without it.
+    generation: AtomicU64,
     /// Held for the life of the process.
     _lock: fs::File,
 }
@@ -127,6 +130,7 @@ impl Partitions {
             plan: plan_fingerprint(plan),
             topic: topic.to_string(),
             inner: Mutex::default(),
+            generation: AtomicU64::new(0),
             _lock: lock,
         })
     }
@@ -142,14 +146,19 @@ impl Partitions {
 
     /// Changes with every rebalance.
     pub fn generation(&self) -> u64 {
-        self.lock().generation
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A rebalance: the next assignment (`inner` is locked).
+    fn next_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Rebalance callback: partitions `tpl` are assigned. Positions each at the offset of its
     /// newest checkpoint (left to the group's committed offset when there is none).
     pub fn assigned(&self, tpl: &mut TopicPartitionList) {
         let mut inner = self.lock();
-        inner.generation += 1;
+        self.next_generation();
         inner.fenced = true;
         inner.assigned = tpl.elements().iter().map(|e| e.partition()).collect();
         inner.restore.clear();
@@ -202,7 +211,7 @@ impl Partitions {
     /// and stops any other from completing.
     pub fn revoked(&self) {
         let mut inner = self.lock();
-        inner.generation += 1;
+        self.next_generation();
         inner.fenced = true;
         inner.assigned.clear();
         inner.restore.clear();
@@ -211,7 +220,7 @@ impl Partitions {
     /// Keeps `message`, served after a rebalance, for the run of the new assignment.
     pub fn stash(&self, message: OwnedMessage) {
         let mut inner = self.lock();
-        inner.stash = Some((inner.generation, message));
+        inner.stash = Some((self.generation(), message));
     }
 
     /// The stashed message, if it belongs to assignment `generation`.
@@ -231,7 +240,7 @@ impl Partitions {
         }
         inner.fenced = false;
         Ok(Assignment {
-            generation: inner.generation,
+            generation: self.generation(),
             partitions: inner.assigned.clone(),
             restore: inner.restore.clone(),
         })
@@ -461,7 +470,7 @@ impl SourceCheckpoint for PartitionCheckpoints {
             // Held while the manifest is written: a revocation waits for it, and once revoked
             // nothing more is written.
             let inner = self.partitions.lock();
-            if inner.fenced || inner.generation != self.generation {
+            if inner.fenced || self.partitions.generation() != self.generation {
                 return Ok(false);
             }
             commit(positions.clone())?;

@@ -131,11 +131,7 @@ impl Case {
         )
         .output()
         .expect("run");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::assert_success(&out);
         (self.read("reference.out"), self.read("reference.dead"))
     }
 

@@ -207,8 +207,7 @@ fn topic_to_topic_equals_a_file_run() {
             .args(["--until-end", "--quiet", "--workers", "2"])
             .output()
             .expect("kafka run");
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
+        let stderr = common::assert_success(&out);
         assert!(stderr.contains(expect_events), "{stderr}");
     };
     kafka_run("3000 events written, 3 dead letters");
@@ -464,11 +463,7 @@ fn a_file_run_into_a_topic_delivers_everything() {
         .args(["--quiet", "--workers", "2"])
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     assert_eq!(
         consume_all(&brokers, &format!("{tag}-out")).len(),
         lines.len()
@@ -549,11 +544,7 @@ fn file_run_sorted(pipeline: &Path, input: &Path, dir: &Path) -> Vec<String> {
     let run = common::sluice_run(pipeline, input, &out, &dead, 2)
         .output()
         .expect("file run");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    common::assert_success(&run);
     let mut want = common::lines(&out);
     want.sort();
     want
@@ -627,8 +618,7 @@ fn kill_and_restart(prefix: &str, more: &str) {
         .args(&args)
         .output()
         .expect("second run");
-    let log = String::from_utf8_lossy(&second.stderr);
-    assert!(second.status.success(), "{log}");
+    let log = common::assert_success(&second);
     if more.contains("embedded") {
         let on_disk: u64 = log
             .split(" keys on disk")

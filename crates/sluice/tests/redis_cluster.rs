@@ -535,11 +535,7 @@ fn an_event_older_than_the_shared_state_is_a_late_dead_letter() {
     )
     .output()
     .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     let dead = std::fs::read_to_string(dir.path().join("behind.dead")).expect("dead letters");
     assert!(
         dead.contains("\"reason\":\"late\"") && dead.contains("\"line\":1"),

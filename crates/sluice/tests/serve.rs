@@ -44,11 +44,7 @@ fn run(pipeline: &Path, input: &Path, dir: &Path) -> (Vec<String>, Vec<String>) 
     let out = common::sluice_run(pipeline, input, &output, &dead, 2)
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_success(&out);
     (common::lines(&output), common::lines(&dead))
 }
 
