@@ -135,10 +135,10 @@ impl Harness {
             }
         }
         self.accepted += 1;
-        if self.accepted % self.drop_every == 0 {
+        if self.accepted.is_multiple_of(self.drop_every) {
             self.drop_expired(floor);
         }
-        if self.roundtrip_every > 0 && self.accepted % self.roundtrip_every == 0 {
+        if self.roundtrip_every > 0 && self.accepted.is_multiple_of(self.roundtrip_every) {
             for state in self.states.iter_mut().flat_map(|s| s.values_mut()) {
                 let mut bytes = Vec::new();
                 state.put(&mut Writer::new(&mut bytes, 0));
@@ -950,7 +950,7 @@ fn memory_stays_bounded_by_the_active_window() {
         h.push(&e).expect("never late");
         // The watermark bounds the event time from above and keeps `recent` sorted.
         recent.push_back(wm);
-        if (n as usize + 1) % DROP_EVERY == 0 {
+        if (n as usize + 1).is_multiple_of(DROP_EVERY) {
             // A key held after a drop has an event no older than its own horizon at its last
             // observe, which is at most a window, the lateness and a bucket behind the floor.
             let floor = h.floor().expect("events seen");

@@ -1,41 +1,28 @@
 //! Sluice engine: runs a [`sluice_core::Plan`] over a stream of records.
 //!
-//! - [`source`]: reads JSONL or CSV into batches ([`batch`]).
-//! - [`parse`]: extracts time, keys and fields from each record (in parallel); `field` holds
-//!   the serde visitors it uses.
-//! - [`router`]: input order, lateness and key groups, and the router thread's loop.
-//! - [`shard`] and [`backend`]: per-shard state behind the [`backend::StateBackend`] seam
-//!   ([`prefetch`] hides its cache misses); [`mod@redis`] keeps it in a Redis Cluster.
-//! - [`mod@format`]: enriched events and dead letters as text; `output` formats batches and
-//!   writes them in order.
-//! - [`mod@run`]: the threads and channels that connect them; [`pool`] recycles their buffers.
-//! - [`checkpoint`]: snapshots of local state with the input and output positions.
-//! - [`serve`]: the same steps driven one request batch at a time, for `sluice serve`.
+//! The crate is laid out as the data path:
+//!
+//! - [`connector`]: the [`Source`] and [`Sink`] seams, and record batching for byte streams
+//!   (JSONL lines, CSV rows).
+//! - [`codec`]: record codecs — scan and parse a record's time, keys and fields, format the
+//!   enriched event and dead letters.
+//! - [`dataflow`]: the run — reader, router (input order, lateness, key groups), shards,
+//!   merge (results back in input order), writer, and the scheduler of the worker threads.
+//! - [`state`]: the [`StateBackend`] trait and its implementations (memory, memory with a disk
+//!   tier, Redis Cluster), built by one factory.
+//! - [`checkpoint`]: snapshots of local state with the source and sink positions.
+//! - [`serve`]: the same steps driven one request batch at a time, for an HTTP server.
 
-pub mod backend;
-pub mod batch;
 pub mod checkpoint;
+pub mod codec;
+pub mod connector;
+pub mod dataflow;
 pub mod error;
-mod field;
-pub mod format;
-mod output;
-pub mod parse;
-pub mod pool;
-pub mod prefetch;
-pub mod redis;
-pub mod router;
-pub mod run;
-mod scan;
 pub mod serve;
-pub mod shard;
-pub mod source;
-pub mod spill;
-pub mod time;
+pub mod state;
 
-pub use backend::{Backend, MemoryBackend, StateBackend, Update};
+pub use codec::time::TimeFormat;
+pub use connector::{Input, InputFormat};
+pub use dataflow::run::{plan_fingerprint, run, run_resumed, Job, Outputs, Resume, Stats, Summary};
 pub use error::{Error, Result};
-pub use run::{
-    plan_fingerprint, run, run_resumed, Job, Outputs, Resume, StateConfig, Stats, Summary,
-};
-pub use source::{Input, InputFormat};
-pub use time::TimeFormat;
+pub use state::{Backend, MemoryBackend, StateBackend, StateConfig, Update};

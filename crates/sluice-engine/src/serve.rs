@@ -7,19 +7,17 @@ use std::sync::Arc;
 
 use sluice_core::{FeatureValue, KeyEncoder, Plan};
 
-use crate::backend::{Backend, MemoryBackend, StateBackend};
-use crate::batch::RawBatch;
+use crate::codec::format::OutputLayout;
+use crate::codec::parse::{Extractor, ParseScratch};
+use crate::codec::time::TimeFormat;
+use crate::dataflow::batch::RawBatch;
+use crate::dataflow::pool::BufferPool;
+use crate::dataflow::router::Router;
+pub use crate::dataflow::writer::Written;
+use crate::dataflow::writer::{format_batch, FormatJob};
 use crate::error::Result;
-use crate::format::OutputLayout;
-pub use crate::output::Written;
-use crate::output::{format_batch, FormatJob};
-use crate::parse::{Extractor, ParseScratch};
-use crate::pool::BufferPool;
-use crate::redis::RedisBackend;
-use crate::router::Router;
-use crate::run::StateConfig;
-use crate::spill::Spill;
-use crate::time::TimeFormat;
+use crate::state::StateConfig;
+use crate::state::{Backend, StateBackend};
 
 /// The records of one batch after processing.
 #[derive(Debug, Default)]
@@ -95,15 +93,7 @@ impl ServeEngine {
         state: &StateConfig,
         source: &str,
     ) -> Result<Self> {
-        let backend = match state {
-            StateConfig::Memory => Backend::Memory(MemoryBackend::default()),
-            StateConfig::Embedded(options) => {
-                Backend::Memory(MemoryBackend::default().with_spill(Spill::open(options, 0)?)?)
-            }
-            StateConfig::Redis(options) => {
-                Backend::Redis(Box::new(RedisBackend::connect(&plan, options, 0)?))
-            }
-        };
+        let backend = Backend::open(&plan, state, 0, 1, Vec::new(), i64::MIN)?;
         Ok(ServeEngine {
             extractor: Extractor::new(&plan, time_field, time_format),
             scratch: ParseScratch::default(),
@@ -139,7 +129,7 @@ impl ServeEngine {
         self.seq += 1;
         self.next_line += parsed.events.len() as u64;
         let routed = self.router.route(parsed, self.plan.keys.len());
-        let values = crate::shard::process(&self.plan, &mut self.backend, &routed, 0)?;
+        let values = crate::dataflow::shard::process(&self.plan, &mut self.backend, &routed, 0)?;
         let job = FormatJob {
             batch: Arc::new(routed),
             results: vec![values],

@@ -38,8 +38,8 @@ use proptest::test_runner::TestCaseError;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use sluice_core::{Agg, FeatureSpec, Plan};
-use sluice_engine::redis::{ClusterOptions, RedisOptions};
-use sluice_engine::spill::EmbeddedOptions;
+use sluice_engine::state::redis::{ClusterOptions, RedisOptions};
+use sluice_engine::state::spill::EmbeddedOptions;
 use sluice_engine::{
     run, Input, InputFormat, Job, Outputs, StateConfig, Stats, Summary, TimeFormat,
 };

@@ -1,4 +1,4 @@
-//! The pipeline file: TOML → typed configuration → validated [`Pipeline`].
+//! The pipeline file: TOML → typed configuration → validated [`PipelineConfig`].
 //!
 //! Every error names the file, the line and column, and what would be valid.
 
@@ -7,14 +7,14 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use sluice_connectors::kafka::{KafkaSink, KafkaSource, Start};
 use sluice_core::{parse_duration, Agg, FeatureSpec, Plan};
 use sluice_engine::checkpoint::CheckpointConfig;
-use sluice_engine::redis::{ClusterOptions, RedisOptions};
-use sluice_engine::spill::EmbeddedOptions;
+use sluice_engine::state::redis::{ClusterOptions, RedisOptions};
+use sluice_engine::state::spill::EmbeddedOptions;
 use sluice_engine::{InputFormat, StateConfig, TimeFormat};
+pub use sluice_serve::ServeConfig;
 use toml::Spanned;
-
-use crate::kafka::{KafkaSink, KafkaSource, Start};
 
 /// Default lateness: how far behind the newest event time an event may arrive and still be
 /// computed exactly. Five minutes covers the usual client clock skew and retry delays while
@@ -167,22 +167,6 @@ struct PipelineFile {
     feature: Vec<FeatureSection>,
 }
 
-/// Settings of `sluice serve`, per the pipeline file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServeConfig {
-    /// Address to listen on.
-    pub listen: std::net::SocketAddr,
-    /// Bearer token required on every route but `/healthz`, if set.
-    pub token: Option<String>,
-    /// Largest request body in bytes.
-    pub max_body: usize,
-    /// Requests that may wait for the engine.
-    pub queue: usize,
-}
-
-/// Default `[serve] listen`: loopback only.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-
 /// Where the records come from, per the pipeline file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceConfig {
@@ -207,7 +191,7 @@ pub enum SinkConfig {
 
 /// A validated pipeline.
 #[derive(Debug, Clone)]
-pub struct Pipeline {
+pub struct PipelineConfig {
     /// The file it came from.
     pub path: PathBuf,
     /// The features, grouped.
@@ -236,6 +220,30 @@ pub struct Pipeline {
     pub checkpoint: Option<CheckpointConfig>,
     /// `sluice serve` settings.
     pub serve: ServeConfig,
+}
+
+impl PipelineConfig {
+    /// The configuration of a pipeline file holding only these features: every other
+    /// setting at its default.
+    pub fn for_plan(plan: Plan) -> PipelineConfig {
+        PipelineConfig {
+            path: PathBuf::from("pipeline.toml"),
+            plan,
+            time_field: "ts".to_owned(),
+            time_format: TimeFormat::default(),
+            source: None,
+            format: InputFormat::Jsonl,
+            sink: None,
+            dead_letters: None,
+            dead_letter_topic: None,
+            workers: None,
+            state: StateConfig::Memory,
+            batch_wait_ms: parse_duration(DEFAULT_BATCH_WAIT)
+                .expect("the default batch wait is valid"),
+            checkpoint: None,
+            serve: ServeConfig::default(),
+        }
+    }
 }
 
 /// Default `[engine] batch_wait`: the latency a slow live input may add before its events are
@@ -337,7 +345,7 @@ fn is_zero_duration(text: &str) -> bool {
 }
 
 /// Reads and validates a pipeline file.
-pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+pub fn load(path: &Path) -> Result<PipelineConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         path: path.to_owned(),
         position: None,
@@ -348,7 +356,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
 }
 
 /// Validates pipeline text read from `path` (used for messages and relative paths).
-pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
     let src = Source { path, text };
     let file: PipelineFile =
         toml::from_str(text).map_err(|e| src.error(e.span(), e.message().trim_end()))?;
@@ -568,7 +576,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
         };
         src.error(Some(span), e.to_string())
     })?;
-    Ok(Pipeline {
+    Ok(PipelineConfig {
         path: path.to_owned(),
         plan,
         time_field,
@@ -671,7 +679,7 @@ fn kafka_sink(src: &Source<'_>, s: &SinkSection, section: &str) -> Result<KafkaS
 /// `[serve]`, with defaults.
 fn serve_config(src: &Source<'_>, s: Option<&ServeSection>) -> Result<ServeConfig, ConfigError> {
     let listen = match s.and_then(|s| s.listen.as_ref()) {
-        None => DEFAULT_LISTEN.parse().expect("the default address is valid"),
+        None => ServeConfig::default().listen,
         Some(l) => l.get_ref().parse().map_err(|_| {
             src.error(
                 Some(l.span()),
@@ -692,7 +700,7 @@ fn serve_config(src: &Source<'_>, s: Option<&ServeSection>) -> Result<ServeConfi
         t => t.map(|t| t.get_ref().clone()),
     };
     let max_body = match s.and_then(|s| s.max_body.as_ref()) {
-        None => 1 << 20,
+        None => ServeConfig::default().max_body,
         Some(m) => parse_size(m.get_ref()).ok_or_else(|| {
             src.error(
                 Some(m.span()),
@@ -704,7 +712,7 @@ fn serve_config(src: &Source<'_>, s: Option<&ServeSection>) -> Result<ServeConfi
         })?,
     };
     let queue = match s.and_then(|s| s.queue.as_ref()) {
-        None => 1024,
+        None => ServeConfig::default().queue,
         Some(q) if (1..=1_000_000).contains(q.get_ref()) => *q.get_ref() as usize,
         Some(q) => return Err(src.error(Some(q.span()), "queue must be between 1 and 1000000")),
     };

@@ -1,0 +1,17 @@
+//! Sluice's benchmarks and its data generator (not published).
+//!
+//! - [`gen`]: deterministic synthetic transactions.
+//! - [`e2e`]: the end-to-end benchmark (`sluice bench`): the six-feature pipeline file to file,
+//!   against a plain serde_json loop, run as child processes of the `sluice` binary.
+//! - [`checkpoints`], [`redis`], [`serve`] and [`kafka`] (feature `kafka`): the same for
+//!   checkpoints, Redis state, `sluice serve` and Kafka.
+
+pub mod checkpoints;
+pub mod e2e;
+pub mod gen;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+pub mod redis;
+pub mod serve;
+
+pub use e2e::{BenchOptions, RunReport, BENCH_PIPELINE};

@@ -1,0 +1,343 @@
+//! The output stage: enriched events as JSON lines, and dead letters.
+
+use sluice_core::{FeatureValue, Plan};
+
+use crate::codec::parse::slot_text;
+use crate::dataflow::batch::{FieldKind, ParsedBatch, Rejection};
+
+/// Appends `s` as a JSON string literal.
+pub fn escape_json_str(out: &mut Vec<u8>, s: &str) {
+    escape_json_bytes(out, s.as_bytes());
+}
+
+/// Appends UTF-8 bytes as a JSON string literal.
+pub fn escape_json_bytes(out: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &c) in s.iter().enumerate() {
+        let esc: &[u8] = match c {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 15)],
+            ]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
+}
+
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Appends a computed number (sum, avg) rounded to 15 significant digits, so that a sum of
+/// two-decimal amounts prints as `1234.56`, not `1234.5600000000002`. Integral values print
+/// without a fraction.
+pub fn write_computed(out: &mut Vec<u8>, v: f64) {
+    if !v.is_finite() {
+        out.extend_from_slice(b"null");
+    } else if !write_15_digits(out, v, false) {
+        write_shortest(out, v);
+    }
+}
+
+/// Appends an observed number exactly: the shortest text that reads back as the same `f64`
+/// (integral values without a fraction).
+pub fn write_exact(out: &mut Vec<u8>, v: f64) {
+    if !v.is_finite() {
+        out.extend_from_slice(b"null");
+    } else if !write_15_digits(out, v, true) {
+        write_shortest(out, v);
+    }
+}
+
+fn write_shortest(out: &mut Vec<u8>, v: f64) {
+    if v.fract() == 0.0 && v.abs() < 9.0e15 {
+        let mut b = itoa::Buffer::new();
+        out.extend_from_slice(b.format(v as i64).as_bytes());
+    } else {
+        let mut b = ryu::Buffer::new();
+        out.extend_from_slice(b.format_finite(v).as_bytes());
+    }
+}
+
+/// Writes `v` rounded to 15 significant digits in plain decimal notation, trailing zeros
+/// trimmed, when `1e-5 <= |v| < 1e15` (else returns false and writes nothing). With `exact`,
+/// only when that text reads back as exactly `v`.
+///
+/// Integer arithmetic instead of a shortest-round-trip search: the digits are
+/// `round(|v| * 10^d)` for the `d` that leaves 15 of them. When the text reads back as `v` it is
+/// also the shortest such text (two decimals of at most 15 digits are too far apart to round to
+/// the same double), so `exact` output equals ryu's.
+fn write_15_digits(out: &mut Vec<u8>, v: f64, exact: bool) -> bool {
+    let a = v.abs();
+    if a == 0.0 {
+        out.push(b'0');
+        return true;
+    }
+    if !(1e-5..1e15).contains(&a) {
+        return false;
+    }
+    // Decimals that leave 15 significant digits, from the table (exact, unlike log10).
+    let decimals = if a >= 1.0 {
+        15 - POW10[..16].partition_point(|&p| p <= a) // digits before the point: 1..=15
+    } else {
+        14 + POW10[..6].partition_point(|&p| a * p < 1.0) // leading zeros after it: 0..=4
+    };
+    let scale = POW10[decimals];
+    let n = (a * scale).round();
+    if exact && n / scale != a {
+        return false;
+    }
+    let n = n as u64;
+    let unit = 10u64.pow(decimals as u32);
+    let (int, mut frac) = (n / unit, n % unit);
+    if v < 0.0 {
+        out.push(b'-');
+    }
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b.format(int).as_bytes());
+    if frac > 0 {
+        let mut width = decimals;
+        while frac % 10 == 0 {
+            frac /= 10;
+            width -= 1;
+        }
+        out.push(b'.');
+        let digits = b.format(frac).as_bytes();
+        out.extend(std::iter::repeat_n(b'0', width - digits.len()));
+        out.extend_from_slice(digits);
+    }
+    true
+}
+
+/// Output-side view of the plan: feature names as JSON keys, in output order.
+#[derive(Debug, Clone)]
+pub struct OutputLayout {
+    /// `"name":` for each feature, pre-escaped.
+    keys: Vec<Vec<u8>>,
+    /// For each feature: (key spec, slot) where its value is computed.
+    origin: Vec<(usize, usize)>,
+    /// For each feature of aggregation `last`: the field it copies.
+    own_field: Vec<Option<usize>>,
+    /// Features per key spec.
+    per_key: Vec<usize>,
+}
+
+impl OutputLayout {
+    /// Builds the layout of a plan.
+    pub fn new(plan: &Plan) -> Self {
+        let n = plan.features.len();
+        let mut origin = vec![(0, 0); n];
+        let mut own_field = vec![None; n];
+        for (k, key) in plan.keys.iter().enumerate() {
+            for (slot, &f) in key.features.iter().enumerate() {
+                origin[f] = (k, slot);
+            }
+            for &(slot, field) in &key.own {
+                own_field[key.features[slot]] = Some(field);
+            }
+        }
+        let keys = plan
+            .features
+            .iter()
+            .map(|f| {
+                let mut k = Vec::new();
+                escape_json_str(&mut k, &f.name);
+                k.push(b':');
+                k
+            })
+            .collect();
+        OutputLayout {
+            keys,
+            origin,
+            own_field,
+            per_key: plan.keys.iter().map(|k| k.features.len()).collect(),
+        }
+    }
+
+    /// A generous estimate of the bytes the features add to one output line.
+    pub fn bytes_per_event(&self) -> usize {
+        16 + self.keys.iter().map(|k| k.len() + 24).sum::<usize>()
+    }
+
+    /// Number of feature values an event of key spec `k` produces.
+    pub fn per_key(&self, k: usize) -> usize {
+        self.per_key[k]
+    }
+
+    /// Appends the enriched event: its body, then `"features":{...}}` and a newline.
+    /// `value(k, slot)` gives the value computed for key spec `k`, or `None` if the event has no
+    /// such key.
+    pub fn write_event(
+        &self,
+        out: &mut Vec<u8>,
+        batch: &ParsedBatch,
+        event: usize,
+        n_fields: usize,
+        value: impl Fn(usize, usize) -> Option<FeatureValue>,
+    ) {
+        let e = &batch.events[event];
+        let body = batch.bytes(e.body);
+        out.extend_from_slice(body);
+        // A body holds at least the time field, so the object is never empty here.
+        out.extend_from_slice(b",\"features\":{");
+        for (f, key) in self.keys.iter().enumerate() {
+            if f > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(key);
+            let (k, slot) = self.origin[f];
+            match value(k, slot).unwrap_or(FeatureValue::Null) {
+                FeatureValue::Null | FeatureValue::Beyond => out.extend_from_slice(b"null"),
+                FeatureValue::Int(n) => {
+                    let mut b = itoa::Buffer::new();
+                    out.extend_from_slice(b.format(n).as_bytes());
+                }
+                FeatureValue::Num(v) => write_computed(out, v),
+                FeatureValue::Exact(v) => write_exact(out, v),
+                FeatureValue::Own => {
+                    let field = self.own_field[f].expect("`Own` values come from `last` features");
+                    let slot = &batch.fields[event * n_fields + field];
+                    match slot.kind {
+                        FieldKind::Missing => out.extend_from_slice(b"null"),
+                        FieldKind::Num => write_exact(out, slot.num),
+                        FieldKind::Bool | FieldKind::Str => {
+                            let text = slot_text(&batch.arena, slot);
+                            if slot.kind == FieldKind::Str {
+                                escape_json_bytes(out, text);
+                            } else {
+                                out.extend_from_slice(text);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(b"}}\n");
+    }
+}
+
+/// Appends one dead letter: `{"reason":..,"error":..,"source":..,"line":..,"raw":..}`.
+pub fn write_dead_letter(
+    out: &mut Vec<u8>,
+    source: &str,
+    line: u64,
+    raw: &[u8],
+    rejection: &Rejection,
+) {
+    out.extend_from_slice(b"{\"reason\":");
+    escape_json_str(out, rejection.reason);
+    out.extend_from_slice(b",\"error\":");
+    escape_json_str(out, &rejection.message);
+    out.extend_from_slice(b",\"source\":");
+    escape_json_str(out, source);
+    out.extend_from_slice(b",\"line\":");
+    let mut b = itoa::Buffer::new();
+    out.extend_from_slice(b.format(line).as_bytes());
+    match std::str::from_utf8(raw) {
+        Ok(text) => {
+            out.extend_from_slice(b",\"raw\":");
+            escape_json_str(out, text);
+        }
+        Err(_) => {
+            // Not UTF-8: keep every byte, as hex.
+            out.extend_from_slice(b",\"raw_hex\":\"");
+            for &c in raw {
+                out.extend_from_slice(format!("{c:02x}").as_bytes());
+            }
+            out.push(b'"');
+        }
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn computed(v: f64) -> String {
+        let mut out = Vec::new();
+        write_computed(&mut out, v);
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn computed_numbers_print_cleanly() {
+        assert_eq!(computed(0.1 + 0.2), "0.3");
+        assert_eq!(computed(1234.5600000000002), "1234.56");
+        assert_eq!(computed(36.0), "36");
+        assert_eq!(computed(-2.5), "-2.5");
+        assert_eq!(computed(1.0 / 3.0), "0.333333333333333");
+        assert_eq!(computed(1e-20), "1e-20");
+        assert_eq!(computed(f64::NAN), "null");
+    }
+
+    #[test]
+    fn exact_numbers_read_back_and_match_the_shortest_text() {
+        let mut x: u64 = 99;
+        for i in 0..200_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = match i % 4 {
+                0 => (x >> 40) as f64 / 100.0,
+                1 => f64::from_bits(x >> 2),
+                2 => (x >> 11) as f64 * 1e-9,
+                _ => -((x >> 30) as f64) / 7.0,
+            };
+            if !v.is_finite() {
+                continue;
+            }
+            let mut out = Vec::new();
+            write_exact(&mut out, v);
+            let text = String::from_utf8(out).expect("utf8");
+            assert_eq!(text.parse::<f64>().expect("a number"), v, "{text}");
+            let mut shortest = Vec::new();
+            write_shortest(&mut shortest, v);
+            let shortest = String::from_utf8(shortest).expect("utf8");
+            if !shortest.contains('e') {
+                assert_eq!(text, shortest);
+            }
+        }
+    }
+
+    #[test]
+    fn computed_numbers_keep_15_significant_digits() {
+        assert_eq!(computed(0.000012345678901234567), "0.0000123456789012346");
+        assert_eq!(computed(0.5), "0.5");
+        assert_eq!(computed(999.99999999999999), "1000");
+        assert_eq!(computed(123456789012345.6), "123456789012346");
+        assert_eq!(computed(-0.1 - 0.2), "-0.3");
+        assert_eq!(computed(0.0), "0");
+    }
+
+    #[test]
+    fn escapes_strings() {
+        let mut out = Vec::new();
+        escape_json_str(&mut out, "a\"b\\c\n\u{1}é");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "\"a\\\"b\\\\c\\n\\u0001é\""
+        );
+    }
+}

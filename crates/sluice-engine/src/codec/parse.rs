@@ -1,0 +1,511 @@
+//! The parse stage: extracts the event time, keys and aggregated fields from raw records
+//! without building a JSON tree; everything else in a record is validated and skipped.
+
+use serde::de::Deserializer;
+use sluice_core::{key_hash, KeyEncoder, Plan};
+
+use crate::codec::field::{json_number, Captured, KeyMatch, LineVisitor};
+use crate::codec::format::escape_json_str;
+use crate::codec::scan::scan_line;
+use crate::codec::time::TimeFormat;
+use crate::dataflow::batch::{
+    CsvRow, Event, FieldKind, FieldSlot, KeySlot, ParsedBatch, RawBatch, Rejection, Span,
+};
+
+/// The output field every enriched event gets; an input record may not have it.
+pub const FEATURES_FIELD: &str = "features";
+
+/// What to extract from records, derived once from the plan.
+#[derive(Debug, Clone)]
+pub struct Extractor {
+    names: Vec<String>,
+    time: usize,
+    time_format: TimeFormat,
+    key_fields: Vec<Vec<usize>>,
+    of_fields: Vec<usize>,
+    numeric: Vec<bool>,
+    distinct: Vec<bool>,
+    csv_header: Vec<Option<usize>>,
+    csv_names: Vec<String>,
+}
+
+/// Per-thread scratch space of the parse stage.
+#[derive(Debug, Default)]
+pub struct ParseScratch {
+    pub(crate) caps: Vec<Captured>,
+    pub(crate) text: Vec<u8>,
+    pub(crate) reserved: bool,
+}
+
+impl Extractor {
+    /// Builds the extractor for a plan whose events carry their time in `time_field`.
+    pub fn new(plan: &Plan, time_field: &str, time_format: TimeFormat) -> Self {
+        let mut names: Vec<String> = vec![time_field.to_owned()];
+        let mut index = |name: &str| match names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                names.push(name.to_owned());
+                names.len() - 1
+            }
+        };
+        let key_fields = plan
+            .keys
+            .iter()
+            .map(|k| k.by.iter().map(|f| index(f)).collect())
+            .collect();
+        let of_fields = plan.fields.iter().map(|f| index(f)).collect();
+        Extractor {
+            names,
+            time: 0,
+            time_format,
+            key_fields,
+            of_fields,
+            numeric: plan.numeric_fields.clone(),
+            distinct: plan.distinct_fields.clone(),
+            csv_header: Vec::new(),
+            csv_names: Vec::new(),
+        }
+    }
+
+    /// Sets the CSV header (the column names, in order).
+    pub fn with_csv_header(mut self, header: Vec<String>) -> Self {
+        self.csv_header = header
+            .iter()
+            .map(|h| self.names.iter().position(|n| n == h))
+            .collect();
+        self.csv_names = header;
+        self
+    }
+
+    /// Number of distinct fields extracted from each record.
+    #[cfg(test)]
+    pub(crate) fn wanted(&self) -> usize {
+        self.names.len()
+    }
+
+    pub(crate) fn lookup(&self, name: &str) -> KeyMatch {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            KeyMatch::Wanted(i)
+        } else if name == FEATURES_FIELD {
+            KeyMatch::Reserved
+        } else {
+            KeyMatch::Other
+        }
+    }
+
+    /// Parses every record of a raw batch.
+    pub fn parse_batch(&self, seq: u64, raw: RawBatch, scratch: &mut ParseScratch) -> ParsedBatch {
+        let mut out = ParsedBatch {
+            seq,
+            raw: RawBatch::Csv(Vec::new()),
+            events: Vec::new(),
+            keys: Vec::new(),
+            fields: Vec::new(),
+            arena: Vec::new(),
+        };
+        match &raw {
+            RawBatch::Lines {
+                data, first_line, ..
+            } => {
+                // Records are rarely shorter than 64 bytes: reserve once instead of growing.
+                let records = data.len() / 64 + 1;
+                out.events.reserve(records);
+                out.keys.reserve(records * self.key_fields.len());
+                out.fields.reserve(records * self.of_fields.len());
+                out.arena
+                    .reserve(records * 16 * (self.key_fields.len() + self.of_fields.len()));
+                let mut line_no = *first_line;
+                let mut start = 0;
+                while start < data.len() {
+                    let end =
+                        memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+                    let line = trim_end(&data[start..end]);
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        self.parse_json_line(line, start, line_no, scratch, &mut out);
+                    }
+                    start = end + 1;
+                    line_no += 1;
+                }
+            }
+            RawBatch::Csv(rows) => {
+                for row in rows {
+                    self.parse_csv_row(row, scratch, &mut out);
+                }
+            }
+        }
+        out.raw = raw;
+        out
+    }
+
+    fn parse_json_line(
+        &self,
+        line: &[u8],
+        offset: usize,
+        line_no: u64,
+        s: &mut ParseScratch,
+        out: &mut ParsedBatch,
+    ) {
+        s.caps.clear();
+        s.caps.resize(self.names.len(), Captured::Missing);
+        s.text.clear();
+        s.reserved = false;
+        let raw = Span {
+            in_arena: false,
+            start: offset,
+            end: offset + line.len(),
+        };
+        // The body is the object without its closing brace; a valid object ends with `}`.
+        let body = Span {
+            end: raw.end.saturating_sub(1),
+            ..raw
+        };
+        if scan_line(self, line, s) {
+            return self.finish_event(line_no, raw, body, None, s, out);
+        }
+        // Not the plain case (or not valid): serde_json decides, and words any error.
+        s.caps.fill(Captured::Missing);
+        s.text.clear();
+        s.reserved = false;
+        let mut de = serde_json::Deserializer::from_slice(line);
+        let parsed = de
+            .deserialize_map(LineVisitor { ex: self, s })
+            .and_then(|()| de.end());
+        let rejection = match parsed {
+            Err(e) => {
+                // serde_json says "at line 1 column N" of the record; the record's own line
+                // number is in the dead letter, so keep only the column.
+                let mut text = e.to_string();
+                if let Some(at) = text.rfind(" at line ") {
+                    text.truncate(at);
+                }
+                Some(Rejection {
+                    reason: "malformed",
+                    message: format!("malformed JSON at column {}: {text}", e.column()),
+                })
+            }
+            Ok(()) => None,
+        };
+        self.finish_event(line_no, raw, body, rejection, s, out);
+    }
+
+    fn parse_csv_row(&self, row: &CsvRow, s: &mut ParseScratch, out: &mut ParsedBatch) {
+        s.caps.clear();
+        s.caps.resize(self.names.len(), Captured::Missing);
+        s.text.clear();
+        s.reserved = false;
+        let raw_start = out.arena.len();
+        let record = match &row.fields {
+            Ok(record) => record,
+            Err(message) => {
+                let span = Span {
+                    in_arena: true,
+                    start: raw_start,
+                    end: raw_start,
+                };
+                let rejection = Rejection {
+                    reason: "malformed",
+                    message: format!("malformed CSV: {message}"),
+                };
+                return self.finish_event(row.line, span, span, Some(rejection), s, out);
+            }
+        };
+        // The raw record, re-encoded as one CSV line, for the dead letters.
+        for (i, cell) in record.iter().enumerate() {
+            if i > 0 {
+                out.arena.push(b',');
+            }
+            write_csv_cell(&mut out.arena, cell);
+        }
+        let raw = Span {
+            in_arena: true,
+            start: raw_start,
+            end: out.arena.len(),
+        };
+        let mut rejection = None;
+        if record.len() != self.csv_names.len() {
+            rejection = Some(Rejection {
+                reason: "malformed",
+                message: format!(
+                    "malformed CSV: the row has {} fields but the header has {}",
+                    record.len(),
+                    self.csv_names.len()
+                ),
+            });
+        }
+        let body_start = out.arena.len();
+        out.arena.push(b'{');
+        for (i, cell) in record.iter().enumerate() {
+            if rejection.is_some() {
+                break;
+            }
+            let Ok(text) = std::str::from_utf8(cell) else {
+                rejection = Some(Rejection {
+                    reason: "invalid_utf8",
+                    message: format!(
+                        "column `{}` is not valid UTF-8",
+                        self.csv_names.get(i).map_or("?", |n| n)
+                    ),
+                });
+                break;
+            };
+            let name = &self.csv_names[i];
+            if i > 0 {
+                out.arena.push(b',');
+            }
+            escape_json_str(&mut out.arena, name);
+            out.arena.push(b':');
+            let value = if text.is_empty() {
+                out.arena.extend_from_slice(b"null");
+                Captured::Null
+            } else if let Some(number) = json_number(text) {
+                out.arena.extend_from_slice(text.as_bytes());
+                number
+            } else {
+                escape_json_str(&mut out.arena, text);
+                let start = s.text.len();
+                s.text.extend_from_slice(text.as_bytes());
+                Captured::Str(start, s.text.len())
+            };
+            if name == FEATURES_FIELD {
+                s.reserved = true;
+            }
+            if let Some(Some(w)) = self.csv_header.get(i) {
+                s.caps[*w] = value;
+            }
+        }
+        let body = Span {
+            in_arena: true,
+            start: body_start,
+            end: out.arena.len(),
+        };
+        self.finish_event(row.line, raw, body, rejection, s, out);
+    }
+
+    /// Turns the captured fields into the event's time, keys and fields.
+    fn finish_event(
+        &self,
+        line: u64,
+        raw: Span,
+        body: Span,
+        mut rejection: Option<Rejection>,
+        s: &ParseScratch,
+        out: &mut ParsedBatch,
+    ) {
+        let arena_mark = out.arena.len();
+        let mut ts = 0;
+        if rejection.is_none() && s.reserved {
+            rejection = Some(Rejection {
+                reason: "reserved_field",
+                message: format!(
+                    "the field `{FEATURES_FIELD}` is reserved for the computed features"
+                ),
+            });
+        }
+        if rejection.is_none() {
+            match self.time(s) {
+                Ok(t) => ts = t,
+                Err(r) => rejection = Some(r),
+            }
+        }
+        if rejection.is_none() {
+            for fields in &self.key_fields {
+                match self.key(fields, s, &mut out.arena) {
+                    Ok(slot) => out.keys.push(slot),
+                    Err(r) => {
+                        rejection = Some(r);
+                        break;
+                    }
+                }
+            }
+        }
+        if rejection.is_none() {
+            for (j, &w) in self.of_fields.iter().enumerate() {
+                match self.field(j, w, s, &mut out.arena) {
+                    Ok(slot) => out.fields.push(slot),
+                    Err(r) => {
+                        rejection = Some(r);
+                        break;
+                    }
+                }
+            }
+        }
+        if rejection.is_some() {
+            // Keep the arrays event-major: a rejected event gets placeholders.
+            out.arena.truncate(arena_mark);
+            let n = out.events.len();
+            out.keys.truncate(n * self.key_fields.len());
+            out.keys
+                .resize((n + 1) * self.key_fields.len(), KeySlot::default());
+            out.fields.truncate(n * self.of_fields.len());
+            out.fields
+                .resize((n + 1) * self.of_fields.len(), FieldSlot::default());
+        }
+        out.events.push(Event {
+            line,
+            ts,
+            raw,
+            body,
+            rejection: rejection.map(Box::new),
+        });
+    }
+
+    fn text(s: &ParseScratch, start: usize, end: usize) -> &str {
+        std::str::from_utf8(&s.text[start..end]).unwrap_or_default()
+    }
+
+    fn time(&self, s: &ParseScratch) -> Result<i64, Rejection> {
+        let name = &self.names[self.time];
+        let bad = |message: String| Rejection {
+            reason: "bad_time",
+            message: format!("time field `{name}`: {message}"),
+        };
+        match s.caps[self.time] {
+            Captured::Missing | Captured::Null => Err(Rejection {
+                reason: "missing_time",
+                message: format!("the time field `{name}` is missing"),
+            }),
+            Captured::Int(v) => self.time_format.from_int(v).map_err(bad),
+            Captured::Float(v) => self.time_format.from_float(v).map_err(bad),
+            Captured::Str(a, b) => self.time_format.from_text(Self::text(s, a, b)).map_err(bad),
+            Captured::Bool(_) => Err(bad(format!(
+                "expected {}, got a boolean",
+                self.time_format.name()
+            ))),
+            Captured::Other(t) => Err(bad(format!(
+                "expected {}, got {t}",
+                self.time_format.name()
+            ))),
+        }
+    }
+
+    fn key(
+        &self,
+        fields: &[usize],
+        s: &ParseScratch,
+        arena: &mut Vec<u8>,
+    ) -> Result<KeySlot, Rejection> {
+        // A wrong type is an error whatever the other key fields hold, so check all of them
+        // before deciding that a missing one makes the key absent.
+        if let Some((w, t)) = fields.iter().find_map(|&w| match s.caps[w] {
+            Captured::Other(t) => Some((w, t)),
+            _ => None,
+        }) {
+            return Err(Rejection {
+                reason: "wrong_type",
+                message: format!(
+                    "key field `{}`: expected a string, number or boolean, got {t}",
+                    self.names[w]
+                ),
+            });
+        }
+        let start = arena.len();
+        let mut enc = KeyEncoder::new(arena);
+        for &w in fields {
+            match s.caps[w] {
+                Captured::Missing | Captured::Null | Captured::Other(_) => {
+                    arena.truncate(start);
+                    return Ok(KeySlot::default());
+                }
+                Captured::Int(v) => enc.int(v),
+                Captured::Float(v) => enc.num(v),
+                Captured::Str(a, b) => enc.str_bytes(&s.text[a..b]),
+                Captured::Bool(v) => enc.bool(v),
+            }
+        }
+        Ok(KeySlot {
+            present: true,
+            hash: key_hash(&arena[start..]),
+            start,
+            end: arena.len(),
+        })
+    }
+
+    fn field(
+        &self,
+        j: usize,
+        w: usize,
+        s: &ParseScratch,
+        arena: &mut Vec<u8>,
+    ) -> Result<FieldSlot, Rejection> {
+        let start = arena.len();
+        let wrong = |got: &str| Rejection {
+            reason: "wrong_type",
+            message: format!(
+                "field `{}`: expected {}, got {got}",
+                self.names[w],
+                if self.numeric[j] {
+                    "a number"
+                } else {
+                    "a number, string or boolean"
+                }
+            ),
+        };
+        let mut enc = KeyEncoder::new(arena);
+        let (kind, num) = match s.caps[w] {
+            Captured::Missing | Captured::Null => return Ok(FieldSlot::default()),
+            // Canonical bytes of a number are only needed to count it as a distinct value.
+            Captured::Int(v) => {
+                if self.distinct[j] {
+                    enc.int(v);
+                }
+                (FieldKind::Num, v as f64)
+            }
+            Captured::Float(v) => {
+                if self.distinct[j] {
+                    enc.num(v);
+                }
+                (FieldKind::Num, v)
+            }
+            Captured::Str(a, b) if !self.numeric[j] => {
+                enc.str_bytes(&s.text[a..b]);
+                (FieldKind::Str, 0.0)
+            }
+            Captured::Bool(v) if !self.numeric[j] => {
+                enc.bool(v);
+                (FieldKind::Bool, 0.0)
+            }
+            Captured::Str(a, b) => {
+                return Err(wrong(&format!("the string {:?}", Self::text(s, a, b))))
+            }
+            Captured::Bool(v) => return Err(wrong(&format!("the boolean {v}"))),
+            Captured::Other(t) => return Err(wrong(t)),
+        };
+        Ok(FieldSlot {
+            kind,
+            num,
+            start,
+            end: arena.len(),
+        })
+    }
+}
+
+/// The text of a string field slot (after the tag byte, before the length suffix).
+pub fn slot_text<'a>(arena: &'a [u8], slot: &FieldSlot) -> &'a [u8] {
+    &arena[(slot.start + 1).min(slot.end)..slot.end.saturating_sub(4).max(slot.start)]
+}
+
+fn trim_end(line: &[u8]) -> &[u8] {
+    let mut end = line.len();
+    while end > 0 && line[end - 1].is_ascii_whitespace() {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+fn write_csv_cell(out: &mut Vec<u8>, cell: &[u8]) {
+    if cell
+        .iter()
+        .any(|&c| matches!(c, b',' | b'"' | b'\n' | b'\r'))
+    {
+        out.push(b'"');
+        for &c in cell {
+            if c == b'"' {
+                out.push(b'"');
+            }
+            out.push(c);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(cell);
+    }
+}

@@ -1,0 +1,399 @@
+//! The output stage: formatting completed batches (on the workers) and writing them in input
+//! order (on the writer thread).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use sluice_core::{FeatureValue, Plan};
+
+use crate::checkpoint::{
+    self, Barrier, CheckpointConfig, FileEntry, Manifest, SinkPosition, FORMAT_VERSION,
+};
+use crate::codec::format::{write_dead_letter, OutputLayout};
+use crate::dataflow::batch::{RawBatch, Rejection};
+use crate::dataflow::pool::BufferPool;
+use crate::dataflow::router::RoutedBatch;
+use crate::dataflow::run::{Outputs, Stats};
+use crate::error::{Error, Result};
+
+/// A batch whose shards have all answered.
+pub(crate) struct FormatJob {
+    pub(crate) batch: Arc<RoutedBatch>,
+    pub(crate) results: Vec<Vec<FeatureValue>>,
+}
+
+/// A formatted batch, ready to write.
+pub(crate) struct Formatted {
+    seq: u64,
+    pub(crate) events: Vec<u8>,
+    pub(crate) dead: Vec<u8>,
+    n_events: u64,
+    n_dead: u64,
+    n_late: u64,
+}
+
+/// Where one record of a formatted batch went: the byte range of its line (newline included)
+/// in the enriched events or in the dead letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// Enriched.
+    Event(std::ops::Range<usize>),
+    /// Rejected; the line says why.
+    Dead(std::ops::Range<usize>),
+}
+
+/// Formats one batch: enriched events and dead letters, each in input order. `each` learns
+/// where every record went, in input order.
+pub(crate) fn format_batch(
+    plan: &Plan,
+    layout: &OutputLayout,
+    source: &str,
+    pool: &BufferPool,
+    job: FormatJob,
+    mut each: impl FnMut(Written),
+) -> Formatted {
+    let routed = &job.batch;
+    let batch = &routed.parsed;
+    let n_keys = plan.keys.len();
+    let n_fields = plan.fields.len();
+    // Where each (event, key spec) value block sits in the shard results.
+    let mut at: Vec<(u32, u32)> = vec![(u32::MAX, 0); batch.events.len() * n_keys];
+    for (shard, items) in routed.items.iter().enumerate() {
+        let mut offset = 0u32;
+        for item in items {
+            at[item.event as usize * n_keys + item.key_spec as usize] = (shard as u32, offset);
+            offset += layout.per_key(item.key_spec as usize) as u32;
+        }
+    }
+    let mut events = pool.take();
+    let input_bytes = match &batch.raw {
+        RawBatch::Lines { data, .. } => data.len(),
+        RawBatch::Csv(_) => batch.arena.len(),
+    };
+    events.reserve(input_bytes + batch.events.len() * layout.bytes_per_event());
+    let mut dead = Vec::new();
+    let (mut n_events, mut n_dead, mut n_late) = (0, 0, 0);
+    for (i, e) in batch.events.iter().enumerate() {
+        if let Some(rejection) = &e.rejection {
+            let start = dead.len();
+            write_dead_letter(&mut dead, source, e.line, batch.bytes(e.raw), rejection);
+            each(Written::Dead(start..dead.len()));
+            n_dead += 1;
+            n_late += u64::from(rejection.reason == "late");
+            continue;
+        }
+        // A remote backend may refuse an event its shared state can no longer compute.
+        let beyond = (0..n_keys).any(|k| {
+            let (shard, offset) = at[i * n_keys + k];
+            shard != u32::MAX
+                && job.results[shard as usize][offset as usize..][..layout.per_key(k)]
+                    .contains(&FeatureValue::Beyond)
+        });
+        if beyond {
+            let rejection = Rejection {
+                reason: "late",
+                message: "the key's shared state no longer holds this event's windows: \
+                          another writer further ahead in event time already dropped them"
+                    .into(),
+            };
+            let start = dead.len();
+            write_dead_letter(&mut dead, source, e.line, batch.bytes(e.raw), &rejection);
+            each(Written::Dead(start..dead.len()));
+            n_dead += 1;
+            n_late += 1;
+            continue;
+        }
+        let start = events.len();
+        layout.write_event(&mut events, batch, i, n_fields, |k, slot| {
+            let (shard, offset) = at[i * n_keys + k];
+            (shard != u32::MAX).then(|| job.results[shard as usize][offset as usize + slot])
+        });
+        each(Written::Event(start..events.len()));
+        n_events += 1;
+    }
+    let seq = batch.seq;
+    // The input buffer is free once the last holder of the batch is done with it.
+    if let Ok(routed) = Arc::try_unwrap(job.batch) {
+        if let RawBatch::Lines { data, .. } = routed.parsed.raw {
+            pool.give(data);
+        }
+    }
+    Formatted {
+        seq,
+        events,
+        dead,
+        n_events,
+        n_dead,
+        n_late,
+    }
+}
+
+/// What the writer thread receives.
+pub(crate) enum WriterMsg {
+    /// A formatted batch.
+    Batch(Formatted),
+    /// A checkpoint was started before batch `before_seq` (from the router).
+    Barrier(Barrier),
+    /// A shard wrote its file of checkpoint `id`.
+    ShardFile {
+        id: u64,
+        shard: usize,
+        file: Result<FileEntry>,
+    },
+}
+
+/// A checkpoint the writer is completing.
+struct InFlight {
+    barrier: Barrier,
+    /// The output lengths at the barrier, once everything before it is written.
+    sink: Option<SinkPosition>,
+    /// Whether those lengths are durable (a helper thread syncs the files).
+    synced: bool,
+    files: Vec<Option<FileEntry>>,
+}
+
+impl InFlight {
+    fn ready(&self) -> bool {
+        self.synced && self.files.iter().all(Option::is_some)
+    }
+}
+
+/// Where the writer stands and how to make a checkpoint's outputs durable.
+struct Sink<'a, 'o> {
+    outputs: Outputs<'o>,
+    position: SinkPosition,
+    /// Input records whose outputs are written (enriched events and dead letters).
+    records: u64,
+    checkpoints: Option<&'a WriterCheckpoints>,
+}
+
+/// What the writer needs to complete checkpoints.
+pub(crate) struct WriterCheckpoints {
+    pub(crate) config: CheckpointConfig,
+    pub(crate) plan: String,
+    pub(crate) shards: usize,
+    /// Completed checkpoints, read by the router before it starts another.
+    pub(crate) completed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Sink<'_, '_> {
+    fn out_err(source: std::io::Error) -> Error {
+        Error::Output {
+            what: "output",
+            source,
+        }
+    }
+
+    fn dead_err(source: std::io::Error) -> Error {
+        Error::Output {
+            what: "dead letters",
+            source,
+        }
+    }
+
+    /// Flushes both outputs (`last`: for the last time in this run).
+    fn flush(&mut self, last: bool) -> Result<()> {
+        self.outputs.events.flush().map_err(Self::out_err)?;
+        self.outputs.dead_letters.flush().map_err(Self::dead_err)?;
+        if let Some(hook) = self.outputs.on_flushed.as_mut() {
+            hook(self.records, last).map_err(Self::out_err)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes both outputs and has a helper thread sync them, so that the writer goes on
+    /// writing meanwhile (a sync covers everything written before it starts). Returns their
+    /// lengths now; `(id, result)` is sent to `done` once those lengths are durable.
+    fn make_durable(&mut self, id: u64, done: &Sender<(u64, Result<()>)>) -> Result<SinkPosition> {
+        self.flush(false)?;
+        let clone = |f: &Option<std::fs::File>, err: fn(std::io::Error) -> Error| {
+            f.as_ref().map(|f| f.try_clone().map_err(err)).transpose()
+        };
+        let events = clone(&self.outputs.events_file, Self::out_err)?;
+        let dead = clone(&self.outputs.dead_letters_file, Self::dead_err)?;
+        let done = done.clone();
+        std::thread::Builder::new()
+            .name("sluice-sync".into())
+            .spawn(move || {
+                let sync = |f: Option<std::fs::File>, err: fn(std::io::Error) -> Error| {
+                    f.map_or(Ok(()), |f| f.sync_data().map_err(err))
+                };
+                let result = sync(events, Self::out_err).and(sync(dead, Self::dead_err));
+                let _ = done.send((id, result));
+            })
+            .map_err(|e| {
+                Error::Checkpoint(format!("cannot start a thread to sync outputs: {e}"))
+            })?;
+        Ok(self.position)
+    }
+}
+
+/// The writer loop: writes formatted batches in input order and returns their tokens, and
+/// completes checkpoints once their outputs are durable and every shard's file is written.
+pub(crate) fn write_all(
+    rx: Receiver<WriterMsg>,
+    outputs: Outputs<'_>,
+    tokens: &Sender<()>,
+    stats: &Stats,
+    pool: &BufferPool,
+    checkpoints: Option<&WriterCheckpoints>,
+) -> Result<()> {
+    let mut waiting: BTreeMap<u64, Formatted> = BTreeMap::new();
+    let mut next = 0;
+    let mut sink = Sink {
+        records: 0,
+        position: outputs.start,
+        outputs,
+        checkpoints,
+    };
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let (synced_tx, synced_rx) = crossbeam_channel::unbounded::<(u64, Result<()>)>();
+    let mut input_open = true;
+    loop {
+        let msg = if input_open {
+            crossbeam_channel::select! {
+                recv(rx) -> msg => match msg {
+                    Ok(msg) => Some(msg),
+                    Err(_) => {
+                        input_open = false;
+                        None
+                    }
+                },
+                recv(synced_rx) -> s => {
+                    mark_synced(&mut in_flight, s.ok())?;
+                    None
+                }
+            }
+        } else if in_flight.iter().any(|c| c.sink.is_some() && !c.synced) {
+            // The input is done: wait for the syncs still running, then finish.
+            mark_synced(&mut in_flight, synced_rx.recv().ok())?;
+            None
+        } else {
+            break;
+        };
+        match msg {
+            None => {}
+            Some(WriterMsg::Batch(f)) => {
+                waiting.insert(f.seq, f);
+            }
+            Some(WriterMsg::Barrier(barrier)) => in_flight.push_back(InFlight {
+                files: vec![None; sink.checkpoints.map_or(0, |c| c.shards)],
+                barrier,
+                sink: None,
+                synced: false,
+            }),
+            Some(WriterMsg::ShardFile { id, shard, file }) => {
+                let file = file?;
+                if let Some(c) = in_flight.iter_mut().find(|c| c.barrier.id == id) {
+                    c.files[shard] = Some(file);
+                }
+            }
+        }
+        loop {
+            // The outputs of a checkpoint are everything before its first batch.
+            for c in in_flight.iter_mut().filter(|c| c.sink.is_none()) {
+                if c.barrier.before_seq == next {
+                    c.sink = Some(sink.make_durable(c.barrier.id, &synced_tx)?);
+                }
+            }
+            let Some(f) = waiting.remove(&next) else {
+                break;
+            };
+            sink.outputs
+                .events
+                .write_all(&f.events)
+                .map_err(Sink::<'_, '_>::out_err)?;
+            if !f.dead.is_empty() {
+                sink.outputs
+                    .dead_letters
+                    .write_all(&f.dead)
+                    .map_err(Sink::<'_, '_>::dead_err)?;
+            }
+            sink.records += f.n_events + f.n_dead;
+            sink.position.events_bytes += f.events.len() as u64;
+            sink.position.dead_letters_bytes += f.dead.len() as u64;
+            stats
+                .events_written
+                .fetch_add(f.n_events, Ordering::Relaxed);
+            stats.dead_letters.fetch_add(f.n_dead, Ordering::Relaxed);
+            stats.late.fetch_add(f.n_late, Ordering::Relaxed);
+            pool.give(f.events);
+            let _ = tokens.send(());
+            next += 1;
+        }
+        while in_flight.front().is_some_and(InFlight::ready) {
+            let Some(c) = in_flight.pop_front() else {
+                break;
+            };
+            complete(&mut sink, c, stats)?;
+        }
+        if rx.is_empty() {
+            // Caught up: hand what is written to the sink now, so a live input's events do not
+            // sit in a buffer until more arrive.
+            sink.flush(false)?;
+        }
+    }
+    sink.flush(true)
+}
+
+/// Records that the outputs of checkpoint `id` are durable (or fails with the sync's error).
+fn mark_synced(in_flight: &mut VecDeque<InFlight>, done: Option<(u64, Result<()>)>) -> Result<()> {
+    let Some((id, result)) = done else {
+        return Ok(());
+    };
+    result?;
+    if let Some(c) = in_flight.iter_mut().find(|c| c.barrier.id == id) {
+        c.synced = true;
+    }
+    Ok(())
+}
+
+/// Writes the manifest of a checkpoint whose outputs and shard files are durable (with a
+/// partitioned source, once the source has recorded its positions and agreed).
+fn complete(sink: &mut Sink<'_, '_>, c: InFlight, stats: &Stats) -> Result<()> {
+    let Some(config) = sink.checkpoints else {
+        return Ok(());
+    };
+    let files: Vec<FileEntry> = c.files.into_iter().flatten().collect();
+    let mut manifest = Manifest {
+        format: FORMAT_VERSION,
+        id: c.barrier.id,
+        created_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        plan: config.plan.clone(),
+        shards: config.shards,
+        source: c.barrier.source,
+        sink: c.sink.unwrap_or_default(),
+        newest: c.barrier.newest,
+        files,
+        partitions: Vec::new(),
+    };
+    match sink.outputs.source_checkpoint.as_mut() {
+        None => checkpoint::commit(&config.config.dir, &manifest, config.config.keep)?,
+        Some(source) => {
+            let mut commit = |partitions| {
+                manifest.partitions = partitions;
+                checkpoint::commit(&config.config.dir, &manifest, config.config.keep)
+            };
+            let line = c.barrier.source.line;
+            if !source.complete(line, &c.barrier.newest_by, &mut commit)? {
+                tracing::info!(id = manifest.id, "checkpoint abandoned: partitions revoked");
+                return Ok(());
+            }
+        }
+    }
+    stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+    config.completed.fetch_add(1, Ordering::Release);
+    let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
+    tracing::info!(
+        id = manifest.id,
+        line = manifest.source.line,
+        bytes,
+        millis = c.barrier.started.elapsed().as_millis() as u64,
+        "checkpoint complete"
+    );
+    Ok(())
+}

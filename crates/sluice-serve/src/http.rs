@@ -1,0 +1,409 @@
+//! Routes and handlers of `sluice serve`: authentication, body limits, splitting a body into
+//! records, and running them on the engine.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::value::RawValue;
+use sluice_engine::serve::KeyValue;
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+
+use crate::engine::{Core, Reply};
+use crate::metrics::{Metrics, Route};
+
+/// The largest `at` (in absolute value) a feature query accepts, in epoch milliseconds.
+const MAX_AT: i64 = 10_000_000_000_000_000; // about 317,000 years
+
+/// What every handler shares.
+pub struct AppState {
+    /// The engine.
+    pub core: Arc<Mutex<Core>>,
+    /// One permit per request allowed in at once (`[serve] queue`): beyond, 503 at once, so
+    /// memory stays bounded by `queue × max_body` whatever the load.
+    pub permits: Arc<Semaphore>,
+    /// The number of permits.
+    pub capacity: usize,
+    /// Whether state may block (Redis: the network; embedded: the disk): the engine then runs
+    /// on a blocking thread.
+    pub remote: bool,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Bearer token required on every route but `/healthz`.
+    pub token: Option<String>,
+    /// Largest request body.
+    pub max_body: usize,
+}
+
+type Shared = State<Arc<AppState>>;
+
+/// The routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/events", post(events))
+        .route("/v1/features", get(features))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn json(reply: Reply) -> Response {
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        reply.body,
+    )
+        .into_response()
+}
+
+/// Whether the request carries the token (when one is set), compared in constant time.
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or(b"");
+    given.len() == token.len()
+        && given
+            .iter()
+            .zip(token.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn unauthorized() -> Response {
+    let mut r = json(Reply::error(
+        401,
+        "unauthorized",
+        "a bearer token is required: Authorization: Bearer <token>",
+    ));
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// `response`, with `Connection: close` unless `keep` (when part of the request was not read).
+fn closing_unless(keep: bool, mut response: Response) -> Response {
+    if !keep {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// 503 for a request beyond the `[serve] queue` limit.
+fn overloaded() -> Response {
+    let mut r = json(Reply::error(
+        503,
+        "overloaded",
+        "too many requests in progress ([serve] queue); retry shortly",
+    ));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Runs `work` on the engine: here for memory state, on a blocking thread otherwise.
+/// The request's `permit` goes with the work: a blocking task outlives a client that hangs
+/// up, and must still count against `[serve] queue`.
+async fn on_engine(
+    state: &Arc<AppState>,
+    permit: OwnedSemaphorePermit,
+    work: impl FnOnce(&mut Core, &Metrics) -> Reply + Send + 'static,
+) -> Response {
+    if state.remote {
+        let state = Arc::clone(state);
+        let run = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut core = state.core.blocking_lock();
+            work(&mut core, &state.metrics)
+        });
+        match run.await {
+            Ok(reply) => json(reply),
+            Err(_) => json(Reply::error(500, "internal", "the engine failed (a panic)")),
+        }
+    } else {
+        let mut core = state.core.lock().await;
+        json(work(&mut core, &state.metrics))
+    }
+}
+
+async fn events(State(state): Shared, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let response = events_response(&state, &headers, body).await;
+    state
+        .metrics
+        .request(Route::Events, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn events_response(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Response {
+    let Ok(permit) = Arc::clone(&state.permits).try_acquire_owned() else {
+        return closing_unless(false, overloaded());
+    };
+    if !authorized(state, headers) {
+        // Read the body first, so that the connection stays usable for the next request.
+        let drained = axum::body::to_bytes(body, state.max_body).await.is_ok();
+        return closing_unless(drained, unauthorized());
+    }
+    let too_large = || {
+        // The rest of the body is not read: the connection cannot carry another request.
+        closing_unless(
+            false,
+            json(Reply::error(
+                413,
+                "too_large",
+                &format!(
+                    "the body is larger than {} bytes ([serve] max_body)",
+                    state.max_body
+                ),
+            )),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > state.max_body) {
+        return too_large();
+    }
+    let bytes: Bytes = match axum::body::to_bytes(body, state.max_body).await {
+        Ok(b) => b,
+        Err(e) => {
+            let limit = std::error::Error::source(&e)
+                .is_some_and(|s| s.to_string().contains("length limit"));
+            return if limit || e.to_string().contains("length limit") {
+                too_large()
+            } else {
+                json(Reply::error(
+                    400,
+                    "bad_body",
+                    &format!("cannot read the body: {e}"),
+                ))
+            };
+        }
+    };
+    let (lines, records, array) = match split_records(&bytes) {
+        Ok(split) => split,
+        Err(reply) => return json(reply),
+    };
+    if records == 0 {
+        return json(Reply {
+            status: 200,
+            body: b"[]".to_vec(),
+        });
+    }
+    on_engine(state, permit, move |core, metrics| {
+        core.events(lines, records, array, metrics)
+    })
+    .await
+}
+
+/// Splits a body into one record per line: a JSON array gives its elements, anything else is
+/// one record. Line breaks inside a record (pretty-printed JSON) become spaces, which JSON
+/// allows between tokens and forbids inside strings, so a record means the same.
+fn split_records(body: &[u8]) -> Result<(Vec<u8>, usize, bool), Reply> {
+    let first = body.iter().position(|b| !b.is_ascii_whitespace());
+    let Some(first) = first else {
+        return Err(Reply::error(
+            400,
+            "malformed",
+            "empty body; send one JSON event or an array of them",
+        ));
+    };
+    let mut lines = Vec::with_capacity(body.len() + 16);
+    let mut push = |text: &[u8]| {
+        lines.extend(
+            text.iter()
+                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+        );
+        lines.push(b'\n');
+    };
+    if body[first] == b'[' {
+        let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
+            Reply::error(
+                400,
+                "malformed",
+                &format!("the body starts with `[` but is not a JSON array: {e}"),
+            )
+        })?;
+        for item in &items {
+            push(item.get().as_bytes());
+        }
+        Ok((lines, items.len(), true))
+    } else {
+        push(body[first..].trim_ascii_end());
+        Ok((lines, 1, false))
+    }
+}
+
+async fn features(
+    State(state): Shared,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let started = Instant::now();
+    let response = features_response(&state, &headers, query).await;
+    state.metrics.request(
+        Route::Features,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn features_response(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(permit) = Arc::clone(&state.permits).try_acquire_owned() else {
+        return overloaded();
+    };
+    if !authorized(state, headers) {
+        return unauthorized();
+    }
+    let Ok(Query(params)) = query else {
+        return json(Reply::error(
+            400,
+            "bad_query",
+            "the query string is not valid URL encoding",
+        ));
+    };
+    let mut at = None;
+    let mut given = Vec::with_capacity(params.len());
+    for (name, value) in params {
+        if name == "at" {
+            // Within a few hundred thousand years of 1970: window arithmetic stays far from
+            // overflow.
+            match value.trim().parse::<i64>() {
+                Ok(t) if t.abs() <= MAX_AT => at = Some(t),
+                _ => {
+                    return json(Reply::error(
+                        400,
+                        "bad_time",
+                        &format!("`at` must be epoch milliseconds, got `{value}`"),
+                    ))
+                }
+            }
+            continue;
+        }
+        match key_value(&value) {
+            Some(v) => given.push((name, v)),
+            None => {
+                return json(Reply::error(
+                    400,
+                    "wrong_type",
+                    &format!("`{name}` must be a string, a number or a boolean, got `{value}`"),
+                ))
+            }
+        }
+    }
+    on_engine(state, permit, move |core, _| core.query(&given, at)).await
+}
+
+/// A query parameter as a key value: JSON when it reads as a number, a boolean or a quoted
+/// string (`42`, `true`, `"42"`), else the text itself as a string (`u42`).
+fn key_value(text: &str) -> Option<KeyValue> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Number(n)) => n.as_f64().map(KeyValue::Num),
+        Ok(serde_json::Value::Bool(b)) => Some(KeyValue::Bool(b)),
+        Ok(serde_json::Value::String(s)) => Some(KeyValue::Str(s)),
+        Ok(_) => None,
+        Err(_) => Some(KeyValue::Str(text.to_owned())),
+    }
+}
+
+async fn healthz(State(state): Shared) -> Response {
+    let started = Instant::now();
+    let response = json(Reply {
+        status: 200,
+        body: b"{\"status\":\"ok\"}".to_vec(),
+    });
+    state.metrics.request(Route::Other, 200, started.elapsed());
+    response
+}
+
+async fn metrics(State(state): Shared, headers: HeaderMap) -> Response {
+    let started = Instant::now();
+    let response = if authorized(&state, &headers) {
+        let waiting = state.capacity - state.permits.available_permits();
+        state
+            .metrics
+            .queued
+            .store(waiting as u64, std::sync::atomic::Ordering::Relaxed);
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            )],
+            state.metrics.render(),
+        )
+            .into_response()
+    } else {
+        unauthorized()
+    };
+    state
+        .metrics
+        .request(Route::Other, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn not_found(State(state): Shared) -> Response {
+    state
+        .metrics
+        .request(Route::Other, 404, std::time::Duration::ZERO);
+    json(Reply::error(
+        404,
+        "not_found",
+        "no such route; valid: POST /v1/events, GET /v1/features, GET /healthz, GET /metrics",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_split_into_records() {
+        let (lines, n, array) = split_records(b" [{\"a\":1},\n {\"b\":\n2}] ").expect("array");
+        assert_eq!((n, array), (2, true));
+        assert_eq!(lines, b"{\"a\":1}\n{\"b\": 2}\n");
+        let (lines, n, array) = split_records(b"{\"a\":\r\n1}\n").expect("one");
+        assert_eq!((n, array), (1, false));
+        assert_eq!(lines, b"{\"a\":  1}\n");
+        assert_eq!(
+            split_records(b"  ").map(|_| ()).expect_err("empty").status,
+            400
+        );
+        assert_eq!(
+            split_records(b"[1,").map(|_| ()).expect_err("cut").status,
+            400
+        );
+        // Not an object: one record, rejected by the engine with a reason like `run` does.
+        assert_eq!(split_records(b"nonsense").expect("one").1, 1);
+    }
+
+    #[test]
+    fn query_values_are_typed_like_event_fields() {
+        assert_eq!(key_value("u42"), Some(KeyValue::Str("u42".into())));
+        assert_eq!(key_value("\"42\""), Some(KeyValue::Str("42".into())));
+        assert_eq!(key_value("42"), Some(KeyValue::Num(42.0)));
+        assert_eq!(key_value("true"), Some(KeyValue::Bool(true)));
+        assert_eq!(key_value("null"), None);
+        assert_eq!(key_value("[1]"), None);
+    }
+}

@@ -1,0 +1,144 @@
+//! Sluice over HTTP: a pipeline behind an API (axum on tokio), as a library; `sluice serve`
+//! wires it to a pipeline file, a listener and signals.
+//!
+//! - `POST /v1/events`: one JSON event, or an array of them → the enriched event(s), in the
+//!   shape of a `sluice run` output line; the events are added to state as `run` adds them.
+//! - `GET /v1/features?<by field>=<value>...[&at=<epoch ms>]`: current feature values, no
+//!   event added.
+//! - `GET /healthz`, `GET /metrics` (Prometheus text).
+//!
+//! Tokio's threads read and split bodies, then take the engine ([`engine`], behind a mutex)
+//! for the few microseconds a request needs. At most `[serve] queue` requests are in
+//! progress at once; beyond that a request gets 503 at once, so memory stays bounded under
+//! overload. See `docs/serve.md`.
+
+mod engine;
+mod http;
+pub mod metrics;
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use sluice_engine::serve::ServeEngine;
+
+use metrics::Metrics;
+
+/// The environment variable that sets the bearer token (over `[serve] token`).
+pub const TOKEN_ENV: &str = "SLUICE_SERVE_TOKEN";
+
+/// Default `[serve] listen`: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Settings of the server (`[serve]` of a pipeline file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Address to listen on (default [`DEFAULT_LISTEN`]).
+    pub listen: std::net::SocketAddr,
+    /// Bearer token required on every route but `/healthz`, if set.
+    pub token: Option<String>,
+    /// Largest request body in bytes.
+    pub max_body: usize,
+    /// Requests that may wait for the engine; beyond, 503 at once.
+    pub queue: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("the default address is valid"),
+            token: None,
+            max_body: 1 << 20,
+            queue: 1024,
+        }
+    }
+}
+
+/// What a server did, once stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeReport {
+    /// Events enriched and added to state.
+    pub events: u64,
+    /// Records rejected.
+    pub dead_letters: u64,
+    /// Of which late.
+    pub late: u64,
+    /// Keys held at the end.
+    pub keys: u64,
+}
+
+/// A pipeline's engine behind the HTTP routes.
+pub struct Server {
+    state: Arc<http::AppState>,
+    core: Arc<tokio::sync::Mutex<engine::Core>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Server {
+    /// A server for `engine`. `blocking`: the engine's state may block (Redis waits for the
+    /// network, the embedded store for the disk), so it runs on blocking threads.
+    /// `dead_letters`: where rejected records are written, besides the answer.
+    pub fn new(
+        engine: ServeEngine,
+        config: &ServeConfig,
+        blocking: bool,
+        dead_letters: Option<Box<dyn Write + Send>>,
+    ) -> Server {
+        let metrics = Arc::new(Metrics::default());
+        metrics.queue_capacity.store(config.queue as u64, Relaxed);
+        let core = Arc::new(tokio::sync::Mutex::new(engine::Core {
+            engine,
+            dead_letters,
+        }));
+        let state = Arc::new(http::AppState {
+            core: Arc::clone(&core),
+            permits: Arc::new(tokio::sync::Semaphore::new(config.queue)),
+            capacity: config.queue,
+            remote: blocking,
+            metrics: Arc::clone(&metrics),
+            token: config.token.clone(),
+            max_body: config.max_body,
+        });
+        Server {
+            state,
+            core,
+            metrics,
+        }
+    }
+
+    /// The routes, to mount in a larger axum application.
+    pub fn router(&self) -> axum::Router {
+        http::router(Arc::clone(&self.state))
+    }
+
+    /// Serves `listener` until `shutdown` resolves; requests in flight finish first, then
+    /// the dead letters are flushed.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<ServeReport> {
+        // No Nagle: a response written in two pieces must not wait for the client's delayed
+        // acknowledgement of the first.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        });
+        let served = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        self.core.lock().await.flush();
+        served?;
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        Ok(ServeReport {
+            events: load(&self.metrics.events),
+            dead_letters: load(&self.metrics.dead_letters),
+            late: load(&self.metrics.late),
+            keys: load(&self.metrics.keys),
+        })
+    }
+}

@@ -1,0 +1,351 @@
+//! The command line: `sluice run | serve | check | gen | bench`.
+
+pub mod alloc;
+mod progress;
+mod run;
+mod serve;
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sluice::config::{self, PipelineConfig};
+use sluice_bench::gen::{self, GenFormat, GenOptions};
+use sluice_core::{format_duration, SeriesKind};
+
+/// Sluice: exact per-event sliding-window features over streams.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a pipeline: enrich every input event with its features.
+    Run(RunArgs),
+    /// Serve a pipeline over HTTP: POST /v1/events, GET /v1/features, /healthz, /metrics.
+    Serve(ServeArgs),
+    /// Validate a pipeline file and print its plan.
+    Check {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+    },
+    /// Write deterministic synthetic transactions.
+    Gen(GenArgs),
+    /// End-to-end benchmark: generate data, run the benchmark pipeline with each worker count,
+    /// compare with a plain serde_json loop.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Events to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    events: u64,
+    /// Distinct users.
+    #[arg(long, default_value_t = 100_000)]
+    users: u64,
+    /// Days of event time.
+    #[arg(long, default_value_t = 7)]
+    days: u64,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Lower each event time by up to this many milliseconds (out-of-order events).
+    #[arg(long, default_value_t = 0)]
+    disorder: u64,
+    /// Worker counts to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2])]
+    workers: Vec<usize>,
+    /// Runs per worker count.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Working directory for the data and outputs.
+    #[arg(long, default_value = "target/bench")]
+    dir: PathBuf,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Benchmark Redis state instead: node URLs of a Redis Cluster, comma-separated (for
+    /// example from `scripts/redis-cluster.sh start`). Keys are written under a fresh
+    /// namespace and deleted afterwards.
+    #[arg(long, value_delimiter = ',')]
+    redis: Vec<String>,
+    /// Benchmark checkpoints instead: throughput with a checkpoint every second against
+    /// none, then snapshot and restore times for --keys keys.
+    #[arg(long)]
+    checkpoints: bool,
+    /// With --checkpoints: keys of the in-process snapshot benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Benchmark Kafka instead: topic to topic with one and two processes of a group, and topic
+    /// to file with and without checkpoints, on the broker at this address (for example from
+    /// `scripts/kafka.sh start`).
+    #[arg(long)]
+    kafka: Option<String>,
+    /// Benchmark `sluice serve` instead: single-event requests at fixed rates (latency
+    /// percentiles), then batched requests (events/s).
+    #[arg(long)]
+    serve: bool,
+    /// With --serve: single-event request rates, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [5_000, 10_000, 20_000, 30_000])]
+    rates: Vec<u64>,
+    /// With --serve: seconds per rate.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// With --serve: connections the load is spread over.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// With --serve: events per request in the batched phase.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// With --redis: events run through the naive layout (one key per hourly bucket, one
+    /// command per round trip), which is far slower.
+    #[arg(long, default_value_t = 2_000)]
+    naive_events: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The pipeline file (TOML).
+    pipeline: PathBuf,
+    /// Input file, or `-` for stdin (overrides the `source` section).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Output file, or `-` for stdout (overrides the `sink` section; default stdout).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Dead-letter file (overrides the `dead_letters` section; default stderr).
+    #[arg(long)]
+    dead_letters: Option<PathBuf>,
+    /// Worker threads (default: `workers` of the `engine` section, else the number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Input format, when the `source` section does not give it (`jsonl` or `csv`; a `.csv` input
+    /// path implies csv).
+    #[arg(long, value_parser = ["jsonl", "csv"])]
+    format: Option<String>,
+    /// Never show a progress bar (periodic log lines are still written when not on a terminal).
+    #[arg(long)]
+    quiet: bool,
+    /// Also write the run's summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// Ignore (and delete) the checkpoints of a `[checkpoint]` section and start over.
+    #[arg(long)]
+    fresh: bool,
+    /// With a Kafka source: stop once every assigned partition has been read to its end (so at
+    /// least as far as it went when the run started; as `until_end = true` in `[source]`).
+    #[arg(long)]
+    until_end: bool,
+    /// With a Kafka source and checkpoints: this process's name in the group's shared
+    /// checkpoint directory (each process of a group needs its own; its checkpoints go to
+    /// `<dir>/instance-NAME`).
+    #[arg(long, default_value = "0")]
+    instance: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The pipeline file (TOML).
+    pipeline: PathBuf,
+    /// Address to listen on (overrides `[serve] listen`; default 127.0.0.1:8080).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Dead-letter file, appended to (overrides the `dead_letters` section; default: none,
+    /// rejected records are answered with their reason and counted).
+    #[arg(long)]
+    dead_letters: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct GenArgs {
+    /// Number of transactions.
+    #[arg(long, default_value_t = 1000)]
+    events: u64,
+    /// Number of distinct users.
+    #[arg(long, default_value_t = 100)]
+    users: u64,
+    /// Days of event time covered.
+    #[arg(long, default_value_t = 1)]
+    days: u64,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Lower each event time by up to this many milliseconds (out-of-order events).
+    #[arg(long, default_value_t = 0)]
+    disorder: u64,
+    /// Event time of the first event, epoch milliseconds (default 2026-01-01T00:00:00Z).
+    #[arg(long, default_value_t = 1_767_225_600_000)]
+    start_ms: i64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = GenFormat::Jsonl)]
+    format: GenFormat,
+    /// Output file (default stdout).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+/// Entry point: parses arguments, runs the command, prints errors.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::run(serve::ServeOptions {
+            pipeline: args.pipeline,
+            listen: args.listen,
+            dead_letters: args.dead_letters,
+        }),
+        Command::Check { pipeline } => check(&pipeline),
+        Command::Gen(args) => generate(args),
+        Command::Bench(args) => {
+            let opts = sluice_bench::BenchOptions {
+                events: args.events,
+                users: args.users,
+                days: args.days,
+                seed: args.seed,
+                disorder_ms: args.disorder,
+                workers: args.workers,
+                runs: args.runs.max(1),
+                dir: args.dir,
+                json: args.json,
+            };
+            if let Some(brokers) = &args.kafka {
+                bench_kafka(&opts, brokers)
+            } else if args.serve {
+                // The generator's own huge-page faults would stall its threads and show as
+                // latency.
+                alloc::no_huge_pages();
+                sluice_bench::serve::run(
+                    &opts,
+                    &sluice_bench::serve::ServeBench {
+                        rates: args.rates,
+                        seconds: args.seconds.max(1),
+                        connections: args.connections.max(1),
+                        batch: args.batch.max(1),
+                    },
+                )
+            } else if args.checkpoints {
+                config::parse(Path::new("bench.toml"), sluice_bench::BENCH_PIPELINE)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|p| sluice_bench::checkpoints::run(&opts, &p.plan, args.keys))
+            } else if args.redis.is_empty() {
+                sluice_bench::e2e::run(&opts)
+            } else {
+                sluice_bench::redis::run(&opts, &args.redis, args.naive_events)
+            }
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &Path) -> Result<()> {
+    let p = config::load(path)?;
+    print!("{}", describe(&p));
+    Ok(())
+}
+
+/// The plan of a pipeline, for people.
+fn describe(p: &PipelineConfig) -> String {
+    let plan = &p.plan;
+    let mut s = format!(
+        "pipeline {}: ok\n  event time: field `{}` ({}), lateness {}\n  {} features over {} keys\n",
+        p.path.display(),
+        p.time_field,
+        p.time_format.name(),
+        format_duration(plan.lateness_ms.max(1)),
+        plan.features.len(),
+        plan.keys.len(),
+    );
+    if plan.lateness_ms == 0 {
+        s = s.replace("lateness 1ms", "lateness 0");
+    }
+    for key in &plan.keys {
+        s.push_str(&format!("  key [{}]\n", key.by.join(", ")));
+        for series in &key.series {
+            let of = series
+                .of
+                .map_or("events".to_owned(), |f| format!("`{}`", plan.fields[f]));
+            let kind = match series.kind {
+                SeriesKind::Numeric => "numeric registers",
+                SeriesKind::Distinct => "distinct registers",
+            };
+            let precision = if series.granularity_ms == 1 {
+                "exact".to_owned()
+            } else {
+                format!("{} buckets", format_duration(series.granularity_ms))
+            };
+            s.push_str(&format!("    {kind} of {of} ({precision}), shared by:\n"));
+            for w in &series.windows {
+                let names: Vec<String> = w
+                    .outputs
+                    .iter()
+                    .map(|&(agg, slot)| {
+                        format!("{} ({agg})", plan.features[key.features[slot]].name)
+                    })
+                    .collect();
+                s.push_str(&format!(
+                    "      window {}: {}\n",
+                    format_duration(w.width_ms),
+                    names.join(", ")
+                ));
+            }
+        }
+        for &(slot, field) in &key.own {
+            s.push_str(&format!(
+                "    {} (last): the event's own `{}`\n",
+                plan.features[key.features[slot]].name, plan.fields[field]
+            ));
+        }
+    }
+    s
+}
+
+fn generate(args: GenArgs) -> Result<()> {
+    let opts = GenOptions {
+        events: args.events,
+        users: args.users,
+        days: args.days,
+        seed: args.seed,
+        disorder_ms: args.disorder,
+        start_ms: args.start_ms,
+        format: args.format,
+    };
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(p) if p.as_os_str() != "-" => {
+            Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?)
+        }
+        _ => Box::new(io::stdout().lock()),
+    };
+    gen::write_transactions(&opts, &mut out).context("cannot write generated events")?;
+    Ok(())
+}
+
+#[cfg(feature = "kafka")]
+fn bench_kafka(opts: &sluice_bench::BenchOptions, brokers: &str) -> Result<()> {
+    sluice_bench::kafka::run(opts, brokers)
+}
+
+#[cfg(not(feature = "kafka"))]
+fn bench_kafka(_: &sluice_bench::BenchOptions, _: &str) -> Result<()> {
+    anyhow::bail!("this sluice was built without Kafka support (the `kafka` feature)")
+}

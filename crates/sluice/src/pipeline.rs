@@ -1,0 +1,250 @@
+//! The library API: a [`Pipeline`] built from TOML or in code, run over an input and outputs,
+//! or served over HTTP.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sluice_core::{parse_duration, Agg, FeatureSpec, Plan};
+use sluice_engine::serve::ServeEngine;
+use sluice_engine::{Input, InputFormat, Job, Outputs, StateConfig, Stats, Summary, TimeFormat};
+use sluice_serve::{ServeConfig, Server};
+
+use crate::config::{self, ConfigError, PipelineConfig};
+
+/// Features over a stream of events: what a pipeline file describes.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    config: PipelineConfig,
+}
+
+impl Pipeline {
+    /// A pipeline from the text of a pipeline file; relative paths in it are relative to the
+    /// current directory.
+    pub fn from_toml(text: &str) -> Result<Pipeline, ConfigError> {
+        Pipeline::parse(Path::new("pipeline.toml"), text)
+    }
+
+    /// A pipeline from the text of the pipeline file at `path` (named in errors; relative paths
+    /// in it are relative to its directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Pipeline, ConfigError> {
+        Ok(Pipeline {
+            config: config::parse(path, text)?,
+        })
+    }
+
+    /// Reads the pipeline file at `path`.
+    pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+        Ok(Pipeline {
+            config: config::load(path)?,
+        })
+    }
+
+    /// Starts a pipeline in code.
+    pub fn builder() -> PipelineBuilder {
+        PipelineBuilder::default()
+    }
+
+    /// Everything the pipeline file said.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// The features, grouped by key and register set.
+    pub fn plan(&self) -> &Plan {
+        &self.config.plan
+    }
+
+    /// The engine's job for `workers` threads (default: `[engine] workers`, else the cores).
+    pub fn job(&self, workers: Option<usize>) -> Job {
+        let c = &self.config;
+        let workers = workers
+            .or(c.workers)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Job::new(c.plan.clone(), c.time_field.clone(), c.time_format, workers)
+            .with_state(c.state.clone())
+    }
+
+    /// Runs the pipeline over JSONL records from `input` to the end: enriched events to
+    /// `events`, rejected records to `dead_letters`, each in input order. Checkpoints and the
+    /// `[source]`/`[sink]` sections are the command line's business and are not used here.
+    pub fn run<'a>(
+        &self,
+        input: impl Read + Send + 'static,
+        events: impl Write + Send + 'a,
+        dead_letters: impl Write + Send + 'a,
+    ) -> Result<Summary, sluice_engine::Error> {
+        let input = Input {
+            reader: Box::new(input),
+            name: PathBuf::from("input"),
+            format: InputFormat::Jsonl,
+        };
+        let outputs = Outputs::new(Box::new(events), Box::new(dead_letters));
+        sluice_engine::run(&self.job(None), input, outputs, Arc::new(Stats::default()))
+    }
+
+    /// The engine that serves this pipeline one request at a time (state as configured).
+    pub fn serve_engine(&self) -> Result<ServeEngine, sluice_engine::Error> {
+        let c = &self.config;
+        ServeEngine::new(
+            c.plan.clone(),
+            &c.time_field,
+            c.time_format,
+            &c.state,
+            "http",
+        )
+    }
+
+    /// An HTTP server for this pipeline with the settings `config` (see the pipeline's own in
+    /// [`PipelineConfig::serve`]); rejected records also go to `dead_letters`.
+    pub fn server(
+        &self,
+        config: &ServeConfig,
+        dead_letters: Option<Box<dyn Write + Send>>,
+    ) -> Result<Server, sluice_engine::Error> {
+        let blocking = !matches!(self.config.state, StateConfig::Memory);
+        Ok(Server::new(
+            self.serve_engine()?,
+            config,
+            blocking,
+            dead_letters,
+        ))
+    }
+}
+
+/// One feature, for [`PipelineBuilder::feature`].
+#[derive(Debug, Clone)]
+pub struct Feature {
+    name: String,
+    agg: Agg,
+    of: Option<String>,
+    by: Vec<String>,
+    window: String,
+    granularity: Option<String>,
+}
+
+impl Feature {
+    /// Feature `name`: `agg` over every event of its key in a window of `window` (`"1d"`,
+    /// `"90s"`, ...).
+    pub fn new(name: impl Into<String>, agg: Agg, window: impl Into<String>) -> Feature {
+        Feature {
+            name: name.into(),
+            agg,
+            of: None,
+            by: Vec::new(),
+            window: window.into(),
+            granularity: None,
+        }
+    }
+
+    /// The aggregated field.
+    pub fn of(mut self, field: impl Into<String>) -> Feature {
+        self.of = Some(field.into());
+        self
+    }
+
+    /// The key fields.
+    pub fn by<S: Into<String>>(mut self, fields: impl IntoIterator<Item = S>) -> Feature {
+        self.by = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Buckets of this width instead of exact windows (see `docs/semantics.md`).
+    pub fn granularity(mut self, width: impl Into<String>) -> Feature {
+        self.granularity = Some(width.into());
+        self
+    }
+}
+
+/// A pipeline written in code; see [`Pipeline::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct PipelineBuilder {
+    time_field: Option<String>,
+    time_format: TimeFormat,
+    lateness: Option<String>,
+    state: StateConfig,
+    workers: Option<usize>,
+    features: Vec<Feature>,
+}
+
+/// A pipeline written in code that is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("feature `{feature}`: {message}")]
+pub struct BuildError {
+    /// The feature at fault (empty for the pipeline's own settings).
+    pub feature: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl PipelineBuilder {
+    /// The field holding the event time (default `ts`) and how it is written.
+    pub fn time(mut self, field: impl Into<String>, format: TimeFormat) -> Self {
+        self.time_field = Some(field.into());
+        self.time_format = format;
+        self
+    }
+
+    /// How far behind the newest event an event may be (default 5m).
+    pub fn lateness(mut self, lateness: impl Into<String>) -> Self {
+        self.lateness = Some(lateness.into());
+        self
+    }
+
+    /// Where state lives (default memory).
+    pub fn state(mut self, state: StateConfig) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// Worker threads (default the number of cores).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// Adds a feature.
+    pub fn feature(mut self, feature: Feature) -> Self {
+        self.features.push(feature);
+        self
+    }
+
+    /// The pipeline, once every feature is valid.
+    pub fn build(self) -> Result<Pipeline, BuildError> {
+        let error = |feature: &str, message: String| BuildError {
+            feature: feature.to_owned(),
+            message,
+        };
+        let duration = |feature: &str, what: &str, text: &str| {
+            parse_duration(text).map_err(|e| error(feature, format!("{what} `{text}`: {e}")))
+        };
+        let lateness_ms = duration(
+            "",
+            "lateness",
+            self.lateness.as_deref().unwrap_or(config::DEFAULT_LATENESS),
+        )?;
+        let mut specs = Vec::with_capacity(self.features.len());
+        for f in &self.features {
+            specs.push(FeatureSpec {
+                name: f.name.clone(),
+                agg: f.agg,
+                of: f.of.clone(),
+                by: f.by.clone(),
+                window_ms: duration(&f.name, "window", &f.window)?,
+                granularity_ms: match &f.granularity {
+                    Some(g) => duration(&f.name, "granularity", g)?,
+                    None => 1,
+                },
+            });
+        }
+        let plan = Plan::new(specs, lateness_ms).map_err(|e| error(&e.name, e.to_string()))?;
+        let mut config = PipelineConfig::for_plan(plan);
+        if let Some(field) = self.time_field {
+            config.time_field = field;
+        }
+        config.time_format = self.time_format;
+        config.state = self.state;
+        config.workers = self.workers;
+        Ok(Pipeline { config })
+    }
+}
