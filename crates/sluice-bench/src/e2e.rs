@@ -113,6 +113,8 @@ pub struct BenchOptions {
     pub dir: PathBuf,
     /// Also write the results as JSON here.
     pub json: Option<PathBuf>,
+    /// Another `sluice` binary (say, the previous commit's) to run interleaved with this one.
+    pub against: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -135,6 +137,56 @@ struct WorkerResult {
     peak_memory_mb: Option<u64>,
     vs_baseline: f64,
     vs_one_worker: Option<f64>,
+}
+
+/// Runs this binary and `other` in turn on the same data (which goes first alternates from run
+/// to run, so that the machine's drift falls on both alike) and prints their ratio.
+fn compare(opts: &BenchOptions, pipeline: &Path, data: &Path, other: &Path) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find the sluice executable")?;
+    println!("this: {}\nother: {}", exe.display(), other.display());
+    println!(
+        "| workers | this median events/s | other median events/s | median ratio | best ratio |"
+    );
+    println!("|---|---|---|---|---|");
+    for &workers in &opts.workers {
+        let (mut this, mut that) = (Vec::new(), Vec::new());
+        for run in 1..=opts.runs {
+            let order = if run % 2 == 1 {
+                [&exe, &other.to_path_buf()]
+            } else {
+                [&other.to_path_buf(), &exe]
+            };
+            for bin in order {
+                let report = run_child(bin, pipeline, data, &opts.dir, workers)?;
+                if report.events != opts.events {
+                    bail!(
+                        "{} wrote {} events, expected {}",
+                        bin.display(),
+                        report.events,
+                        opts.events
+                    );
+                }
+                let rates = if *bin == exe { &mut this } else { &mut that };
+                rates.push(report.events_per_sec);
+            }
+            eprintln!(
+                "bench: workers {workers} run {run}/{}: this {:.0}, other {:.0} events/s",
+                opts.runs,
+                this.last().copied().unwrap_or(0.0),
+                that.last().copied().unwrap_or(0.0)
+            );
+        }
+        this.sort_by(f64::total_cmp);
+        that.sort_by(f64::total_cmp);
+        let (m1, m2) = (this[this.len() / 2], that[that.len() / 2]);
+        let (b1, b2) = (this[this.len() - 1], that[that.len() - 1]);
+        println!(
+            "| {workers} | {m1:.0} | {m2:.0} | {:.3}x | {:.3}x |",
+            m1 / m2.max(1e-9),
+            b1 / b2.max(1e-9)
+        );
+    }
+    Ok(())
 }
 
 /// The benchmark data for `opts`, generated on first use.
@@ -175,6 +227,9 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
     let data = ensure_data(opts)?;
     let pipeline = opts.dir.join("bench.toml");
     std::fs::write(&pipeline, BENCH_PIPELINE)?;
+    if let Some(other) = &opts.against {
+        return compare(opts, &pipeline, &data, other);
+    }
     let input_mb = std::fs::metadata(&data)?.len() as f64 / 1e6;
 
     eprintln!("bench: baseline (single-threaded serde_json read-parse-write)");

@@ -11,6 +11,7 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::bucket_start;
 use crate::deque::SmallDeque;
+use crate::numeric::start_fits;
 use crate::plan::SeriesSpec;
 use crate::value::FeatureValue;
 use crate::wire::{Reader, Wire, WireError, Writer};
@@ -515,10 +516,58 @@ impl Wire for ValueTable {
         if !links_ok(table.free) || !table.slots.iter().all(|s| links_ok(s.next)) {
             return Err(WireError("a value link beyond the table"));
         }
-        if r.u()? != 0 {
-            table.build_index();
+        table.validate()?;
+        match r.u()? {
+            0 => {}
+            1 => table.build_index(),
+            _ => return Err(WireError("an unknown kind of value index")),
         }
         Ok(table)
+    }
+}
+
+impl ValueTable {
+    /// The inner consistency of a decoded table (links are already known to be in range):
+    /// the live count matches the referenced values, the free list runs through exactly the
+    /// unreferenced slots, once each, and no value is interned twice.
+    fn validate(&self) -> Result<(), WireError> {
+        let live = self.slots.iter().filter(|s| s.refs > 0).count();
+        if live != self.live as usize {
+            return Err(WireError(
+                "a value table's live count does not add up to its values",
+            ));
+        }
+        let mut seen = vec![false; self.slots.len()];
+        let (mut id, mut free) = (self.free, 0);
+        while id != NONE {
+            let i = id as usize;
+            let slot = self
+                .slots
+                .get(i)
+                .ok_or(WireError("a value link beyond the table"))?;
+            if seen[i] || slot.refs > 0 {
+                return Err(WireError(
+                    "a value table's free list runs through a value in use, or in a loop",
+                ));
+            }
+            seen[i] = true;
+            free += 1;
+            id = slot.next;
+        }
+        if free != self.slots.len() - live {
+            return Err(WireError("a value table's free list misses unused slots"));
+        }
+        let mut values: Vec<&[u8]> = self
+            .slots
+            .iter()
+            .filter(|s| s.refs > 0)
+            .map(|s| s.bytes.as_slice())
+            .collect();
+        values.sort_unstable();
+        if values.windows(2).any(|p| p[0] == p[1]) {
+            return Err(WireError("a value interned twice"));
+        }
+        Ok(())
     }
 }
 
@@ -556,7 +605,8 @@ impl Wire for Running {
     }
 }
 
-/// Entries, value table, windows.
+/// Entries, value table, windows. Decoding checks their inner consistency (see
+/// [`DistinctSeries::check`] for the check against the plan).
 impl Wire for DistinctSeries {
     fn put(&self, w: &mut Writer<'_>) {
         w.seq(self.entries.as_slice());
@@ -570,16 +620,115 @@ impl Wire for DistinctSeries {
             values: ValueTable::get(r)?,
             windows: r.seq()?,
         };
-        let ids = series.values.slots.len();
-        if series
+        series.validate()?;
+        Ok(series)
+    }
+}
+
+/// Checks of decoded registers: a state read from bytes that pass their checksum may still be
+/// structurally wrong (written for another plan, or damaged before its checksum was taken).
+/// Every invariant the update code relies on is checked, so that a state that passes can be
+/// updated and queried without panicking.
+impl DistinctSeries {
+    /// Checks decoded registers against the series they are for: as many windows, and entry
+    /// times aligned to the granularity. (Their inner consistency is checked when they are
+    /// decoded.)
+    pub fn check(&self, spec: &SeriesSpec) -> Result<(), WireError> {
+        if self.windows.len() != spec.windows.len() {
+            return Err(WireError(
+                "a distinct series has another number of windows than in the plan",
+            ));
+        }
+        let newest = self.newest();
+        if self
+            .windows
+            .iter()
+            .zip(&spec.windows)
+            .any(|(run, w)| !start_fits(run.start, newest, w.width_ms))
+        {
+            return Err(WireError(
+                "a distinct window starts after its newest entry's window",
+            ));
+        }
+        let g = spec.granularity_ms;
+        if self
             .entries
             .as_slice()
             .iter()
-            .any(|e| e.id as usize >= ids)
+            .any(|e| bucket_start(e.ts, g) != e.ts)
         {
+            return Err(WireError(
+                "an entry time is not aligned to the series' granularity",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The inner consistency of decoded registers: entries in time order, each referring to a
+    /// value and occurring at least once; every value's references and per-window counts
+    /// adding up to the entries; each window's first entry matching its start and its
+    /// distinct count adding up to its counts.
+    fn validate(&self) -> Result<(), WireError> {
+        let entries = self.entries.as_slice();
+        let slots = &self.values.slots;
+        if entries.iter().any(|e| e.id as usize >= slots.len()) {
             return Err(WireError("an entry refers to no value"));
         }
-        Ok(series)
+        if entries.iter().any(|e| e.mult == 0) {
+            return Err(WireError("an entry that occurs no time"));
+        }
+        if entries.windows(2).any(|p| p[0].ts > p[1].ts) {
+            return Err(WireError("entries out of time order"));
+        }
+        if slots.iter().any(|s| s.counts.len() != self.windows.len()) {
+            return Err(WireError(
+                "a value has counts for another number of windows than its series",
+            ));
+        }
+        let mut tally = vec![0u64; slots.len()];
+        for e in entries {
+            tally[e.id as usize] += 1;
+        }
+        if slots
+            .iter()
+            .zip(&tally)
+            .any(|(s, &n)| u64::from(s.refs) != n)
+        {
+            return Err(WireError(
+                "a value's references do not add up to its entries",
+            ));
+        }
+        for (j, run) in self.windows.iter().enumerate() {
+            let (before, inside) = entries
+                .split_at_checked(run.lo)
+                .ok_or(WireError("a window starts beyond its series' entries"))?;
+            if before.last().is_some_and(|e| e.ts >= run.start)
+                || inside.first().is_some_and(|e| e.ts < run.start)
+            {
+                return Err(WireError(
+                    "a window's first entry does not match its start time",
+                ));
+            }
+            tally.fill(0);
+            for e in inside {
+                tally[e.id as usize] += u64::from(e.mult);
+            }
+            if slots
+                .iter()
+                .zip(&tally)
+                .any(|(s, &n)| u64::from(s.counts[j]) != n)
+            {
+                return Err(WireError(
+                    "a window's value counts do not add up to its entries",
+                ));
+            }
+            if tally.iter().filter(|&&n| n > 0).count() as u64 != run.distinct {
+                return Err(WireError(
+                    "a window's distinct count does not add up to its values",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

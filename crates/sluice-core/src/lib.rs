@@ -41,12 +41,13 @@ pub use value::FeatureValue;
 
 /// Aligns an event time to the start of its bucket of width `granularity_ms` (>= 1).
 ///
-/// With the default granularity of 1 ms this is the identity: the exact mode.
+/// With the default granularity of 1 ms this is the identity: the exact mode. Times in the
+/// first bucket below `i64::MIN` (a query at "the beginning of time") give `i64::MIN`.
 #[inline]
 pub fn bucket_start(ts: i64, granularity_ms: i64) -> i64 {
     if granularity_ms <= 1 {
         ts
     } else {
-        ts.div_euclid(granularity_ms) * granularity_ms
+        ts.div_euclid(granularity_ms).saturating_mul(granularity_ms)
     }
 }

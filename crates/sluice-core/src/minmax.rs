@@ -103,6 +103,17 @@ impl MonoDeque {
     pub fn clear(&mut self) {
         self.items.clear();
     }
+
+    /// Whether the deque holds nothing.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The bucket times held, front first (for checking decoded registers).
+    pub fn times(&self) -> impl Iterator<Item = i64> + '_ {
+        self.items.as_slice().iter().map(|&(t, _)| t)
+    }
 }
 
 /// Its items: bucket time and value.

@@ -270,6 +270,118 @@ impl NumericSeries {
     }
 }
 
+/// Checks of decoded registers: a state read from bytes that pass their checksum may still be
+/// structurally wrong (written for another plan, or damaged before its checksum was taken).
+/// Every invariant the update code relies on is checked, so that a state that passes can be
+/// updated and queried without panicking.
+impl NumericSeries {
+    /// Checks decoded registers against the series they are for: as many windows, minimum
+    /// and maximum registers exactly where a feature needs them, and bucket times aligned to
+    /// the granularity. (Their inner consistency is checked when they are decoded.)
+    pub fn check(&self, spec: &SeriesSpec) -> Result<(), WireError> {
+        if self.windows.len() != spec.windows.len() {
+            return Err(WireError(
+                "a numeric series has another number of windows than in the plan",
+            ));
+        }
+        for (run, w) in self.windows.iter().zip(&spec.windows) {
+            if !start_fits(run.start, self.newest(), w.width_ms) {
+                return Err(WireError(
+                    "a numeric window starts after its newest bucket's window",
+                ));
+            }
+            let fits = match &run.extremes {
+                None => !w.needs_min && !w.needs_max,
+                Some(e) => {
+                    let stray_min = !w.needs_min && !e.min.is_empty();
+                    let stray_max = !w.needs_max && !e.max.is_empty();
+                    (w.needs_min || w.needs_max) && !stray_min && !stray_max
+                }
+            };
+            if !fits {
+                return Err(WireError(
+                    "a numeric window's minimum and maximum registers do not match the plan's features",
+                ));
+            }
+        }
+        let g = spec.granularity_ms;
+        if self
+            .buckets
+            .as_slice()
+            .iter()
+            .any(|b| bucket_start(b.ts, g) != b.ts)
+        {
+            return Err(WireError(
+                "a bucket time is not aligned to the series' granularity",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The inner consistency of decoded registers: buckets in strictly increasing time order
+    /// and never empty; each window's first bucket matching its start, its count adding up to
+    /// its buckets, its minimum and maximum deques in time order over buckets it holds.
+    fn validate(&self) -> Result<(), WireError> {
+        let buckets = self.buckets.as_slice();
+        if buckets.iter().any(|b| b.count == 0) {
+            return Err(WireError("an empty bucket"));
+        }
+        if buckets.windows(2).any(|p| p[0].ts >= p[1].ts) {
+            return Err(WireError("buckets out of time order"));
+        }
+        for run in &self.windows {
+            let (before, inside) = buckets
+                .split_at_checked(run.lo)
+                .ok_or(WireError("a window starts beyond its series' buckets"))?;
+            if before.last().is_some_and(|b| b.ts >= run.start)
+                || inside.first().is_some_and(|b| b.ts < run.start)
+            {
+                return Err(WireError(
+                    "a window's first bucket does not match its start time",
+                ));
+            }
+            let count: u64 = inside.iter().map(|b| u64::from(b.count)).sum();
+            if count != run.count {
+                return Err(WireError("a window's count does not add up to its buckets"));
+            }
+            if let Some(e) = &run.extremes {
+                for deque in [&e.min, &e.max] {
+                    check_deque(deque, inside)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether a window of width `width` may start at `start` in a series whose newest time is
+/// `newest`: a window only ever starts at `t - width` for an event time `t`, or earlier (the
+/// horizon of eviction), and that of a series holding nothing has not moved. The update code
+/// relies on it: an in-order event lies within every running window.
+pub(crate) fn start_fits(start: i64, newest: Option<i64>, width: i64) -> bool {
+    match newest {
+        None => start == i64::MIN,
+        Some(newest) => start <= newest.saturating_sub(width),
+    }
+}
+
+/// A minimum or maximum deque holds bucket times of its window, in strictly increasing order.
+fn check_deque(deque: &MonoDeque, inside: &[Bucket]) -> Result<(), WireError> {
+    let mut previous = None;
+    for t in deque.times() {
+        if previous.is_some_and(|p| p >= t) {
+            return Err(WireError("a minimum or maximum deque out of time order"));
+        }
+        if inside.binary_search_by_key(&t, |b| b.ts).is_err() {
+            return Err(WireError(
+                "a minimum or maximum deque refers to a bucket outside its window",
+            ));
+        }
+        previous = Some(t);
+    }
+    Ok(())
+}
+
 /// Moves a running window's start forward to `start`, removing the buckets it leaves.
 #[inline]
 fn advance(run: &mut Running, buckets: &SmallDeque<[Bucket; 1]>, start: i64) {
@@ -453,7 +565,8 @@ impl Wire for Running {
     }
 }
 
-/// Buckets, then windows.
+/// Buckets, then windows. Decoding checks their inner consistency (see
+/// [`NumericSeries::check`] for the check against the plan).
 impl Wire for NumericSeries {
     fn put(&self, w: &mut Writer<'_>) {
         w.seq(self.buckets.as_slice());
@@ -461,9 +574,11 @@ impl Wire for NumericSeries {
     }
 
     fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
-        Ok(NumericSeries {
+        let series = NumericSeries {
             buckets: r.deque()?,
             windows: r.seq()?,
-        })
+        };
+        series.validate()?;
+        Ok(series)
     }
 }

@@ -113,6 +113,9 @@ pub struct PlanError {
     pub message: String,
 }
 
+/// The first bytes of the encoding [`Plan::fingerprint`] hashes: a new tag for a new encoding.
+const FINGERPRINT_VERSION: &[u8] = b"sluice-plan-fingerprint-v1\0";
+
 impl Plan {
     /// Validates and groups features. `lateness_ms` must be >= 0.
     pub fn new(features: Vec<FeatureSpec>, lateness_ms: i64) -> Result<Plan, PlanError> {
@@ -173,6 +176,46 @@ impl Plan {
             }
         }
         Ok(plan)
+    }
+
+    /// A fingerprint of everything stored state depends on: each feature's name,
+    /// aggregation, `of`, `by`, window and granularity, in pipeline order, and the lateness.
+    /// Sixteen lowercase hex digits.
+    ///
+    /// It hashes ([`crate::key_hash`], xxh3) an explicit encoding, not a `Debug` rendering,
+    /// so it changes only when one of those settings does: `FINGERPRINT_VERSION`, the
+    /// number of features, then for each the length-prefixed name, aggregation name
+    /// ([`Agg::name`]) and `of` (a 0/1 presence byte first), the number of `by` fields and
+    /// each length-prefixed, the window and the granularity in milliseconds, and last the
+    /// lateness; integers are 8 bytes little-endian. Stored checkpoints record it, so the
+    /// encoding must stay as it is (a change needs a new version tag).
+    pub fn fingerprint(&self) -> String {
+        fn text(out: &mut Vec<u8>, s: &str) {
+            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        let mut out = Vec::with_capacity(64 * self.features.len() + 32);
+        out.extend_from_slice(FINGERPRINT_VERSION);
+        out.extend_from_slice(&(self.features.len() as u64).to_le_bytes());
+        for f in &self.features {
+            text(&mut out, &f.name);
+            text(&mut out, f.agg.name());
+            match &f.of {
+                None => out.push(0),
+                Some(of) => {
+                    out.push(1);
+                    text(&mut out, of);
+                }
+            }
+            out.extend_from_slice(&(f.by.len() as u64).to_le_bytes());
+            for by in &f.by {
+                text(&mut out, by);
+            }
+            out.extend_from_slice(&f.window_ms.to_le_bytes());
+            out.extend_from_slice(&f.granularity_ms.to_le_bytes());
+        }
+        out.extend_from_slice(&self.lateness_ms.to_le_bytes());
+        format!("{:016x}", crate::key_hash(&out))
     }
 
     fn field_index(&mut self, name: &str) -> usize {
@@ -310,6 +353,69 @@ mod tests {
         assert_eq!(plan.fields, vec!["amount", "device_id"]);
         assert_eq!(plan.numeric_fields, vec![true, false]);
         assert_eq!(plan.distinct_fields, vec![false, true]);
+    }
+
+    fn fingerprint_plan() -> (Vec<FeatureSpec>, i64) {
+        let mut daily = feature("a", Agg::Sum, Some("amount"), &["user_id"], 86_400_000);
+        daily.granularity_ms = 60_000;
+        (
+            vec![
+                daily,
+                feature(
+                    "b",
+                    Agg::DistinctCount,
+                    Some("device_id"),
+                    &["user_id", "merchant_id"],
+                    3_600_000,
+                ),
+                feature("c", Agg::Count, None, &["card"], 1_000),
+            ],
+            300_000,
+        )
+    }
+
+    #[test]
+    fn fingerprint_is_stable() {
+        let (features, lateness) = fingerprint_plan();
+        let plan = Plan::new(features, lateness).expect("valid");
+        // Pinned: checkpoints record it, so it must not change between versions or builds.
+        assert_eq!(plan.fingerprint(), "b14ebf23394dff1d");
+        assert_eq!(plan.fingerprint(), plan.clone().fingerprint());
+    }
+
+    #[test]
+    fn fingerprint_changes_with_every_setting() {
+        let (features, lateness) = fingerprint_plan();
+        let base = Plan::new(features.clone(), lateness)
+            .expect("valid")
+            .fingerprint();
+        type Change = fn(&mut Vec<FeatureSpec>, &mut i64);
+        let changes: [(&str, Change); 12] = [
+            ("name", |f, _| f[0].name = "a2".into()),
+            ("agg", |f, _| f[0].agg = Agg::Avg),
+            ("of", |f, _| f[0].of = Some("price".into())),
+            ("of absent", |f, _| f[2].of = Some("card".into())),
+            ("by", |f, _| f[1].by = vec!["user_id".into()]),
+            ("by order", |f, _| f[1].by.reverse()),
+            ("by split", |f, _| {
+                f[1].by = vec!["user_idmerchant_id".into()]
+            }),
+            ("window", |f, _| f[2].window_ms = 2_000),
+            ("granularity", |f, _| f[0].granularity_ms = 1_000),
+            ("feature order", |f, _| f.swap(0, 2)),
+            ("feature count", |f, _| {
+                f.pop();
+            }),
+            ("lateness", |_, l| *l = 0),
+        ];
+        let mut seen = vec![base.clone()];
+        for (what, change) in changes {
+            let (mut f, mut l) = (features.clone(), lateness);
+            change(&mut f, &mut l);
+            let print = Plan::new(f, l).expect(what).fingerprint();
+            assert!(!seen.contains(&print), "{what}: {print}");
+            seen.push(print);
+        }
     }
 
     #[test]

@@ -66,19 +66,17 @@ impl KeyState {
                 present: true,
                 ..FieldObs::default()
             });
+            // A series is always there for a state made by `new` or checked by `check` (a
+            // missing one, which only an unchecked decoded state can lack, leaves nulls).
             match s.kind {
                 SeriesKind::Numeric => {
-                    let series = numeric.next().expect("one numeric series per numeric spec");
-                    if field.present {
+                    if let (Some(series), true) = (numeric.next(), field.present) {
                         series.observe(s, ts, field.num, floor, out);
                         continue;
                     }
                 }
                 SeriesKind::Distinct => {
-                    let series = distinct
-                        .next()
-                        .expect("one distinct series per distinct spec");
-                    if field.present {
+                    if let (Some(series), true) = (distinct.next(), field.present) {
                         series.observe(s, ts, field.bytes, floor, scratch, out);
                         continue;
                     }
@@ -143,6 +141,54 @@ impl KeyState {
         numeric.chain(distinct).max()
     }
 
+    /// Checks registers decoded from bytes against the key spec they are used with: one series
+    /// of each kind per series of the spec, each fitting its series spec (windows, minimum and
+    /// maximum registers, granularity), and the base time being the newest time held.
+    ///
+    /// Decoding ([`Wire::get`]) checks the registers' inner consistency; this checks that they
+    /// belong to `spec`. A state that passes both is safe to update and query: [`KeyState::decode`]
+    /// does both, and is what every reader of stored registers should use.
+    pub fn check(&self, spec: &KeySpec) -> Result<(), WireError> {
+        let (mut numeric, mut distinct) = (self.numeric.iter(), self.distinct.iter());
+        for s in &spec.series {
+            match s.kind {
+                SeriesKind::Numeric => numeric
+                    .next()
+                    .ok_or(WireError("fewer numeric series than in the plan"))?
+                    .check(s)?,
+                SeriesKind::Distinct => distinct
+                    .next()
+                    .ok_or(WireError("fewer distinct series than in the plan"))?
+                    .check(s)?,
+            }
+        }
+        if numeric.next().is_some() {
+            return Err(WireError("more numeric series than in the plan"));
+        }
+        if distinct.next().is_some() {
+            return Err(WireError("more distinct series than in the plan"));
+        }
+        Ok(())
+    }
+
+    /// Reads registers written by [`Wire::put`] for `spec` and checks them against it: any
+    /// structural mismatch (another plan's registers, damage) is an error, never a later panic.
+    pub fn decode(spec: &KeySpec, r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let state = Self::get(r)?;
+        state.check(spec)?;
+        Ok(state)
+    }
+
+    /// [`KeyState::decode`] of exactly `bytes`: anything after the registers is an error.
+    pub fn from_bytes(spec: &KeySpec, bytes: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader::new(bytes, 0);
+        let state = Self::decode(spec, &mut r)?;
+        if !r.rest().is_empty() {
+            return Err(WireError("bytes after the registers"));
+        }
+        Ok(state)
+    }
+
     /// Number of buckets and entries held (a measure of memory).
     pub fn size(&self) -> usize {
         self.numeric.iter().map(NumericSeries::len).sum::<usize>()
@@ -151,7 +197,8 @@ impl KeyState {
 }
 
 /// The newest time (absolute), then the numeric and the distinct series with times relative
-/// to it.
+/// to it. Decoding checks each series' inner consistency and that the base time is the newest
+/// time held, but not the plan: see [`KeyState::decode`].
 impl Wire for KeyState {
     fn put(&self, w: &mut Writer<'_>) {
         let base = self.newest().unwrap_or(0);
@@ -166,9 +213,347 @@ impl Wire for KeyState {
         r.set_base(0);
         let base = r.i()?;
         r.set_base(base);
-        Ok(KeyState {
+        let state = KeyState {
             numeric: r.seq()?,
             distinct: r.seq()?,
-        })
+        };
+        if state.newest().unwrap_or(0) != base {
+            return Err(WireError("a base time that is not the newest time held"));
+        }
+        Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{FeatureSpec, Plan};
+    use crate::Agg;
+
+    fn feature(name: &str, agg: Agg, of: Option<&str>, by: &[&str], window_ms: i64) -> FeatureSpec {
+        FeatureSpec {
+            name: name.into(),
+            agg,
+            of: of.map(Into::into),
+            by: by.iter().map(|s| s.to_string()).collect(),
+            window_ms,
+            granularity_ms: 1,
+        }
+    }
+
+    /// Key spec 0 (by user): two numeric series (count; sum and max of amount over two
+    /// windows) and one distinct series. Key spec 1 (by device): one numeric series.
+    fn plan() -> Plan {
+        Plan::new(
+            vec![
+                feature("n", Agg::Count, None, &["user"], 60_000),
+                feature("s", Agg::Sum, Some("amount"), &["user"], 60_000),
+                feature("m", Agg::Max, Some("amount"), &["user"], 600_000),
+                feature("d", Agg::DistinctCount, Some("device"), &["user"], 60_000),
+                feature("c", Agg::Count, None, &["device"], 60_000),
+            ],
+            10_000,
+        )
+        .expect("valid")
+    }
+
+    /// A state of `spec` fed a few events, some out of order and some repeated.
+    fn fed(plan: &Plan, spec: &KeySpec) -> KeyState {
+        let mut state = KeyState::new(spec);
+        let mut scratch = DistinctScratch::default();
+        let mut out = vec![FeatureValue::Null; spec.features.len()];
+        let devices: [&[u8]; 3] = [b"d1", b"d2", b"d1"];
+        for (i, ts) in [1_000i64, 5_000, 3_000, 5_000, 70_000, 65_000]
+            .into_iter()
+            .enumerate()
+        {
+            let fields: Vec<FieldObs<'_>> = plan
+                .fields
+                .iter()
+                .map(|_| FieldObs {
+                    present: true,
+                    num: i as f64 * 1.5,
+                    bytes: devices[i % 3],
+                })
+                .collect();
+            state.observe(spec, ts, &fields, ts - 10_000, &mut scratch, &mut out);
+        }
+        state
+    }
+
+    fn encode(state: &KeyState) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        state.put(&mut Writer::new(&mut bytes, 0));
+        bytes
+    }
+
+    /// Feeds a decoded state one more event and queries it: must not panic.
+    fn exercise(plan: &Plan, spec: &KeySpec, mut state: KeyState) {
+        let fields = vec![
+            FieldObs {
+                present: true,
+                num: 2.0,
+                bytes: b"d9",
+            };
+            plan.fields.len()
+        ];
+        let mut out = vec![FeatureValue::Null; spec.features.len()];
+        let mut scratch = DistinctScratch::default();
+        state.observe(spec, 2_000, &fields, 0, &mut scratch, &mut out);
+        state.peek(spec, 100_000, &mut out);
+        let _ = state.is_expired(spec, 1_000_000);
+    }
+
+    #[test]
+    fn registers_round_trip_against_their_spec() {
+        let plan = plan();
+        for spec in &plan.keys {
+            let state = fed(&plan, spec);
+            let decoded = KeyState::from_bytes(spec, &encode(&state)).expect("decodes");
+            assert_eq!(encode(&decoded), encode(&state));
+            exercise(&plan, spec, decoded);
+        }
+    }
+
+    #[test]
+    fn registers_of_another_key_spec_are_an_error() {
+        let plan = plan();
+        let (user, device) = (&plan.keys[0], &plan.keys[1]);
+        // Extra series: a user's three series read as a device's one.
+        let e = KeyState::from_bytes(device, &encode(&fed(&plan, user))).expect_err("extra");
+        assert_eq!(e.0, "more numeric series than in the plan");
+        // Missing series.
+        let e = KeyState::from_bytes(user, &encode(&fed(&plan, device))).expect_err("missing");
+        assert_eq!(e.0, "fewer numeric series than in the plan");
+    }
+
+    #[test]
+    fn registers_of_another_plan_are_an_error() {
+        let plan = plan();
+        let bytes = encode(&fed(&plan, &plan.keys[0]));
+        let other = |features: Vec<FeatureSpec>| Plan::new(features, 10_000).expect("valid");
+        // Another window width for the max: the amount series has one window, not two.
+        let fewer_windows = other(vec![
+            feature("n", Agg::Count, None, &["user"], 60_000),
+            feature("s", Agg::Sum, Some("amount"), &["user"], 60_000),
+            feature("m", Agg::Max, Some("amount"), &["user"], 60_000),
+            feature("d", Agg::DistinctCount, Some("device"), &["user"], 60_000),
+        ]);
+        // No max: no window needs the extremes the registers hold.
+        let no_max = other(vec![
+            feature("n", Agg::Count, None, &["user"], 60_000),
+            feature("s", Agg::Sum, Some("amount"), &["user"], 60_000),
+            feature("m", Agg::Sum, Some("amount"), &["user"], 600_000),
+            feature("d", Agg::DistinctCount, Some("device"), &["user"], 60_000),
+        ]);
+        // A coarser granularity: bucket times are not aligned to it.
+        let mut coarse = vec![
+            feature("n", Agg::Count, None, &["user"], 60_000),
+            feature("s", Agg::Sum, Some("amount"), &["user"], 60_000),
+            feature("m", Agg::Max, Some("amount"), &["user"], 600_000),
+            feature("d", Agg::DistinctCount, Some("device"), &["user"], 60_000),
+        ];
+        for f in &mut coarse {
+            f.granularity_ms = 60_000;
+        }
+        // No distinct series.
+        let no_distinct = other(vec![
+            feature("n", Agg::Count, None, &["user"], 60_000),
+            feature("s", Agg::Sum, Some("amount"), &["user"], 60_000),
+            feature("m", Agg::Max, Some("amount"), &["user"], 600_000),
+        ]);
+        for (what, plan) in [
+            ("fewer windows", fewer_windows),
+            ("no max", no_max),
+            ("coarse", other(coarse)),
+            ("no distinct", no_distinct),
+        ] {
+            let e = KeyState::from_bytes(&plan.keys[0], &bytes);
+            assert!(e.is_err(), "{what}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn truncated_or_extended_registers_are_an_error() {
+        let plan = plan();
+        let spec = &plan.keys[0];
+        let bytes = encode(&fed(&plan, spec));
+        for cut in 0..bytes.len() {
+            assert!(
+                KeyState::from_bytes(spec, &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let e = KeyState::from_bytes(spec, &longer).expect_err("extended");
+        assert_eq!(e.0, "bytes after the registers");
+    }
+
+    /// A state of one numeric series (one window, no extremes) written field by field.
+    fn numeric_state(buckets: &[(i64, u64)], window: (i64, u64, u64)) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut w = Writer::new(&mut bytes, 0);
+        let base = buckets.iter().map(|b| b.0).max().unwrap_or(0);
+        w.i(base);
+        w.set_base(base);
+        w.u(1); // one numeric series
+        w.u(buckets.len() as u64);
+        for &(ts, count) in buckets {
+            w.ts(ts);
+            w.u(count);
+            w.u(0); // sum: whole units
+            w.i(0);
+            w.f(1.0); // min
+            if count != 1 {
+                w.f(1.0); // max
+            }
+        }
+        w.u(1); // one window
+        let (start, lo, count) = window;
+        w.ts(start);
+        w.u(lo);
+        w.u(count);
+        w.u(0);
+        w.i(0);
+        w.u(0); // no extremes
+        w.u(0); // no distinct series
+        bytes
+    }
+
+    #[test]
+    fn inconsistent_numeric_registers_are_an_error() {
+        let plan = Plan::new(vec![feature("n", Agg::Count, None, &["u"], 100)], 0).expect("valid");
+        let spec = &plan.keys[0];
+        let ok = numeric_state(&[(10, 1), (20, 2)], (i64::MIN, 0, 3));
+        exercise(
+            &plan,
+            spec,
+            KeyState::from_bytes(spec, &ok).expect("consistent"),
+        );
+        for (what, bytes, message) in [
+            (
+                "count",
+                numeric_state(&[(10, 1), (20, 2)], (i64::MIN, 0, 4)),
+                "a window's count does not add up to its buckets",
+            ),
+            (
+                "order",
+                numeric_state(&[(20, 1), (10, 2)], (i64::MIN, 0, 3)),
+                "buckets out of time order",
+            ),
+            (
+                "lo",
+                numeric_state(&[(10, 1), (20, 2)], (i64::MIN, 3, 0)),
+                "a window starts beyond its series' buckets",
+            ),
+            (
+                "start",
+                numeric_state(&[(10, 1), (20, 2)], (15, 0, 3)),
+                "a window's first bucket does not match its start time",
+            ),
+            (
+                "empty bucket",
+                numeric_state(&[(10, 0), (20, 2)], (i64::MIN, 0, 2)),
+                "an empty bucket",
+            ),
+        ] {
+            let e = KeyState::from_bytes(spec, &bytes).expect_err(what);
+            assert_eq!(e.0, message, "{what}");
+        }
+    }
+
+    /// A state of one distinct series (one window over every entry) written field by field:
+    /// `entries` as (time, id, multiplicity), `values` as (bytes, references, count).
+    fn distinct_state(
+        entries: &[(i64, u64, u64)],
+        values: &[(&[u8], u64, u64)],
+        live: u64,
+    ) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut w = Writer::new(&mut bytes, 0);
+        let base = entries.iter().map(|e| e.0).max().unwrap_or(0);
+        w.i(base);
+        w.set_base(base);
+        w.u(0); // no numeric series
+        w.u(1); // one distinct series
+        w.u(entries.len() as u64);
+        for &(ts, id, mult) in entries {
+            w.ts(ts);
+            w.u(id);
+            w.u(mult);
+        }
+        w.u(values.len() as u64);
+        for &(value, refs, count) in values {
+            w.bytes(value);
+            w.u(refs);
+            w.u(0); // no chain link
+            w.u(1);
+            w.u(count);
+        }
+        w.u(0); // no free slot
+        w.u(live);
+        w.u(0); // no hash index
+        w.u(1); // one window
+        w.ts(i64::MIN);
+        w.u(0);
+        w.u(values.iter().filter(|v| v.2 > 0).count() as u64);
+        bytes
+    }
+
+    #[test]
+    fn inconsistent_distinct_registers_are_an_error() {
+        let plan = Plan::new(
+            vec![feature("d", Agg::DistinctCount, Some("x"), &["u"], 100)],
+            0,
+        )
+        .expect("valid");
+        let spec = &plan.keys[0];
+        let ok = distinct_state(&[(10, 0, 2), (20, 1, 1)], &[(b"a", 1, 2), (b"b", 1, 1)], 2);
+        exercise(
+            &plan,
+            spec,
+            KeyState::from_bytes(spec, &ok).expect("consistent"),
+        );
+        for (what, bytes, message) in [
+            (
+                "id",
+                distinct_state(&[(10, 0, 2), (20, 5, 1)], &[(b"a", 1, 2), (b"b", 1, 1)], 2),
+                "an entry refers to no value",
+            ),
+            (
+                "refs",
+                distinct_state(&[(10, 0, 2), (20, 1, 1)], &[(b"a", 2, 2), (b"b", 1, 1)], 2),
+                "a value's references do not add up to its entries",
+            ),
+            (
+                "counts",
+                distinct_state(&[(10, 0, 2), (20, 1, 1)], &[(b"a", 1, 1), (b"b", 1, 1)], 2),
+                "a window's value counts do not add up to its entries",
+            ),
+            (
+                "live",
+                distinct_state(&[(10, 0, 2), (20, 1, 1)], &[(b"a", 1, 2), (b"b", 1, 1)], 3),
+                "a value table's live count does not add up to its values",
+            ),
+            (
+                "twice",
+                distinct_state(&[(10, 0, 2), (20, 1, 1)], &[(b"a", 1, 2), (b"a", 1, 1)], 2),
+                "a value interned twice",
+            ),
+            (
+                "order",
+                distinct_state(&[(20, 0, 2), (10, 1, 1)], &[(b"a", 1, 2), (b"b", 1, 1)], 2),
+                "entries out of time order",
+            ),
+            (
+                "multiplicity",
+                distinct_state(&[(10, 0, 0), (20, 1, 1)], &[(b"a", 1, 0), (b"b", 1, 1)], 2),
+                "an entry that occurs no time",
+            ),
+        ] {
+            let e = KeyState::from_bytes(spec, &bytes).expect_err(what);
+            assert_eq!(e.0, message, "{what}");
+        }
     }
 }

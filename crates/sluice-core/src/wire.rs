@@ -7,7 +7,10 @@
 //! each register is written out next to its type, and `docs/checkpoints.md` describes it.
 //!
 //! Decoding checks every length against the bytes left and fails with a [`WireError`] on
-//! anything short or malformed; it never panics on bad input.
+//! anything short or malformed; it never panics on bad input. Bytes can also be well formed
+//! but structurally wrong (registers of another plan, counts that do not add up): each
+//! register checks its inner consistency as it is decoded, and
+//! [`crate::KeyState::decode`] checks the registers against the key spec they are for.
 
 use smallvec::{Array, SmallVec};
 
@@ -125,6 +128,10 @@ impl<'a> Reader<'a> {
         for (i, &b) in self.buf.iter().enumerate().take(10) {
             v |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
+                // The tenth byte holds the top bit only: more would not fit in a u64.
+                if i == 9 && b > 1 {
+                    return Err(WireError("an integer beyond u64"));
+                }
                 self.buf = &self.buf[i + 1..];
                 return Ok(v);
             }
@@ -280,6 +287,9 @@ mod tests {
     fn damage_is_an_error_not_a_panic() {
         assert!(Reader::new(&[0x80], 0).u().is_err());
         assert!(Reader::new(&[0xff; 11], 0).u().is_err());
+        let mut beyond = [0xff; 10];
+        beyond[9] = 0x02;
+        assert!(Reader::new(&beyond, 0).u().is_err());
         assert!(Reader::new(&[1, 2, 3], 0).f().is_err());
         assert!(Reader::new(&[200, 1, b'a'], 0).bytes().is_err());
         assert!(Reader::new(&[5, 1], 0).seq::<[u32; 2]>().is_err());

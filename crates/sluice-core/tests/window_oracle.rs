@@ -139,12 +139,15 @@ impl Harness {
             self.drop_expired(floor);
         }
         if self.roundtrip_every > 0 && self.accepted.is_multiple_of(self.roundtrip_every) {
-            for state in self.states.iter_mut().flat_map(|s| s.values_mut()) {
-                let mut bytes = Vec::new();
-                state.put(&mut Writer::new(&mut bytes, 0));
-                let mut reader = Reader::new(&bytes, 0);
-                *state = KeyState::get(&mut reader).expect("registers decode");
-                assert!(reader.rest().is_empty(), "registers decode to their end");
+            for (spec, states) in self.plan.keys.iter().zip(self.states.iter_mut()) {
+                for state in states.values_mut() {
+                    let mut bytes = Vec::new();
+                    state.put(&mut Writer::new(&mut bytes, 0));
+                    let mut reader = Reader::new(&bytes, 0);
+                    // Decoded and checked against the key spec: every real state passes.
+                    *state = KeyState::decode(spec, &mut reader).expect("registers decode");
+                    assert!(reader.rest().is_empty(), "registers decode to their end");
+                }
             }
         }
         Some(values)

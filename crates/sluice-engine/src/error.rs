@@ -6,6 +6,17 @@ use std::path::PathBuf;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What can stop a run. Bad records never do: they go to the dead-letter output.
+///
+/// An `Error` is final: there is no `is_retryable`. The only retries are those of the Redis
+/// backend, decided on the Redis client's own errors before any `Error` exists: during a
+/// flush by `state::redis::cluster::classify`, the one place that classifies them
+/// (connection failures, timeouts, `TRYAGAIN`, `CLUSTERDOWN`, `LOADING` and `MASTERDOWN` are
+/// retried with a backoff until `retry_timeout`, `MOVED` and `ASK` are followed, `NOSCRIPT`
+/// reloads the scripts, anything else fails the flush); while connecting, every failure is
+/// retried until `retry_timeout` (nodes may still be starting). What reaches an `Error` has
+/// already been retried or cannot be, so a second classification here could only disagree
+/// with that one: a former `Error::is_retryable`, always false and called nowhere, was
+/// removed for that reason.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -47,11 +58,4 @@ pub enum Error {
     /// A worker thread panicked or stopped early (a bug).
     #[error("engine stage `{0}` stopped unexpectedly")]
     Stage(&'static str),
-}
-
-impl Error {
-    /// Whether retrying the same operation may succeed (remote backends use this).
-    pub fn is_retryable(&self) -> bool {
-        false
-    }
 }

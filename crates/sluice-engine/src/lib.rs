@@ -2,8 +2,8 @@
 //!
 //! The crate is laid out as the data path:
 //!
-//! - [`connector`]: the [`Source`] and [`Sink`] seams, and record batching for byte streams
-//!   (JSONL lines, CSV rows).
+//! - [`connector`]: the input side: byte streams cut into batches of JSONL lines or CSV rows
+//!   ([`Input`]); the outputs are [`Outputs`].
 //! - [`codec`]: record codecs — scan and parse a record's time, keys and fields, format the
 //!   enriched event and dead letters.
 //! - [`dataflow`]: the run — reader, router (input order, lateness, key groups), shards,

@@ -5,7 +5,6 @@
 //! than the work itself. How many requests may wait for it is bounded (see `http.rs`).
 
 use std::io::Write;
-use std::sync::atomic::Ordering::Relaxed;
 
 use sluice_core::FeatureValue;
 use sluice_engine::codec::format::{escape_json_str, write_computed, write_exact};
@@ -62,7 +61,7 @@ impl Core {
             metrics,
             &mut self.dead_letters,
         );
-        metrics.keys.store(self.engine.live_keys() as u64, Relaxed);
+        metrics.keys.set(self.engine.live_keys() as u64);
         reply
     }
 
@@ -108,7 +107,7 @@ fn process(
             return Reply::error(503, "unavailable", &message);
         }
     };
-    metrics.batches.fetch_add(1, Relaxed);
+    metrics.batches.inc();
     if !processed.dead.is_empty() {
         if let Some(d) = dead_letters.as_mut() {
             if let Err(e) = d.write_all(&processed.dead).and_then(|()| d.flush()) {
@@ -149,9 +148,9 @@ fn process(
     if array {
         body.push(b']');
     }
-    metrics.events.fetch_add(events, Relaxed);
-    metrics.dead_letters.fetch_add(dead, Relaxed);
-    metrics.late.fetch_add(late, Relaxed);
+    metrics.events.inc_by(events);
+    metrics.dead_letters.inc_by(dead);
+    metrics.late.inc_by(late);
     Reply { status, body }
 }
 

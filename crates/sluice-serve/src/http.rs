@@ -5,17 +5,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::LengthLimitError;
 use serde_json::value::RawValue;
 use sluice_engine::serve::KeyValue;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::engine::{Core, Reply};
-use crate::metrics::{Metrics, Route};
+use crate::metrics::{self as m, Metrics, Route, SharedRegistry};
 
 /// The largest `at` (in absolute value) a feature query accepts, in epoch milliseconds.
 const MAX_AT: i64 = 10_000_000_000_000_000; // about 317,000 years
@@ -34,6 +36,8 @@ pub struct AppState {
     pub remote: bool,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The registry `/metrics` renders (the server's metrics and any other component's).
+    pub registry: SharedRegistry,
     /// Bearer token required on every route but `/healthz`.
     pub token: Option<String>,
     /// Largest request body.
@@ -42,15 +46,36 @@ pub struct AppState {
 
 type Shared = State<Arc<AppState>>;
 
-/// The routes.
+const EVENTS: &str = "/v1/events";
+const FEATURES: &str = "/v1/features";
+
+/// The routes, every request counted and timed by [`track`].
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v1/events", post(events))
-        .route("/v1/features", get(features))
+        .route(EVENTS, post(events))
+        .route(FEATURES, get(features))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        // After the routes and the fallback: it wraps them all, 404 and 405 answers included.
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), track))
         .with_state(state)
+}
+
+/// Middleware: counts every request by route and status, and times it from its arrival to
+/// its response (the response body is already complete then).
+async fn track(State(state): Shared, request: Request, next: Next) -> Response {
+    let route = match request.uri().path() {
+        EVENTS => Route::Events,
+        FEATURES => Route::Features,
+        _ => Route::Other,
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .request(route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 fn json(reply: Reply) -> Response {
@@ -142,19 +167,10 @@ async fn on_engine(
 }
 
 async fn events(State(state): Shared, headers: HeaderMap, body: Body) -> Response {
-    let started = Instant::now();
-    let response = events_response(&state, &headers, body).await;
-    state
-        .metrics
-        .request(Route::Events, response.status().as_u16(), started.elapsed());
-    response
-}
-
-async fn events_response(state: &Arc<AppState>, headers: &HeaderMap, body: Body) -> Response {
     let Ok(permit) = Arc::clone(&state.permits).try_acquire_owned() else {
         return closing_unless(false, overloaded());
     };
-    if !authorized(state, headers) {
+    if !authorized(&state, &headers) {
         // Read the body first, so that the connection stays usable for the next request.
         let drained = axum::body::to_bytes(body, state.max_body).await.is_ok();
         return closing_unless(drained, unauthorized());
@@ -183,9 +199,7 @@ async fn events_response(state: &Arc<AppState>, headers: &HeaderMap, body: Body)
     let bytes: Bytes = match axum::body::to_bytes(body, state.max_body).await {
         Ok(b) => b,
         Err(e) => {
-            let limit = std::error::Error::source(&e)
-                .is_some_and(|s| s.to_string().contains("length limit"));
-            return if limit || e.to_string().contains("length limit") {
+            return if over_limit(&e) {
                 too_large()
             } else {
                 json(Reply::error(
@@ -206,10 +220,16 @@ async fn events_response(state: &Arc<AppState>, headers: &HeaderMap, body: Body)
             body: b"[]".to_vec(),
         });
     }
-    on_engine(state, permit, move |core, metrics| {
+    on_engine(&state, permit, move |core, metrics| {
         core.events(lines, records, array, metrics)
     })
     .await
+}
+
+/// Whether `error`, or an error in its source chain, is the body limit's [`LengthLimitError`]
+/// (found by its type: `axum::body::to_bytes` wraps it in an `axum::Error`).
+fn over_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<LengthLimitError>())
 }
 
 /// Splits a body into one record per line: a JSON array gives its elements, anything else is
@@ -255,25 +275,10 @@ async fn features(
     headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let started = Instant::now();
-    let response = features_response(&state, &headers, query).await;
-    state.metrics.request(
-        Route::Features,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
-}
-
-async fn features_response(
-    state: &Arc<AppState>,
-    headers: &HeaderMap,
-    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
-) -> Response {
     let Ok(permit) = Arc::clone(&state.permits).try_acquire_owned() else {
         return overloaded();
     };
-    if !authorized(state, headers) {
+    if !authorized(&state, &headers) {
         return unauthorized();
     }
     let Ok(Query(params)) = query else {
@@ -312,7 +317,7 @@ async fn features_response(
             }
         }
     }
-    on_engine(state, permit, move |core, _| core.query(&given, at)).await
+    on_engine(&state, permit, move |core, _| core.query(&given, at)).await
 }
 
 /// A query parameter as a key value: JSON when it reads as a number, a boolean or a quoted
@@ -327,45 +332,37 @@ fn key_value(text: &str) -> Option<KeyValue> {
     }
 }
 
-async fn healthz(State(state): Shared) -> Response {
-    let started = Instant::now();
-    let response = json(Reply {
+async fn healthz() -> Response {
+    json(Reply {
         status: 200,
         body: b"{\"status\":\"ok\"}".to_vec(),
-    });
-    state.metrics.request(Route::Other, 200, started.elapsed());
-    response
+    })
 }
 
 async fn metrics(State(state): Shared, headers: HeaderMap) -> Response {
-    let started = Instant::now();
-    let response = if authorized(&state, &headers) {
-        let waiting = state.capacity - state.permits.available_permits();
-        state
-            .metrics
-            .queued
-            .store(waiting as u64, std::sync::atomic::Ordering::Relaxed);
-        (
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let waiting = state.capacity - state.permits.available_permits();
+    state.metrics.queued.set(waiting as u64);
+    match m::render(&state.registry) {
+        Ok(text) => (
             [(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
+                HeaderValue::from_static(m::CONTENT_TYPE),
             )],
-            state.metrics.render(),
+            text,
         )
-            .into_response()
-    } else {
-        unauthorized()
-    };
-    state
-        .metrics
-        .request(Route::Other, response.status().as_u16(), started.elapsed());
-    response
+            .into_response(),
+        Err(e) => json(Reply::error(
+            500,
+            "internal",
+            &format!("cannot render the metrics: {e}"),
+        )),
+    }
 }
 
-async fn not_found(State(state): Shared) -> Response {
-    state
-        .metrics
-        .request(Route::Other, 404, std::time::Duration::ZERO);
+async fn not_found() -> Response {
     json(Reply::error(
         404,
         "not_found",
@@ -376,6 +373,104 @@ async fn not_found(State(state): Shared) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::SharedRegistry;
+    use crate::{ServeConfig, Server};
+    use prometheus_client::metrics::counter::Counter;
+    use sluice_core::{Agg, FeatureSpec, Plan};
+    use sluice_engine::serve::ServeEngine;
+    use sluice_engine::state::StateConfig;
+    use sluice_engine::TimeFormat;
+    use tower::ServiceExt;
+
+    /// A server counting events by `user_id` over an hour, with a 1 KB body limit.
+    fn server(registry: SharedRegistry) -> Server {
+        let feature = FeatureSpec {
+            name: "n".into(),
+            agg: Agg::Count,
+            of: None,
+            by: vec!["user_id".into()],
+            window_ms: 3_600_000,
+            granularity_ms: 1,
+        };
+        let plan = Plan::new(vec![feature], 300_000).expect("plan");
+        let engine = ServeEngine::new(
+            plan,
+            "ts",
+            TimeFormat::EpochMs,
+            &StateConfig::Memory,
+            "http",
+        )
+        .expect("engine");
+        let config = ServeConfig {
+            max_body: 1024,
+            ..ServeConfig::default()
+        };
+        Server::with_registry(engine, &config, false, None, registry)
+    }
+
+    async fn call(router: &Router, method: &str, path: &str, body: Vec<u8>) -> (u16, String) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from(body))
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn every_answer_is_counted_and_the_registry_is_shared() {
+        let registry = SharedRegistry::default();
+        let theirs = Counter::<u64>::default();
+        registry.write().expect("lock").register(
+            "sluice_other",
+            "Another component's",
+            theirs.clone(),
+        );
+        theirs.inc_by(5);
+        let server = server(SharedRegistry::clone(&registry));
+        let router = server.router();
+        let event = b"{\"user_id\":\"a\",\"ts\":1}".to_vec();
+        assert_eq!(call(&router, "POST", EVENTS, event).await.0, 200);
+        assert_eq!(call(&router, "GET", EVENTS, Vec::new()).await.0, 405);
+        assert_eq!(call(&router, "GET", "/nothing", Vec::new()).await.0, 404);
+        let (status, text) = call(&router, "GET", "/metrics", Vec::new()).await;
+        assert_eq!(status, 200);
+        for line in [
+            "sluice_events_total 1\n",
+            "sluice_engine_batches_total 1\n",
+            "sluice_keys 1\n",
+            "sluice_queue_capacity 1024\n",
+            "sluice_http_requests_total{route=\"events\",code=\"200\"} 1\n",
+            "sluice_http_requests_total{route=\"events\",code=\"405\"} 1\n",
+            "sluice_http_requests_total{route=\"other\",code=\"404\"} 1\n",
+            "sluice_http_request_duration_seconds_count{route=\"events\"} 2\n",
+            "sluice_other_total 5\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+        assert!(Arc::ptr_eq(&server.registry(), &registry));
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_recognised_by_its_error_type() {
+        let router = server(SharedRegistry::default()).router();
+        // No Content-Length: the limit is only found while reading the body.
+        let big = format!("[{}]", vec!["{\"user_id\":\"a\",\"ts\":1}"; 100].join(","));
+        let (status, text) = call(&router, "POST", EVENTS, big.into_bytes()).await;
+        assert_eq!(status, 413, "{text}");
+        assert!(text.starts_with("{\"reason\":\"too_large\""), "{text}");
+
+        let limited = axum::body::to_bytes(Body::from(vec![b' '; 11]), 10).await;
+        assert!(over_limit(&limited.expect_err("over the limit")));
+        // Another error is not taken for it, whatever its message says.
+        let other = axum::Error::new(std::io::Error::other("length limit exceeded"));
+        assert!(!over_limit(&other));
+    }
 
     #[test]
     fn bodies_split_into_records() {

@@ -5,9 +5,10 @@
 //!   shape of a `sluice run` output line; the events are added to state as `run` adds them.
 //! - `GET /v1/features?<by field>=<value>...[&at=<epoch ms>]`: current feature values, no
 //!   event added.
-//! - `GET /healthz`, `GET /metrics` (Prometheus text).
+//! - `GET /healthz`, `GET /metrics` (Prometheus text, from a [`metrics::SharedRegistry`]
+//!   other components may register into: [`Server::with_registry`], [`Server::registry`]).
 //!
-//! Tokio's threads read and split bodies, then take the engine ([`engine`], behind a mutex)
+//! Tokio's threads read and split bodies, then take the engine (behind a mutex)
 //! for the few microseconds a request needs. At most `[serve] queue` requests are in
 //! progress at once; beyond that a request gets 503 at once, so memory stays bounded under
 //! overload. See `docs/serve.md`.
@@ -18,12 +19,11 @@ pub mod metrics;
 
 use std::future::Future;
 use std::io::Write;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use sluice_engine::serve::ServeEngine;
 
-use metrics::Metrics;
+use metrics::{Metrics, SharedRegistry};
 
 /// The environment variable that sets the bearer token (over `[serve] token`).
 pub const TOKEN_ENV: &str = "SLUICE_SERVE_TOKEN";
@@ -75,20 +75,44 @@ pub struct Server {
     state: Arc<http::AppState>,
     core: Arc<tokio::sync::Mutex<engine::Core>>,
     metrics: Arc<Metrics>,
+    registry: SharedRegistry,
 }
 
 impl Server {
     /// A server for `engine`. `blocking`: the engine's state may block (Redis waits for the
     /// network, the embedded store for the disk), so it runs on blocking threads.
     /// `dead_letters`: where rejected records are written, besides the answer.
+    /// Its metrics go to a registry of its own (see [`Server::registry`]).
     pub fn new(
         engine: ServeEngine,
         config: &ServeConfig,
         blocking: bool,
         dead_letters: Option<Box<dyn Write + Send>>,
     ) -> Server {
-        let metrics = Arc::new(Metrics::default());
-        metrics.queue_capacity.store(config.queue as u64, Relaxed);
+        Server::with_registry(
+            engine,
+            config,
+            blocking,
+            dead_letters,
+            SharedRegistry::default(),
+        )
+    }
+
+    /// As [`Server::new`], with the server's metrics registered in `registry`, which
+    /// `GET /metrics` renders whole: what other components register there is served too.
+    /// The server's metric names start with `sluice_` (see `docs/serve.md`); a registry must
+    /// not hold two metrics of the same name.
+    pub fn with_registry(
+        engine: ServeEngine,
+        config: &ServeConfig,
+        blocking: bool,
+        dead_letters: Option<Box<dyn Write + Send>>,
+        registry: SharedRegistry,
+    ) -> Server {
+        let metrics =
+            Metrics::register(&mut registry.write().unwrap_or_else(PoisonError::into_inner));
+        metrics.queue_capacity.set(config.queue as u64);
+        let metrics = Arc::new(metrics);
         let core = Arc::new(tokio::sync::Mutex::new(engine::Core {
             engine,
             dead_letters,
@@ -99,6 +123,7 @@ impl Server {
             capacity: config.queue,
             remote: blocking,
             metrics: Arc::clone(&metrics),
+            registry: Arc::clone(&registry),
             token: config.token.clone(),
             max_body: config.max_body,
         });
@@ -106,7 +131,14 @@ impl Server {
             state,
             core,
             metrics,
+            registry,
         }
+    }
+
+    /// The registry `GET /metrics` renders, for other components to register their metrics
+    /// in (behind a lock: take it only to register, never across an `await`).
+    pub fn registry(&self) -> SharedRegistry {
+        Arc::clone(&self.registry)
     }
 
     /// The routes, to mount in a larger axum application.
@@ -133,12 +165,11 @@ impl Server {
             .await;
         self.core.lock().await.flush();
         served?;
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
         Ok(ServeReport {
-            events: load(&self.metrics.events),
-            dead_letters: load(&self.metrics.dead_letters),
-            late: load(&self.metrics.late),
-            keys: load(&self.metrics.keys),
+            events: self.metrics.events.get(),
+            dead_letters: self.metrics.dead_letters.get(),
+            late: self.metrics.late.get(),
+            keys: self.metrics.keys.get(),
         })
     }
 }

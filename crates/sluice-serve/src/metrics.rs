@@ -1,9 +1,27 @@
-//! Counters of `sluice serve`, rendered in the Prometheus text format (version 0.0.4) at
-//! `GET /metrics`. Plain atomics: a request costs a few relaxed increments, no lock.
+//! Metrics of `sluice serve`, kept with the `prometheus-client` crate and rendered in the
+//! Prometheus text format (version 0.0.4) at `GET /metrics`.
+//!
+//! They live in a [`Registry`] behind a [`SharedRegistry`], so that another component (the
+//! `sluice run` loop, say) can register its own metrics next to them and one `/metrics`
+//! answers for both. A request costs a few relaxed atomic increments and one short histogram
+//! lock; the registry's lock is only taken to register and to render.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
+
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// A metrics registry several components can register into and one `/metrics` renders.
+pub type SharedRegistry = Arc<RwLock<Registry>>;
+
+/// The `Content-Type` of [`render`]'s text: the Prometheus text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// The routes requests are counted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,185 +34,241 @@ pub enum Route {
     Other,
 }
 
-const ROUTES: [(Route, &str); 3] = [
-    (Route::Events, "events"),
-    (Route::Features, "features"),
-    (Route::Other, "other"),
-];
+impl Route {
+    /// Every route, in the order of [`Metrics`]' histograms.
+    const ALL: [Route; 3] = [Route::Events, Route::Features, Route::Other];
 
-/// The status codes counted one by one; anything else is counted as `other`.
-const CODES: [u16; 9] = [200, 400, 401, 404, 405, 413, 429, 500, 503];
-
-/// Upper bounds of the latency histogram's buckets, in microseconds.
-const BUCKETS_US: [u64; 14] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
-    5_000_000,
-];
-
-/// A latency histogram with cumulative rendering.
-#[derive(Debug, Default)]
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS_US.len()],
-    count: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    fn observe(&self, d: Duration) {
-        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
-        if let Some(i) = BUCKETS_US.iter().position(|&b| us <= b) {
-            self.buckets[i].fetch_add(1, Relaxed);
+    /// The value of the `route` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Events => "events",
+            Route::Features => "features",
+            Route::Other => "other",
         }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(us, Relaxed);
     }
 }
 
-/// Everything `/metrics` reports.
-#[derive(Debug, Default)]
+/// The value of the `code` label: the status codes counted one by one, anything else `other`
+/// (so that the number of series stays bounded).
+fn code_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    }
+}
+
+/// Upper bounds of the latency histogram's buckets, in seconds (50 µs to 5 s).
+const BUCKETS_S: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    5.0,
+];
+
+/// Labels of `sluice_http_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    code: &'static str,
+}
+
+/// Labels of `sluice_http_request_duration_seconds`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+/// A gauge of counts.
+pub type CountGauge = Gauge<u64, AtomicU64>;
+
+/// Everything the server reports. Each field is a handle on a metric registered in a
+/// [`Registry`] by [`Metrics::register`].
+#[derive(Debug)]
 pub struct Metrics {
-    /// Events enriched and added to state.
-    pub events: AtomicU64,
-    /// Records rejected (dead letters).
-    pub dead_letters: AtomicU64,
-    /// Of which late.
-    pub late: AtomicU64,
-    /// Keys in state, as of the engine's last batch.
-    pub keys: AtomicU64,
-    /// Requests in progress (holding a permit), as of the last `/metrics` request.
-    pub queued: AtomicU64,
-    /// Requests allowed in progress at once (`[serve] queue`).
-    pub queue_capacity: AtomicU64,
-    /// Requests with records the engine processed.
-    pub batches: AtomicU64,
-    requests: [[AtomicU64; CODES.len() + 1]; ROUTES.len()],
-    latency: [Histogram; ROUTES.len()],
+    /// `sluice_events_total`: events enriched and added to state.
+    pub events: Counter,
+    /// `sluice_dead_letters_total`: records rejected (dead letters).
+    pub dead_letters: Counter,
+    /// `sluice_late_total`: of which late.
+    pub late: Counter,
+    /// `sluice_engine_batches_total`: requests with records the engine processed.
+    pub batches: Counter,
+    /// `sluice_keys`: keys in state, as of the engine's last batch.
+    pub keys: CountGauge,
+    /// `sluice_queue_depth`: requests in progress (holding a permit), as of the last
+    /// `/metrics` request.
+    pub queued: CountGauge,
+    /// `sluice_queue_capacity`: requests allowed in progress at once (`[serve] queue`).
+    pub queue_capacity: CountGauge,
+    /// `sluice_http_requests_total{route,code}`.
+    requests: Family<RequestLabels, Counter>,
+    /// `sluice_http_request_duration_seconds{route}`, one histogram per [`Route::ALL`].
+    latency: [Histogram; 3],
 }
 
 impl Metrics {
-    /// Counts a finished request.
-    pub fn request(&self, route: Route, status: u16, took: Duration) {
-        let r = ROUTES.iter().position(|(x, _)| *x == route).unwrap_or(2);
-        let c = CODES
-            .iter()
-            .position(|&c| c == status)
-            .unwrap_or(CODES.len());
-        self.requests[r][c].fetch_add(1, Relaxed);
-        self.latency[r].observe(took);
+    /// Creates the server's metrics and registers them in `registry`, under their full names
+    /// (`sluice_...`).
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let latency_family = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(BUCKETS_S.iter().copied())
+        });
+        // Every route's histogram is shown from the start, even before its first request.
+        let latency = Route::ALL.map(|route| {
+            latency_family
+                .get_or_create(&RouteLabels {
+                    route: route.label(),
+                })
+                .clone()
+        });
+        let metrics = Metrics {
+            events: Counter::default(),
+            dead_letters: Counter::default(),
+            late: Counter::default(),
+            batches: Counter::default(),
+            keys: CountGauge::default(),
+            queued: CountGauge::default(),
+            queue_capacity: CountGauge::default(),
+            requests: Family::default(),
+            latency,
+        };
+        // prometheus-client appends `_total` to counter names, and a `.` to help texts.
+        let counters = [
+            (
+                "sluice_events",
+                "Events enriched and added to state",
+                &metrics.events,
+            ),
+            (
+                "sluice_dead_letters",
+                "Records rejected, with a dead letter",
+                &metrics.dead_letters,
+            ),
+            ("sluice_late", "Records rejected as late", &metrics.late),
+            (
+                "sluice_engine_batches",
+                "Requests with records the engine processed",
+                &metrics.batches,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        let gauges = [
+            ("sluice_keys", "Keys held in state", &metrics.keys),
+            (
+                "sluice_queue_depth",
+                "Requests in progress",
+                &metrics.queued,
+            ),
+            (
+                "sluice_queue_capacity",
+                "Requests allowed in progress at once before new ones get 503",
+                &metrics.queue_capacity,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+        registry.register(
+            "sluice_http_requests",
+            "HTTP requests by route and status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "sluice_http_request_duration_seconds",
+            "Time from a request's arrival to its response",
+            latency_family,
+        );
+        metrics
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut counter = |name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
-        };
-        counter(
-            "sluice_events_total",
-            "Events enriched and added to state.",
-            &self.events,
-        );
-        counter(
-            "sluice_dead_letters_total",
-            "Records rejected, with a dead letter.",
-            &self.dead_letters,
-        );
-        counter("sluice_late_total", "Records rejected as late.", &self.late);
-        counter(
-            "sluice_engine_batches_total",
-            "Requests with records the engine processed.",
-            &self.batches,
-        );
-        let mut gauge = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(
-            "sluice_keys",
-            "Keys held in state.",
-            self.keys.load(Relaxed),
-        );
-        gauge(
-            "sluice_queue_depth",
-            "Requests in progress.",
-            self.queued.load(Relaxed),
-        );
-        gauge(
-            "sluice_queue_capacity",
-            "Requests allowed in progress at once before new ones get 503.",
-            self.queue_capacity.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sluice_http_requests_total HTTP requests by route and status.\n# TYPE sluice_http_requests_total counter"
-        );
-        for (r, (_, route)) in ROUTES.iter().enumerate() {
-            for (c, n) in self.requests[r].iter().enumerate() {
-                let n = n.load(Relaxed);
-                if n > 0 {
-                    let code = CODES.get(c).map_or("other".to_owned(), u16::to_string);
-                    let _ = writeln!(
-                        out,
-                        "sluice_http_requests_total{{route=\"{route}\",code=\"{code}\"}} {n}"
-                    );
-                }
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP sluice_http_request_duration_seconds Time from a request's arrival to its response.\n# TYPE sluice_http_request_duration_seconds histogram"
-        );
-        for (r, (_, route)) in ROUTES.iter().enumerate() {
-            let h = &self.latency[r];
-            let mut cumulative = 0;
-            for (i, &bound) in BUCKETS_US.iter().enumerate() {
-                cumulative += h.buckets[i].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "sluice_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{}\"}} {cumulative}",
-                    bound as f64 / 1e6
-                );
-            }
-            let count = h.count.load(Relaxed);
-            let _ = writeln!(
-                out,
-                "sluice_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "sluice_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum_us.load(Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(
-                out,
-                "sluice_http_request_duration_seconds_count{{route=\"{route}\"}} {count}"
-            );
-        }
-        out
+    /// Counts a finished request.
+    pub fn request(&self, route: Route, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.label(),
+                code: code_label(status),
+            })
+            .inc();
+        // `Route::ALL` lists the routes in declaration order.
+        self.latency[route as usize].observe(took.as_secs_f64());
     }
+}
+
+/// The Prometheus text exposition (version 0.0.4, no `# EOF` line) of everything in
+/// `registry`. Fails only if a metric registered by someone else fails to encode.
+pub fn render(registry: &SharedRegistry) -> Result<String, std::fmt::Error> {
+    // A panic elsewhere while holding the lock leaves the metrics themselves intact.
+    let registry = registry.read().unwrap_or_else(PoisonError::into_inner);
+    let mut out = String::with_capacity(4096);
+    prometheus_text::encode(&mut out, &registry)?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn rendered(registry: Registry) -> String {
+        render(&Arc::new(RwLock::new(registry))).expect("render")
+    }
+
     #[test]
     fn renders_counters_and_a_cumulative_histogram() {
-        let m = Metrics::default();
-        m.events.fetch_add(3, Relaxed);
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.events.inc_by(3);
+        m.keys.set(7);
         m.request(Route::Events, 200, Duration::from_micros(80));
         m.request(Route::Events, 200, Duration::from_micros(700));
         m.request(Route::Events, 400, Duration::from_micros(30));
-        let text = m.render();
-        assert!(text.contains("sluice_events_total 3\n"), "{text}");
-        assert!(text.contains("sluice_http_requests_total{route=\"events\",code=\"200\"} 2\n"));
-        assert!(text.contains("sluice_http_requests_total{route=\"events\",code=\"400\"} 1\n"));
-        assert!(text.contains(
-            "sluice_http_request_duration_seconds_bucket{route=\"events\",le=\"0.0001\"} 2\n"
-        ));
-        assert!(text.contains(
-            "sluice_http_request_duration_seconds_bucket{route=\"events\",le=\"0.001\"} 3\n"
-        ));
-        assert!(text.contains("sluice_http_request_duration_seconds_count{route=\"events\"} 3\n"));
+        m.request(Route::Other, 418, Duration::from_micros(30));
+        let text = rendered(registry);
+        for line in [
+            "# HELP sluice_events_total Events enriched and added to state.\n",
+            "# TYPE sluice_events_total counter\n",
+            "sluice_events_total 3\n",
+            "sluice_dead_letters_total 0\n",
+            "# TYPE sluice_keys gauge\nsluice_keys 7\n",
+            "# TYPE sluice_http_requests_total counter\n",
+            "sluice_http_requests_total{route=\"events\",code=\"200\"} 2\n",
+            "sluice_http_requests_total{route=\"events\",code=\"400\"} 1\n",
+            "sluice_http_requests_total{route=\"other\",code=\"other\"} 1\n",
+            "# TYPE sluice_http_request_duration_seconds histogram\n",
+            "sluice_http_request_duration_seconds_bucket{route=\"events\",le=\"0.0001\"} 2\n",
+            "sluice_http_request_duration_seconds_bucket{route=\"events\",le=\"0.001\"} 3\n",
+            "sluice_http_request_duration_seconds_bucket{route=\"events\",le=\"+Inf\"} 3\n",
+            "sluice_http_request_duration_seconds_count{route=\"events\"} 3\n",
+            // Histograms of routes without requests yet are there too.
+            "sluice_http_request_duration_seconds_count{route=\"features\"} 0\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in\n{text}");
+        }
+        assert!(!text.contains("_total_total"), "{text}");
+        assert!(!text.contains("..\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn other_components_render_with_the_server() {
+        let registry = SharedRegistry::default();
+        let m = Metrics::register(&mut registry.write().expect("lock"));
+        let theirs = Counter::<u64>::default();
+        registry
+            .write()
+            .expect("lock")
+            .register("sluice_run_lines", "Lines read", theirs.clone());
+        theirs.inc();
+        m.late.inc();
+        let text = render(&registry).expect("render");
+        assert!(text.contains("sluice_run_lines_total 1\n"), "{text}");
+        assert!(text.contains("sluice_late_total 1\n"), "{text}");
     }
 }

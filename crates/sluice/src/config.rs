@@ -6,6 +6,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
 use sluice_connectors::kafka::{KafkaSink, KafkaSource, Start};
 use sluice_core::{parse_duration, Agg, FeatureSpec, Plan};
@@ -22,16 +23,17 @@ use toml::Spanned;
 pub const DEFAULT_LATENESS: &str = "5m";
 
 /// `[event]`: where the event time is and how late events may be.
+///
+/// There is no `id` (an event id field): accepted and ignored until now, it is an unknown
+/// field, so that it can come back with a meaning.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventSection {
     /// Field holding the event time. Default `ts`.
     time: Option<Spanned<String>>,
     /// `epoch_ms` (default), `epoch_s` or `rfc3339`.
-    time_format: Option<Spanned<String>>,
-    /// Field holding an event id (informational).
-    #[allow(dead_code)]
-    id: Option<String>,
+    #[serde(default, deserialize_with = "opt_choice")]
+    time_format: Option<Spanned<TimeFormatName>>,
     /// Accepted lateness behind the newest event time. Default `5m`.
     lateness: Option<Spanned<String>>,
 }
@@ -41,11 +43,13 @@ struct EventSection {
 #[serde(deny_unknown_fields)]
 struct SourceSection {
     /// `file` (default when `path` is set), `stdin` or `kafka`.
-    kind: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "opt_choice")]
+    kind: Option<Spanned<SourceKind>>,
     /// Input file, relative to the pipeline file.
     path: Option<String>,
     /// `jsonl` (default) or `csv`.
-    format: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "opt_choice")]
+    format: Option<Spanned<FormatName>>,
     /// Kafka: bootstrap brokers.
     brokers: Option<Spanned<Vec<String>>>,
     /// Kafka: the topic.
@@ -53,17 +57,19 @@ struct SourceSection {
     /// Kafka: the consumer group. Default `sluice`.
     group: Option<Spanned<String>>,
     /// Kafka: `earliest` (default) or `latest`, without a committed offset.
-    start: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "opt_choice")]
+    start: Option<Spanned<StartName>>,
     /// Kafka: stop once the assigned partitions are read to their end (as `--until-end`).
     until_end: Option<bool>,
 }
 
-/// `[sink]`, and `[dead_letters]`.
+/// `[sink]` (kinds [`SinkKind`]), and `[dead_letters]` (kinds [`DeadLetterKind`]).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SinkSection {
-    /// `file` (default when `path` is set), `stdout` or `kafka`.
-    kind: Option<Spanned<String>>,
+#[serde(deny_unknown_fields, bound(deserialize = "K: Choice"))]
+struct SinkSection<K> {
+    /// `file` (default when `path` is set), `stdout` (`[sink]` only) or `kafka`.
+    #[serde(default, deserialize_with = "opt_choice")]
+    kind: Option<Spanned<K>>,
     /// Output file, relative to the pipeline file.
     path: Option<String>,
     /// Kafka: bootstrap brokers.
@@ -73,15 +79,17 @@ struct SinkSection {
     /// Kafka: the event field whose value keys the messages.
     key: Option<Spanned<String>>,
     /// Kafka: `compression.type`. Default `lz4`.
-    compression: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "opt_choice")]
+    compression: Option<Spanned<Compression>>,
 }
 
 /// `[state]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateSection {
-    /// `memory` (default) or `redis`.
-    backend: Option<Spanned<String>>,
+    /// `memory` (default), `redis` or `embedded`.
+    #[serde(default, deserialize_with = "opt_choice")]
+    backend: Option<Spanned<BackendName>>,
     /// Redis node URLs, for `redis`.
     urls: Option<Spanned<Vec<String>>>,
     /// Key prefix after `sluice:`, for `redis`. Default `default`.
@@ -137,7 +145,8 @@ struct ServeSection {
 #[serde(deny_unknown_fields)]
 struct FeatureSection {
     name: Spanned<String>,
-    agg: Spanned<String>,
+    #[serde(deserialize_with = "choice")]
+    agg: Spanned<AggName>,
     of: Option<Spanned<String>>,
     by: Spanned<OneOrMany>,
     window: Spanned<String>,
@@ -157,14 +166,196 @@ enum OneOrMany {
 struct PipelineFile {
     event: Option<EventSection>,
     source: Option<SourceSection>,
-    sink: Option<SinkSection>,
-    dead_letters: Option<SinkSection>,
+    sink: Option<SinkSection<SinkKind>>,
+    dead_letters: Option<SinkSection<DeadLetterKind>>,
     state: Option<StateSection>,
     checkpoint: Option<CheckpointSection>,
     engine: Option<EngineSection>,
     serve: Option<ServeSection>,
     #[serde(default)]
     feature: Vec<FeatureSection>,
+}
+
+/// A setting that takes one of a few names: an enum whose derived `Deserialize` (with
+/// `rename_all = "snake_case"`) lists the valid names, read through [`choice`] so that an
+/// unknown name is reported as `unknown <WHAT> `<name>`; valid: <names>` at its position.
+trait Choice: DeserializeOwned {
+    /// What the setting is, in messages: `aggregation`, `state backend`...
+    const WHAT: &'static str;
+}
+
+/// Declares the enum of a [`Choice`] setting: its variants' snake_case names are the valid
+/// names, in this order.
+macro_rules! choice_enum {
+    ($(#[$doc:meta])* $name:ident, $what:literal, [$($(#[$vdoc:meta])* $variant:ident),+ $(,)?]) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum $name {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl Choice for $name {
+            const WHAT: &'static str = $what;
+        }
+    };
+}
+
+choice_enum!(
+    /// `[event] time_format`.
+    TimeFormatName, "time format", [EpochMs, EpochS, Rfc3339]
+);
+choice_enum!(
+    /// `[source] format`.
+    FormatName, "source format", [Jsonl, Csv]
+);
+choice_enum!(
+    /// `[source] kind`.
+    SourceKind, "source kind", [File, Stdin, Kafka]
+);
+choice_enum!(
+    /// `[source] start`.
+    StartName, "start", [Earliest, Latest]
+);
+choice_enum!(
+    /// `[sink] kind`.
+    SinkKind, "sink kind", [File, Stdout, Kafka]
+);
+choice_enum!(
+    /// `[dead_letters] kind`.
+    DeadLetterKind, "dead-letter kind", [File, Kafka]
+);
+choice_enum!(
+    /// Kafka `compression` of `[sink]` and `[dead_letters]`.
+    Compression, "compression", [None, Snappy, Lz4]
+);
+choice_enum!(
+    /// `[state] backend`.
+    BackendName, "state backend", [Memory, Redis, Embedded]
+);
+choice_enum!(
+    /// `[[feature]] agg`: the names of [`Agg`], in the order of `AGG_NAMES`.
+    AggName, "aggregation", [Count, Sum, Avg, Min, Max, DistinctCount, Last]
+);
+
+impl From<AggName> for Agg {
+    fn from(a: AggName) -> Agg {
+        match a {
+            AggName::Count => Agg::Count,
+            AggName::Sum => Agg::Sum,
+            AggName::Avg => Agg::Avg,
+            AggName::Min => Agg::Min,
+            AggName::Max => Agg::Max,
+            AggName::DistinctCount => Agg::DistinctCount,
+            AggName::Last => Agg::Last,
+        }
+    }
+}
+
+impl From<TimeFormatName> for TimeFormat {
+    fn from(t: TimeFormatName) -> TimeFormat {
+        match t {
+            TimeFormatName::EpochMs => TimeFormat::EpochMs,
+            TimeFormatName::EpochS => TimeFormat::EpochS,
+            TimeFormatName::Rfc3339 => TimeFormat::Rfc3339,
+        }
+    }
+}
+
+impl From<FormatName> for InputFormat {
+    fn from(f: FormatName) -> InputFormat {
+        match f {
+            FormatName::Jsonl => InputFormat::Jsonl,
+            FormatName::Csv => InputFormat::Csv,
+        }
+    }
+}
+
+impl From<StartName> for Start {
+    fn from(s: StartName) -> Start {
+        match s {
+            StartName::Earliest => Start::Earliest,
+            StartName::Latest => Start::Latest,
+        }
+    }
+}
+
+impl Compression {
+    /// The librdkafka `compression.type`.
+    fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+        }
+    }
+}
+
+/// Why a name is not one of a [`Choice`]'s: the valid names, as serde's derived code lists
+/// them when it meets an unknown variant.
+#[derive(Debug)]
+struct NameError {
+    valid: &'static [&'static str],
+    message: String,
+}
+
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for NameError {}
+
+impl serde::de::Error for NameError {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        NameError {
+            valid: &[],
+            message: msg.to_string(),
+        }
+    }
+
+    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
+        NameError {
+            valid: expected,
+            message: format!("unknown variant `{variant}`"),
+        }
+    }
+}
+
+/// Reads a [`Choice`] setting: a string, then its variant. The error of an unknown name
+/// lists the valid ones; TOML gives it the position of the value.
+fn choice<'de, D, T>(d: D) -> Result<Spanned<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Choice,
+{
+    let name = Spanned::<String>::deserialize(d)?;
+    let value = T::deserialize(serde::de::value::StrDeserializer::<NameError>::new(
+        name.get_ref(),
+    ))
+    .map_err(|e| {
+        if e.valid.is_empty() {
+            D::Error::custom(format!("invalid {} `{}`: {e}", T::WHAT, name.get_ref()))
+        } else {
+            D::Error::custom(format!(
+                "unknown {} `{}`; valid: {}",
+                T::WHAT,
+                name.get_ref(),
+                e.valid.join(", ")
+            ))
+        }
+    })?;
+    Ok(Spanned::new(name.span(), value))
+}
+
+/// [`choice`] for an optional setting (with `#[serde(default)]`).
+fn opt_choice<'de, D, T>(d: D) -> Result<Option<Spanned<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Choice,
+{
+    choice(d).map(Some)
 }
 
 /// Where the records come from, per the pipeline file.
@@ -310,32 +501,6 @@ impl Source<'_> {
     fn duration(&self, s: &Spanned<String>) -> Result<i64, ConfigError> {
         parse_duration(s.get_ref()).map_err(|e| self.error(Some(s.span()), e.to_string()))
     }
-
-    fn choice<T>(
-        &self,
-        s: &Spanned<String>,
-        what: &str,
-        valid: &[(&str, T)],
-    ) -> Result<T, ConfigError>
-    where
-        T: Copy,
-    {
-        valid
-            .iter()
-            .find(|(name, _)| name == s.get_ref())
-            .map(|&(_, v)| v)
-            .ok_or_else(|| {
-                let names: Vec<&str> = valid.iter().map(|(n, _)| *n).collect();
-                self.error(
-                    Some(s.span()),
-                    format!(
-                        "unknown {what} `{}`; valid: {}",
-                        s.get_ref(),
-                        names.join(", ")
-                    ),
-                )
-            })
-    }
 }
 
 /// Whether `text` is zero written as a duration: `0`, or zeros followed by a unit.
@@ -374,18 +539,9 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
     let time_field = event
         .and_then(|e| e.time.as_ref())
         .map_or_else(|| "ts".to_owned(), |t| t.get_ref().clone());
-    let time_format = match event.and_then(|e| e.time_format.as_ref()) {
-        None => TimeFormat::EpochMs,
-        Some(s) => src.choice(
-            s,
-            "time format",
-            &[
-                ("epoch_ms", TimeFormat::EpochMs),
-                ("epoch_s", TimeFormat::EpochS),
-                ("rfc3339", TimeFormat::Rfc3339),
-            ],
-        )?,
-    };
+    let time_format = event
+        .and_then(|e| e.time_format.as_ref())
+        .map_or(TimeFormat::EpochMs, |t| (*t.get_ref()).into());
     let lateness_ms = match event.and_then(|e| e.lateness.as_ref()) {
         None => parse_duration(DEFAULT_LATENESS).expect("the default lateness is valid"),
         // "0", "0s", "0ms"...: no lateness at all (durations are otherwise positive).
@@ -398,25 +554,14 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
         None => None,
         Some(s) => {
             if let Some(f) = &s.format {
-                format = src.choice(
-                    f,
-                    "source format",
-                    &[("jsonl", InputFormat::Jsonl), ("csv", InputFormat::Csv)],
-                )?;
+                format = (*f.get_ref()).into();
             }
-            let kind = match &s.kind {
-                None => "file",
-                Some(k) => src.choice(
-                    k,
-                    "source kind",
-                    &[("file", "file"), ("stdin", "stdin"), ("kafka", "kafka")],
-                )?,
-            };
+            let kind = s.kind.as_ref().map_or(SourceKind::File, |k| *k.get_ref());
             match (kind, &s.path) {
-                ("stdin", _) => Some(SourceConfig::Stdin),
-                ("kafka", _) => Some(SourceConfig::Kafka(kafka_source(&src, s)?)),
-                (_, Some(p)) => Some(SourceConfig::File(resolve(p))),
-                (_, None) => {
+                (SourceKind::Stdin, _) => Some(SourceConfig::Stdin),
+                (SourceKind::Kafka, _) => Some(SourceConfig::Kafka(kafka_source(&src, s)?)),
+                (SourceKind::File, Some(p)) => Some(SourceConfig::File(resolve(p))),
+                (SourceKind::File, None) => {
                     return Err(src.error(
                         s.kind.as_ref().map(Spanned::span),
                         "[source] of kind `file` needs `path`, e.g. path = \"transactions.jsonl\" (or kind = \"stdin\")",
@@ -439,19 +584,12 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
     let sink = match &file.sink {
         None => None,
         Some(s) => {
-            let kind = match &s.kind {
-                None => "file",
-                Some(k) => src.choice(
-                    k,
-                    "sink kind",
-                    &[("file", "file"), ("stdout", "stdout"), ("kafka", "kafka")],
-                )?,
-            };
+            let kind = s.kind.as_ref().map_or(SinkKind::File, |k| *k.get_ref());
             match (kind, &s.path) {
-                ("stdout", _) => Some(SinkConfig::Stdout),
-                ("kafka", _) => Some(SinkConfig::Kafka(kafka_sink(&src, s, "sink")?)),
-                (_, Some(p)) => Some(SinkConfig::File(resolve(p))),
-                (_, None) => {
+                (SinkKind::Stdout, _) => Some(SinkConfig::Stdout),
+                (SinkKind::Kafka, _) => Some(SinkConfig::Kafka(kafka_sink(&src, s, "sink")?)),
+                (SinkKind::File, Some(p)) => Some(SinkConfig::File(resolve(p))),
+                (SinkKind::File, None) => {
                     return Err(src.error(
                         s.kind.as_ref().map(Spanned::span),
                         "[sink] of kind `file` needs `path`, e.g. path = \"features.jsonl\" (or kind = \"stdout\")",
@@ -478,104 +616,16 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
 
     let checkpoint = match &file.checkpoint {
         None => None,
-        Some(c) => {
-            if c.path.get_ref().contains("://") {
-                return Err(src.error(
-                    Some(c.path.span()),
-                    "object storage is not supported yet; valid: a directory (local or on a shared file system)",
-                ));
-            }
-            if matches!(state, StateConfig::Redis(_)) {
-                return Err(src.error(
-                    Some(c.path.span()),
-                    "checkpoints are for local state; with backend = \"redis\" the state is kept in Redis",
-                ));
-            }
-            if format == InputFormat::Csv {
-                return Err(src.error(
-                    Some(c.path.span()),
-                    "checkpoints need JSONL input (a CSV position cannot be resumed yet)",
-                ));
-            }
-            let interval_ms = match &c.interval {
-                None => 5_000,
-                Some(i) => src.duration(i)?,
-            };
-            let keep = match &c.keep {
-                None => 3,
-                Some(k) if (1..=1000).contains(k.get_ref()) => *k.get_ref() as usize,
-                Some(k) => return Err(src.error(Some(k.span()), "keep must be between 1 and 1000")),
-            };
-            Some(CheckpointConfig {
-                dir: resolve(c.path.get_ref()),
-                interval: std::time::Duration::from_millis(interval_ms as u64),
-                keep,
-            })
-        }
+        Some(c) => Some(checkpoint_config(&src, c, &state, format, &resolve)?),
     };
 
     let serve = serve_config(&src, file.serve.as_ref())?;
     let (dead_letters, dead_letter_topic) = match &file.dead_letters {
         None => (None, None),
-        Some(d) => match &d.kind {
-            Some(k) if src.choice(k, "dead-letter kind", &[("file", "file"), ("kafka", "kafka")])? == "kafka" => {
-                (None, Some(kafka_sink(&src, d, "dead_letters")?))
-            }
-            _ => match &d.path {
-                Some(p) => (Some(resolve(p)), None),
-                None => {
-                    return Err(src.error(
-                        d.kind.as_ref().map(Spanned::span),
-                        "[dead_letters] needs `path`, e.g. path = \"dead_letters.jsonl\" (or kind = \"kafka\" with brokers and topic)",
-                    ))
-                }
-            },
-        },
+        Some(d) => dead_letters_config(&src, d, &resolve)?,
     };
 
-    if file.feature.is_empty() {
-        return Err(src.error(
-            None,
-            "no [[feature]] defined; add one, e.g.\n[[feature]]\nname = \"user_amount_1d\"\nagg = \"sum\"\nof = \"amount\"\nby = [\"user_id\"]\nwindow = \"1d\"",
-        ));
-    }
-    let aggs: Vec<(&str, Agg)> = sluice_core::agg::AGG_NAMES
-        .iter()
-        .map(|n| (*n, n.parse::<Agg>().expect("every listed name parses")))
-        .collect();
-    let mut specs = Vec::with_capacity(file.feature.len());
-    for f in &file.feature {
-        let agg = src.choice(&f.agg, "aggregation", &aggs)?;
-        let by = match f.by.get_ref() {
-            OneOrMany::One(s) => vec![s.clone()],
-            OneOrMany::Many(v) => v.clone(),
-        };
-        specs.push(FeatureSpec {
-            name: f.name.get_ref().clone(),
-            agg,
-            of: f.of.as_ref().map(|o| o.get_ref().clone()),
-            by,
-            window_ms: src.duration(&f.window)?,
-            granularity_ms: match &f.granularity {
-                None => 1,
-                Some(g) => src.duration(g)?,
-            },
-        });
-    }
-    let plan = Plan::new(specs, lateness_ms).map_err(|e| {
-        let f = &file.feature[e.feature];
-        let span = match e.field {
-            "of" => f.of.as_ref().map_or(f.agg.span(), Spanned::span),
-            "by" => f.by.span(),
-            "window" => f.window.span(),
-            "granularity" => f
-                .granularity
-                .as_ref()
-                .map_or(f.window.span(), Spanned::span),
-            _ => f.name.span(),
-        };
-        src.error(Some(span), e.to_string())
-    })?;
+    let plan = plan_config(&src, &file.feature, lateness_ms)?;
     Ok(PipelineConfig {
         path: path.to_owned(),
         plan,
@@ -594,15 +644,118 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
     })
 }
 
-/// The brokers and topic of a Kafka section.
+/// `[checkpoint]`, given the state backend and input format it must work with.
+fn checkpoint_config(
+    src: &Source<'_>,
+    c: &CheckpointSection,
+    state: &StateConfig,
+    format: InputFormat,
+    resolve: &impl Fn(&str) -> PathBuf,
+) -> Result<CheckpointConfig, ConfigError> {
+    if c.path.get_ref().contains("://") {
+        return Err(src.error(
+            Some(c.path.span()),
+            "object storage is not supported yet; valid: a directory (local or on a shared file system)",
+        ));
+    }
+    if matches!(state, StateConfig::Redis(_)) {
+        return Err(src.error(
+            Some(c.path.span()),
+            "checkpoints are for local state; with backend = \"redis\" the state is kept in Redis",
+        ));
+    }
+    if format == InputFormat::Csv {
+        return Err(src.error(
+            Some(c.path.span()),
+            "checkpoints need JSONL input (a CSV position cannot be resumed yet)",
+        ));
+    }
+    let interval_ms = match &c.interval {
+        None => 5_000,
+        Some(i) => src.duration(i)?,
+    };
+    let keep = match &c.keep {
+        None => 3,
+        Some(k) if (1..=1000).contains(k.get_ref()) => *k.get_ref() as usize,
+        Some(k) => return Err(src.error(Some(k.span()), "keep must be between 1 and 1000")),
+    };
+    Ok(CheckpointConfig {
+        dir: resolve(c.path.get_ref()),
+        interval: std::time::Duration::from_millis(interval_ms as u64),
+        keep,
+    })
+}
+
+/// `[dead_letters]`: a file, or a Kafka topic.
+fn dead_letters_config(
+    src: &Source<'_>,
+    d: &SinkSection<DeadLetterKind>,
+    resolve: &impl Fn(&str) -> PathBuf,
+) -> Result<(Option<PathBuf>, Option<KafkaSink>), ConfigError> {
+    match (d.kind.as_ref().map(|k| *k.get_ref()), &d.path) {
+        (Some(DeadLetterKind::Kafka), _) => Ok((None, Some(kafka_sink(src, d, "dead_letters")?))),
+        (Some(DeadLetterKind::File) | None, Some(p)) => Ok((Some(resolve(p)), None)),
+        (Some(DeadLetterKind::File) | None, None) => Err(src.error(
+            d.kind.as_ref().map(Spanned::span),
+            "[dead_letters] needs `path`, e.g. path = \"dead_letters.jsonl\" (or kind = \"kafka\" with brokers and topic)",
+        )),
+    }
+}
+
+/// The `[[feature]]`s, planned; a planning error points at the setting at fault.
+fn plan_config(
+    src: &Source<'_>,
+    features: &[FeatureSection],
+    lateness_ms: i64,
+) -> Result<Plan, ConfigError> {
+    if features.is_empty() {
+        return Err(src.error(
+            None,
+            "no [[feature]] defined; add one, e.g.\n[[feature]]\nname = \"user_amount_1d\"\nagg = \"sum\"\nof = \"amount\"\nby = [\"user_id\"]\nwindow = \"1d\"",
+        ));
+    }
+    let mut specs = Vec::with_capacity(features.len());
+    for f in features {
+        let by = match f.by.get_ref() {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        };
+        specs.push(FeatureSpec {
+            name: f.name.get_ref().clone(),
+            agg: Agg::from(*f.agg.get_ref()),
+            of: f.of.as_ref().map(|o| o.get_ref().clone()),
+            by,
+            window_ms: src.duration(&f.window)?,
+            granularity_ms: match &f.granularity {
+                None => 1,
+                Some(g) => src.duration(g)?,
+            },
+        });
+    }
+    Plan::new(specs, lateness_ms).map_err(|e| {
+        let f = &features[e.feature];
+        let span = match e.field {
+            "of" => f.of.as_ref().map_or(f.agg.span(), Spanned::span),
+            "by" => f.by.span(),
+            "window" => f.window.span(),
+            "granularity" => f
+                .granularity
+                .as_ref()
+                .map_or(f.window.span(), Spanned::span),
+            _ => f.name.span(),
+        };
+        src.error(Some(span), e.to_string())
+    })
+}
+
+/// The brokers and topic of a Kafka section; `span` is that of its `kind`.
 fn brokers_and_topic(
     src: &Source<'_>,
     brokers: &Option<Spanned<Vec<String>>>,
     topic: &Option<Spanned<String>>,
-    kind: &Option<Spanned<String>>,
+    span: Option<Range<usize>>,
     section: &str,
 ) -> Result<(Vec<String>, String), ConfigError> {
-    let span = kind.as_ref().map(Spanned::span);
     let brokers = match brokers {
         Some(b) if !b.get_ref().is_empty() => b.get_ref().clone(),
         Some(b) => {
@@ -634,15 +787,12 @@ fn brokers_and_topic(
 
 /// `[source] kind = "kafka"`.
 fn kafka_source(src: &Source<'_>, s: &SourceSection) -> Result<KafkaSource, ConfigError> {
-    let (brokers, topic) = brokers_and_topic(src, &s.brokers, &s.topic, &s.kind, "source")?;
-    let start = match &s.start {
-        None => Start::Earliest,
-        Some(st) => src.choice(
-            st,
-            "start",
-            &[("earliest", Start::Earliest), ("latest", Start::Latest)],
-        )?,
-    };
+    let kind = s.kind.as_ref().map(Spanned::span);
+    let (brokers, topic) = brokers_and_topic(src, &s.brokers, &s.topic, kind, "source")?;
+    let start = s
+        .start
+        .as_ref()
+        .map_or(Start::Earliest, |st| (*st.get_ref()).into());
     Ok(KafkaSource {
         brokers,
         topic,
@@ -656,18 +806,19 @@ fn kafka_source(src: &Source<'_>, s: &SourceSection) -> Result<KafkaSource, Conf
 }
 
 /// `kind = "kafka"` in `[sink]` or `[dead_letters]`.
-fn kafka_sink(src: &Source<'_>, s: &SinkSection, section: &str) -> Result<KafkaSink, ConfigError> {
-    let (brokers, topic) = brokers_and_topic(src, &s.brokers, &s.topic, &s.kind, section)?;
-    let compression = match &s.compression {
-        None => "lz4".to_owned(),
-        Some(c) => src
-            .choice(
-                c,
-                "compression",
-                &[("none", "none"), ("snappy", "snappy"), ("lz4", "lz4")],
-            )?
-            .to_owned(),
-    };
+fn kafka_sink<K>(
+    src: &Source<'_>,
+    s: &SinkSection<K>,
+    section: &str,
+) -> Result<KafkaSink, ConfigError> {
+    let kind = s.kind.as_ref().map(Spanned::span);
+    let (brokers, topic) = brokers_and_topic(src, &s.brokers, &s.topic, kind, section)?;
+    let compression = s
+        .compression
+        .as_ref()
+        .map_or(Compression::Lz4, |c| *c.get_ref())
+        .name()
+        .to_owned();
     Ok(KafkaSink {
         brokers,
         topic,
@@ -752,28 +903,20 @@ fn resolve_path(pipeline: &Path, p: &str) -> PathBuf {
 
 /// `[state]`: the backend and its settings; settings of another backend are an error.
 fn state_config(src: &Source<'_>, st: &StateSection) -> Result<StateConfig, ConfigError> {
-    let backend = match &st.backend {
-        None => "memory",
-        Some(b) => src.choice(
-            b,
-            "state backend",
-            &[
-                ("memory", "memory"),
-                ("redis", "redis"),
-                ("embedded", "embedded"),
-            ],
-        )?,
-    };
+    let backend = st
+        .backend
+        .as_ref()
+        .map_or(BackendName::Memory, |b| *b.get_ref());
     let embedded_only = [
         st.memory_cap.as_ref().map(Spanned::span),
         st.path.as_ref().map(Spanned::span),
     ];
-    if backend != "embedded" {
+    if backend != BackendName::Embedded {
         if let Some(span) = embedded_only.into_iter().flatten().next() {
             return Err(src.error(Some(span), "this setting is for backend = \"embedded\""));
         }
     }
-    if backend == "embedded" {
+    if backend == BackendName::Embedded {
         let memory_cap = match &st.memory_cap {
             None => 256 << 20,
             Some(m) => parse_size(m.get_ref()).ok_or_else(|| {
@@ -792,7 +935,7 @@ fn state_config(src: &Source<'_>, st: &StateSection) -> Result<StateConfig, Conf
         };
         return Ok(StateConfig::Embedded(EmbeddedOptions { dir, memory_cap }));
     }
-    if backend == "memory" {
+    if backend == BackendName::Memory {
         let redis_only = [
             st.urls.as_ref().map(Spanned::span),
             st.namespace.as_ref().map(Spanned::span),
@@ -931,6 +1074,107 @@ mod tests {
         );
         let e = err("[[feature]\n");
         assert!(e.starts_with("p.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn event_id_is_an_unknown_field() {
+        let e = err(&format!(
+            "[event]\ntime = \"t\"\nid = \"txn_id\"\n{BASE}agg = \"count\"\nwindow = \"1d\"\n"
+        ));
+        assert!(
+            e.starts_with(
+                "p.toml:3:1: unknown field `id`, expected one of `time`, `time_format`, `lateness`"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_choice_names_its_position_and_the_valid_names() {
+        let feature = "[[feature]]\nname = \"f\"\nagg = \"count\"\nby = \"u\"\nwindow = \"1h\"\n";
+        let kafka = "brokers = [\"b:9092\"]\ntopic = \"t\"\n";
+        for (text, want) in [
+            (
+                "[event]\ntime_format = \"iso\"\n".to_owned(),
+                "p.toml:2:15: unknown time format `iso`; valid: epoch_ms, epoch_s, rfc3339",
+            ),
+            (
+                "[source]\npath = \"x\"\nformat = \"xml\"\n".to_owned(),
+                "p.toml:3:10: unknown source format `xml`; valid: jsonl, csv",
+            ),
+            (
+                "[source]\nkind = \"http\"\n".to_owned(),
+                "p.toml:2:8: unknown source kind `http`; valid: file, stdin, kafka",
+            ),
+            (
+                format!("[source]\nkind = \"kafka\"\n{kafka}start = \"now\"\n"),
+                "p.toml:5:9: unknown start `now`; valid: earliest, latest",
+            ),
+            (
+                "[sink]\nkind = \"stdin\"\n".to_owned(),
+                "p.toml:2:8: unknown sink kind `stdin`; valid: file, stdout, kafka",
+            ),
+            (
+                "[dead_letters]\nkind = \"stdout\"\n".to_owned(),
+                "p.toml:2:8: unknown dead-letter kind `stdout`; valid: file, kafka",
+            ),
+            (
+                format!("[dead_letters]\nkind = \"kafka\"\n{kafka}compression = \"zstd\"\n"),
+                "p.toml:5:15: unknown compression `zstd`; valid: none, snappy, lz4",
+            ),
+            (
+                "[state]\nbackend = \"Memory\"\n".to_owned(),
+                "p.toml:2:11: unknown state backend `Memory`; valid: memory, redis, embedded",
+            ),
+            (
+                format!("{BASE}agg = \"distinctCount\"\n"),
+                "p.toml:4:7: unknown aggregation `distinctCount`; valid: count, sum, avg, min, max, distinct_count, last",
+            ),
+            (
+                format!("{BASE}agg = 5\n"),
+                "p.toml:4:7: invalid type: integer `5`, expected a string",
+            ),
+        ] {
+            let e = err(&format!("{text}{feature}"));
+            assert!(e.starts_with(want), "{e}\nwanted: {want}");
+        }
+    }
+
+    #[test]
+    fn valid_choices_map_to_their_settings() {
+        let feature = "[[feature]]\nname = \"f\"\nagg = \"count\"\nby = \"u\"\nwindow = \"1h\"\n";
+        let p = parse(
+            Path::new("p.toml"),
+            &format!("[event]\ntime_format = \"rfc3339\"\n[source]\nkind = \"stdin\"\nformat = \"csv\"\n[sink]\nkind = \"stdout\"\n[state]\nbackend = \"embedded\"\n{feature}"),
+        )
+        .expect("valid");
+        assert_eq!(p.time_format, TimeFormat::Rfc3339);
+        assert_eq!(p.source, Some(SourceConfig::Stdin));
+        assert_eq!(p.format, InputFormat::Csv);
+        assert_eq!(p.sink, Some(SinkConfig::Stdout));
+        assert!(matches!(p.state, StateConfig::Embedded(_)));
+        let p = parse(
+            Path::new("p.toml"),
+            &format!("[dead_letters]\nkind = \"kafka\"\nbrokers = [\"b:9092\"]\ntopic = \"t\"\ncompression = \"snappy\"\n{feature}"),
+        )
+        .expect("valid");
+        assert_eq!(
+            p.dead_letter_topic.map(|t| t.compression),
+            Some("snappy".to_owned())
+        );
+        // The aggregation names are those of the core, in its order.
+        let valid = AggName::deserialize(serde::de::value::StrDeserializer::<NameError>::new(
+            "median",
+        ))
+        .expect_err("unknown")
+        .valid;
+        assert_eq!(valid, sluice_core::agg::AGG_NAMES);
+        for name in sluice_core::agg::AGG_NAMES {
+            let agg =
+                AggName::deserialize(serde::de::value::StrDeserializer::<NameError>::new(name))
+                    .expect("a valid name");
+            assert_eq!(Agg::from(agg).name(), name);
+        }
     }
 
     #[test]

@@ -27,7 +27,12 @@
 pub mod config;
 mod pipeline;
 
+/// The README's Rust examples, compiled and run as doctests so that they cannot rot.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use config::ConfigError;
-pub use pipeline::{Feature, Pipeline, PipelineBuilder};
+pub use pipeline::{BuildError, Feature, Pipeline, PipelineBuilder};
 pub use sluice_core::Agg;
 pub use sluice_engine::{StateConfig, Summary, TimeFormat};

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::state::prefetch::{prefetch, prefetch_ptr};
 
 /// Version of the checkpoint format; a checkpoint of another version is not read.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Magic bytes at the start of a shard file.
 const SHARD_MAGIC: &[u8; 8] = b"SLUICEKG";
@@ -296,20 +296,32 @@ impl ShardFileWriter {
         };
         self.full = None; // closes the channel: the helper writes what is left and syncs
         let done = self.done.take();
-        let waiter = std::thread::Builder::new()
+        let finish = move || match done.map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => sent
+                .map_err(|e| ckpt_error(format!("cannot write a snapshot: {e}")))
+                .and(r),
+            _ => Err(ckpt_error("the snapshot writer panicked")),
+        };
+        // The job travels to the helper through a slot, so that it can still be run here if
+        // the helper cannot start: the shard then waits for its file, but the checkpoint is
+        // still completed or failed, never left hanging.
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(move || then(finish()))));
+        let theirs = std::sync::Arc::clone(&slot);
+        let spawned = std::thread::Builder::new()
             .name("sluice-snapshot-done".into())
-            .spawn(move || {
-                let result = match done.map(std::thread::JoinHandle::join) {
-                    Some(Ok(r)) => sent
-                        .map_err(|e| ckpt_error(format!("cannot write a snapshot: {e}")))
-                        .and(r),
-                    _ => Err(ckpt_error("the snapshot writer panicked")),
-                };
-                then(result);
-            });
-        if waiter.is_err() {
-            tracing::warn!("cannot start a thread to finish a snapshot");
+            .spawn(move || run_once(&theirs));
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start a thread to finish a snapshot ({e}); finishing it here");
+            run_once(&slot);
         }
+    }
+}
+
+/// Runs the job in `slot` unless someone already took it.
+fn run_once<F: FnOnce()>(slot: &std::sync::Mutex<Option<F>>) {
+    let job = slot.lock().ok().and_then(|mut s| s.take());
+    if let Some(job) = job {
+        job();
     }
 }
 

@@ -72,10 +72,16 @@ enum Fill {
 }
 
 impl Feed {
-    fn timed(mut reader: Box<dyn Read + Send>, wait: Duration) -> Feed {
+    /// A feed read by a helper thread; fails when the thread cannot start (the input would
+    /// otherwise look empty).
+    fn timed(
+        mut reader: Box<dyn Read + Send>,
+        wait: Duration,
+        name: &std::path::Path,
+    ) -> Result<Feed> {
         let (tx, rx) = crossbeam_channel::bounded(4);
         // Detached: it ends at the end of the input, or when the batcher is gone.
-        let _ = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("sluice-input".into())
             .spawn(move || loop {
                 let mut chunk = vec![0; 64 * 1024];
@@ -93,13 +99,17 @@ impl Feed {
                         return;
                     }
                 }
-            });
-        Feed::Timed {
+            })
+            .map_err(|source| Error::Input {
+                path: name.to_path_buf(),
+                source,
+            })?;
+        Ok(Feed::Timed {
             chunks: rx,
             pending: Vec::new(),
             at: 0,
             wait,
-        }
+        })
     }
 
     /// Reads into `buf`, waiting at most until `deadline` (when set) on a timed feed.
@@ -184,11 +194,11 @@ impl LineBatcher {
         name: PathBuf,
         batch_bytes: usize,
         wait: Duration,
-    ) -> Self {
-        LineBatcher {
-            feed: Feed::timed(reader, wait),
+    ) -> Result<Self> {
+        Ok(LineBatcher {
+            feed: Feed::timed(reader, wait, &name)?,
             ..LineBatcher::new(Box::new(std::io::empty()), name, batch_bytes)
-        }
+        })
     }
 
     /// The next batch of whole lines, filled into `buf` (a recycled buffer), or `None` at the

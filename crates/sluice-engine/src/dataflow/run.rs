@@ -230,10 +230,10 @@ pub struct Resume {
     pub groups: Vec<GroupSnapshot>,
 }
 
-/// A fingerprint of a plan: state restores only into the plan it was taken with.
+/// A fingerprint of a plan: state restores only into the plan it was taken with
+/// ([`Plan::fingerprint`]: an explicit encoding of the features and lateness).
 pub fn plan_fingerprint(plan: &Plan) -> String {
-    let text = format!("{:?}|{}", plan.features, plan.lateness_ms);
-    format!("{:016x}", sluice_core::key_hash(text.as_bytes()))
+    plan.fingerprint()
 }
 
 /// Runs a job over an input to completion.
@@ -265,7 +265,7 @@ pub fn run_resumed(
             let batcher = match job.batch_wait {
                 None => LineBatcher::new(input.reader, input.name.clone(), job.batch_bytes),
                 Some(wait) => {
-                    LineBatcher::with_wait(input.reader, input.name.clone(), job.batch_bytes, wait)
+                    LineBatcher::with_wait(input.reader, input.name.clone(), job.batch_bytes, wait)?
                 }
             };
             Batcher::Lines(match &resume {

@@ -1,6 +1,7 @@
 //! Registers in process memory, one hash table per key group and key spec; with a disk tier
 //! ([`super::spill`]) this is also the embedded backend.
 
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use sluice_core::{
     group_of, key_hash, DistinctScratch, FeatureValue, KeySpec, KeyState, Plan, KEY_GROUPS,
@@ -11,7 +12,7 @@ use super::prefetch::prefetch;
 use super::spill::{estimated_bytes, Spill};
 use super::{StateBackend, TierStats, Update};
 use crate::checkpoint::{GroupSnapshot, GroupSnapshotRef, ShardSink};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One key: its hash, the key inline (most encoded keys are short) and its registers.
 ///
@@ -175,13 +176,45 @@ impl MemoryBackend {
     }
 
     /// Memory state holding `groups` (restored from a checkpoint), as of the stream's `floor`.
+    ///
+    /// Every key's registers are checked against the plan ([`KeyState::check`]): registers
+    /// that do not fit it (another plan's, or damaged before their checksum was taken), a key
+    /// spec the plan does not have, or a key stored twice is an error naming the key group,
+    /// the key spec and the key.
+    pub fn try_restore(plan: &Plan, groups: Vec<GroupSnapshot>, floor: i64) -> Result<Self> {
+        Self::restore_checked(plan, groups, floor, Err)
+    }
+
+    /// [`MemoryBackend::try_restore`] for groups known to come from this plan (for example
+    /// encoded by a backend of it in the same process): a key that does not fit the plan is
+    /// left out, with a warning, rather than failing.
     pub fn restore(plan: &Plan, groups: Vec<GroupSnapshot>, floor: i64) -> Self {
+        let restored = Self::restore_checked(plan, groups, floor, |e| {
+            tracing::warn!("restore: {e}; the key is left out");
+            Ok::<(), std::convert::Infallible>(())
+        });
+        match restored {
+            Ok(backend) => backend,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Restores `groups`, handing every key that does not fit the plan to `misfit`, which
+    /// stops the restore with its error or skips the key.
+    fn restore_checked<E>(
+        plan: &Plan,
+        groups: Vec<GroupSnapshot>,
+        floor: i64,
+        mut misfit: impl FnMut(Error) -> std::result::Result<(), E>,
+    ) -> std::result::Result<Self, E> {
         let mut backend = MemoryBackend {
             floor,
             ..MemoryBackend::default()
         };
         for snapshot in groups {
-            let Some(slot) = backend.groups.get_mut(snapshot.group as usize) else {
+            let g = snapshot.group;
+            let Some(slot) = backend.groups.get_mut(g as usize) else {
+                misfit(restore_error(g, None, None, "no such key group"))?;
                 continue;
             };
             // A group may come in several parts (never from a consistent checkpoint, but
@@ -191,23 +224,51 @@ impl MemoryBackend {
                     tables: plan.keys.iter().map(|_| HashTable::new()).collect(),
                 })
             });
-            for (table, keys) in group.tables.iter_mut().zip(snapshot.tables) {
+            for (k, keys) in snapshot.tables.into_iter().enumerate() {
+                let (Some(spec), Some(table)) = (plan.keys.get(k), group.tables.get_mut(k)) else {
+                    if !keys.is_empty() {
+                        misfit(restore_error(
+                            g,
+                            Some(k),
+                            None,
+                            "the plan has no such key spec",
+                        ))?;
+                    }
+                    continue;
+                };
                 for (key, state) in keys {
                     let hash = key_hash(&key);
-                    backend.live += 1;
-                    table.insert_unique(
+                    if let Err(e) = state.check(spec) {
+                        let message = format!("the registers do not fit the plan: {e}");
+                        misfit(restore_error(g, Some(k), Some(&key), &message))?;
+                        continue;
+                    }
+                    match table.entry(
                         hash,
-                        KeyEntry {
-                            hash,
-                            key: SmallVec::from_vec(key),
-                            state: Box::new(state),
-                        },
+                        |e| e.hash == hash && e.key.as_slice() == key,
                         |e| e.hash,
-                    );
+                    ) {
+                        Entry::Occupied(_) => {
+                            misfit(restore_error(
+                                g,
+                                Some(k),
+                                Some(&key),
+                                "the key is stored twice",
+                            ))?;
+                        }
+                        Entry::Vacant(v) => {
+                            v.insert(KeyEntry {
+                                hash,
+                                key: SmallVec::from_vec(key),
+                                state: Box::new(state),
+                            });
+                            backend.live += 1;
+                        }
+                    }
                 }
             }
         }
-        backend
+        Ok(backend)
     }
 
     /// Drops every key that no future window can reach. Runs after four times as many updates
@@ -272,7 +333,7 @@ impl StateBackend for MemoryBackend {
             return Ok(peek_state(&plan.keys[key_spec], Some(state), at, out));
         }
         let on_disk = match self.spill.as_ref() {
-            Some(spill) => spill.peek(group, key_spec, key)?,
+            Some(spill) => spill.peek(group, key_spec, &plan.keys[key_spec], key)?,
             None => None,
         };
         Ok(peek_state(&plan.keys[key_spec], on_disk.as_ref(), at, out))
@@ -289,6 +350,18 @@ impl StateBackend for MemoryBackend {
             loads: s.loads,
         })
     }
+}
+
+/// A key of a checkpoint that cannot be restored: where it is and why.
+fn restore_error(group: u32, spec: Option<usize>, key: Option<&[u8]>, why: &str) -> Error {
+    let mut at = format!("key group {group}");
+    if let Some(k) = spec {
+        at.push_str(&format!(", key spec {k}"));
+    }
+    if let Some(key) = key {
+        at.push_str(&format!(", key `{}`", key.escape_ascii()));
+    }
+    Error::Checkpoint(format!("cannot restore {at}: {why}"))
 }
 
 /// [`StateBackend::peek`] on a key's registers, if any.
@@ -363,7 +436,7 @@ impl MemoryBackend {
                     .find(u.hash, |e| e.hash == u.hash && e.key.as_slice() == u.key)
                     .is_none()
                 {
-                    loaded = spill.take(u.group, u.key_spec, u.key)?;
+                    loaded = spill.take(u.group, u.key_spec, spec, u.key)?;
                 }
             }
             let entry = table
@@ -396,5 +469,132 @@ impl MemoryBackend {
             self.floor = u.floor;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use sluice_core::{Agg, FeatureSpec, FieldObs, KeyEncoder};
+
+    use super::*;
+    use crate::checkpoint;
+
+    /// Features by `user` over an hour.
+    fn plan(features: &[(&str, Agg, Option<&str>)]) -> Plan {
+        let features = features
+            .iter()
+            .map(|&(name, agg, of)| FeatureSpec {
+                name: name.into(),
+                agg,
+                of: of.map(Into::into),
+                by: vec!["user".into()],
+                window_ms: 3_600_000,
+                granularity_ms: 1,
+            })
+            .collect();
+        Plan::new(features, 0).expect("valid")
+    }
+
+    fn count_and_max() -> Plan {
+        plan(&[("n", Agg::Count, None), ("m", Agg::Max, Some("amount"))])
+    }
+
+    fn count_only() -> Plan {
+        plan(&[("n", Agg::Count, None)])
+    }
+
+    /// A backend holding `users` keys of key spec 0, one event each.
+    fn backend_with_keys(plan: &Plan, users: u32) -> MemoryBackend {
+        let fields = vec![
+            FieldObs {
+                present: true,
+                num: 2.5,
+                bytes: b"2.5",
+            };
+            plan.fields.len()
+        ];
+        let keys: Vec<Vec<u8>> = (0..users)
+            .map(|u| {
+                let mut k = Vec::new();
+                KeyEncoder::new(&mut k).str(&format!("u{u}"));
+                k
+            })
+            .collect();
+        let updates: Vec<Update<'_>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let hash = key_hash(key);
+                Update {
+                    key_spec: 0,
+                    hash,
+                    group: group_of(hash),
+                    key,
+                    ts: 1_000 + i as i64,
+                    floor: 0,
+                    fields: &fields,
+                }
+            })
+            .collect();
+        let mut backend = MemoryBackend::default();
+        backend
+            .apply(plan, &updates, &mut Vec::new())
+            .expect("applies");
+        backend
+    }
+
+    /// The backend's groups through a checkpoint shard file's bytes.
+    fn snapshot(backend: &MemoryBackend) -> Vec<GroupSnapshot> {
+        let bytes = checkpoint::encode_shard(&backend.group_refs()).expect("encodes");
+        checkpoint::decode_shard(&bytes, Path::new("shard-0.bin")).expect("decodes")
+    }
+
+    #[test]
+    fn restored_registers_must_fit_the_plan() {
+        let taken = backend_with_keys(&count_and_max(), 20);
+        let restored =
+            MemoryBackend::try_restore(&count_and_max(), snapshot(&taken), 0).expect("same plan");
+        assert_eq!(restored.live_keys(), 20);
+        // Registers of two series read into a plan of one: an error naming where.
+        let e = MemoryBackend::try_restore(&count_only(), snapshot(&taken), 0)
+            .expect_err("another plan")
+            .to_string();
+        for part in [
+            "checkpoint: cannot restore key group ",
+            ", key spec 0, key `s",
+            "the registers do not fit the plan: more numeric series than in the plan",
+        ] {
+            assert!(e.contains(part), "missing `{part}` in {e}");
+        }
+        // And the other way round; the lenient restore leaves such keys out.
+        let taken = backend_with_keys(&count_only(), 20);
+        let e = MemoryBackend::try_restore(&count_and_max(), snapshot(&taken), 0)
+            .expect_err("another plan")
+            .to_string();
+        assert!(e.contains("fewer numeric series than in the plan"), "{e}");
+        let lenient = MemoryBackend::restore(&count_and_max(), snapshot(&taken), 0);
+        assert_eq!(lenient.live_keys(), 0);
+    }
+
+    #[test]
+    fn a_key_stored_twice_or_in_an_unknown_key_spec_is_an_error() {
+        let plan = count_only();
+        let taken = backend_with_keys(&plan, 3);
+        let mut twice = snapshot(&taken);
+        let first = twice[0].tables[0][0].clone();
+        twice[0].tables[0].push(first);
+        let e = MemoryBackend::try_restore(&plan, twice, 0).expect_err("twice");
+        assert!(e.to_string().contains("the key is stored twice"), "{e}");
+        let mut extra = snapshot(&taken);
+        let first = extra[0].tables[0][0].clone();
+        extra[0].tables.push(vec![first]);
+        let e = MemoryBackend::try_restore(&plan, extra, 0).expect_err("extra");
+        assert!(
+            e.to_string()
+                .contains(", key spec 1: the plan has no such key spec"),
+            "{e}"
+        );
     }
 }

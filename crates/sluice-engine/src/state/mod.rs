@@ -1,10 +1,10 @@
 //! The state-backend seam: where the registers of each key live.
 //!
 //! A shard hands its backend the updates of one batch in input order and gets the feature
-//! values back; the window math itself ([`KeyState`]) is shared by every backend. Batches (not
-//! single events) cross the seam so that a remote backend can pipeline a whole batch per node.
-//! Backends are a closed set chosen in one place ([`Backend`]), keeping the hot path
-//! monomorphic.
+//! values back; the window math itself ([`KeyState`](sluice_core::KeyState)) is shared by
+//! every backend. Batches (not single events) cross the seam so that a remote backend can
+//! pipeline a whole batch per node. Backends are a closed set chosen in one place
+//! ([`Backend`]), keeping the hot path monomorphic.
 
 mod memory;
 pub(crate) mod prefetch;
@@ -116,6 +116,8 @@ impl Backend {
     /// The backend of shard `shard` of `shards` for `config`, holding the restored key groups
     /// `groups` (local state only) with `floor` as the oldest time a later event may have.
     /// Remote backends connect here, so a bad address fails before any thread starts.
+    /// Restored registers that do not fit the plan are an error
+    /// ([`MemoryBackend::try_restore`]).
     pub fn open(
         plan: &Plan,
         config: &StateConfig,
@@ -125,14 +127,16 @@ impl Backend {
         floor: i64,
     ) -> Result<Backend> {
         Ok(match config {
-            StateConfig::Memory => Backend::Memory(MemoryBackend::restore(plan, groups, floor)),
+            StateConfig::Memory => {
+                Backend::Memory(MemoryBackend::try_restore(plan, groups, floor)?)
+            }
             StateConfig::Embedded(options) => {
                 let per_shard = EmbeddedOptions {
                     memory_cap: options.memory_cap / shards.max(1),
                     ..options.clone()
                 };
                 Backend::Memory(
-                    MemoryBackend::restore(plan, groups, floor)
+                    MemoryBackend::try_restore(plan, groups, floor)?
                         .with_spill(Spill::open(&per_shard, shard)?)?,
                 )
             }

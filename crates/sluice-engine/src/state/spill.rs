@@ -12,8 +12,8 @@
 
 use std::path::PathBuf;
 
-use sluice_core::wire::{Reader, Wire, Writer};
-use sluice_core::KeyState;
+use sluice_core::wire::{Wire, Writer};
+use sluice_core::{KeySpec, KeyState};
 
 use crate::error::{Error, Result};
 
@@ -73,6 +73,22 @@ fn store_error(e: impl std::fmt::Display) -> Error {
         backend: "embedded",
         message: e.to_string(),
     }
+}
+
+/// Decodes a stored key's registers and checks them against its key spec.
+fn decode(
+    group: u32,
+    spec: usize,
+    key_spec: &KeySpec,
+    key: &[u8],
+    value: &[u8],
+) -> Result<KeyState> {
+    KeyState::from_bytes(key_spec, value).map_err(|e| {
+        store_error(format!(
+            "key group {group}, key spec {spec}, key `{}`: cannot decode its registers from the disk tier: {e}",
+            key.escape_ascii()
+        ))
+    })
 }
 
 /// The store key of a key: its group, key spec, then the encoded key (so that a group's keys
@@ -137,8 +153,16 @@ impl Spill {
         Ok(())
     }
 
-    /// Takes a key's registers out of the store, if they are there.
-    pub fn take(&mut self, group: u32, spec: usize, key: &[u8]) -> Result<Option<KeyState>> {
+    /// Takes a key's registers out of the store, if they are there: key spec number `spec`
+    /// of the plan, which is `key_spec`. Registers that do not decode or do not fit
+    /// `key_spec` are an error naming the key.
+    pub fn take(
+        &mut self,
+        group: u32,
+        spec: usize,
+        key_spec: &KeySpec,
+        key: &[u8],
+    ) -> Result<Option<KeyState>> {
         if self.spilled == 0 {
             return Ok(None);
         }
@@ -146,15 +170,22 @@ impl Spill {
         let Some(value) = self.store.get(&k).map_err(store_error)? else {
             return Ok(None);
         };
-        let state = KeyState::get(&mut Reader::new(&value, 0)).map_err(store_error)?;
+        let state = decode(group, spec, key_spec, key, &value)?;
         self.store.remove(k).map_err(store_error)?;
         self.spilled -= 1;
         self.loads += 1;
         Ok(Some(state))
     }
 
-    /// A copy of a key's registers, if they are in the store (left there).
-    pub fn peek(&self, group: u32, spec: usize, key: &[u8]) -> Result<Option<KeyState>> {
+    /// A copy of a key's registers, if they are in the store (left there); as
+    /// [`Spill::take`].
+    pub fn peek(
+        &self,
+        group: u32,
+        spec: usize,
+        key_spec: &KeySpec,
+        key: &[u8],
+    ) -> Result<Option<KeyState>> {
         if self.spilled == 0 {
             return Ok(None);
         }
@@ -165,9 +196,7 @@ impl Spill {
         else {
             return Ok(None);
         };
-        KeyState::get(&mut Reader::new(&value, 0))
-            .map(Some)
-            .map_err(store_error)
+        decode(group, spec, key_spec, key, &value).map(Some)
     }
 
     /// Whether any key of `group` is in the store.
@@ -196,5 +225,66 @@ impl Spill {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_core::{Agg, DistinctScratch, FeatureSpec, FeatureValue, FieldObs, Plan};
+
+    use super::*;
+
+    fn plan(aggs: &[Agg]) -> Plan {
+        let features = aggs
+            .iter()
+            .enumerate()
+            .map(|(i, &agg)| FeatureSpec {
+                name: format!("f{i}"),
+                agg,
+                of: Some("amount".into()),
+                by: vec!["user".into()],
+                window_ms: 60_000,
+                granularity_ms: 1,
+            })
+            .collect();
+        Plan::new(features, 0).expect("valid")
+    }
+
+    #[test]
+    fn registers_on_disk_must_fit_the_key_spec() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = EmbeddedOptions {
+            dir: dir.path().to_owned(),
+            memory_cap: 1 << 20,
+        };
+        let mut spill = Spill::open(&options, 0).expect("opens");
+        let (sum, distinct) = (plan(&[Agg::Sum]), plan(&[Agg::DistinctCount]));
+        let spec = &sum.keys[0];
+        let mut state = KeyState::new(spec);
+        let fields = [FieldObs {
+            present: true,
+            num: 1.5,
+            bytes: b"1.5",
+        }];
+        let mut out = [FeatureValue::Null];
+        state.observe(
+            spec,
+            1_000,
+            &fields,
+            0,
+            &mut DistinctScratch::default(),
+            &mut out,
+        );
+        spill.put(7, 0, b"u1", &state).expect("stores");
+        assert!(spill.peek(7, 0, spec, b"u1").expect("fits").is_some());
+        let e = spill
+            .take(7, 0, &distinct.keys[0], b"u1")
+            .expect_err("another key spec")
+            .to_string();
+        assert!(
+            e.contains("key group 7, key spec 0, key `u1`: cannot decode its registers from the disk tier: fewer distinct series than in the plan"),
+            "{e}"
+        );
+        assert!(spill.take(7, 0, spec, b"u1").expect("fits").is_some());
     }
 }

@@ -71,6 +71,10 @@ struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run this other `sluice` binary (say, the previous commit's) interleaved with this one
+    /// and print their ratio (the end-to-end benchmark only).
+    #[arg(long)]
+    against: Option<PathBuf>,
     /// Benchmark Redis state instead: node URLs of a Redis Cluster, comma-separated (for
     /// example from `scripts/redis-cluster.sh start`). Keys are written under a fresh
     /// namespace and deleted afterwards.
@@ -222,6 +226,7 @@ pub fn main() -> ExitCode {
                 runs: args.runs.max(1),
                 dir: args.dir,
                 json: args.json,
+                against: args.against,
             };
             if let Some(brokers) = &args.kafka {
                 bench_kafka(&opts, brokers)

@@ -156,6 +156,9 @@ enum Outcome {
     NoScript,
 }
 
+/// What to do with a failed request of a flush (`None`: fail the flush). The one place that
+/// decides which Redis failures are retried; an engine [`Error`] is never retried (see
+/// there).
 fn classify(err: &redis::RedisError) -> Option<Outcome> {
     if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
         return Some(Outcome::Retry);
