@@ -60,10 +60,14 @@ pub struct KafkaSummary {
     pub restarts: u64,
 }
 
-/// Runs `run` to the end of its input (a SIGTERM or ctrl-c ends a Kafka source's input).
+/// Runs `run` to the end of its input (with a Kafka source, SIGTERM or ctrl-c ends the input).
 pub fn run(run: KafkaRun, stats: Arc<Stats>) -> Result<KafkaSummary> {
     let started = std::time::Instant::now();
-    client::stop_on_signals();
+    if run.source.is_some() {
+        // SIGTERM and ctrl-c end the topic's input and the run drains; a file input keeps the
+        // default (the process stops at once).
+        client::stop_on_signals();
+    }
     let checkpoints = match (&run.source, &run.checkpoint) {
         (Some(k), Some(c)) => {
             let p = Partitions::open(c, &run.instance, &run.job.plan, &k.topic)?;
