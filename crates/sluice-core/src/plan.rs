@@ -299,9 +299,10 @@ impl Plan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// An exact feature, for tests.
     pub(crate) fn feature(
         name: &str,
         agg: Agg,

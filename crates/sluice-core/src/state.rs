@@ -227,19 +227,9 @@ impl Wire for KeyState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::tests::feature;
     use crate::plan::{FeatureSpec, Plan};
     use crate::Agg;
-
-    fn feature(name: &str, agg: Agg, of: Option<&str>, by: &[&str], window_ms: i64) -> FeatureSpec {
-        FeatureSpec {
-            name: name.into(),
-            agg,
-            of: of.map(Into::into),
-            by: by.iter().map(|s| s.to_string()).collect(),
-            window_ms,
-            granularity_ms: 1,
-        }
-    }
 
     /// Key spec 0 (by user): two numeric series (count; sum and max of amount over two
     /// windows) and one distinct series. Key spec 1 (by device): one numeric series.

@@ -119,7 +119,7 @@ pub fn run(run: KafkaRun, stats: Arc<Stats>) -> Result<KafkaSummary> {
                         "sluice: partitions {:?}: {} restored from checkpoints ({} keys); outputs cut back to this instance's newest checkpoint",
                         assignment.partitions,
                         assignment.restore.len(),
-                        keys(r),
+                        r.keys(),
                     );
                 }
                 let job = run
@@ -185,15 +185,6 @@ pub fn run(run: KafkaRun, stats: Arc<Stats>) -> Result<KafkaSummary> {
         },
         restarts,
     })
-}
-
-/// Keys restored by `resume`.
-fn keys(resume: &Resume) -> usize {
-    resume
-        .groups
-        .iter()
-        .map(|g| g.tables.iter().map(Vec::len).sum::<usize>())
-        .sum()
 }
 
 fn topic_input(run: &KafkaRun, source: &KafkaSource, reader: Box<KafkaReader>) -> Input {

@@ -230,6 +230,16 @@ pub struct Resume {
     pub groups: Vec<GroupSnapshot>,
 }
 
+impl Resume {
+    /// Keys restored, over every key group and key spec.
+    pub fn keys(&self) -> usize {
+        self.groups
+            .iter()
+            .map(|g| g.tables.iter().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+}
+
 /// A fingerprint of a plan: state restores only into the plan it was taken with
 /// ([`Plan::fingerprint`]: an explicit encoding of the features and lateness).
 pub fn plan_fingerprint(plan: &Plan) -> String {

@@ -72,9 +72,9 @@ fn ends(args: &RunArgs, pipeline: &PipelineConfig) -> Result<Ends> {
 pub fn run(args: RunArgs) -> Result<()> {
     let pipeline = sluice::Pipeline::load(&args.pipeline)?;
     let config = pipeline.config();
+    anyhow::ensure!(args.workers != Some(0), "--workers must be at least 1");
     let ends = ends(&args, config)?;
     let job = pipeline.job(args.workers);
-    anyhow::ensure!(args.workers != Some(0), "--workers must be at least 1");
     let input_len = std::fs::metadata(&ends.input)
         .ok()
         .filter(|m| m.is_file())
@@ -156,17 +156,13 @@ fn run_files(
         ..Outputs::new(events, dead_letters)
     };
     if let (Some(r), Some(c)) = (&resume, &config.checkpoint) {
-        let keys: usize = r
-            .groups
-            .iter()
-            .map(|g| g.tables.iter().map(Vec::len).sum::<usize>())
-            .sum();
         eprintln!(
-            "sluice: resuming from checkpoint {} in {}: input line {} (byte {}), {keys} keys; --fresh starts over",
+            "sluice: resuming from checkpoint {} in {}: input line {} (byte {}), {} keys; --fresh starts over",
             r.manifest.id,
             c.dir.display(),
             r.manifest.source.line,
             r.manifest.source.offset,
+            r.keys(),
         );
     }
     let job = job.clone().with_checkpoints(config.checkpoint.clone());
