@@ -4,10 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
+use common::wait::Deadline;
 use common::{sluice, sluice_run};
 
 const FEATURES: &str = r#"
@@ -182,13 +183,16 @@ impl Case {
             .stderr(Stdio::null())
             .spawn()
             .expect("run");
-        let deadline = Instant::now() + Duration::from_secs(120);
+        // Polls the checkpoint directory for the new manifest (the event awaited).
+        let deadline = Deadline::after(
+            Duration::from_secs(120),
+            format!("{tag}: a new complete checkpoint (no checkpoint was taken)"),
+        );
         while complete_checkpoints(&self.path("ckpt")) <= before {
-            assert!(Instant::now() < deadline, "no checkpoint was taken");
             if child.try_wait().expect("try_wait").is_some() {
                 panic!("{tag}: the run ended before a checkpoint (make the input longer)");
             }
-            std::thread::sleep(Duration::from_millis(5));
+            deadline.pause(Duration::from_millis(5), String::new);
         }
         let _ = child.kill();
         let _ = child.wait();
@@ -238,15 +242,27 @@ fn killed_at_random_moments_and_restarted_the_output_is_byte_identical() {
             .expect("run");
         if kills < 24 {
             if kills % 4 == 3 {
+                // Not synchronisation: a random delay of 0-19 ms, so that the kill lands at an
+                // arbitrary moment early in the run (loading its checkpoint, cutting its outputs
+                // back). Nothing needs to have happened by then.
                 std::thread::sleep(Duration::from_millis(next_random(&mut seed) % 20));
             } else {
+                // Wait for the event: the output has grown to the (randomly placed) target, or
+                // the run has ended.
                 target += total / 32 + next_random(&mut seed) % (total / 32);
-                let deadline = Instant::now() + Duration::from_secs(120);
+                let deadline = Deadline::after(
+                    Duration::from_secs(120),
+                    format!(
+                        "the run's output to reach {target} bytes (kill {kills}) or the run to end"
+                    ),
+                );
                 while child.try_wait().expect("try_wait").is_none()
                     && std::fs::metadata(&out_path).map_or(0, |m| m.len()) < target
-                    && Instant::now() < deadline
                 {
-                    std::thread::sleep(Duration::from_micros(500));
+                    deadline.pause(Duration::from_micros(500), || {
+                        let len = std::fs::metadata(&out_path).map_or(0, |m| m.len());
+                        format!("the output holds {len} bytes")
+                    });
                 }
             }
             if child.try_wait().expect("try_wait").is_none() {

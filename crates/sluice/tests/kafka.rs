@@ -15,6 +15,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use common::wait::{Deadline, LineLog};
+
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
@@ -234,7 +236,7 @@ fn topic_to_topic_equals_a_file_run() {
 /// A `sluice run` process whose stderr is collected; killed when dropped.
 struct Run {
     child: std::process::Child,
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    log: LineLog,
 }
 
 impl Run {
@@ -252,22 +254,13 @@ impl Run {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("sluice run");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let pipe = child.stderr.take().expect("stderr");
-        let lines = std::sync::Arc::clone(&log);
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                lines.lock().expect("log").push(line);
-            }
-        });
+        let log = LineLog::spawn(child.stderr.take().expect("stderr"));
         Run { child, log }
     }
 
     /// The partitions of its latest assignment (empty after a revocation).
     fn assigned(&self) -> Vec<i32> {
-        let log = self.log.lock().expect("log");
+        let log = self.log.lines();
         for line in log.iter().rev() {
             if line.contains("revoked partitions") {
                 return Vec::new();
@@ -283,6 +276,8 @@ impl Run {
         Vec::new()
     }
 
+    /// Sends SIGTERM, waits for the process to exit and for its stderr to be read to the end;
+    /// returns that stderr.
     fn terminate(&mut self) -> String {
         let status = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -290,8 +285,8 @@ impl Run {
             .expect("kill");
         assert!(status.success());
         let status = self.child.wait().expect("wait");
-        std::thread::sleep(Duration::from_millis(200));
-        let log = self.log.lock().expect("log").join("\n");
+        self.log.join(TIMEOUT);
+        let log = self.log.lines().join("\n");
         assert!(status.success(), "{log}");
         log
     }
@@ -314,19 +309,21 @@ fn two_processes(dir: &Path, brokers: &str, tag: &str) -> (std::path::PathBuf, R
 }
 
 /// Waits until `runs` together hold all `partitions`, each some.
+/// (Polls the processes' logs for their "assigned partitions" lines.)
 fn wait_for_split(runs: &[&Run], partitions: usize) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = Deadline::after(
+        Duration::from_secs(60),
+        format!("the group to split the {partitions} partitions"),
+    );
     loop {
         let held: Vec<Vec<i32>> = runs.iter().map(|r| r.assigned()).collect();
         let total: usize = held.iter().map(Vec::len).sum();
         if total == partitions && held.iter().all(|h| !h.is_empty()) {
             return;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the group did not split the partitions: {held:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+        deadline.pause(Duration::from_millis(100), || {
+            format!("the group did not split the partitions: {held:?}")
+        });
     }
 }
 
@@ -335,15 +332,17 @@ fn wait_for_messages(brokers: &str, topic: &str, n: usize) -> Vec<String> {
     wait_until(brokers, topic, |got| got.len() >= n)
 }
 
-/// Waits until the messages of `topic` satisfy `done`; returns them. Gives up after two
-/// minutes, and then the test fails with what was there.
+/// Waits until the messages of `topic` satisfy `done`, reading the topic every half second;
+/// returns them. Gives up after two minutes and returns what was there: the caller's
+/// assertions then fail, saying what is missing.
 fn wait_until(brokers: &str, topic: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = Deadline::after(Duration::from_secs(120), format!("messages in {topic}"));
     loop {
         let got = consume_all(brokers, topic);
-        if done(&got) || std::time::Instant::now() >= deadline {
+        if done(&got) || deadline.passed() {
             return got;
         }
+        // The interval between reads of the topic (each reads it all from the beginning).
         std::thread::sleep(Duration::from_millis(500));
     }
 }
@@ -401,7 +400,12 @@ fn a_killed_process_loses_nothing() {
     let (_, lines) = events_of(6000, 12, dir.path());
     let (first, second) = lines.split_at(3000);
     produce(&brokers, &format!("{tag}-in"), first);
-    wait_for_messages(&brokers, &format!("{tag}-out"), 1000);
+    // The kill comes after progress: the output topic holds a thousand events.
+    let before_kill = wait_for_messages(&brokers, &format!("{tag}-out"), 1000).len();
+    assert!(
+        before_kill >= 1000,
+        "timed out waiting for 1000 messages in {tag}-out before the kill: {before_kill}"
+    );
     a.child.kill().expect("kill -9");
     a.child.wait().expect("wait");
     produce(&brokers, &format!("{tag}-in"), second);
@@ -525,16 +529,12 @@ fn checkpoints_of(dir: &Path, instance: &str) -> usize {
 
 /// Waits until `check` holds, for at most two minutes; then fails with the logs of `runs`.
 fn wait_for(what: &str, runs: &[&Run], check: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let deadline = Deadline::after(Duration::from_secs(120), what);
     while !check() {
-        if std::time::Instant::now() >= deadline {
-            let logs: Vec<String> = runs
-                .iter()
-                .map(|r| r.log.lock().expect("log").join("\n"))
-                .collect();
-            panic!("timed out: {what}\n{}", logs.join("\n-----\n"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        deadline.pause(Duration::from_millis(100), || {
+            let logs: Vec<String> = runs.iter().map(|r| r.log.text()).collect();
+            logs.join("-----\n")
+        });
     }
 }
 
@@ -593,6 +593,8 @@ fn kill_and_restart(prefix: &str, more: &str) {
         std::thread::spawn(move || {
             for chunk in lines.chunks(1000) {
                 produce(&brokers, &topic, chunk);
+                // Pacing, not synchronisation: spreads the input over a few seconds. The kill
+                // waits for its own event below (output and checkpoints written).
                 std::thread::sleep(Duration::from_millis(250));
             }
         })

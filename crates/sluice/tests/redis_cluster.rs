@@ -10,6 +10,7 @@ use std::time::Duration;
 
 mod common;
 
+use common::wait::{Deadline, LineLog};
 use common::{sluice, sluice_run};
 
 fn script() -> PathBuf {
@@ -300,7 +301,9 @@ impl Drop for OwnCluster {
 }
 
 /// Runs the Redis pipeline over `input` fed slowly through stdin, calling `disturb` a third
-/// of the way in; returns the output and the summary line.
+/// of the way in, once the run has written the events of at least half the lines fed so far
+/// (several full batches: the run is well into the stream); returns the output and the
+/// summary line.
 fn run_disturbed(
     pipeline: &Path,
     input: &Path,
@@ -326,10 +329,25 @@ fn run_disturbed(
             writeln!(stdin, "{line}").expect("feed sluice");
         }
         stdin.flush().expect("flush");
+        // Pacing, not synchronisation: the input arrives slowly, so that the run is still
+        // going (and sending requests) while `disturb` acts and after it.
         std::thread::sleep(Duration::from_millis(15));
         if i == lines.len() / 500 / 3 {
-            // Let the run get well into the stream (a full batch is 256 KB).
-            std::thread::sleep(Duration::from_millis(300));
+            // Wait until the run is well into the stream (a full batch is 256 KB, about 1,700
+            // lines): its output holds the events of half the lines fed so far.
+            let fed = (i + 1) * 500;
+            let deadline = Deadline::after(
+                Duration::from_secs(60),
+                format!(
+                    "the run to write the events of {} of the {fed} lines fed",
+                    fed / 2
+                ),
+            );
+            while count_lines(output) < fed / 2 {
+                deadline.pause(Duration::from_millis(10), || {
+                    format!("the output holds {} lines", count_lines(output))
+                });
+            }
             if let Some(d) = disturb.take() {
                 d();
             }
@@ -338,6 +356,11 @@ fn run_disturbed(
     drop(stdin);
     let summary = finish(child, "disturbed Redis run");
     (std::fs::read(output).expect("read output"), summary)
+}
+
+/// The number of lines in a file (0 while it does not exist).
+fn count_lines(path: &Path) -> usize {
+    std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
 }
 
 #[test]
@@ -387,6 +410,8 @@ fn resharding_and_a_killed_node_are_survived_and_a_lost_node_reported() {
     // A master is killed and, a second later, started again with its append-only file.
     let (got, summary) = run_disturbed(&redis, &input, &dir.path().join("redis.out"), || {
         cluster.node("kill", 1);
+        // Not synchronisation: the length of the outage, during which the run's requests to
+        // the node fail and are retried.
         std::thread::sleep(Duration::from_millis(1000));
         cluster.node("restart", 1);
     });
@@ -447,7 +472,7 @@ fn a_single_redis_works_too() {
             let _ = self.0.wait();
         }
     }
-    let _server = Server(
+    let mut server = Server(
         Command::new("redis-server")
             .args([
                 "--port",
@@ -459,9 +484,22 @@ fn a_single_redis_works_too() {
             ])
             .arg("--dir")
             .arg(dir.path())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .expect("start redis-server"),
+    );
+    // Its log goes to stdout: wait for its readiness line (and keep reading, so that it never
+    // blocks on a full pipe).
+    let redis_log = LineLog::spawn(server.0.stdout.take().expect("redis-server stdout"));
+    redis_log.wait_for(
+        "redis-server to be ready (\"Ready to accept connections\")",
+        Duration::from_secs(30),
+        |lines| {
+            lines
+                .iter()
+                .any(|l| l.contains("Ready to accept connections"))
+                .then_some(())
+        },
     );
     let url = format!("redis://127.0.0.1:{port}");
     let input = gen(dir.path(), 5_000, 100);
@@ -475,7 +513,6 @@ fn a_single_redis_works_too() {
         spawn_run(&memory, &input, &dir.path().join("memory.out")),
         "memory run",
     );
-    // The first attempts may find the server still starting: the backend retries.
     let summary = finish(
         spawn_run(&single, &input, &dir.path().join("single.out")),
         "single Redis",

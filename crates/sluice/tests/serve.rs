@@ -212,6 +212,8 @@ window = "1d"
                             }
                             503 => {
                                 busy += 1;
+                                // Not synchronisation: a client's back-off before it retries
+                                // a request refused because the queue was full.
                                 std::thread::sleep(std::time::Duration::from_millis(1));
                             }
                             s => panic!("status {s}: {}", r.text()),

@@ -5,8 +5,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::wait::{Deadline, LineLog};
 
 /// A running `sluice serve`, killed when dropped.
 pub struct Server {
@@ -14,13 +15,13 @@ pub struct Server {
     pub child: Child,
     /// Where it listens.
     pub addr: String,
-    /// Everything it wrote to stderr so far.
-    pub stderr: Arc<Mutex<String>>,
+    /// What it writes to stderr.
+    stderr: LineLog,
 }
 
 impl Server {
     /// Starts `sluice serve PIPELINE --listen 127.0.0.1:0 ARGS...` with `env` and waits until
-    /// it listens.
+    /// it listens (its `... on http://ADDR` line on stderr).
     pub fn start(pipeline: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = super::sluice();
         cmd.arg("serve")
@@ -34,31 +35,17 @@ impl Server {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start sluice serve");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let pipe = child.stderr.take().expect("stderr");
-        let log = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split(" on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = addr_tx.send(addr);
-                }
-                if let Ok(mut l) = log.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            }
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "sluice serve did not start: {}",
-                    stderr.lock().expect("log")
-                )
-            });
+        let stderr = LineLog::spawn(child.stderr.take().expect("stderr"));
+        let addr = stderr.wait_for(
+            "sluice serve to listen (its \"on http://\" line)",
+            Duration::from_secs(30),
+            |lines| {
+                lines.iter().find_map(|line| {
+                    let rest = line.split(" on http://").nth(1)?;
+                    Some(rest.split_whitespace().next().unwrap_or("").to_owned())
+                })
+            },
+        );
         Server {
             child,
             addr,
@@ -71,29 +58,28 @@ impl Server {
         Http::connect(&self.addr)
     }
 
-    /// Sends SIGTERM and waits (at most 30 s) for the process to exit; returns whether it
-    /// exited successfully.
+    /// Sends SIGTERM and waits (at most 30 s) for the process to exit and for its stderr to
+    /// be read to the end; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
         let status = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
+        let deadline = Deadline::after(Duration::from_secs(30), "sluice serve to exit on SIGTERM");
+        let status = loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
-                // Let the stderr reader catch up.
-                std::thread::sleep(Duration::from_millis(100));
-                return status.success();
+                break status;
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("sluice serve did not stop within 30 s of SIGTERM");
+            deadline.pause(Duration::from_millis(20), || self.log());
+        };
+        self.stderr.join(Duration::from_secs(30));
+        status.success()
     }
 
     /// What it wrote to stderr.
     pub fn log(&self) -> String {
-        self.stderr.lock().expect("log").clone()
+        self.stderr.text()
     }
 }
 

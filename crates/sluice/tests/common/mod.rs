@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod wait;
 
 use std::path::Path;
 use std::process::Command;
