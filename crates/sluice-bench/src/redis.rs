@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use redis::Value;
-use sluice_engine::state::redis::cluster::{Cluster, ClusterOptions, Request};
-use sluice_engine::state::redis::slot::slot_of;
+use sluice_engine::state::redis::slot_of;
+use sluice_engine::state::redis::{Cluster, ClusterOptions, Request};
 
 use crate::e2e::{ensure_data, run_child, BenchOptions, RunReport, BENCH_PIPELINE};
 

@@ -1,77 +1,96 @@
-//! Files, stdin and stdout: inputs opened (at a checkpoint's position when resuming) and
-//! outputs created or cut back to what a checkpoint had written.
+//! Files, stdin and stdout: sources opened (at a checkpoint's position when resuming, after
+//! checking that the input is the one the checkpoint read) and sinks created or kept for a
+//! resumed run to cut back.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use sluice_engine::checkpoint::InputDigest;
+use sluice_engine::{InputFormat, Position, Resume, Sink, StreamSink, StreamSource};
 
-/// An input: stdin for `-`, else the file.
-pub fn open_input(path: &Path) -> Result<Box<dyn io::Read + Send>> {
+/// A source reading `path` in `format`: stdin for `-`. Stdin, a pipe or a terminal is live
+/// (batches are also cut by time); a regular file is not.
+pub fn open_source(path: &Path, format: InputFormat) -> Result<StreamSource> {
+    let name = path.display().to_string();
     if path.as_os_str() == "-" {
-        return Ok(Box::new(io::stdin()));
+        return Ok(StreamSource::new(Box::new(io::stdin()), name, format).live(true));
     }
     let f = File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
-    Ok(Box::new(f))
+    let live = !f.metadata().map(|m| m.is_file()).unwrap_or(false);
+    Ok(StreamSource::new(Box::new(f), name, format).live(live))
 }
 
-/// The input, positioned at `offset` (a resumed run).
-pub fn open_input_at(path: &Path, offset: u64) -> Result<Box<dyn io::Read + Send>> {
+/// The source positioned where `resume` left it, once the file is known to be the input the
+/// checkpoint read: at least as long, and with the same bytes at both ends of what was read
+/// ([`InputDigest`]).
+pub fn open_source_at(path: &Path, format: InputFormat, resume: &Resume) -> Result<StreamSource> {
+    let Position::Stream { offset, line } = resume.position else {
+        bail!("the checkpoint was taken on a partitioned source, not on a file; run with --fresh to start over");
+    };
     if path.as_os_str() == "-" {
         bail!("cannot resume from a checkpoint when reading stdin; give --input FILE or run with --fresh");
     }
     let mut f =
         File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
     let len = f.metadata()?.len();
-    if len < offset {
-        bail!(
-            "input {} has {len} bytes but the checkpoint is at byte {offset}: not the input the \
-             checkpoint was taken on; run with --fresh to start over",
+    let other = |what: String| {
+        anyhow::anyhow!(
+            "input {} {what}: not the input the checkpoint was taken on; run with --fresh to \
+             start over",
             path.display()
-        );
+        )
+    };
+    if len < offset {
+        return Err(other(format!(
+            "has {len} bytes but the checkpoint is at byte {offset}"
+        )));
+    }
+    let digest = InputDigest::read(&mut f, offset)
+        .with_context(|| format!("cannot read input {}", path.display()))?;
+    if let Some(expected) = resume.digest {
+        if digest.value() != Some(expected) {
+            return Err(other(format!(
+                "differs from the checkpoint's in its first or last {} bytes before byte {offset}",
+                InputDigest::SPAN
+            )));
+        }
     }
     f.seek(SeekFrom::Start(offset))?;
-    Ok(Box::new(f))
+    let live = !f.metadata().map(|m| m.is_file()).unwrap_or(false);
+    Ok(
+        StreamSource::new(Box::new(f), path.display().to_string(), format)
+            .live(live)
+            .starting_at(offset, line, digest),
+    )
 }
 
-/// An output: stdout for `-`, else a file, created empty or, when resuming, cut back to
-/// `keep` bytes and appended to. Also returns the file, to sync it at checkpoints.
-pub fn open_output(
-    path: &Path,
-    what: &str,
-    keep: Option<u64>,
-) -> Result<(Box<dyn Write + Send>, Option<File>)> {
+/// A sink writing `path`: stdout for `-`, else a file, created empty or, for a resumed run
+/// (`resuming`), kept as it is for the run to cut back to what the checkpoint had written.
+/// `what` names it in errors ("output", "dead-letter file"). Also returns the file, for
+/// others to sync.
+pub fn open_sink(path: &Path, what: &str, resuming: bool) -> Result<(Box<dyn Sink>, Option<File>)> {
     if path.as_os_str() == "-" {
-        if keep.is_some_and(|k| k > 0) {
-            bail!("cannot resume into stdout: the {what} written before the checkpoint cannot be taken back; write it to a file or run with --fresh");
-        }
-        return Ok((
-            Box::new(BufWriter::with_capacity(1 << 20, io::stdout())),
-            None,
-        ));
+        let stdout = StreamSink::new(Box::new(io::stdout()), what).named("stdout");
+        return Ok((Box::new(stdout), None));
     }
-    let f = match keep {
-        None => File::create(path),
-        Some(_) => OpenOptions::new()
+    let f = if resuming {
+        OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
-            .open(path),
+            .open(path)
+    } else {
+        File::create(path)
     }
     .with_context(|| format!("cannot open {what} {}", path.display()))?;
-    if let Some(keep) = keep {
-        let len = f.metadata()?.len();
-        if len < keep {
-            bail!(
-                "{what} {} has {len} bytes but the checkpoint wrote {keep}: it was changed since; \
-                 run with --fresh to start over",
-                path.display()
-            );
-        }
-        f.set_len(keep)?;
-    }
-    let mut writer = f.try_clone()?;
-    writer.seek(SeekFrom::End(0))?;
-    Ok((Box::new(BufWriter::with_capacity(1 << 20, writer)), Some(f)))
+    let shared = f.try_clone()?;
+    let sink = StreamSink::file(f, what)?.named(path.display().to_string());
+    Ok((Box::new(sink), Some(shared)))
+}
+
+/// Dead letters on stderr: a resumed run appends to it.
+pub fn stderr_sink() -> Box<dyn Sink> {
+    Box::new(StreamSink::appending(Box::new(io::stderr()), "dead letters").named("stderr"))
 }

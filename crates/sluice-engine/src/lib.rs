@@ -2,8 +2,8 @@
 //!
 //! The crate is laid out as the data path:
 //!
-//! - [`connector`]: the input side: byte streams cut into batches of JSONL lines or CSV rows
-//!   ([`Input`]); the outputs are [`Outputs`].
+//! - [`connector`]: the seam to the outside: the [`Source`] and [`Sink`] traits with typed
+//!   [`Position`]s, and their byte-stream implementations (files, stdin, stdout).
 //! - [`codec`]: record codecs — scan and parse a record's time, keys and fields, format the
 //!   enriched event and dead letters.
 //! - [`dataflow`]: the run — reader, router (input order, lateness, key groups), shards,
@@ -16,13 +16,15 @@
 pub mod checkpoint;
 pub mod codec;
 pub mod connector;
-pub mod dataflow;
+pub(crate) mod dataflow;
 pub mod error;
 pub mod serve;
 pub mod state;
 
+pub use checkpoint::Resume;
 pub use codec::time::TimeFormat;
-pub use connector::{Input, InputFormat};
-pub use dataflow::run::{plan_fingerprint, run, run_resumed, Job, Outputs, Resume, Stats, Summary};
+pub use connector::{InputFormat, Position, Sink, Source, StreamSink, StreamSource};
+pub use dataflow::run::{plan_fingerprint, run, run_resumed, Job, Outputs, Stats, Summary};
+pub use dataflow::writer::Written;
 pub use error::{Error, Result};
 pub use state::{Backend, MemoryBackend, StateBackend, StateConfig, Update};

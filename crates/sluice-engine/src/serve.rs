@@ -123,7 +123,6 @@ impl ServeEngine {
         let raw = RawBatch::Lines {
             data: lines,
             first_line: self.next_line,
-            offset: 0,
         };
         let parsed = self.extractor.parse_batch(self.seq, raw, &mut self.scratch);
         self.seq += 1;

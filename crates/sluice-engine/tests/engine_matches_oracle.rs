@@ -28,7 +28,6 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -39,9 +38,9 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
 use sluice_core::{Agg, FeatureSpec, Plan};
 use sluice_engine::state::redis::{ClusterOptions, RedisOptions};
-use sluice_engine::state::spill::EmbeddedOptions;
+use sluice_engine::state::EmbeddedOptions;
 use sluice_engine::{
-    run, Input, InputFormat, Job, Outputs, StateConfig, Stats, Summary, TimeFormat,
+    run, InputFormat, Job, Outputs, StateConfig, Stats, StreamSource, Summary, TimeFormat,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -673,19 +672,19 @@ fn run_engine_with(
     job.batch_bytes = batch_bytes;
     let events = Shared::default();
     let dead = Shared::default();
-    let outputs = Outputs::new(Box::new(events.clone()), Box::new(dead.clone()));
-    let input = Input {
-        reader: Box::new(Trickle {
+    let outputs = Outputs::writers(Box::new(events.clone()), Box::new(dead.clone()));
+    let mut input = StreamSource::new(
+        Box::new(Trickle {
             data: input.as_bytes().to_vec(),
             pos: 0,
             chunk,
         }),
-        name: PathBuf::from("in.jsonl"),
-        format: InputFormat::Jsonl,
-    };
+        "in.jsonl",
+        InputFormat::Jsonl,
+    );
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(run(&job, input, outputs, Arc::new(Stats::default())));
+        let _ = tx.send(run(&job, &mut input, outputs, Arc::new(Stats::default())));
     });
     let summary = rx
         .recv_timeout(Duration::from_secs(30))

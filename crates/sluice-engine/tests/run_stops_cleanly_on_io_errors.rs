@@ -2,13 +2,12 @@
 //! before an input failure is still processed and written.
 
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_core::{Agg, FeatureSpec, Plan};
-use sluice_engine::{run, Error, Input, InputFormat, Job, Outputs, Stats, TimeFormat};
+use sluice_engine::{run, Error, InputFormat, Job, Outputs, Stats, StreamSource, TimeFormat};
 
 fn job(workers: usize) -> Job {
     let plan = Plan::new(
@@ -98,15 +97,20 @@ fn input_error_stops_the_run_after_writing_what_was_read() {
         let out = Shared::default();
         let written = out.clone();
         let result = within_time(move || {
-            let input = Input {
-                reader: Box::new(FailingReader {
+            let mut input = StreamSource::new(
+                Box::new(FailingReader {
                     data: io::Cursor::new(lines(5000)),
                 }),
-                name: PathBuf::from("in.jsonl"),
-                format: InputFormat::Jsonl,
-            };
-            let outputs = Outputs::new(Box::new(out), Box::new(io::sink()));
-            run(&job(workers), input, outputs, Arc::new(Stats::default()))
+                "in.jsonl",
+                InputFormat::Jsonl,
+            );
+            let outputs = Outputs::writers(Box::new(out), Box::new(io::sink()));
+            run(
+                &job(workers),
+                &mut input,
+                outputs,
+                Arc::new(Stats::default()),
+            )
         });
         let err = result.expect_err("the input failed");
         assert!(matches!(err, Error::Input { .. }), "{err}");
@@ -130,16 +134,21 @@ fn input_error_stops_the_run_after_writing_what_was_read() {
 fn output_error_stops_the_run() {
     for workers in [1, 2] {
         let result = within_time(move || {
-            let input = Input {
-                reader: Box::new(io::Cursor::new(lines(20_000))),
-                name: PathBuf::from("in.jsonl"),
-                format: InputFormat::Jsonl,
-            };
-            let outputs = Outputs::new(
+            let mut input = StreamSource::new(
+                Box::new(io::Cursor::new(lines(20_000))),
+                "in.jsonl",
+                InputFormat::Jsonl,
+            );
+            let outputs = Outputs::writers(
                 Box::new(FailingWriter { limit: 10_000 }),
                 Box::new(io::sink()),
             );
-            run(&job(workers), input, outputs, Arc::new(Stats::default()))
+            run(
+                &job(workers),
+                &mut input,
+                outputs,
+                Arc::new(Stats::default()),
+            )
         });
         let err = result.expect_err("the output failed");
         assert!(matches!(err, Error::Output { what: "output", .. }), "{err}");

@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use sluice_core::FeatureValue;
-use sluice_engine::codec::format::{escape_json_str, write_computed, write_exact};
+use sluice_engine::codec::{escape_json_str, write_computed, write_exact};
 use sluice_engine::serve::{KeyFeatures, KeyValue, QueryError, ServeEngine, Written};
 
 use crate::metrics::Metrics;

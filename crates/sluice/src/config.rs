@@ -12,7 +12,7 @@ use sluice_connectors::kafka::{KafkaSink, KafkaSource, Start};
 use sluice_core::{parse_duration, Agg, FeatureSpec, Plan};
 use sluice_engine::checkpoint::CheckpointConfig;
 use sluice_engine::state::redis::{ClusterOptions, RedisOptions};
-use sluice_engine::state::spill::EmbeddedOptions;
+use sluice_engine::state::EmbeddedOptions;
 use sluice_engine::{InputFormat, StateConfig, TimeFormat};
 pub use sluice_serve::ServeConfig;
 use toml::Spanned;
@@ -692,6 +692,13 @@ fn dead_letters_config(
     d: &SinkSection<DeadLetterKind>,
     resolve: &impl Fn(&str) -> PathBuf,
 ) -> Result<(Option<PathBuf>, Option<KafkaSink>), ConfigError> {
+    if let Some(key) = &d.key {
+        return Err(src.error(
+            Some(key.span()),
+            "[dead_letters] takes no `key`: dead letters are not keyed (a rejected record may \
+             have no usable field); remove it",
+        ));
+    }
     match (d.kind.as_ref().map(|k| *k.get_ref()), &d.path) {
         (Some(DeadLetterKind::Kafka), _) => Ok((None, Some(kafka_sink(src, d, "dead_letters")?))),
         (Some(DeadLetterKind::File) | None, Some(p)) => Ok((Some(resolve(p)), None)),
@@ -1121,6 +1128,10 @@ mod tests {
             (
                 format!("[dead_letters]\nkind = \"kafka\"\n{kafka}compression = \"zstd\"\n"),
                 "p.toml:5:15: unknown compression `zstd`; valid: none, snappy, lz4",
+            ),
+            (
+                format!("[dead_letters]\nkind = \"kafka\"\n{kafka}key = \"user_id\"\n"),
+                "p.toml:5:7: [dead_letters] takes no `key`",
             ),
             (
                 "[state]\nbackend = \"Memory\"\n".to_owned(),

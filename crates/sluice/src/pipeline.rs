@@ -2,12 +2,12 @@
 //! or served over HTTP.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use sluice_core::{parse_duration, Agg, FeatureSpec, Plan};
 use sluice_engine::serve::ServeEngine;
-use sluice_engine::{Input, InputFormat, Job, Outputs, StateConfig, Stats, Summary, TimeFormat};
+use sluice_engine::{Job, Outputs, Source, StateConfig, Stats, StreamSource, Summary, TimeFormat};
 use sluice_serve::{ServeConfig, Server};
 
 use crate::config::{self, ConfigError, PipelineConfig};
@@ -74,13 +74,19 @@ impl Pipeline {
         events: impl Write + Send + 'a,
         dead_letters: impl Write + Send + 'a,
     ) -> Result<Summary, sluice_engine::Error> {
-        let input = Input {
-            reader: Box::new(input),
-            name: PathBuf::from("input"),
-            format: InputFormat::Jsonl,
-        };
-        let outputs = Outputs::new(Box::new(events), Box::new(dead_letters));
-        sluice_engine::run(&self.job(None), input, outputs, Arc::new(Stats::default()))
+        let mut source = StreamSource::new(Box::new(input), "input", self.config.format);
+        let outputs = Outputs::writers(Box::new(events), Box::new(dead_letters));
+        self.run_with(&mut source, outputs)
+    }
+
+    /// Runs the pipeline over any source (a file, a Kafka topic, your own [`Source`]) into
+    /// any sinks, to the end of the source.
+    pub fn run_with(
+        &self,
+        source: &mut dyn Source,
+        outputs: Outputs<'_>,
+    ) -> Result<Summary, sluice_engine::Error> {
+        sluice_engine::run(&self.job(None), source, outputs, Arc::new(Stats::default()))
     }
 
     /// The engine that serves this pipeline one request at a time (state as configured).

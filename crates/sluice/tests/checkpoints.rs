@@ -363,3 +363,34 @@ fn embedded_state_with_keys_on_disk_checkpoints_and_restores() {
     );
     case.assert_same("embedded", &reference);
 }
+
+/// A resumed run reads the input the checkpoint was taken on: another file of the same length
+/// is refused (not only a shorter one), and the same file with lines appended resumes.
+#[test]
+fn a_resume_refuses_another_input_of_the_same_length() {
+    let case = Case::new(100_000, "20ms");
+    case.kill_after_a_checkpoint("swap", 2, &["--fresh"]);
+    let original = std::fs::read(&case.input).expect("read");
+    // One digit of the first line changed: the same length, other bytes.
+    let mut other = original.clone();
+    let at = original
+        .iter()
+        .position(u8::is_ascii_digit)
+        .expect("a digit");
+    other[at] = if original[at] == b'1' { b'2' } else { b'1' };
+    std::fs::write(&case.input, &other).expect("write");
+    let out = case.command("swap", 2, &[]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not the input the checkpoint was taken on") && stderr.contains("--fresh"),
+        "{stderr}"
+    );
+
+    // The same input, grown: the run resumes.
+    let mut grown = original;
+    grown.extend_from_slice(b"{\"ts\":1,\"user_id\":\"late\"}\n");
+    std::fs::write(&case.input, &grown).expect("write");
+    let stderr = case.finish("swap", 2, &[]);
+    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+}

@@ -30,11 +30,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use sluice_core::{partition_group, Plan, KEY_GROUPS};
 use sluice_engine::checkpoint::{
     self, CheckpointConfig, GroupSnapshot, Manifest, PartitionPosition, SinkPosition,
-    SourceCheckpoint, SourcePosition, FORMAT_VERSION,
+    SourceCheckpoint,
 };
-use sluice_engine::{plan_fingerprint, Resume};
+use sluice_engine::{plan_fingerprint, Position, Resume};
 
-use super::client::{Marks, Quiet, SinkHandle};
+use super::client::Quiet;
 
 /// Name of the lock file that keeps two processes from using one instance directory.
 const LOCK: &str = "LOCK";
@@ -273,23 +273,22 @@ impl Partitions {
         }
         let partitions: Vec<PartitionPosition> =
             assignment.restore.values().map(|f| f.position).collect();
-        let newest = partitions.iter().filter_map(|p| p.newest).max();
         // The next checkpoint number follows every one of this instance, complete or not.
         let last_id = checkpoint::list(&self.own)?.into_iter().max().unwrap_or(0);
-        let manifest = Manifest {
-            format: FORMAT_VERSION,
+        Ok(Some(Resume {
             id: last_id,
-            created_ms: 0,
-            plan: self.plan.clone(),
-            shards: 0,
-            // Lines are counted from 1 in each run.
-            source: SourcePosition { offset: 0, line: 1 },
+            position: Position::Partitions(
+                partitions.iter().map(|p| (p.partition, p.offset)).collect(),
+            ),
+            digest: None,
             sink: own_latest.map_or(SinkPosition::default(), |m| m.sink),
-            newest,
-            files: Vec::new(),
-            partitions,
-        };
-        Ok(Some(Resume { manifest, groups }))
+            newest: partitions.iter().filter_map(|p| p.newest).max(),
+            newest_by: partitions
+                .iter()
+                .filter_map(|p| Some((p.partition, p.newest?)))
+                .collect(),
+            groups,
+        }))
     }
 
     /// Deletes this instance's checkpoints older than its `keep` newest complete ones, except
@@ -354,7 +353,9 @@ fn all_manifests(shared: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
             let path = checkpoint::checkpoint_dir(&root, id).join("manifest.json");
             let Ok(text) = fs::read(&path) else { continue };
             match serde_json::from_slice::<Manifest>(&text) {
-                Ok(m) if m.format == FORMAT_VERSION && m.id == id => out.push((root.clone(), m)),
+                Ok(m) if m.format == checkpoint::FORMAT_VERSION && m.id == id => {
+                    out.push((root.clone(), m))
+                }
                 _ => continue,
             }
         }
@@ -383,49 +384,42 @@ fn try_lock(file: &fs::File) -> bool {
     file.try_lock().is_ok()
 }
 
-/// The Kafka source's part in one run's checkpoints: records where each partition stood at
-/// the barrier, waits for the Kafka sinks to acknowledge everything before it, and completes
-/// the checkpoint only while the run's assignment holds. Afterwards it commits the same
-/// offsets to the group (for lag monitoring; the checkpoints are what positions partitions)
-/// and prunes old checkpoints.
+/// The Kafka source's part in one run's checkpoints: completes a checkpoint only while the
+/// run's assignment holds (the writer has made the outputs before it durable). Afterwards it
+/// commits the same offsets to the group (for lag monitoring; the checkpoints are what
+/// positions partitions) and prunes old checkpoints.
 pub struct PartitionCheckpoints {
     partitions: Arc<Partitions>,
     generation: u64,
-    marks: Marks,
-    /// Next offset of each partition, as of the marks consumed so far.
-    next: BTreeMap<i32, i64>,
+    /// Next offset of each partition as restored, for partitions not read since.
+    restored: BTreeMap<u32, i64>,
     /// Newest event time of each partition, as restored.
     restored_newest: HashMap<u32, i64>,
-    sinks: Vec<SinkHandle>,
     consumer: Arc<BaseConsumer<Quiet>>,
     keep: usize,
 }
 
 impl PartitionCheckpoints {
-    /// For a run of `assignment`, whose reader records its lines in `marks`.
+    /// For a run of `assignment`.
     pub fn new(
         partitions: Arc<Partitions>,
         assignment: &Assignment,
-        marks: Marks,
-        sinks: Vec<SinkHandle>,
         consumer: Arc<BaseConsumer<Quiet>>,
         keep: usize,
     ) -> PartitionCheckpoints {
         PartitionCheckpoints {
             partitions,
             generation: assignment.generation,
-            marks,
-            next: assignment
+            restored: assignment
                 .restore
                 .iter()
-                .map(|(&p, f)| (p, f.position.offset))
+                .map(|(&p, f)| (p as u32, f.position.offset))
                 .collect(),
             restored_newest: assignment
                 .restore
                 .iter()
                 .filter_map(|(&p, f)| Some((p as u32, f.position.newest?)))
                 .collect(),
-            sinks,
             consumer,
             keep,
         }
@@ -435,33 +429,19 @@ impl PartitionCheckpoints {
 impl SourceCheckpoint for PartitionCheckpoints {
     fn complete(
         &mut self,
-        line: u64,
+        offsets: &BTreeMap<u32, i64>,
         newest_by: &[(u32, i64)],
         commit: &mut dyn FnMut(Vec<PartitionPosition>) -> sluice_engine::Result<()>,
     ) -> sluice_engine::Result<bool> {
-        let failed = |e: std::io::Error| sluice_engine::Error::Checkpoint(e.to_string());
-        if let Ok(mut marks) = self.marks.lock() {
-            while marks.front().is_some_and(|&(l, _, _)| l < line) {
-                if let Some((_, p, o)) = marks.pop_front() {
-                    self.next.insert(p, o + 1);
-                }
-            }
-        }
-        // The checkpoint covers every output before the barrier: the sinks must have them.
-        for sink in &self.sinks {
-            sink.deliver().map_err(failed)?;
-        }
+        let mut next = self.restored.clone();
+        next.extend(offsets.iter().map(|(&p, &o)| (p, o)));
         let newest: HashMap<u32, i64> = newest_by.iter().copied().collect();
-        let positions: Vec<PartitionPosition> = self
-            .next
+        let positions: Vec<PartitionPosition> = next
             .iter()
             .map(|(&p, &offset)| PartitionPosition {
-                partition: p as u32,
+                partition: p,
                 offset,
-                newest: newest
-                    .get(&(p as u32))
-                    .or(self.restored_newest.get(&(p as u32)))
-                    .copied(),
+                newest: newest.get(&p).or(self.restored_newest.get(&p)).copied(),
             })
             .collect();
         {
@@ -498,12 +478,12 @@ mod tests {
     /// A complete-looking checkpoint `id` of `instance` holding `partitions` at these offsets.
     fn checkpoint(shared: &Path, instance: &str, id: u64, plan: &str, partitions: &[(u32, i64)]) {
         let manifest = Manifest {
-            format: FORMAT_VERSION,
+            format: checkpoint::FORMAT_VERSION,
             id,
             created_ms: 0,
             plan: plan.to_string(),
             shards: 1,
-            source: SourcePosition { offset: 0, line: 1 },
+            source: None,
             sink: SinkPosition::default(),
             newest: None,
             files: Vec::new(),

@@ -1,19 +1,20 @@
 //! Kafka as a source and a sink of `sluice run` (rdkafka over a vendored librdkafka).
 //!
-//! - [`KafkaReader`] turns a consumer group's messages into the JSONL byte stream the engine
-//!   reads: one message, one line. It remembers which message each line came from, so that
-//!   offsets are committed only once the outputs of those lines are flushed
-//!   ([`OffsetCommitter`]): at least once. With `until_end` it stops once it has read every
-//!   assigned partition to its end (so at least to the end it had when the run started).
-//! - [`KafkaWriter`] turns the enriched-event (or dead-letter) lines back into messages, keyed
-//!   by a field of the event. Before each commit (every [`COMMIT_INTERVAL`] and at the end)
+//! - [`TopicSource`] reads a consumer group's messages as batches of JSONL records, one
+//!   message one record, each with its partition and offset ([`Position::Partitions`]).
+//!   Without checkpoints, offsets are committed once the outputs of their records are flushed
+//!   and delivered ([`OffsetCommitter`]): at least once. With `until_end` it stops once it
+//!   has read every assigned partition to its end (so at least to the end it had when the run
+//!   started).
+//! - [`TopicSink`] sends each output line as a message, keyed by a field of the event (taken
+//!   from the parsed record). Before each commit (every [`COMMIT_INTERVAL`] and at the end)
 //!   the committer waits until the broker has acknowledged every message (`acks=all`); a
 //!   failed delivery fails the run before the offsets of its input are committed.
 //!
 //! See `docs/kafka.md` for the delivery guarantees.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{self, Read, Write};
+use std::collections::BTreeMap;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +26,10 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use sluice_engine::dataflow::router::LinePartitions;
+use sluice_engine::checkpoint::SourceCheckpoint;
+use sluice_engine::connector::{
+    Acknowledge, Batching, Position, RecordKeys, Sink, Source, SourceBatch, SyncJob,
+};
 
 use super::{KafkaSink, KafkaSource, Start};
 
@@ -142,31 +146,8 @@ impl ConsumerContext for Quiet {
     }
 }
 
-/// Which input line came from which message: `(line, partition, offset)`, one entry per line
-/// in line order, from the oldest line whose outputs are not yet delivered.
-pub type Marks = Arc<Mutex<VecDeque<(u64, i32, i64)>>>;
-
-/// The partition of each input line, for lateness per partition.
-pub struct MarksPartitions(pub Marks);
-
-impl LinePartitions for MarksPartitions {
-    fn partitions_of(&self, lines: &[u64], out: &mut Vec<u32>) {
-        let Ok(marks) = self.0.lock() else {
-            out.extend(lines.iter().map(|_| u32::MAX));
-            return;
-        };
-        let first = marks.front().map_or(0, |&(line, _, _)| line);
-        out.extend(lines.iter().map(|&line| {
-            line.checked_sub(first)
-                .and_then(|i| marks.get(i as usize))
-                .filter(|&&(l, _, _)| l == line)
-                .map_or(u32::MAX, |&(_, p, _)| p as u32)
-        }));
-    }
-}
-
-/// A consumer group's messages as JSONL.
-pub struct KafkaReader {
+/// A consumer group's messages as batches of JSONL records.
+pub struct TopicSource {
     consumer: Arc<BaseConsumer<Quiet>>,
     /// With checkpoints: the assignment this reader reads. It ends its input when the
     /// assignment changes (the run then restarts from the checkpoints).
@@ -180,10 +161,27 @@ pub struct KafkaReader {
     last_message: Instant,
     /// The partitions assigned when last looked at, sorted.
     assigned: Vec<i32>,
-    marks: Marks,
+    /// `kafka:<topic>`, in dead letters.
+    name: String,
+    batching: Batching,
+    /// Records read so far (dead letters number them as lines).
     line: u64,
-    buf: Vec<u8>,
-    pos: usize,
+    /// The input has ended (a stop, the end with `until_end`, a new assignment).
+    ended: bool,
+    /// Without checkpoints: commits offsets once outputs are flushed.
+    committer: Option<OffsetCommitter>,
+    /// With checkpoints: this run's part in them.
+    checkpoints: Option<super::checkpoint::PartitionCheckpoints>,
+}
+
+/// What waiting for the next message gave.
+enum Next {
+    /// A message, appended as a record: its partition and offset.
+    Message(u32, i64),
+    /// None before the deadline.
+    Idle,
+    /// The end of this run's input.
+    End,
 }
 
 /// Commits the offsets of input lines whose outputs are written, once the Kafka sinks have
@@ -200,11 +198,13 @@ pub struct OffsetCommitter {
 #[derive(Default)]
 pub struct Commits {
     topic: String,
-    marks: Marks,
     sinks: Vec<SinkHandle>,
     files: Vec<std::fs::File>,
-    /// Input lines whose outputs are written (handed to the sinks).
-    flushed: u64,
+    /// The next offset of each partition whose records before it have their outputs written
+    /// (handed to the sinks).
+    flushed: BTreeMap<u32, i64>,
+    /// What was last committed.
+    committed: BTreeMap<u32, i64>,
 }
 
 impl Commits {
@@ -218,60 +218,30 @@ impl Commits {
         for file in &self.files {
             file.sync_data()?;
         }
-        let mut upto: HashMap<i32, i64> = HashMap::new();
-        if let Ok(mut marks) = self.marks.lock() {
-            while marks
-                .front()
-                .is_some_and(|&(line, _, _)| line <= self.flushed)
-            {
-                if let Some((_, p, o)) = marks.pop_front() {
-                    let e = upto.entry(p).or_insert(o);
-                    *e = (*e).max(o);
-                }
-            }
-        }
-        if upto.is_empty() {
+        // Only partitions that moved since the last commit: a partition given up meanwhile
+        // is not set back under its next owner.
+        let moved: Vec<(u32, i64)> = self
+            .flushed
+            .iter()
+            .filter(|&(p, o)| self.committed.get(p) != Some(o))
+            .map(|(&p, &o)| (p, o))
+            .collect();
+        if moved.is_empty() {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
-        for (p, o) in upto {
+        for &(p, o) in &moved {
             // The committed offset is the next one to read.
-            if let Err(e) = tpl.add_partition_offset(&self.topic, p, Offset::Offset(o + 1)) {
+            if let Err(e) = tpl.add_partition_offset(&self.topic, p as i32, Offset::Offset(o)) {
                 tracing::warn!("kafka: cannot record offset {o} of partition {p}: {e}");
             }
+            self.committed.insert(p, o);
         }
         if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
             // Not fatal: the next flush commits further; a restart re-reads (at least once).
             tracing::warn!("kafka: cannot commit offsets: {e}");
         }
         Ok(())
-    }
-}
-
-/// Without a Kafka source: waits for the Kafka sinks' acknowledgements every
-/// [`COMMIT_INTERVAL`] and at the end, so that a failed delivery fails the run and nothing
-/// queued is dropped when the producer goes away.
-pub struct DeliveryCheck {
-    sinks: Vec<SinkHandle>,
-    last_check: Instant,
-}
-
-impl DeliveryCheck {
-    /// Checks `sinks`.
-    pub fn new(sinks: Vec<SinkHandle>) -> DeliveryCheck {
-        DeliveryCheck {
-            sinks,
-            last_check: Instant::now(),
-        }
-    }
-
-    /// See [`OffsetCommitter::flushed`].
-    pub fn flushed(&mut self, _records: u64, last: bool) -> io::Result<()> {
-        if !last && self.last_check.elapsed() < COMMIT_INTERVAL {
-            return Ok(());
-        }
-        self.last_check = Instant::now();
-        self.sinks.iter().try_for_each(SinkHandle::deliver)
     }
 }
 
@@ -318,13 +288,12 @@ pub fn consumer(
     Ok(Arc::new(consumer))
 }
 
-impl KafkaReader {
-    /// Joins the group and subscribes to the topic.
-    pub fn open(source: &KafkaSource) -> Result<(KafkaReader, OffsetCommitter)> {
-        let marks: Marks = Arc::default();
+impl TopicSource {
+    /// Joins the group and subscribes to the topic; offsets are committed once the outputs
+    /// of their records are flushed (see [`TopicSource::watch`]).
+    pub fn open(source: &KafkaSource) -> Result<TopicSource> {
         let commits = Arc::new(Mutex::new(Commits {
             topic: source.topic.clone(),
-            marks: Arc::clone(&marks),
             ..Commits::default()
         }));
         let consumer = consumer(source, None, Some(Arc::clone(&commits)))?;
@@ -333,32 +302,67 @@ impl KafkaReader {
             commits,
             last_commit: Instant::now(),
         };
-        Ok((
-            KafkaReader::new(consumer, None, source.until_end, marks),
-            committer,
-        ))
+        let mut topic = TopicSource::new(consumer, None, source);
+        topic.committer = Some(committer);
+        Ok(topic)
     }
 
     fn new(
         consumer: Arc<BaseConsumer<Quiet>>,
         generation: Option<(Arc<super::checkpoint::Partitions>, u64)>,
-        until_end: bool,
-        marks: Marks,
-    ) -> KafkaReader {
+        source: &KafkaSource,
+    ) -> TopicSource {
         let stashed = generation.as_ref().and_then(|(p, g)| p.take_stashed(*g));
-        KafkaReader {
+        TopicSource {
             consumer,
             generation,
             stashed,
-            until_end,
+            until_end: source.until_end,
             at_eof: std::collections::HashSet::new(),
             last_message: Instant::now(),
             assigned: Vec::new(),
-            marks,
+            name: format!("kafka:{}", source.topic),
+            batching: Batching {
+                bytes: 256 * 1024,
+                csv_rows: 2048,
+                wait: Duration::from_millis(10),
+            },
             line: 0,
-            buf: Vec::new(),
-            pos: 0,
+            ended: false,
+            committer: None,
+            checkpoints: None,
         }
+    }
+
+    /// A reader of the current assignment of `consumer`, for one run of a checkpointed job:
+    /// it ends its input when the assignment changes (the run then restarts from the
+    /// checkpoints), and `checkpoints` completes the run's checkpoints.
+    pub fn for_assignment(
+        consumer: Arc<BaseConsumer<Quiet>>,
+        partitions: Arc<super::checkpoint::Partitions>,
+        generation: u64,
+        source: &KafkaSource,
+        checkpoints: super::checkpoint::PartitionCheckpoints,
+    ) -> TopicSource {
+        let mut topic = TopicSource::new(consumer, Some((partitions, generation)), source);
+        topic.checkpoints = Some(checkpoints);
+        topic
+    }
+
+    /// Also waits for this Kafka sink's deliveries before committing offsets.
+    pub fn watch(&mut self, sink: SinkHandle) -> io::Result<()> {
+        if let Some(c) = &mut self.committer {
+            c.commits()?.sinks.push(sink);
+        }
+        Ok(())
+    }
+
+    /// Also syncs this output file to disk before committing offsets.
+    pub fn watch_file(&mut self, file: std::fs::File) -> io::Result<()> {
+        if let Some(c) = &mut self.committer {
+            c.commits()?.files.push(file);
+        }
+        Ok(())
     }
 
     /// Whether every assigned partition is read up to its end. The consumer reports the end
@@ -386,18 +390,6 @@ impl KafkaReader {
         !self.assigned.is_empty() && self.assigned.iter().all(|p| self.at_eof.contains(p))
     }
 
-    /// A reader of the current assignment of `consumer`, for one run of a checkpointed job;
-    /// `marks` learns which message each line came from.
-    pub fn for_assignment(
-        consumer: Arc<BaseConsumer<Quiet>>,
-        partitions: Arc<super::checkpoint::Partitions>,
-        generation: u64,
-        until_end: bool,
-        marks: Marks,
-    ) -> KafkaReader {
-        KafkaReader::new(consumer, Some((partitions, generation)), until_end, marks)
-    }
-
     /// Whether the assignment this reader reads has been replaced.
     fn reassigned(&self) -> bool {
         self.generation
@@ -405,44 +397,34 @@ impl KafkaReader {
             .is_some_and(|(p, g)| p.generation() != *g)
     }
 
-    /// Waits for the next message; `None` at the end of the input.
-    /// Waits for the next message (`wait`), or takes one only if it is there already;
-    /// `None` at the end of the input (or, without `wait`, when none is there).
-    fn next_message(&mut self, wait: bool) -> io::Result<Option<()>> {
-        let timeout = if wait {
-            Duration::from_millis(100)
-        } else {
-            Duration::ZERO
-        };
+    /// Waits for the next message until `deadline` (`None`: as long as it takes) and appends
+    /// it to `out` as a record.
+    fn next_message(&mut self, deadline: Option<Instant>, out: &mut Vec<u8>) -> Next {
         loop {
-            if STOP.load(Ordering::SeqCst) || (self.until_end && self.at_end()) {
-                return Ok(None);
-            }
-            if self.reassigned() {
-                return Ok(None);
+            if STOP.load(Ordering::SeqCst) || (self.until_end && self.at_end()) || self.reassigned()
+            {
+                return Next::End;
             }
             if let Some(m) = self.stashed.take() {
-                self.take_message(&m);
-                return Ok(Some(()));
+                return self.take_message(&m, out);
+            }
+            let mut timeout = Duration::from_millis(100);
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Next::Idle;
+                }
+                timeout = timeout.min(left);
             }
             // The message borrows the consumer, not the reader.
             let consumer = Arc::clone(&self.consumer);
             match consumer.poll(timeout) {
-                None if wait => continue,
-                None => return Ok(None),
+                None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     self.at_eof.insert(p);
-                    if !wait {
-                        return Ok(None);
-                    }
                 }
-                Some(Err(e)) => {
-                    // librdkafka retries broker errors itself; report and go on.
-                    tracing::warn!("kafka: {e}");
-                    if !wait {
-                        return Ok(None);
-                    }
-                }
+                // librdkafka retries broker errors itself; report and go on.
+                Some(Err(e)) => tracing::warn!("kafka: {e}"),
                 Some(Ok(m)) => {
                     if self.reassigned() {
                         // Served after a rebalance callback in this poll: the message belongs
@@ -450,64 +432,91 @@ impl KafkaReader {
                         if let Some((p, _)) = &self.generation {
                             p.stash(m.detach());
                         }
-                        return Ok(None);
+                        return Next::End;
                     }
-                    self.take_message(&m);
-                    return Ok(Some(()));
+                    return self.take_message(&m, out);
                 }
             }
         }
     }
 
-    /// Makes `m` the next line.
-    fn take_message<M: Message>(&mut self, m: &M) {
+    /// Appends `m` to `out` as one record.
+    fn take_message<M: Message>(&mut self, m: &M, out: &mut Vec<u8>) -> Next {
         FIRST_MESSAGE.get_or_init(Instant::now);
         self.at_eof.remove(&m.partition());
         self.last_message = Instant::now();
-        self.line += 1;
-        if let Ok(mut marks) = self.marks.lock() {
-            marks.push_back((self.line, m.partition(), m.offset()));
-        }
-        self.buf.clear();
-        self.pos = 0;
-        // One message, one line: line breaks inside are spaces (JSON allows them
-        // between tokens and forbids them inside strings).
-        // An empty message still becomes a record (`null`, a dead letter), so that
-        // every line is one record and committed offsets follow written records.
+        // One message, one line: line breaks inside are spaces (JSON allows them between
+        // tokens and forbids them inside strings). An empty message still becomes a record
+        // (`null`, a dead letter), so that every message is one record and committed offsets
+        // follow written records.
         let payload = match m.payload() {
             Some(p) if !p.iter().all(u8::is_ascii_whitespace) => p,
             _ => b"null",
         };
-        self.buf.extend(
+        out.extend(
             payload
                 .iter()
                 .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
         );
-        self.buf.push(b'\n');
+        out.push(b'\n');
+        Next::Message(m.partition() as u32, m.offset())
     }
 }
 
-impl KafkaReader {
-    /// Which partition each line came from, for the router (lateness per partition).
-    pub fn line_partitions(&self) -> Arc<dyn LinePartitions> {
-        Arc::new(MarksPartitions(Arc::clone(&self.marks)))
+impl Source for TopicSource {
+    fn name(&self) -> &str {
+        &self.name
     }
-}
 
-impl Read for KafkaReader {
-    /// Fills `out` with the messages there are, waiting only for the first: one message per
-    /// call cost a thread hand-off and a zeroed buffer per message in the reader behind it.
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let mut n = 0;
-        loop {
-            let k = (out.len() - n).min(self.buf.len() - self.pos);
-            out[n..n + k].copy_from_slice(&self.buf[self.pos..self.pos + k]);
-            self.pos += k;
-            n += k;
-            if n == out.len() || self.next_message(n == 0)?.is_none() {
-                return Ok(n);
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    fn start(&mut self, batching: &Batching) -> sluice_engine::Result<()> {
+        self.batching = *batching;
+        Ok(())
+    }
+
+    /// Waits for a first message, then takes more until the batch is full or the batch wait
+    /// has passed since the first.
+    fn next_batch(&mut self, mut buf: Vec<u8>) -> sluice_engine::Result<Option<SourceBatch>> {
+        buf.clear();
+        if self.ended {
+            return Ok(None);
+        }
+        let mut origins = Vec::new();
+        let mut deadline = None;
+        while buf.len() < self.batching.bytes {
+            match self.next_message(deadline, &mut buf) {
+                Next::Message(p, o) => {
+                    origins.push((p, o));
+                    deadline.get_or_insert_with(|| Instant::now() + self.batching.wait);
+                }
+                Next::Idle => break,
+                Next::End => {
+                    self.ended = true;
+                    break;
+                }
             }
         }
+        if origins.is_empty() {
+            return Ok(None);
+        }
+        let batch = SourceBatch::partitioned(buf, self.line + 1, &origins);
+        self.line += origins.len() as u64;
+        Ok(Some(batch))
+    }
+
+    fn acknowledger(&mut self) -> Option<Box<dyn Acknowledge>> {
+        self.committer
+            .take()
+            .map(|c| Box::new(c) as Box<dyn Acknowledge>)
+    }
+
+    fn checkpoints(&mut self) -> Option<Box<dyn SourceCheckpoint>> {
+        self.checkpoints
+            .take()
+            .map(|c| Box::new(c) as Box<dyn SourceCheckpoint>)
     }
 }
 
@@ -517,30 +526,22 @@ impl OffsetCommitter {
             .lock()
             .map_err(|_| io::Error::other("offset commits: a thread panicked"))
     }
+}
 
-    /// Also waits for this Kafka sink's deliveries before committing.
-    pub fn watch(&mut self, sink: SinkHandle) -> io::Result<()> {
-        self.commits()?.sinks.push(sink);
-        Ok(())
-    }
-
-    /// Also syncs this output file to disk before committing.
-    pub fn watch_file(&mut self, file: std::fs::File) -> io::Result<()> {
-        self.commits()?.files.push(file);
-        Ok(())
-    }
-
-    /// The outputs of input lines `..=records` are written (handed to the sinks): every
+impl Acknowledge for OffsetCommitter {
+    /// The outputs of records before `upto` are written (handed to the sinks): every
     /// [`COMMIT_INTERVAL`], and at the end (`last`), waits until the Kafka sinks have
-    /// delivered them and commits the offsets of their messages. Fails when a delivery did.
-    pub fn flushed(&mut self, records: u64, last: bool) -> io::Result<()> {
+    /// delivered them and commits those offsets. Fails when a delivery did.
+    fn flushed(&mut self, upto: &Position, last: bool) -> io::Result<()> {
         let consumer = Arc::clone(&self.consumer);
         let due = last || self.last_commit.elapsed() >= COMMIT_INTERVAL;
         if due {
             self.last_commit = Instant::now();
         }
         let mut commits = self.commits()?;
-        commits.flushed = records;
+        if let Position::Partitions(offsets) = upto {
+            commits.flushed.clone_from(offsets);
+        }
         if !due {
             return Ok(());
         }
@@ -581,6 +582,11 @@ impl SinkHandle {
         self.producer
             .flush(BROKER_TIMEOUT)
             .map_err(|e| io::Error::other(format!("kafka: cannot flush to {}: {e}", self.topic)))?;
+        self.failed()
+    }
+
+    /// Fails if a message sent so far was not delivered.
+    fn failed(&self) -> io::Result<()> {
         let failed = self
             .producer
             .context()
@@ -599,17 +605,17 @@ impl SinkHandle {
 }
 
 /// Output lines as messages.
-pub struct KafkaWriter {
+pub struct TopicSink {
     producer: Arc<BaseProducer<Deliveries>>,
     topic: String,
     key: Option<String>,
-    pending: Vec<u8>,
     sent: u64,
+    last_check: Instant,
 }
 
-impl KafkaWriter {
+impl TopicSink {
     /// A producer for `sink`.
-    pub fn open(sink: &KafkaSink) -> Result<KafkaWriter> {
+    pub fn open(sink: &KafkaSink) -> Result<TopicSink> {
         let producer = client(&sink.brokers)
             .set("acks", "all")
             .set("compression.type", &sink.compression)
@@ -617,19 +623,18 @@ impl KafkaWriter {
             .set("queue.buffering.max.messages", "1000000")
             .create_with_context(Deliveries::default())
             .context("cannot create a Kafka producer")?;
-        Ok(KafkaWriter {
+        Ok(TopicSink {
             producer: Arc::new(producer),
             topic: sink.topic.clone(),
             key: sink.key.clone(),
-            pending: Vec::new(),
             sent: 0,
+            last_check: Instant::now(),
         })
     }
 
-    fn send_line(&mut self, line: &[u8]) -> io::Result<()> {
-        let key = self.key.as_deref().and_then(|field| key_of(line, field));
+    fn send(&mut self, line: &[u8], key: Option<&[u8]>) -> io::Result<()> {
         let mut record = BaseRecord::to(&self.topic).payload(line);
-        if let Some(k) = key.as_deref() {
+        if let Some(k) = key {
             record = record.key(k);
         }
         loop {
@@ -664,95 +669,47 @@ impl KafkaWriter {
     }
 }
 
-impl Write for KafkaWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let mut pending = std::mem::take(&mut self.pending);
-        pending.extend_from_slice(data);
-        let mut start = 0;
-        let mut sent = Ok(());
-        while let Some(nl) = memchr::memchr(b'\n', &pending[start..]) {
-            sent = self.send_line(&pending[start..start + nl]);
-            if sent.is_err() {
-                break;
-            }
-            start += nl + 1;
+impl Sink for TopicSink {
+    fn write(&mut self, lines: &[u8], keys: Option<&RecordKeys>) -> io::Result<()> {
+        for (i, line) in lines.split_inclusive(|&b| b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\n").unwrap_or(line);
+            self.send(line, keys.and_then(|k| k.get(i)))?;
         }
-        pending.drain(..start);
-        self.pending = pending;
-        sent.map(|()| data.len())
-    }
-
-    /// Hands what is queued to the network without waiting: the offset committer waits for
-    /// the acknowledgements ([`SinkHandle::deliver`]) before it commits.
-    fn flush(&mut self) -> io::Result<()> {
-        self.producer.poll(Duration::ZERO);
         Ok(())
     }
-}
 
-/// The message key of an output line: the value of its top-level `field`, a string without
-/// its quotes, anything else as JSON text; `None` when absent or null. Only that value is
-/// kept while the line is read (no tree of the whole event).
-fn key_of(line: &[u8], field: &str) -> Option<Vec<u8>> {
-    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-    use serde_json::value::RawValue;
-
-    /// An object key, borrowed unless it has escapes.
-    #[derive(serde::Deserialize)]
-    struct Name<'a>(#[serde(borrow)] std::borrow::Cow<'a, str>);
-
-    struct Field<'f>(&'f str);
-
-    impl<'de> DeserializeSeed<'de> for Field<'_> {
-        type Value = Option<&'de RawValue>;
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-            d.deserialize_map(self)
+    /// Hands what is queued to the network without waiting; every [`COMMIT_INTERVAL`] fails
+    /// if a delivery has failed meanwhile.
+    fn flush(&mut self) -> io::Result<()> {
+        self.producer.poll(Duration::ZERO);
+        if self.last_check.elapsed() >= COMMIT_INTERVAL {
+            self.last_check = Instant::now();
+            self.handle().failed()?;
         }
+        Ok(())
     }
 
-    impl<'de> Visitor<'de> for Field<'_> {
-        type Value = Option<&'de RawValue>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a JSON object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut found = None;
-            while let Some(Name(name)) = map.next_key()? {
-                if found.is_none() && name == self.0 {
-                    found = Some(map.next_value::<&RawValue>()?);
-                } else {
-                    map.next_value::<IgnoredAny>()?;
-                }
-            }
-            Ok(found)
-        }
+    fn sync(&mut self) -> io::Result<Option<SyncJob>> {
+        let handle = self.handle();
+        Ok(Some(Box::new(move || handle.deliver())))
     }
 
-    let mut de = serde_json::Deserializer::from_slice(line);
-    let raw = Field(field).deserialize(&mut de).ok()??.get();
-    match raw.as_bytes().first()? {
-        b'"' => serde_json::from_str::<String>(raw)
-            .ok()
-            .map(String::into_bytes),
-        b'n' => None,
-        _ => serde_json::from_str::<serde_json::Value>(raw)
-            .ok()
-            .map(|v| v.to_string().into_bytes()),
+    fn cut_back(&mut self, len: u64) -> io::Result<u64> {
+        if len == 0 {
+            return Ok(0);
+        }
+        Err(io::Error::other(format!(
+            "cannot resume into topic {}: messages sent cannot be taken back",
+            self.topic
+        )))
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+    fn key_field(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
 
-    #[test]
-    fn keys_are_the_field_value_as_text() {
-        let line =
-            br#"{"a":{"user_id":"inner"},"user_id":"u\"1","n":42,"z":null,"features":{"x":1}}"#;
-        assert_eq!(key_of(line, "user_id"), Some(br#"u"1"#.to_vec()));
-        assert_eq!(key_of(line, "n"), Some(b"42".to_vec()));
-        assert_eq!(key_of(line, "z"), None);
-        assert_eq!(key_of(line, "missing"), None);
-        assert_eq!(key_of(b"not json", "user_id"), None);
+    /// Waits until the broker has acknowledged every message.
+    fn finish(&mut self) -> io::Result<()> {
+        self.handle().deliver()
     }
 }

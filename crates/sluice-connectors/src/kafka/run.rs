@@ -2,19 +2,15 @@
 //! once outputs are flushed, or with checkpoints exactly-once state that follows partitions,
 //! the run restarted from the checkpoints at every rebalance), and topics as sinks.
 
-use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use sluice_engine::checkpoint::{CheckpointConfig, SinkPosition, SourceCheckpoint};
-use sluice_engine::dataflow::router::LinePartitions;
-use sluice_engine::{Input, InputFormat, Job, Outputs, Resume, Stats, Summary};
+use anyhow::Result;
+use sluice_engine::checkpoint::CheckpointConfig;
+use sluice_engine::{InputFormat, Job, Outputs, Sink, Stats, Summary};
 
 use super::checkpoint::{PartitionCheckpoints, Partitions};
-use super::client::{
-    self, DeliveryCheck, KafkaReader, KafkaWriter, Marks, MarksPartitions, SinkHandle,
-};
+use super::client::{self, SinkHandle, TopicSink, TopicSource};
 use super::{KafkaSink, KafkaSource};
 use crate::file;
 
@@ -97,23 +93,19 @@ pub fn run(run: KafkaRun, stats: Arc<Stats>) -> Result<KafkaSummary> {
             loop {
                 let assignment = partitions.start_run()?;
                 let resume = partitions.resume(&assignment)?;
-                let marks: Marks = Arc::default();
-                let reader = KafkaReader::for_assignment(
+                let mut topic = TopicSource::for_assignment(
                     Arc::clone(&consumer),
                     Arc::clone(&partitions),
                     assignment.generation,
-                    source.until_end,
-                    Arc::clone(&marks),
+                    source,
+                    PartitionCheckpoints::new(
+                        Arc::clone(&partitions),
+                        &assignment,
+                        Arc::clone(&consumer),
+                        keep,
+                    ),
                 );
-                let (mut outputs, sinks) = open_outputs(&run, resume.as_ref())?;
-                outputs.source_checkpoint = Some(Box::new(PartitionCheckpoints::new(
-                    Arc::clone(&partitions),
-                    &assignment,
-                    Arc::clone(&marks),
-                    sinks,
-                    Arc::clone(&consumer),
-                    keep,
-                )) as Box<dyn SourceCheckpoint>);
+                let (outputs, _) = open_outputs(&run, resume.is_some())?;
                 if let Some(r) = &resume {
                     eprintln!(
                         "sluice: partitions {:?}: {} restored from checkpoints ({} keys); outputs cut back to this instance's newest checkpoint",
@@ -122,16 +114,14 @@ pub fn run(run: KafkaRun, stats: Arc<Stats>) -> Result<KafkaSummary> {
                         r.keys(),
                     );
                 }
-                let job = run
-                    .job
-                    .clone()
-                    .with_checkpoints(config.clone())
-                    .with_partitions(Some(
-                        Arc::new(MarksPartitions(marks)) as Arc<dyn LinePartitions>
-                    ));
-                let input = topic_input(&run, source, Box::new(reader));
-                let result =
-                    sluice_engine::run_resumed(&job, input, outputs, Arc::clone(&stats), resume);
+                let job = run.job.clone().with_checkpoints(config.clone());
+                let result = sluice_engine::run_resumed(
+                    &job,
+                    &mut topic,
+                    outputs,
+                    Arc::clone(&stats),
+                    resume,
+                );
                 if result.is_ok()
                     && partitions.generation() != assignment.generation
                     && !client::stopping()
@@ -144,38 +134,25 @@ pub fn run(run: KafkaRun, stats: Arc<Stats>) -> Result<KafkaSummary> {
             }
         }
         (Some(source), None) => {
-            let (reader, mut committer) = KafkaReader::open(source)?;
-            let partitions = reader.line_partitions();
-            let (mut outputs, sinks) = open_outputs(&run, None)?;
-            for h in sinks {
-                committer.watch(h)?;
+            let mut topic = TopicSource::open(source)?;
+            let (outputs, watched) = open_outputs(&run, false)?;
+            // Kafka sinks deliver, and output files are synced, before their input's offsets
+            // are committed.
+            for w in watched {
+                match w {
+                    Watched::Topic(h) => topic.watch(h)?,
+                    Watched::File(f) => topic.watch_file(f)?,
+                }
             }
-            // Output files are synced before their input's offsets are committed.
-            for f in [&outputs.events_file, &outputs.dead_letters_file]
-                .into_iter()
-                .flatten()
-            {
-                committer.watch_file(f.try_clone().context("cannot share an output file")?)?;
-            }
-            outputs.on_flushed = Some(Box::new(move |records, last| {
-                committer.flushed(records, last)
-            }));
-            let job = run.job.clone().with_partitions(Some(partitions));
-            let input = topic_input(&run, source, Box::new(reader));
-            sluice_engine::run(&job, input, outputs, Arc::clone(&stats))?
+            sluice_engine::run(&run.job, &mut topic, outputs, Arc::clone(&stats))?
         }
         (None, _) => {
-            // Topic outputs only: deliveries are checked every second and at the end.
-            let (mut outputs, sinks) = open_outputs(&run, None)?;
-            let mut check = DeliveryCheck::new(sinks);
-            outputs.on_flushed = Some(Box::new(move |records, last| check.flushed(records, last)));
+            // Topic outputs only: each sink checks its deliveries as it goes and waits for
+            // them at the end.
+            let (outputs, _) = open_outputs(&run, false)?;
             let (path, format) = &run.input;
-            let input = Input {
-                reader: file::open_input(path)?,
-                name: path.clone(),
-                format: *format,
-            };
-            sluice_engine::run(&run.job, input, outputs, Arc::clone(&stats))?
+            let mut input = file::open_source(path, *format)?;
+            sluice_engine::run(&run.job, &mut input, outputs, Arc::clone(&stats))?
         }
     };
     Ok(KafkaSummary {
@@ -187,55 +164,33 @@ pub fn run(run: KafkaRun, stats: Arc<Stats>) -> Result<KafkaSummary> {
     })
 }
 
-fn topic_input(run: &KafkaRun, source: &KafkaSource, reader: Box<KafkaReader>) -> Input {
-    Input {
-        reader,
-        name: PathBuf::from(format!("kafka:{}", source.topic)),
-        format: run.input.1,
-    }
+/// What the offset committer waits for before it commits: a Kafka sink's deliveries, or an
+/// output file's sync.
+enum Watched {
+    Topic(SinkHandle),
+    File(std::fs::File),
 }
 
-/// The outputs of one run (files cut back to `resume`'s positions), and the Kafka sinks among
-/// them, whose deliveries are waited for before offsets are committed.
-fn open_outputs(
-    run: &KafkaRun,
-    resume: Option<&Resume>,
-) -> Result<(Outputs<'static>, Vec<SinkHandle>)> {
-    let sink = resume.map(|r| r.manifest.sink);
-    let mut sinks = Vec::new();
-    let mut open = |output: &Output,
-                    what: &str,
-                    keep: Option<u64>|
-     -> Result<(Box<dyn Write + Send>, Option<std::fs::File>)> {
+/// The outputs of one run (files kept for the run to cut back when `resuming`), and what the
+/// offset committer must wait for.
+fn open_outputs(run: &KafkaRun, resuming: bool) -> Result<(Outputs<'static>, Vec<Watched>)> {
+    let mut watched = Vec::new();
+    let mut open = |output: &Output, what: &str| -> Result<Box<dyn Sink>> {
         Ok(match output {
-            Output::File(path) => file::open_output(path, what, keep)?,
-            Output::Topic(k) => {
-                let w = KafkaWriter::open(k)?;
-                sinks.push(w.handle());
-                (Box::new(w), None)
+            Output::File(path) => {
+                let (sink, file) = file::open_sink(path, what, resuming)?;
+                watched.extend(file.map(Watched::File));
+                sink
             }
-            Output::Stderr => (Box::new(io::stderr()), None),
+            Output::Topic(k) => {
+                let sink = TopicSink::open(k)?;
+                watched.push(Watched::Topic(sink.handle()));
+                Box::new(sink)
+            }
+            Output::Stderr => file::stderr_sink(),
         })
     };
-    let (events, events_file) = open(&run.events, "output", sink.map(|s| s.events_bytes))?;
-    let (dead_letters, dead_letters_file) = open(
-        &run.dead_letters,
-        "dead-letter file",
-        sink.map(|s| s.dead_letters_bytes),
-    )?;
-    let start = SinkPosition {
-        events_bytes: sink.map_or(0, |s| s.events_bytes),
-        dead_letters_bytes: if dead_letters_file.is_some() {
-            sink.map_or(0, |s| s.dead_letters_bytes)
-        } else {
-            0
-        },
-    };
-    let outputs = Outputs {
-        start,
-        events_file,
-        dead_letters_file,
-        ..Outputs::new(events, dead_letters)
-    };
-    Ok((outputs, sinks))
+    let events = open(&run.events, "output")?;
+    let dead_letters = open(&run.dead_letters, "dead-letter file")?;
+    Ok((Outputs::new(events, dead_letters), watched))
 }

@@ -1,7 +1,7 @@
 //! Checkpoints: consistent snapshots of local state plus the input and output positions they
 //! correspond to, so that a run killed at any moment resumes with byte-identical output.
 //!
-//! Layout under the checkpoint directory (format version 4, see `docs/checkpoints.md`):
+//! Layout under the checkpoint directory (format version 6, see `docs/checkpoints.md`):
 //!
 //! ```text
 //! chk-0000000007/
@@ -23,11 +23,12 @@ use serde::{Deserialize, Serialize};
 use sluice_core::wire::{Reader, Wire, WireError, Writer};
 use sluice_core::{KeyState, KEY_GROUPS};
 
+use crate::connector::Position;
 use crate::error::{Error, Result};
 use crate::state::prefetch::{prefetch, prefetch_ptr};
 
 /// Version of the checkpoint format; a checkpoint of another version is not read.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Magic bytes at the start of a shard file.
 const SHARD_MAGIC: &[u8; 8] = b"SLUICEKG";
@@ -43,13 +44,75 @@ pub struct CheckpointConfig {
     pub keep: usize,
 }
 
-/// Where the input stood at a checkpoint: everything before it is reflected in the state.
+/// Where a byte-stream input stood at a checkpoint: everything before it is reflected in the
+/// state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourcePosition {
     /// Byte offset of the first record not yet read.
     pub offset: u64,
     /// Its 1-based line number.
     pub line: u64,
+    /// [`InputDigest`] of the bytes before `offset`: a resumed run checks that it reads the
+    /// same input, not only one at least as long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<u64>,
+}
+
+/// A digest of an input up to a position: its first and its last (up to) 4 KiB before the
+/// position. Cheap to keep while reading and to recompute from a file, it tells apart
+/// another file of the same length, and still accepts a file that was appended to.
+#[derive(Debug, Default, Clone)]
+pub struct InputDigest {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl InputDigest {
+    /// Bytes at each end that the digest covers.
+    pub const SPAN: usize = 4096;
+
+    /// Takes the next bytes of the input.
+    pub fn add(&mut self, data: &[u8]) {
+        if self.head.len() < Self::SPAN {
+            let n = (Self::SPAN - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+        }
+        if data.len() >= Self::SPAN {
+            self.tail.clear();
+            self.tail
+                .extend_from_slice(&data[data.len() - Self::SPAN..]);
+        } else {
+            self.tail.extend_from_slice(data);
+            let extra = self.tail.len().saturating_sub(Self::SPAN);
+            self.tail.drain(..extra);
+        }
+    }
+
+    /// The digest of the bytes taken so far (`None` before any).
+    pub fn value(&self) -> Option<u64> {
+        (!self.head.is_empty()).then(|| {
+            let mut both = self.head.clone();
+            both.extend_from_slice(&self.tail);
+            sluice_core::key_hash(&both)
+        })
+    }
+
+    /// The digest of the first `len` bytes of `input`, read from it, to compare with a
+    /// checkpoint's and to go on from.
+    pub fn read(
+        input: &mut (impl std::io::Read + std::io::Seek),
+        len: u64,
+    ) -> std::io::Result<InputDigest> {
+        use std::io::SeekFrom;
+        let span = (Self::SPAN as u64).min(len);
+        let mut head = vec![0; span as usize];
+        input.seek(SeekFrom::Start(0))?;
+        input.read_exact(&mut head)?;
+        let mut tail = vec![0; span as usize];
+        input.seek(SeekFrom::Start(len - span))?;
+        input.read_exact(&mut tail)?;
+        Ok(InputDigest { head, tail })
+    }
 }
 
 /// Where the outputs stood at a checkpoint: their lengths once every event before the source
@@ -70,7 +133,9 @@ pub struct Barrier {
     /// The first batch after it.
     pub before_seq: u64,
     /// Input position of that batch.
-    pub source: SourcePosition,
+    pub position: Position,
+    /// [`InputDigest`] of a byte-stream input before it.
+    pub digest: Option<u64>,
     /// Newest event time before it.
     pub newest: Option<i64>,
     /// With a partitioned source: the newest event time of each partition before it.
@@ -103,8 +168,9 @@ pub struct Manifest {
     pub plan: String,
     /// Shards that wrote it (any number may restore it).
     pub shards: usize,
-    /// The input position.
-    pub source: SourcePosition,
+    /// The input position, for a byte-stream input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourcePosition>,
     /// The output positions.
     pub sink: SinkPosition,
     /// Newest event time seen, for lateness.
@@ -131,16 +197,76 @@ pub struct PartitionPosition {
 /// A partitioned source's part in completing a checkpoint: it records where each partition
 /// stood and may refuse to complete it (its partitions were taken away meanwhile).
 pub trait SourceCheckpoint: Send {
-    /// Completes a checkpoint taken before input line `line`, with these newest event times
-    /// per partition: calls `commit` with the partitions' positions (which writes the
-    /// manifest), or does not call it when the checkpoint must not complete. Returns whether
-    /// it was committed.
+    /// Completes a checkpoint taken where the partitions stood at `offsets` (the next offset
+    /// of each partition read), with these newest event times per partition: calls `commit`
+    /// with the partitions' positions (which writes the manifest), or does not call it when
+    /// the checkpoint must not complete. Returns whether it was committed.
     fn complete(
         &mut self,
-        line: u64,
+        offsets: &std::collections::BTreeMap<u32, i64>,
         newest_by: &[(u32, i64)],
         commit: &mut dyn FnMut(Vec<PartitionPosition>) -> Result<()>,
     ) -> Result<bool>;
+}
+
+/// What a run resumes from: a verified checkpoint's positions and key groups.
+#[derive(Debug)]
+pub struct Resume {
+    /// The checkpoint's number (the run's next checkpoint follows it).
+    pub id: u64,
+    /// Where the source stood.
+    pub position: Position,
+    /// A byte-stream source: the [`InputDigest`] of its bytes before `position`.
+    pub digest: Option<u64>,
+    /// Where the outputs stood.
+    pub sink: SinkPosition,
+    /// The newest event time before it, for lateness.
+    pub newest: Option<i64>,
+    /// A partitioned source: the newest event time of each partition.
+    pub newest_by: Vec<(u32, i64)>,
+    /// Its key groups.
+    pub groups: Vec<GroupSnapshot>,
+}
+
+impl Resume {
+    /// Resumes from `manifest` with its loaded key groups: a partitioned source from its
+    /// partitions' offsets, a byte stream from its offset and line.
+    pub fn new(manifest: &Manifest, groups: Vec<GroupSnapshot>) -> Resume {
+        let position = match manifest.source {
+            Some(s) if manifest.partitions.is_empty() => Position::Stream {
+                offset: s.offset,
+                line: s.line,
+            },
+            _ => Position::Partitions(
+                manifest
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition, p.offset))
+                    .collect(),
+            ),
+        };
+        Resume {
+            id: manifest.id,
+            position,
+            digest: manifest.source.and_then(|s| s.digest),
+            sink: manifest.sink,
+            newest: manifest.newest,
+            newest_by: manifest
+                .partitions
+                .iter()
+                .filter_map(|p| Some((p.partition, p.newest?)))
+                .collect(),
+            groups,
+        }
+    }
+
+    /// Keys restored, over every key group and key spec.
+    pub fn keys(&self) -> usize {
+        self.groups
+            .iter()
+            .map(|g| g.tables.iter().map(Vec::len).sum::<usize>())
+            .sum()
+    }
 }
 
 /// The keys of one key group, per key spec, as snapshotted.
@@ -655,7 +781,7 @@ pub fn clear(root: &Path) -> Result<usize> {
 pub fn find_resume(
     config: &CheckpointConfig,
     plan: &sluice_core::Plan,
-) -> Result<(Option<crate::Resume>, Vec<String>)> {
+) -> Result<(Option<Resume>, Vec<String>)> {
     let (latest, skipped) = latest(&config.dir)?;
     let Some(manifest) = latest else {
         return Ok((None, skipped));
@@ -675,7 +801,7 @@ pub fn find_resume(
         millis = started.elapsed().as_millis() as u64,
         "checkpoint loaded"
     );
-    Ok((Some(crate::Resume { manifest, groups }), skipped))
+    Ok((Some(Resume::new(&manifest, groups)), skipped))
 }
 
 #[cfg(test)]
@@ -689,10 +815,11 @@ mod tests {
             created_ms: 0,
             plan: "p".into(),
             shards: 1,
-            source: SourcePosition {
+            source: Some(SourcePosition {
                 offset: 10,
                 line: 2,
-            },
+                digest: None,
+            }),
             sink: SinkPosition::default(),
             newest: Some(5),
             files: Vec::new(),
@@ -824,5 +951,36 @@ mod tests {
         let shard = checkpoint_dir(root, 2).join("shard-0.bin");
         fs::write(&shard, b"tw").expect("truncate");
         assert_eq!(latest(root).expect("latest").0, None);
+    }
+
+    #[test]
+    fn the_input_digest_kept_while_reading_equals_the_one_read_from_the_file() {
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut seed = 7u64;
+        for len in [0, 1, 100, 4096, 4097, 8191, 8192, 8193, 12_345, 20_000] {
+            let mut kept = InputDigest::default();
+            let mut at = 0;
+            while at < len {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let n = ((seed >> 33) as usize % 5000 + 1).min(len - at);
+                kept.add(&data[at..at + n]);
+                at += n;
+            }
+            let mut file = std::io::Cursor::new(data.clone());
+            let mut read = InputDigest::read(&mut file, len as u64).expect("read");
+            assert_eq!(kept.value(), read.value(), "{len} bytes");
+            // Going on from a digest read back is going on from the one kept.
+            kept.add(&data[len..]);
+            read.add(&data[len..]);
+            assert_eq!(kept.value(), read.value(), "{len} bytes, then the rest");
+        }
+        let mut other = data.clone();
+        other[5000] ^= 1;
+        let digest = |d: Vec<u8>| {
+            InputDigest::read(&mut std::io::Cursor::new(d), 9000)
+                .expect("read")
+                .value()
+        };
+        assert_ne!(digest(data.clone()), digest(other));
     }
 }

@@ -3,7 +3,10 @@
 //! letters (`format`).
 
 pub(crate) mod field;
-pub mod format;
-pub mod parse;
+pub(crate) mod format;
+pub(crate) mod parse;
 pub(crate) mod scan;
-pub mod time;
+pub(crate) mod time;
+
+pub use format::{escape_json_str, write_computed, write_exact};
+pub use time::TimeFormat;

@@ -27,6 +27,7 @@ pub struct Extractor {
     distinct: Vec<bool>,
     csv_header: Vec<Option<usize>>,
     csv_names: Vec<String>,
+    output_key: Option<usize>,
 }
 
 /// Per-thread scratch space of the parse stage.
@@ -64,7 +65,23 @@ impl Extractor {
             distinct: plan.distinct_fields.clone(),
             csv_header: Vec::new(),
             csv_names: Vec::new(),
+            output_key: None,
         }
+    }
+
+    /// Also extracts `field` of every event as its message key for a keyed sink (see
+    /// [`ParsedBatch::output_keys`]): a string's text, a number or boolean as JSON; no key
+    /// when it is missing, null, an object or an array.
+    pub fn with_output_key(mut self, field: &str) -> Self {
+        let i = match self.names.iter().position(|n| n == field) {
+            Some(i) => i,
+            None => {
+                self.names.push(field.to_owned());
+                self.names.len() - 1
+            }
+        };
+        self.output_key = Some(i);
+        self
     }
 
     /// Sets the CSV header (the column names, in order).
@@ -102,6 +119,10 @@ impl Extractor {
             keys: Vec::new(),
             fields: Vec::new(),
             arena: Vec::new(),
+            end: crate::connector::Position::START,
+            partitions: Vec::new(),
+            digest: None,
+            output_keys: Vec::new(),
         };
         match &raw {
             RawBatch::Lines {
@@ -340,6 +361,14 @@ impl Extractor {
             out.fields
                 .resize((n + 1) * self.of_fields.len(), FieldSlot::default());
         }
+        if let Some(w) = self.output_key {
+            let key = if rejection.is_some() {
+                None
+            } else {
+                output_key(s, w, &mut out.arena)
+            };
+            out.output_keys.push(key);
+        }
         out.events.push(Event {
             line,
             ts,
@@ -479,6 +508,20 @@ impl Extractor {
     }
 }
 
+/// Writes the message key text of captured field `w` to the arena: a string's text, a number
+/// or boolean as JSON; `None` for a missing or null value, an object or an array.
+fn output_key(s: &ParseScratch, w: usize, arena: &mut Vec<u8>) -> Option<(usize, usize)> {
+    let start = arena.len();
+    match s.caps[w] {
+        Captured::Missing | Captured::Null | Captured::Other(_) => return None,
+        Captured::Str(a, b) => arena.extend_from_slice(&s.text[a..b]),
+        Captured::Int(v) => arena.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+        Captured::Float(v) => serde_json::to_writer(&mut *arena, &v).ok()?,
+        Captured::Bool(v) => arena.extend_from_slice(if v { b"true" } else { b"false" }),
+    }
+    Some((start, arena.len()))
+}
+
 /// The text of a string field slot (after the tag byte, before the length suffix).
 pub fn slot_text<'a>(arena: &'a [u8], slot: &FieldSlot) -> &'a [u8] {
     &arena[(slot.start + 1).min(slot.end)..slot.end.saturating_sub(4).max(slot.start)]
@@ -507,5 +550,57 @@ fn write_csv_cell(out: &mut Vec<u8>, cell: &[u8]) {
         out.push(b'"');
     } else {
         out.extend_from_slice(cell);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::{Agg, FeatureSpec};
+
+    /// The message keys of `lines` keyed by `field`, for a plan counting by `u`.
+    fn keys(lines: &str, field: &str) -> Vec<Option<String>> {
+        let count = FeatureSpec {
+            name: "n".into(),
+            agg: Agg::Count,
+            of: None,
+            by: vec!["u".into()],
+            window_ms: 10,
+            granularity_ms: 1,
+        };
+        let plan = Plan::new(vec![count], 0).expect("valid plan");
+        let extractor = Extractor::new(&plan, "ts", TimeFormat::EpochMs).with_output_key(field);
+        let raw = RawBatch::Lines {
+            data: lines.as_bytes().to_vec(),
+            first_line: 1,
+        };
+        let parsed = extractor.parse_batch(0, raw, &mut ParseScratch::default());
+        parsed
+            .output_keys
+            .iter()
+            .map(|k| k.map(|(a, b)| String::from_utf8_lossy(&parsed.arena[a..b]).into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn output_keys_are_the_field_value_as_text() {
+        let lines = concat!(
+            r#"{"ts":1,"a":{"k":"inner"},"k":"u\"1","n":42,"x":4.5,"b":true,"z":null}"#,
+            "\n",
+            r#"{"ts":2,"k":7,"u":"a"}"#,
+            "\n",
+            "not json\n",
+        );
+        assert_eq!(
+            keys(lines, "k"),
+            [Some(r#"u"1"#.to_owned()), Some("7".to_owned()), None]
+        );
+        let first = |field| keys(lines, field)[0].clone();
+        assert_eq!(first("n").as_deref(), Some("42"));
+        assert_eq!(first("x").as_deref(), Some("4.5"));
+        assert_eq!(first("b").as_deref(), Some("true"));
+        assert_eq!(first("z"), None);
+        assert_eq!(first("a"), None);
+        assert_eq!(first("missing"), None);
     }
 }

@@ -14,9 +14,6 @@ pub enum TimeFormat {
     Rfc3339,
 }
 
-/// Names accepted for [`TimeFormat`] in a pipeline file.
-pub const TIME_FORMATS: [&str; 3] = ["epoch_ms", "epoch_s", "rfc3339"];
-
 impl FromStr for TimeFormat {
     type Err = String;
 

@@ -1,6 +1,8 @@
 //! Batches: the unit of work between stages. A batch holds raw records as read, then what the
 //! parse stage extracted from each of them.
 
+use crate::connector::Position;
+
 /// Raw records of one batch, as read from the source.
 #[derive(Debug)]
 pub enum RawBatch {
@@ -10,8 +12,6 @@ pub enum RawBatch {
         data: Vec<u8>,
         /// Line number of the first line.
         first_line: u64,
-        /// Byte offset of the first line in the input.
-        offset: u64,
     },
     /// CSV rows, already split into fields by the reader.
     Csv(Vec<CsvRow>),
@@ -117,6 +117,16 @@ pub struct ParsedBatch {
     pub fields: Vec<FieldSlot>,
     /// Bytes referred to by spans and slots.
     pub arena: Vec<u8>,
+    /// Where the source stands after this batch.
+    pub end: Position,
+    /// A partitioned source: the partition of each record (else empty).
+    pub partitions: Vec<u32>,
+    /// A byte stream: the digest of its bytes up to `end` (see
+    /// [`crate::checkpoint::InputDigest`]).
+    pub digest: Option<u64>,
+    /// With an output key field (a keyed sink): each event's key text in the arena, or
+    /// `None` (else empty).
+    pub output_keys: Vec<Option<(usize, usize)>>,
 }
 
 impl ParsedBatch {

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use sluice_core::{group_of, shard_of, FeatureValue, Plan};
 
-use crate::checkpoint::{Barrier, SourcePosition};
+use crate::checkpoint::Barrier;
+use crate::connector::Position;
 use crate::dataflow::writer::{FormatJob, WriterMsg};
 use crate::error::{Error, Result};
 
-use crate::dataflow::batch::{ParsedBatch, RawBatch, Rejection};
+use crate::dataflow::batch::{ParsedBatch, Rejection};
 
 /// One unit of shard work: event `event` of the batch, for key spec `key_spec`.
 #[derive(Debug, Clone, Copy)]
@@ -37,13 +38,6 @@ pub struct RoutedBatch {
     pub groups: Vec<u32>,
 }
 
-/// Which partition of a partitioned source (Kafka) each input line came from.
-pub trait LinePartitions: Send + Sync {
-    /// Appends to `out` the partition of each of `lines` (increasing line numbers of lines
-    /// not yet written out), or `u32::MAX` when unknown.
-    fn partitions_of(&self, lines: &[u64], out: &mut Vec<u32>);
-}
-
 /// Event-time bookkeeping across batches.
 ///
 /// With a partitioned source, lateness is judged per partition, as each partition is in order
@@ -56,7 +50,6 @@ pub struct Router {
     shards: usize,
     lateness_ms: i64,
     newest: Option<i64>,
-    partitions: Option<Arc<dyn LinePartitions>>,
     /// Newest event time per partition.
     newest_by: std::collections::HashMap<u32, i64>,
     /// Keys live in their partition's key group (see [`Router::grouping_by_partition`]).
@@ -80,7 +73,6 @@ impl Router {
             shards,
             lateness_ms,
             newest: None,
-            partitions: None,
             newest_by: std::collections::HashMap::new(),
             by_partition: false,
         }
@@ -109,12 +101,6 @@ impl Router {
         self
     }
 
-    /// The same router, judging lateness per partition of `partitions`' lines.
-    pub fn with_partitions(mut self, partitions: Option<Arc<dyn LinePartitions>>) -> Self {
-        self.partitions = partitions;
-        self
-    }
-
     /// The newest accepted event time so far.
     pub fn newest(&self) -> Option<i64> {
         self.newest
@@ -130,18 +116,14 @@ impl Router {
     pub fn route(&mut self, mut parsed: ParsedBatch, n_keys: usize) -> RoutedBatch {
         let mut floors = Vec::with_capacity(parsed.events.len());
         let mut items: Vec<Vec<Item>> = (0..self.shards).map(|_| Vec::new()).collect();
-        let mut partition_of = Vec::new();
         let mut groups = Vec::new();
-        if let Some(p) = &self.partitions {
-            let lines: Vec<u64> = parsed.events.iter().map(|e| e.line).collect();
-            p.partitions_of(&lines, &mut partition_of);
-        }
+        let partition_of = std::mem::take(&mut parsed.partitions);
         for (i, event) in parsed.events.iter_mut().enumerate() {
             if event.rejection.is_some() {
                 floors.push(i64::MIN);
                 continue;
             }
-            let partition = partition_of.get(i).copied().filter(|&p| p != u32::MAX);
+            let partition = partition_of.get(i).copied();
             // The newest time lateness is judged against: the partition's, or the stream's.
             let newest = match partition {
                 Some(p) => self.newest_by.get(&p).copied(),
@@ -192,6 +174,7 @@ impl Router {
         if !groups.is_empty() {
             groups.resize(parsed.events.len(), u32::MAX);
         }
+        parsed.partitions = partition_of;
         RoutedBatch {
             parsed,
             floors,
@@ -240,19 +223,22 @@ impl CheckpointTimer {
             && self.completed.load(std::sync::atomic::Ordering::Acquire) >= self.started
     }
 
-    /// Starts a checkpoint before batch `before_seq`, which starts at `source`: tells the
-    /// writer and puts a barrier in every shard's queue. Returns when it started.
+    /// Starts a checkpoint before batch `before_seq`, which starts at `position` of the input
+    /// (whose bytes so far have `digest`): tells the writer and puts a barrier in every
+    /// shard's queue. Returns when it started.
     fn start(
         &mut self,
         before_seq: u64,
-        source: SourcePosition,
+        position: &Position,
+        digest: Option<u64>,
         router: &Router,
         shard_txs: &[Sender<ShardMsg>],
     ) -> Result<std::time::Instant> {
         let barrier = Barrier {
             id: self.next_id,
             before_seq,
-            source,
+            position: position.clone(),
+            digest,
             newest: router.newest(),
             newest_by: router.newest_by_partition(),
             started: std::time::Instant::now(),
@@ -287,6 +273,7 @@ pub(crate) fn route_all(
     shard_txs: Vec<Sender<ShardMsg>>,
     format_tx: Sender<FormatJob>,
     mut timer: Option<CheckpointTimer>,
+    mut position: Position,
 ) -> Result<()> {
     let shards = router.shards;
     let mut last_checkpoint = std::time::Instant::now();
@@ -307,15 +294,16 @@ pub(crate) fn route_all(
         };
         format_tx.send(job).map_err(|_| Error::Stage("formatter"))
     };
-    // Where the input stands after the batches routed so far, and the batches routed when
-    // the last checkpoint started: an input gone quiet is checkpointed as well.
-    let mut next_position: Option<SourcePosition> = None;
+    // Where the input stands after the batches routed so far (from the checkpoint resumed),
+    // and the batches routed when the last checkpoint started: an input gone quiet is
+    // checkpointed as well.
+    let mut digest = None;
     let mut routed_at_last_checkpoint = 0;
     while total != Some(done) {
         // Nothing routed since the last checkpoint: nothing to checkpoint until more comes.
         let quiet_checkpoint = timer
             .as_mut()
-            .filter(|_| next_position.is_some() && next_seq > routed_at_last_checkpoint);
+            .filter(|_| next_seq > routed_at_last_checkpoint);
         let msg = match quiet_checkpoint {
             None => rx.recv().map_err(|_| Error::Stage("worker"))?,
             Some(t) => {
@@ -323,13 +311,11 @@ pub(crate) fn route_all(
                 match rx.recv_timeout(wait.max(std::time::Duration::from_millis(10))) {
                     Ok(msg) => msg,
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                        if let Some(source) = next_position {
-                            if next_seq > routed_at_last_checkpoint
-                                && t.due(last_checkpoint.elapsed())
-                            {
-                                last_checkpoint = t.start(next_seq, source, &router, &shard_txs)?;
-                                routed_at_last_checkpoint = next_seq;
-                            }
+                        if next_seq > routed_at_last_checkpoint && t.due(last_checkpoint.elapsed())
+                        {
+                            last_checkpoint =
+                                t.start(next_seq, &position, digest, &router, &shard_txs)?;
+                            routed_at_last_checkpoint = next_seq;
                         }
                         continue;
                     }
@@ -346,28 +332,14 @@ pub(crate) fn route_all(
                 parsed.insert(batch.seq, batch);
                 while let Some(batch) = parsed.remove(&next_seq) {
                     if let Some(t) = timer.as_mut() {
-                        if let RawBatch::Lines {
-                            first_line,
-                            offset,
-                            data,
-                        } = &batch.raw
-                        {
-                            if next_seq > 0 && t.due(last_checkpoint.elapsed()) {
-                                let source = SourcePosition {
-                                    offset: *offset,
-                                    line: *first_line,
-                                };
-                                last_checkpoint = t.start(next_seq, source, &router, &shard_txs)?;
-                                routed_at_last_checkpoint = next_seq;
-                            }
-                            let lines = memchr::memchr_iter(b'\n', data).count() as u64
-                                + u64::from(!data.ends_with(b"\n"));
-                            next_position = Some(SourcePosition {
-                                offset: offset + data.len() as u64,
-                                line: first_line + lines,
-                            });
+                        if next_seq > 0 && t.due(last_checkpoint.elapsed()) {
+                            last_checkpoint =
+                                t.start(next_seq, &position, digest, &router, &shard_txs)?;
+                            routed_at_last_checkpoint = next_seq;
                         }
+                        digest = batch.digest;
                     }
+                    position.advance(&batch.end);
                     let routed = Arc::new(router.route(batch, n_keys));
                     let mut p = Pending {
                         batch: Arc::clone(&routed),
@@ -406,9 +378,9 @@ pub(crate) fn route_all(
     }
     // A last checkpoint at the end of the input, so that a run started again on the same
     // checkpoints goes on from there instead of doing the tail again.
-    if let (Some(t), Some(source)) = (timer.as_mut(), next_position) {
+    if let Some(t) = timer.as_mut() {
         if next_seq > routed_at_last_checkpoint {
-            t.start(next_seq, source, &router, &shard_txs)?;
+            t.start(next_seq, &position, digest, &router, &shard_txs)?;
         }
     }
     Ok(())
@@ -417,16 +389,7 @@ pub(crate) fn route_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataflow::batch::{Event, Span};
-
-    /// Odd lines from partition 1, even lines from partition 0.
-    struct OddEven;
-
-    impl LinePartitions for OddEven {
-        fn partitions_of(&self, lines: &[u64], out: &mut Vec<u32>) {
-            out.extend(lines.iter().map(|l| (l % 2) as u32));
-        }
-    }
+    use crate::dataflow::batch::{Event, RawBatch, Span};
 
     fn batch(times: &[i64]) -> ParsedBatch {
         ParsedBatch {
@@ -434,7 +397,6 @@ mod tests {
             raw: RawBatch::Lines {
                 data: Vec::new(),
                 first_line: 1,
-                offset: 0,
             },
             events: times
                 .iter()
@@ -450,6 +412,10 @@ mod tests {
             keys: Vec::new(),
             fields: Vec::new(),
             arena: Vec::new(),
+            end: Position::START,
+            partitions: Vec::new(),
+            digest: None,
+            output_keys: Vec::new(),
         }
     }
 
@@ -474,8 +440,11 @@ mod tests {
             late(&stream_wide.route(batch(&times), 0)),
             [false, false, true, false, true, false, true, true]
         );
-        let mut per_partition = Router::new(1, 60_000).with_partitions(Some(Arc::new(OddEven)));
-        let routed = per_partition.route(batch(&times), 0);
+        // Odd lines from partition 1, even lines from partition 0.
+        let mut per_partition = Router::new(1, 60_000);
+        let mut odd_even = batch(&times);
+        odd_even.partitions = (1..=times.len() as u32).map(|l| l % 2).collect();
+        let routed = per_partition.route(odd_even, 0);
         // Within its own partition 500 is 1.5 s behind 2,000: not late; 3,000,000 is ten
         // minutes behind 3,602,000: late.
         assert_eq!(

@@ -1,11 +1,11 @@
 //! A run: the threads of a pipeline and the batches flowing between them.
 //!
 //! ```text
-//! reader ─▶ [parse jobs] ─▶ workers ─▶ router (input order, lateness, key groups)
-//!                                        │ per-shard work           ▲ shard results
-//!                                        ▼                          │
-//!                                      workers (shard i owns groups i·G/N..) ─┘
-//!            router ─▶ [format jobs] ─▶ workers ─▶ writer (input order) ─▶ sink
+//! source ─▶ reader ─▶ [parse jobs] ─▶ workers ─▶ router (input order, lateness, key groups)
+//!                                                  │ per-shard work         ▲ shard results
+//!                                                  ▼                        │
+//!                                     workers (shard i owns groups i·G/N..) ┘
+//!           router ─▶ [format jobs] ─▶ workers ─▶ writer (input order) ─▶ sinks
 //! ```
 //!
 //! Each of the N workers owns one shard's state and also takes parse and format jobs from
@@ -16,26 +16,23 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, never, unbounded, Receiver, Select, Sender};
 use sluice_core::{shard_of, Plan};
 
-use crate::checkpoint::{
-    self, Barrier, CheckpointConfig, GroupSnapshot, Manifest, SinkPosition, SourceCheckpoint,
-};
+use crate::checkpoint::{self, Barrier, CheckpointConfig, GroupSnapshot, Resume};
 use crate::codec::format::OutputLayout;
 use crate::codec::parse::{Extractor, ParseScratch};
 use crate::codec::time::TimeFormat;
-use crate::connector::{CsvBatcher, Input, InputFormat, LineBatcher};
-use crate::dataflow::batch::RawBatch;
+use crate::connector::{Batching, Position, Sink, Source, SourceBatch, StreamSink};
 use crate::dataflow::pool::BufferPool;
-use crate::dataflow::router::{
-    route_all, CheckpointTimer, LinePartitions, Router, RouterMsg, ShardMsg,
-};
+use crate::dataflow::router::{route_all, CheckpointTimer, Router, RouterMsg, ShardMsg};
 use crate::dataflow::shard;
-use crate::dataflow::writer::{format_batch, write_all, FormatJob, WriterCheckpoints, WriterMsg};
+use crate::dataflow::writer::{
+    format_batch, write_all, FormatJob, WriterCheckpoints, WriterEnds, WriterMsg,
+};
 use crate::error::{Error, Result};
 use crate::state::redis::Traffic;
 use crate::state::{Backend, StateBackend, StateConfig};
@@ -59,13 +56,9 @@ pub struct Job {
     pub state: StateConfig,
     /// Checkpoints, if any (memory state and JSONL input only).
     pub checkpoint: Option<CheckpointConfig>,
-    /// For a live JSONL input (a pipe, a terminal): cut a batch once it holds a whole line and
-    /// this long has passed since its first byte, instead of waiting for it to fill. `None`:
-    /// batches are cut when full (files).
-    pub batch_wait: Option<Duration>,
-    /// For a partitioned source (Kafka): the partition of each input line, so that lateness
-    /// is judged per partition (see [`crate::dataflow::router::Router`]).
-    pub partitions: Option<Arc<dyn LinePartitions>>,
+    /// A live source (a pipe, a terminal, a topic) cuts a batch once it holds a record and
+    /// this long has passed since its first one arrived, instead of waiting for it to fill.
+    pub batch_wait: Duration,
 }
 
 impl std::fmt::Debug for Job {
@@ -76,7 +69,6 @@ impl std::fmt::Debug for Job {
             .field("state", &self.state)
             .field("checkpoint", &self.checkpoint)
             .field("batch_wait", &self.batch_wait)
-            .field("partitioned", &self.partitions.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -97,14 +89,11 @@ impl Job {
             batch_bytes: 256 * 1024,
             csv_batch_rows: 2048,
             state: StateConfig::Memory,
-            batch_wait: None,
             checkpoint: None,
-            partitions: None,
+            batch_wait: Duration::from_millis(10),
         }
     }
-}
 
-impl Job {
     /// The same job with its state in `state`.
     pub fn with_state(mut self, state: StateConfig) -> Self {
         self.state = state;
@@ -117,16 +106,19 @@ impl Job {
         self
     }
 
-    /// The same job, judging lateness per partition of a partitioned source.
-    pub fn with_partitions(mut self, partitions: Option<Arc<dyn LinePartitions>>) -> Self {
-        self.partitions = partitions;
+    /// The same job, cutting batches of a live source after `wait` (see [`Job::batch_wait`]).
+    pub fn with_batch_wait(mut self, wait: Duration) -> Self {
+        self.batch_wait = wait;
         self
     }
 
-    /// The same job, cutting batches of a live input after `wait` (see [`Job::batch_wait`]).
-    pub fn with_batch_wait(mut self, wait: Option<Duration>) -> Self {
-        self.batch_wait = wait;
-        self
+    /// How the source cuts batches.
+    pub fn batching(&self) -> Batching {
+        Batching {
+            bytes: self.batch_bytes,
+            csv_rows: self.csv_batch_rows,
+            wait: self.batch_wait,
+        }
     }
 }
 
@@ -179,64 +171,32 @@ impl Summary {
     }
 }
 
-/// See [`Outputs::on_flushed`].
-pub type OnFlushed = Box<dyn FnMut(u64, bool) -> std::io::Result<()> + Send>;
-
 /// Where the run's output goes.
 pub struct Outputs<'a> {
     /// Enriched events.
-    pub events: Box<dyn Write + Send + 'a>,
+    pub events: Box<dyn Sink + 'a>,
     /// Dead letters.
-    pub dead_letters: Box<dyn Write + Send + 'a>,
-    /// Lengths of both outputs before this run wrote anything (a resumed run appends).
-    pub start: SinkPosition,
-    /// The events file, to make it durable at checkpoints (`None`: not a file).
-    pub events_file: Option<std::fs::File>,
-    /// The dead-letter file, likewise.
-    pub dead_letters_file: Option<std::fs::File>,
-    /// Called after each flush of both outputs with the number of input records whose
-    /// outputs are now flushed, and whether it is the run's last flush (a source that
-    /// acknowledges its input, such as Kafka offsets, acknowledges up to there). An error
-    /// stops the run.
-    pub on_flushed: Option<OnFlushed>,
-    /// A partitioned source's part in checkpoints (see [`SourceCheckpoint`]).
-    pub source_checkpoint: Option<Box<dyn SourceCheckpoint>>,
+    pub dead_letters: Box<dyn Sink + 'a>,
 }
 
 impl<'a> Outputs<'a> {
-    /// Outputs written from the start, with nothing to sync.
-    pub fn new(
-        events: Box<dyn Write + Send + 'a>,
-        dead_letters: Box<dyn Write + Send + 'a>,
-    ) -> Self {
+    /// Outputs to these sinks.
+    pub fn new(events: Box<dyn Sink + 'a>, dead_letters: Box<dyn Sink + 'a>) -> Self {
         Outputs {
             events,
             dead_letters,
-            start: SinkPosition::default(),
-            events_file: None,
-            dead_letters_file: None,
-            on_flushed: None,
-            source_checkpoint: None,
         }
     }
-}
 
-/// What a run resumes from: a verified checkpoint and its key groups.
-#[derive(Debug)]
-pub struct Resume {
-    /// The checkpoint's manifest.
-    pub manifest: Manifest,
-    /// Its key groups.
-    pub groups: Vec<GroupSnapshot>,
-}
-
-impl Resume {
-    /// Keys restored, over every key group and key spec.
-    pub fn keys(&self) -> usize {
-        self.groups
-            .iter()
-            .map(|g| g.tables.iter().map(Vec::len).sum::<usize>())
-            .sum()
+    /// Outputs to plain writers, with nothing to sync or cut back.
+    pub fn writers(
+        events: Box<dyn Write + Send + 'a>,
+        dead_letters: Box<dyn Write + Send + 'a>,
+    ) -> Self {
+        Outputs::new(
+            Box::new(StreamSink::new(events, "output")),
+            Box::new(StreamSink::new(dead_letters, "dead letters")),
+        )
     }
 }
 
@@ -246,17 +206,117 @@ pub fn plan_fingerprint(plan: &Plan) -> String {
     plan.fingerprint()
 }
 
-/// Runs a job over an input to completion.
-pub fn run(job: &Job, input: Input, outputs: Outputs<'_>, stats: Arc<Stats>) -> Result<Summary> {
-    run_resumed(job, input, outputs, stats, None)
+/// Runs a job over a source to completion.
+pub fn run(
+    job: &Job,
+    source: &mut dyn Source,
+    outputs: Outputs<'_>,
+    stats: Arc<Stats>,
+) -> Result<Summary> {
+    run_resumed(job, source, outputs, stats, None)
 }
 
-/// Runs a job over an input to completion, starting from a checkpoint's state when given
-/// (`input` must then be positioned at the checkpoint's source offset, and `outputs` at its
-/// sink positions).
+/// Where a resumed run starts: the state of each shard, the newest event times and the
+/// number of the next checkpoint.
+struct Start {
+    backends: Vec<Backend>,
+    newest: Option<i64>,
+    newest_by: Vec<(u32, i64)>,
+    next_checkpoint: u64,
+    position: Position,
+}
+
+impl Start {
+    /// Opens each shard's state backend (a resumed run hands each shard the key groups it now
+    /// owns, for any number of shards). Backends connect before any thread starts, so a bad
+    /// address fails the run at once.
+    fn open(job: &Job, resume: Option<Resume>) -> Result<Start> {
+        let n = job.workers;
+        let next_checkpoint = match (&resume, &job.checkpoint) {
+            (Some(r), _) => r.id + 1,
+            (None, Some(c)) => checkpoint::list(&c.dir)?.into_iter().max().unwrap_or(0) + 1,
+            (None, None) => 1,
+        };
+        let (newest, newest_by, position, groups) = match resume {
+            Some(r) => (r.newest, r.newest_by, r.position, r.groups),
+            None => (None, Vec::new(), Position::START, Vec::new()),
+        };
+        let mut restored: Vec<Vec<GroupSnapshot>> = (0..n).map(|_| Vec::new()).collect();
+        for g in groups {
+            restored[shard_of(g.group, n)].push(g);
+        }
+        // State is kept for the slowest partition (or the stream).
+        let slowest = newest_by.iter().map(|&(_, t)| t).min().or(newest);
+        let floor = slowest.map_or(i64::MIN, |t| t.saturating_sub(job.plan.lateness_ms));
+        let restoring = Instant::now();
+        let mut backends = Vec::with_capacity(n);
+        for (i, groups) in restored.into_iter().enumerate() {
+            backends.push(Backend::open(&job.plan, &job.state, i, n, groups, floor)?);
+        }
+        if newest.is_some() {
+            tracing::info!(
+                millis = restoring.elapsed().as_millis() as u64,
+                "key tables rebuilt"
+            );
+        }
+        Ok(Start {
+            backends,
+            newest,
+            newest_by,
+            next_checkpoint,
+            position,
+        })
+    }
+}
+
+/// A queue of raw batches to parse, numbered in input order.
+type ParseQueue = (Sender<(u64, SourceBatch)>, Receiver<(u64, SourceBatch)>);
+
+/// The channels between the stages of a run.
+struct Channels {
+    tokens: (Sender<()>, Receiver<()>),
+    parse: ParseQueue,
+    format: (Sender<FormatJob>, Receiver<FormatJob>),
+    router: (Sender<RouterMsg>, Receiver<RouterMsg>),
+    written: (Sender<WriterMsg>, Receiver<WriterMsg>),
+    shards: Vec<(Sender<ShardMsg>, Receiver<ShardMsg>)>,
+}
+
+impl Channels {
+    /// Channels for `n` shards and `max_in_flight` batch tokens.
+    fn new(n: usize, max_in_flight: usize) -> Result<Channels> {
+        let tokens = bounded::<()>(max_in_flight);
+        for _ in 0..max_in_flight {
+            tokens.0.send(()).map_err(|_| Error::Stage("setup"))?;
+        }
+        Ok(Channels {
+            tokens,
+            parse: unbounded(),
+            format: unbounded(),
+            router: unbounded(),
+            written: unbounded(),
+            shards: (0..n).map(|_| unbounded()).collect(),
+        })
+    }
+}
+
+/// What every worker shares.
+struct WorkerShared {
+    plan: Arc<Plan>,
+    extractor: Extractor,
+    layout: OutputLayout,
+    source_name: String,
+    pool: BufferPool,
+    stats: Arc<Stats>,
+    checkpoint_dir: Option<std::path::PathBuf>,
+}
+
+/// Runs a job over a source to completion, starting from a checkpoint's state when given
+/// (`source` must then be positioned at the checkpoint's position; the sinks are cut back to
+/// the checkpoint's lengths here).
 pub fn run_resumed(
     job: &Job,
-    input: Input,
+    source: &mut dyn Source,
     outputs: Outputs<'_>,
     stats: Arc<Stats>,
     resume: Option<Resume>,
@@ -264,83 +324,30 @@ pub fn run_resumed(
     let started = Instant::now();
     let n = job.workers;
     let plan = Arc::clone(&job.plan);
-    let source_name = input.name.display().to_string();
+    source.start(&job.batching())?;
     let mut extractor = Extractor::new(&plan, &job.time_field, job.time_format);
-    enum Batcher {
-        Lines(LineBatcher),
-        Csv(CsvBatcher),
+    if let Some(header) = source.csv_header() {
+        extractor = extractor.with_csv_header(header.to_vec());
     }
-    let mut batcher = match input.format {
-        InputFormat::Jsonl => {
-            let batcher = match job.batch_wait {
-                None => LineBatcher::new(input.reader, input.name.clone(), job.batch_bytes),
-                Some(wait) => {
-                    LineBatcher::with_wait(input.reader, input.name.clone(), job.batch_bytes, wait)?
-                }
-            };
-            Batcher::Lines(match &resume {
-                Some(r) => batcher.starting_at(r.manifest.source.offset, r.manifest.source.line),
-                None => batcher,
-            })
-        }
-        InputFormat::Csv => {
-            let b = CsvBatcher::new(input.reader, input.name.clone(), job.csv_batch_rows)?;
-            extractor = extractor.with_csv_header(b.header().to_vec());
-            Batcher::Csv(b)
-        }
-    };
-    let extractor = Arc::new(extractor);
-    let layout = Arc::new(OutputLayout::new(&plan));
+    if let Some(field) = outputs.events.key_field() {
+        extractor = extractor.with_output_key(field);
+    }
+    let sink_start = resume.as_ref().map(|r| r.sink).unwrap_or_default();
+    let start = Start::open(job, resume)?;
+    let ends = writer_ends(outputs, source, sink_start, &start.position)?;
+    let by_partition = ends.source_checkpoint.is_some() && job.checkpoint.is_some();
 
     let max_in_flight = 4 * n + 4;
-    let pool = BufferPool::new(2 * max_in_flight);
-    let (token_tx, token_rx) = bounded::<()>(max_in_flight);
-    for _ in 0..max_in_flight {
-        token_tx.send(()).map_err(|_| Error::Stage("setup"))?;
-    }
-    let (parse_tx, parse_rx) = unbounded::<(u64, RawBatch)>();
-    let (format_tx, format_rx) = unbounded::<FormatJob>();
-    let (router_tx, router_rx) = unbounded::<RouterMsg>();
-    let (written_tx, written_rx) = unbounded::<WriterMsg>();
-    type ShardChannel = (Sender<ShardMsg>, Receiver<ShardMsg>);
-    let shard_channels: Vec<ShardChannel> = (0..n).map(|_| unbounded()).collect();
-
-    // State backends connect before any thread starts, so a bad address fails the run at once.
-    // A resumed run hands each shard the key groups it now owns (any number of shards).
-    let newest = resume.as_ref().and_then(|r| r.manifest.newest);
-    let newest_by: Vec<(u32, i64)> = resume
-        .as_ref()
-        .map(|r| {
-            r.manifest
-                .partitions
-                .iter()
-                .filter_map(|p| Some((p.partition, p.newest?)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let next_checkpoint = match (&resume, &job.checkpoint) {
-        (Some(r), _) => r.manifest.id + 1,
-        (None, Some(c)) => checkpoint::list(&c.dir)?.into_iter().max().unwrap_or(0) + 1,
-        (None, None) => 1,
-    };
-    let mut restored: Vec<Vec<GroupSnapshot>> = (0..n).map(|_| Vec::new()).collect();
-    for g in resume.map(|r| r.groups).unwrap_or_default() {
-        restored[shard_of(g.group, n)].push(g);
-    }
-    // State is kept for the slowest partition (or the stream).
-    let slowest = newest_by.iter().map(|&(_, t)| t).min().or(newest);
-    let floor = slowest.map_or(i64::MIN, |t| t.saturating_sub(plan.lateness_ms));
-    let restoring = Instant::now();
-    let mut backends = Vec::with_capacity(n);
-    for (i, groups) in restored.into_iter().enumerate() {
-        backends.push(Backend::open(&plan, &job.state, i, n, groups, floor)?);
-    }
-    if newest.is_some() {
-        tracing::info!(
-            millis = restoring.elapsed().as_millis() as u64,
-            "key tables rebuilt"
-        );
-    }
+    let shared = Arc::new(WorkerShared {
+        plan: Arc::clone(&plan),
+        extractor,
+        layout: OutputLayout::new(&plan),
+        source_name: source.name().to_owned(),
+        pool: BufferPool::new(2 * max_in_flight),
+        stats: Arc::clone(&stats),
+        checkpoint_dir: job.checkpoint.as_ref().map(|c| c.dir.clone()),
+    });
+    let channels = Channels::new(n, max_in_flight)?;
     let completed_checkpoints = Arc::new(AtomicU64::new(0));
     let writer_checkpoints = job.checkpoint.as_ref().map(|c| WriterCheckpoints {
         config: c.clone(),
@@ -348,177 +355,60 @@ pub fn run_resumed(
         shards: n,
         completed: Arc::clone(&completed_checkpoints),
     });
+    let timer = job.checkpoint.as_ref().map(|c| CheckpointTimer {
+        interval: c.interval,
+        next_id: start.next_checkpoint,
+        writer: channels.written.0.clone(),
+        completed: Arc::clone(&completed_checkpoints),
+        started: 0,
+    });
+    let router = Router::new(n, plan.lateness_ms)
+        .resuming(start.newest)
+        .resuming_partitions(&start.newest_by)
+        .grouping_by_partition(by_partition);
 
-    thread::scope(|scope| {
-        // Reader.
-        let reader_router = router_tx.clone();
-        let reader_stats = Arc::clone(&stats);
-        let reader_pool = pool.clone();
-        let reader = thread::Builder::new()
-            .name("sluice-reader".into())
-            .spawn_scoped(scope, move || -> Result<()> {
-                let mut seq = 0;
-                let mut read = || -> Result<()> {
-                    loop {
-                        if token_rx.recv().is_err() {
-                            return Ok(()); // the writer stopped; its error is reported
-                        }
-                        let next = match &mut batcher {
-                            Batcher::Lines(b) => b.next_batch(reader_pool.take())?,
-                            Batcher::Csv(b) => b.next_batch()?,
-                        };
-                        let Some((raw, records)) = next else {
-                            return Ok(());
-                        };
-                        if let RawBatch::Lines { data, .. } = &raw {
-                            reader_stats
-                                .bytes_read
-                                .fetch_add(data.len() as u64, Ordering::Relaxed);
-                        }
-                        reader_stats
-                            .records_read
-                            .fetch_add(records, Ordering::Relaxed);
-                        if parse_tx.send((seq, raw)).is_err() {
-                            return Ok(());
-                        }
-                        seq += 1;
-                    }
-                };
-                let result = read();
-                // Always tell the router how many batches there are, also after a read error:
-                // what was read is still processed and written before the error is reported.
-                let _ = reader_router.send(RouterMsg::End { batches: seq });
-                result
-            })
-            .map_err(|_| Error::Stage("reader"))?;
-
-        // Workers: shard owners that also parse and format.
+    thread::scope(|scope| -> Result<()> {
+        let Channels {
+            tokens: (token_tx, token_rx),
+            parse: (parse_tx, parse_rx),
+            format: (format_tx, format_rx),
+            router: (router_tx, router_rx),
+            written: (written_tx, written_rx),
+            shards,
+        } = channels;
+        let reader = spawn_reader(
+            scope,
+            source,
+            token_rx,
+            parse_tx,
+            router_tx.clone(),
+            &shared,
+        )?;
         let mut workers = Vec::with_capacity(n);
-        for (i, ((_, shard_rx), backend)) in shard_channels.iter().zip(backends).enumerate() {
-            let shard_rx = shard_rx.clone();
-            let parse_rx = parse_rx.clone();
-            let format_rx = format_rx.clone();
-            let router_tx = router_tx.clone();
-            let written_tx = written_tx.clone();
-            let plan = Arc::clone(&plan);
-            let extractor = Arc::clone(&extractor);
-            let layout = Arc::clone(&layout);
-            let source_name = source_name.clone();
-            let pool = pool.clone();
-            let worker_stats = Arc::clone(&stats);
-            let checkpoint_dir = job.checkpoint.as_ref().map(|c| c.dir.clone());
+        for (i, ((_, shard_rx), backend)) in shards.iter().zip(start.backends).enumerate() {
+            let queues = WorkerQueues {
+                shard: shard_rx.clone(),
+                format: format_rx.clone(),
+                parse: parse_rx.clone(),
+                router: router_tx.clone(),
+                written: written_tx.clone(),
+            };
+            let shared = Arc::clone(&shared);
             let handle = thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
-                .spawn_scoped(scope, move || {
-                    // A panic here is a bug; report it to the router instead of leaving the
-                    // other stages waiting for this shard.
-                    let failed = router_tx.clone();
-                    let work = std::panic::AssertUnwindSafe(move || {
-                        let mut backend = backend;
-                        let mut scratch = ParseScratch::default();
-                        let mut shard_rx = shard_rx;
-                        let mut format_rx = format_rx;
-                        let mut parse_rx = parse_rx;
-                        while let Some(job) = next_job(&mut shard_rx, &mut format_rx, &mut parse_rx)
-                        {
-                            let sent = match job {
-                                WorkerJob::Shard(ShardMsg::Checkpoint(barrier)) => {
-                                    snapshot(
-                                        &plan,
-                                        &backend,
-                                        i,
-                                        &barrier,
-                                        checkpoint_dir.as_deref(),
-                                        &written_tx,
-                                        &worker_stats,
-                                    );
-                                    true
-                                }
-                                WorkerJob::Shard(ShardMsg::Batch(batch)) => {
-                                    let values = shard::process(&plan, &mut backend, &batch, i);
-                                    router_tx
-                                        .send(RouterMsg::ShardDone {
-                                            seq: batch.parsed.seq,
-                                            shard: i,
-                                            values,
-                                        })
-                                        .is_ok()
-                                }
-                                WorkerJob::Format(job) => written_tx
-                                    .send(WriterMsg::Batch(format_batch(
-                                        &plan,
-                                        &layout,
-                                        &source_name,
-                                        &pool,
-                                        job,
-                                        |_| {},
-                                    )))
-                                    .is_ok(),
-                                WorkerJob::Parse(seq, raw) => router_tx
-                                    .send(RouterMsg::Parsed(extractor.parse_batch(
-                                        seq,
-                                        raw,
-                                        &mut scratch,
-                                    )))
-                                    .is_ok(),
-                            };
-                            if !sent {
-                                break;
-                            }
-                        }
-                        if let Some(tier) = backend.tier_stats() {
-                            worker_stats
-                                .keys_on_disk
-                                .fetch_add(tier.on_disk as u64, Ordering::Relaxed);
-                            worker_stats
-                                .spill_moves
-                                .fetch_add(tier.evictions + tier.loads, Ordering::Relaxed);
-                        }
-                        if let Some(t) = backend.traffic() {
-                            if let Ok(mut total) = worker_stats.traffic.lock() {
-                                *total = Some(total.unwrap_or_default().plus(t));
-                            }
-                        }
-                    });
-                    if std::panic::catch_unwind(work).is_err() {
-                        let _ = failed.send(RouterMsg::WorkerFailed);
-                    }
-                })
+                .spawn_scoped(scope, move || work(i, backend, queues, &shared))
                 .map_err(|_| Error::Stage("worker"))?;
             workers.push(handle);
         }
-        drop(parse_rx);
-        drop(format_rx);
-        let timer = job.checkpoint.as_ref().map(|c| CheckpointTimer {
-            interval: c.interval,
-            next_id: next_checkpoint,
-            writer: written_tx.clone(),
-            completed: Arc::clone(&completed_checkpoints),
-            started: 0,
-        });
-        drop(written_tx);
-        let shard_txs: Vec<Sender<ShardMsg>> =
-            shard_channels.into_iter().map(|(tx, _)| tx).collect();
-
-        // Router.
-        let router_plan = Arc::clone(&plan);
+        drop((parse_rx, format_rx, written_tx));
+        let shard_txs: Vec<Sender<ShardMsg>> = shards.into_iter().map(|(tx, _)| tx).collect();
+        let position = start.position.clone();
         let router = thread::Builder::new()
             .name("sluice-router".into())
             .spawn_scoped(scope, move || -> Result<()> {
                 drop(router_tx);
                 route_all(
-                    &router_plan,
-                    Router::new(n, router_plan.lateness_ms)
-                        .resuming(newest)
-                        .resuming_partitions(&newest_by)
-                        .with_partitions(job.partitions.clone())
-                        .grouping_by_partition(
-                            job.partitions.is_some() && job.checkpoint.is_some(),
-                        ),
-                    router_rx,
-                    shard_txs,
-                    format_tx,
-                    timer,
+                    &plan, router, router_rx, shard_txs, format_tx, timer, position,
                 )
             })
             .map_err(|_| Error::Stage("router"))?;
@@ -526,62 +416,229 @@ pub fn run_resumed(
         // Writer (this thread).
         let written = write_all(
             written_rx,
-            outputs,
+            ends,
             &token_tx,
             &stats,
-            &pool,
+            &shared.pool,
             writer_checkpoints.as_ref(),
         );
         drop(token_tx);
-
-        let reader = reader.join().unwrap_or(Err(Error::Stage("reader")));
-        let router = router.join().unwrap_or(Err(Error::Stage("router")));
-        let mut worker_panicked = false;
-        for w in workers {
-            worker_panicked |= w.join().is_err();
-        }
-        // Report the root cause: an I/O or backend error before a stage that merely stopped.
-        let root_cause = [written, reader, router]
-            .into_iter()
-            .filter_map(Result::err)
-            .min_by_key(|e| matches!(e, Error::Stage(_)));
-        if let Some(e) = root_cause {
-            return Err(e);
-        }
-        if worker_panicked {
-            return Err(Error::Stage("worker"));
-        }
-        Ok(())
+        join_all(written, reader, router, workers)
     })?;
 
-    let summary = Summary {
+    Ok(Summary {
         records: stats.records_read.load(Ordering::Relaxed),
         events: stats.events_written.load(Ordering::Relaxed),
         dead_letters: stats.dead_letters.load(Ordering::Relaxed),
         late: stats.late.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
         traffic: stats.traffic.lock().map(|t| *t).unwrap_or(None),
+    })
+}
+
+/// The writer's ends: the sinks cut back to where a resumed checkpoint left them, and the
+/// source's acknowledger and part in checkpoints.
+fn writer_ends<'o>(
+    mut outputs: Outputs<'o>,
+    source: &mut dyn Source,
+    sink: checkpoint::SinkPosition,
+    position: &Position,
+) -> Result<WriterEnds<'o>> {
+    let cut = |s: &mut Box<dyn Sink + 'o>, len: u64, what: &'static str| {
+        if len == 0 {
+            return Ok(0);
+        }
+        s.cut_back(len)
+            .map_err(|source| Error::Output { what, source })
     };
-    Ok(summary)
+    let events_bytes = cut(&mut outputs.events, sink.events_bytes, "output")?;
+    let dead_letters_bytes = cut(
+        &mut outputs.dead_letters,
+        sink.dead_letters_bytes,
+        "dead letters",
+    )?;
+    Ok(WriterEnds {
+        events: outputs.events,
+        dead_letters: outputs.dead_letters,
+        position: checkpoint::SinkPosition {
+            events_bytes,
+            dead_letters_bytes,
+        },
+        written: position.clone(),
+        acknowledger: source.acknowledger(),
+        source_checkpoint: source.checkpoints(),
+    })
+}
+
+/// Starts the reader: takes a batch token, reads a batch, hands it to the parsers; at the
+/// end (or a read error) tells the router how many batches there were.
+fn spawn_reader<'scope>(
+    scope: &'scope Scope<'scope, '_>,
+    source: &'scope mut dyn Source,
+    tokens: Receiver<()>,
+    parse: Sender<(u64, SourceBatch)>,
+    router: Sender<RouterMsg>,
+    shared: &Arc<WorkerShared>,
+) -> Result<ScopedJoinHandle<'scope, Result<()>>> {
+    let shared = Arc::clone(shared);
+    thread::Builder::new()
+        .name("sluice-reader".into())
+        .spawn_scoped(scope, move || -> Result<()> {
+            let mut seq = 0;
+            let mut read = || -> Result<()> {
+                while tokens.recv().is_ok() {
+                    let Some(batch) = source.next_batch(shared.pool.take())? else {
+                        return Ok(());
+                    };
+                    if let crate::dataflow::batch::RawBatch::Lines { data, .. } = &batch.raw {
+                        shared
+                            .stats
+                            .bytes_read
+                            .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
+                    shared
+                        .stats
+                        .records_read
+                        .fetch_add(batch.records, Ordering::Relaxed);
+                    if parse.send((seq, batch)).is_err() {
+                        return Ok(());
+                    }
+                    seq += 1;
+                }
+                Ok(()) // the writer stopped; its error is reported
+            };
+            let result = read();
+            // Always tell the router how many batches there are, also after a read error:
+            // what was read is still processed and written before the error is reported.
+            let _ = router.send(RouterMsg::End { batches: seq });
+            result
+        })
+        .map_err(|_| Error::Stage("reader"))
+}
+
+/// The queues a worker takes jobs from and sends results to.
+struct WorkerQueues {
+    shard: Receiver<ShardMsg>,
+    format: Receiver<FormatJob>,
+    parse: Receiver<(u64, SourceBatch)>,
+    router: Sender<RouterMsg>,
+    written: Sender<WriterMsg>,
+}
+
+/// A worker: owns shard `i`'s state and also parses and formats. A panic here is a bug; it is
+/// reported to the router instead of leaving the other stages waiting for this shard.
+fn work(i: usize, backend: Backend, queues: WorkerQueues, shared: &WorkerShared) {
+    let failed = queues.router.clone();
+    let work = std::panic::AssertUnwindSafe(move || {
+        let mut backend = backend;
+        let WorkerQueues {
+            shard: mut shard_rx,
+            format: mut format_rx,
+            parse: mut parse_rx,
+            router,
+            written,
+        } = queues;
+        let mut scratch = ParseScratch::default();
+        while let Some(job) = next_job(&mut shard_rx, &mut format_rx, &mut parse_rx) {
+            let sent = match job {
+                WorkerJob::Shard(ShardMsg::Checkpoint(barrier)) => {
+                    snapshot(i, &backend, &barrier, shared, &written);
+                    true
+                }
+                WorkerJob::Shard(ShardMsg::Batch(batch)) => {
+                    let values = shard::process(&shared.plan, &mut backend, &batch, i);
+                    let seq = batch.parsed.seq;
+                    let done = RouterMsg::ShardDone {
+                        seq,
+                        shard: i,
+                        values,
+                    };
+                    router.send(done).is_ok()
+                }
+                WorkerJob::Format(job) => {
+                    let s = shared;
+                    let f = format_batch(&s.plan, &s.layout, &s.source_name, &s.pool, job, |_| {});
+                    written.send(WriterMsg::Batch(f)).is_ok()
+                }
+                WorkerJob::Parse(seq, batch) => {
+                    let mut parsed = shared.extractor.parse_batch(seq, batch.raw, &mut scratch);
+                    parsed.end = batch.end;
+                    parsed.partitions = batch.partitions;
+                    parsed.digest = batch.digest;
+                    router.send(RouterMsg::Parsed(parsed)).is_ok()
+                }
+            };
+            if !sent {
+                break;
+            }
+        }
+        report_backend(&backend, &shared.stats);
+    });
+    if std::panic::catch_unwind(work).is_err() {
+        let _ = failed.send(RouterMsg::WorkerFailed);
+    }
+}
+
+/// Adds a finished shard's tier and traffic figures to the run's.
+fn report_backend(backend: &Backend, stats: &Stats) {
+    if let Some(tier) = backend.tier_stats() {
+        stats
+            .keys_on_disk
+            .fetch_add(tier.on_disk as u64, Ordering::Relaxed);
+        stats
+            .spill_moves
+            .fetch_add(tier.evictions + tier.loads, Ordering::Relaxed);
+    }
+    if let Some(t) = backend.traffic() {
+        if let Ok(mut total) = stats.traffic.lock() {
+            *total = Some(total.unwrap_or_default().plus(t));
+        }
+    }
+}
+
+/// Waits for every stage and reports the root cause of a failure: an I/O or backend error
+/// before a stage that merely stopped.
+fn join_all(
+    written: Result<()>,
+    reader: ScopedJoinHandle<'_, Result<()>>,
+    router: ScopedJoinHandle<'_, Result<()>>,
+    workers: Vec<ScopedJoinHandle<'_, ()>>,
+) -> Result<()> {
+    let reader = reader.join().unwrap_or(Err(Error::Stage("reader")));
+    let router = router.join().unwrap_or(Err(Error::Stage("router")));
+    let mut worker_panicked = false;
+    for w in workers {
+        worker_panicked |= w.join().is_err();
+    }
+    let root_cause = [written, reader, router]
+        .into_iter()
+        .filter_map(Result::err)
+        .min_by_key(|e| matches!(e, Error::Stage(_)));
+    if let Some(e) = root_cause {
+        return Err(e);
+    }
+    if worker_panicked {
+        return Err(Error::Stage("worker"));
+    }
+    Ok(())
 }
 
 /// Snapshots shard `shard`'s state for a checkpoint: encodes it here (the shard waits) while
 /// a helper thread streams it to disk, then reports the file to the writer.
 fn snapshot(
-    plan: &Plan,
-    backend: &Backend,
     shard: usize,
+    backend: &Backend,
     barrier: &Barrier,
-    root: Option<&std::path::Path>,
+    shared: &WorkerShared,
     writer: &Sender<WriterMsg>,
-    stats: &Stats,
 ) {
+    let (plan, stats) = (&shared.plan, &shared.stats);
     let started = Instant::now();
     let id = barrier.id;
     let report = |file: Result<checkpoint::FileEntry>| {
         let _ = writer.send(WriterMsg::ShardFile { id, shard, file });
     };
-    let Some(root) = root else {
+    let Some(root) = shared.checkpoint_dir.as_deref() else {
         return report(Err(Error::Checkpoint("no checkpoint directory".into())));
     };
     let dir = checkpoint::checkpoint_dir(root, id);
@@ -603,7 +660,7 @@ fn snapshot(
 enum WorkerJob {
     Shard(ShardMsg),
     Format(FormatJob),
-    Parse(u64, RawBatch),
+    Parse(u64, SourceBatch),
 }
 
 /// The next job of a worker: its own shard's work first (it holds up the merge), then
@@ -611,7 +668,7 @@ enum WorkerJob {
 fn next_job(
     shard_rx: &mut Receiver<ShardMsg>,
     format_rx: &mut Receiver<FormatJob>,
-    parse_rx: &mut Receiver<(u64, RawBatch)>,
+    parse_rx: &mut Receiver<(u64, SourceBatch)>,
 ) -> Option<WorkerJob> {
     loop {
         if let Ok(b) = shard_rx.try_recv() {

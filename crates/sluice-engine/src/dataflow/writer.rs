@@ -9,13 +9,15 @@ use crossbeam_channel::{Receiver, Sender};
 use sluice_core::{FeatureValue, Plan};
 
 use crate::checkpoint::{
-    self, Barrier, CheckpointConfig, FileEntry, Manifest, SinkPosition, FORMAT_VERSION,
+    self, Barrier, CheckpointConfig, FileEntry, Manifest, PartitionPosition, SinkPosition,
+    SourceCheckpoint, SourcePosition, FORMAT_VERSION,
 };
 use crate::codec::format::{write_dead_letter, OutputLayout};
+use crate::connector::{Acknowledge, Position, RecordKeys, Sink};
 use crate::dataflow::batch::{RawBatch, Rejection};
 use crate::dataflow::pool::BufferPool;
 use crate::dataflow::router::RoutedBatch;
-use crate::dataflow::run::{Outputs, Stats};
+use crate::dataflow::run::Stats;
 use crate::error::{Error, Result};
 
 /// A batch whose shards have all answered.
@@ -29,6 +31,10 @@ pub(crate) struct Formatted {
     seq: u64,
     pub(crate) events: Vec<u8>,
     pub(crate) dead: Vec<u8>,
+    /// Each enriched event's message key, for a keyed events sink.
+    keys: Option<RecordKeys>,
+    /// Where the source stands after this batch.
+    end: Position,
     n_events: u64,
     n_dead: u64,
     n_late: u64,
@@ -44,8 +50,9 @@ pub enum Written {
     Dead(std::ops::Range<usize>),
 }
 
-/// Formats one batch: enriched events and dead letters, each in input order. `each` learns
-/// where every record went, in input order.
+/// Formats one batch: enriched events and dead letters, each in input order (with each
+/// event's message key when the batch was parsed with an output key). `each` learns where
+/// every record went, in input order.
 pub(crate) fn format_batch(
     plan: &Plan,
     layout: &OutputLayout,
@@ -74,6 +81,7 @@ pub(crate) fn format_batch(
     };
     events.reserve(input_bytes + batch.events.len() * layout.bytes_per_event());
     let mut dead = Vec::new();
+    let mut keys = (!batch.output_keys.is_empty()).then(RecordKeys::default);
     let (mut n_events, mut n_dead, mut n_late) = (0, 0, 0);
     for (i, e) in batch.events.iter().enumerate() {
         if let Some(rejection) = &e.rejection {
@@ -111,9 +119,13 @@ pub(crate) fn format_batch(
             (shard != u32::MAX).then(|| job.results[shard as usize][offset as usize + slot])
         });
         each(Written::Event(start..events.len()));
+        if let Some(keys) = keys.as_mut() {
+            keys.push(batch.output_keys[i].map(|(a, b)| &batch.arena[a..b]));
+        }
         n_events += 1;
     }
     let seq = batch.seq;
+    let end = batch.end.clone();
     // The input buffer is free once the last holder of the batch is done with it.
     if let Ok(routed) = Arc::try_unwrap(job.batch) {
         if let RawBatch::Lines { data, .. } = routed.parsed.raw {
@@ -124,6 +136,8 @@ pub(crate) fn format_batch(
         seq,
         events,
         dead,
+        keys,
+        end,
         n_events,
         n_dead,
         n_late,
@@ -160,12 +174,15 @@ impl InFlight {
     }
 }
 
-/// Where the writer stands and how to make a checkpoint's outputs durable.
-struct Sink<'a, 'o> {
-    outputs: Outputs<'o>,
+/// Where the writer stands, and what it tells the source.
+struct Sinks<'a, 'o> {
+    events: Box<dyn Sink + 'o>,
+    dead_letters: Box<dyn Sink + 'o>,
     position: SinkPosition,
-    /// Input records whose outputs are written (enriched events and dead letters).
-    records: u64,
+    /// Where the source stands after the records written so far.
+    written: Position,
+    acknowledger: Option<Box<dyn Acknowledge>>,
+    source_checkpoint: Option<Box<dyn SourceCheckpoint>>,
     checkpoints: Option<&'a WriterCheckpoints>,
 }
 
@@ -178,49 +195,65 @@ pub(crate) struct WriterCheckpoints {
     pub(crate) completed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
-impl Sink<'_, '_> {
-    fn out_err(source: std::io::Error) -> Error {
-        Error::Output {
-            what: "output",
-            source,
-        }
-    }
+/// The writer's ends: the sinks (cut back to a resumed checkpoint's lengths) and, from the
+/// source, its acknowledger and its part in checkpoints.
+pub(crate) struct WriterEnds<'o> {
+    pub(crate) events: Box<dyn Sink + 'o>,
+    pub(crate) dead_letters: Box<dyn Sink + 'o>,
+    pub(crate) position: SinkPosition,
+    pub(crate) written: Position,
+    pub(crate) acknowledger: Option<Box<dyn Acknowledge>>,
+    pub(crate) source_checkpoint: Option<Box<dyn SourceCheckpoint>>,
+}
 
-    fn dead_err(source: std::io::Error) -> Error {
-        Error::Output {
-            what: "dead letters",
-            source,
-        }
+fn out_err(source: std::io::Error) -> Error {
+    Error::Output {
+        what: "output",
+        source,
     }
+}
 
-    /// Flushes both outputs (`last`: for the last time in this run).
+fn dead_err(source: std::io::Error) -> Error {
+    Error::Output {
+        what: "dead letters",
+        source,
+    }
+}
+
+impl Sinks<'_, '_> {
+    /// Flushes both outputs and tells the acknowledger (`last`: for the last time in this
+    /// run, after the sinks delivered everything).
     fn flush(&mut self, last: bool) -> Result<()> {
-        self.outputs.events.flush().map_err(Self::out_err)?;
-        self.outputs.dead_letters.flush().map_err(Self::dead_err)?;
-        if let Some(hook) = self.outputs.on_flushed.as_mut() {
-            hook(self.records, last).map_err(Self::out_err)?;
+        if last {
+            self.events.finish().map_err(out_err)?;
+            self.dead_letters.finish().map_err(dead_err)?;
+        } else {
+            self.events.flush().map_err(out_err)?;
+            self.dead_letters.flush().map_err(dead_err)?;
+        }
+        if let Some(ack) = self.acknowledger.as_mut() {
+            ack.flushed(&self.written, last).map_err(out_err)?;
         }
         Ok(())
     }
 
-    /// Flushes both outputs and has a helper thread sync them, so that the writer goes on
-    /// writing meanwhile (a sync covers everything written before it starts). Returns their
-    /// lengths now; `(id, result)` is sent to `done` once those lengths are durable.
+    /// Flushes both outputs and has a helper thread make them durable, so that the writer
+    /// goes on writing meanwhile (a sync covers everything written before it starts).
+    /// Returns their lengths now; `(id, result)` is sent to `done` once those lengths are
+    /// durable.
     fn make_durable(&mut self, id: u64, done: &Sender<(u64, Result<()>)>) -> Result<SinkPosition> {
         self.flush(false)?;
-        let clone = |f: &Option<std::fs::File>, err: fn(std::io::Error) -> Error| {
-            f.as_ref().map(|f| f.try_clone().map_err(err)).transpose()
-        };
-        let events = clone(&self.outputs.events_file, Self::out_err)?;
-        let dead = clone(&self.outputs.dead_letters_file, Self::dead_err)?;
+        let events = self.events.sync().map_err(out_err)?;
+        let dead = self.dead_letters.sync().map_err(dead_err)?;
         let done = done.clone();
         std::thread::Builder::new()
             .name("sluice-sync".into())
             .spawn(move || {
-                let sync = |f: Option<std::fs::File>, err: fn(std::io::Error) -> Error| {
-                    f.map_or(Ok(()), |f| f.sync_data().map_err(err))
+                let run = |job: Option<crate::connector::SyncJob>,
+                           err: fn(std::io::Error) -> Error| {
+                    job.map_or(Ok(()), |job| job().map_err(err))
                 };
-                let result = sync(events, Self::out_err).and(sync(dead, Self::dead_err));
+                let result = run(events, out_err).and(run(dead, dead_err));
                 let _ = done.send((id, result));
             })
             .map_err(|e| {
@@ -228,13 +261,27 @@ impl Sink<'_, '_> {
             })?;
         Ok(self.position)
     }
+
+    /// Writes one formatted batch.
+    fn write(&mut self, f: &Formatted) -> Result<()> {
+        self.events
+            .write(&f.events, f.keys.as_ref())
+            .map_err(out_err)?;
+        if !f.dead.is_empty() {
+            self.dead_letters.write(&f.dead, None).map_err(dead_err)?;
+        }
+        self.position.events_bytes += f.events.len() as u64;
+        self.position.dead_letters_bytes += f.dead.len() as u64;
+        self.written.advance(&f.end);
+        Ok(())
+    }
 }
 
 /// The writer loop: writes formatted batches in input order and returns their tokens, and
 /// completes checkpoints once their outputs are durable and every shard's file is written.
 pub(crate) fn write_all(
     rx: Receiver<WriterMsg>,
-    outputs: Outputs<'_>,
+    ends: WriterEnds<'_>,
     tokens: &Sender<()>,
     stats: &Stats,
     pool: &BufferPool,
@@ -242,10 +289,13 @@ pub(crate) fn write_all(
 ) -> Result<()> {
     let mut waiting: BTreeMap<u64, Formatted> = BTreeMap::new();
     let mut next = 0;
-    let mut sink = Sink {
-        records: 0,
-        position: outputs.start,
-        outputs,
+    let mut sink = Sinks {
+        events: ends.events,
+        dead_letters: ends.dead_letters,
+        position: ends.position,
+        written: ends.written,
+        acknowledger: ends.acknowledger,
+        source_checkpoint: ends.source_checkpoint,
         checkpoints,
     };
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
@@ -301,19 +351,7 @@ pub(crate) fn write_all(
             let Some(f) = waiting.remove(&next) else {
                 break;
             };
-            sink.outputs
-                .events
-                .write_all(&f.events)
-                .map_err(Sink::<'_, '_>::out_err)?;
-            if !f.dead.is_empty() {
-                sink.outputs
-                    .dead_letters
-                    .write_all(&f.dead)
-                    .map_err(Sink::<'_, '_>::dead_err)?;
-            }
-            sink.records += f.n_events + f.n_dead;
-            sink.position.events_bytes += f.events.len() as u64;
-            sink.position.dead_letters_bytes += f.dead.len() as u64;
+            sink.write(&f)?;
             stats
                 .events_written
                 .fetch_add(f.n_events, Ordering::Relaxed);
@@ -352,7 +390,7 @@ fn mark_synced(in_flight: &mut VecDeque<InFlight>, done: Option<(u64, Result<()>
 
 /// Writes the manifest of a checkpoint whose outputs and shard files are durable (with a
 /// partitioned source, once the source has recorded its positions and agreed).
-fn complete(sink: &mut Sink<'_, '_>, c: InFlight, stats: &Stats) -> Result<()> {
+fn complete(sink: &mut Sinks<'_, '_>, c: InFlight, stats: &Stats) -> Result<()> {
     let Some(config) = sink.checkpoints else {
         return Ok(());
     };
@@ -365,21 +403,33 @@ fn complete(sink: &mut Sink<'_, '_>, c: InFlight, stats: &Stats) -> Result<()> {
             .map_or(0, |d| d.as_millis() as u64),
         plan: config.plan.clone(),
         shards: config.shards,
-        source: c.barrier.source,
+        source: None,
         sink: c.sink.unwrap_or_default(),
         newest: c.barrier.newest,
         files,
         partitions: Vec::new(),
     };
-    match sink.outputs.source_checkpoint.as_mut() {
-        None => checkpoint::commit(&config.config.dir, &manifest, config.config.keep)?,
-        Some(source) => {
+    let dir = &config.config.dir;
+    let keep = config.config.keep;
+    match (&c.barrier.position, sink.source_checkpoint.as_mut()) {
+        (&Position::Stream { offset, line }, _) => {
+            manifest.source = Some(SourcePosition {
+                offset,
+                line,
+                digest: c.barrier.digest,
+            });
+            checkpoint::commit(dir, &manifest, keep)?;
+        }
+        (Position::Partitions(offsets), None) => {
+            manifest.partitions = partition_positions(offsets, &c.barrier.newest_by);
+            checkpoint::commit(dir, &manifest, keep)?;
+        }
+        (Position::Partitions(offsets), Some(source)) => {
             let mut commit = |partitions| {
                 manifest.partitions = partitions;
-                checkpoint::commit(&config.config.dir, &manifest, config.config.keep)
+                checkpoint::commit(dir, &manifest, keep)
             };
-            let line = c.barrier.source.line;
-            if !source.complete(line, &c.barrier.newest_by, &mut commit)? {
+            if !source.complete(offsets, &c.barrier.newest_by, &mut commit)? {
                 tracing::info!(id = manifest.id, "checkpoint abandoned: partitions revoked");
                 return Ok(());
             }
@@ -390,10 +440,29 @@ fn complete(sink: &mut Sink<'_, '_>, c: InFlight, stats: &Stats) -> Result<()> {
     let bytes: u64 = manifest.files.iter().map(|f| f.bytes).sum();
     tracing::info!(
         id = manifest.id,
-        line = manifest.source.line,
+        line = manifest.source.map_or(0, |s| s.line),
         bytes,
         millis = c.barrier.started.elapsed().as_millis() as u64,
         "checkpoint complete"
     );
     Ok(())
+}
+
+/// The positions of a partitioned source's partitions: the next offset of each, with its
+/// newest event time.
+pub fn partition_positions(
+    offsets: &std::collections::BTreeMap<u32, i64>,
+    newest_by: &[(u32, i64)],
+) -> Vec<PartitionPosition> {
+    offsets
+        .iter()
+        .map(|(&partition, &offset)| PartitionPosition {
+            partition,
+            offset,
+            newest: newest_by
+                .iter()
+                .find(|&&(p, _)| p == partition)
+                .map(|&(_, t)| t),
+        })
+        .collect()
 }

@@ -9,7 +9,7 @@
 mod memory;
 pub(crate) mod prefetch;
 pub mod redis;
-pub mod spill;
+pub(crate) mod spill;
 
 use sluice_core::{FeatureValue, FieldObs, Plan};
 
@@ -18,7 +18,8 @@ use crate::error::{Error, Result};
 pub(crate) use memory::peek_state;
 pub use memory::MemoryBackend;
 use redis::{RedisBackend, RedisOptions, Traffic};
-use spill::{EmbeddedOptions, Spill};
+pub use spill::EmbeddedOptions;
+use spill::Spill;
 
 /// One event's update of one key.
 #[derive(Debug, Clone, Copy)]

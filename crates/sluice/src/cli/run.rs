@@ -2,7 +2,6 @@
 //! summary. Files and stdin/stdout run here; a run with Kafka at either end is handed to the
 //! Kafka connector.
 
-use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -11,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use sluice::config::{PipelineConfig, SinkConfig, SourceConfig};
 use sluice_connectors::file;
-use sluice_engine::checkpoint::{self, SinkPosition};
-use sluice_engine::{Input, InputFormat, Job, Outputs, Stats, Summary};
+use sluice_engine::checkpoint;
+use sluice_engine::{InputFormat, Job, Outputs, Position, Stats, Summary};
 
 use super::progress::Progress;
 use super::RunArgs;
@@ -80,11 +79,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         .filter(|m| m.is_file())
         .map(|m| m.len());
     // A live input (a pipe, a topic) is cut into batches by time as well as size.
-    let job = job.with_batch_wait(
-        input_len
-            .is_none()
-            .then(|| Duration::from_millis(config.batch_wait_ms.max(0) as u64)),
-    );
+    let job = job.with_batch_wait(Duration::from_millis(config.batch_wait_ms.max(0) as u64));
     let stats = Arc::new(Stats::default());
     let progress = Progress::start(Arc::clone(&stats), input_len, args.quiet);
     let started = Instant::now();
@@ -127,48 +122,35 @@ fn run_files(
         }
         None => None,
     };
-    let reader = match &resume {
-        Some(r) => file::open_input_at(&ends.input, r.manifest.source.offset)?,
-        None => file::open_input(&ends.input)?,
+    let mut source = match &resume {
+        Some(r) => file::open_source_at(&ends.input, ends.format, r)?,
+        None => file::open_source(&ends.input, ends.format)?,
     };
-    let input = Input {
-        reader,
-        name: ends.input.clone(),
-        format: ends.format,
-    };
-    let sink = resume.as_ref().map(|r| r.manifest.sink);
-    let (events, events_file) =
-        file::open_output(&ends.output, "output", sink.map(|s| s.events_bytes))?;
-    let (dead_letters, dead_letters_file) = match &ends.dead_letters {
-        Some(p) => file::open_output(p, "dead-letter file", sink.map(|s| s.dead_letters_bytes))?,
-        None => (Box::new(io::stderr()) as Box<dyn Write + Send>, None),
-    };
-    let outputs = Outputs {
-        start: SinkPosition {
-            events_bytes: sink.map_or(0, |s| s.events_bytes),
-            dead_letters_bytes: match dead_letters_file {
-                Some(_) => sink.map_or(0, |s| s.dead_letters_bytes),
-                None => 0,
-            },
-        },
-        events_file,
-        dead_letters_file,
-        ..Outputs::new(events, dead_letters)
+    let resuming = resume.is_some();
+    let (events, _) = file::open_sink(&ends.output, "output", resuming)?;
+    let dead_letters = match &ends.dead_letters {
+        Some(p) => file::open_sink(p, "dead-letter file", resuming)?.0,
+        None => file::stderr_sink(),
     };
     if let (Some(r), Some(c)) = (&resume, &config.checkpoint) {
-        eprintln!(
-            "sluice: resuming from checkpoint {} in {}: input line {} (byte {}), {} keys; --fresh starts over",
-            r.manifest.id,
-            c.dir.display(),
-            r.manifest.source.line,
-            r.manifest.source.offset,
-            r.keys(),
-        );
+        if let Position::Stream { offset, line } = r.position {
+            eprintln!(
+                "sluice: resuming from checkpoint {} in {}: input line {line} (byte {offset}), {} keys; --fresh starts over",
+                r.id,
+                c.dir.display(),
+                r.keys(),
+            );
+        }
     }
     let job = job.clone().with_checkpoints(config.checkpoint.clone());
     tracing::debug!(workers = job.workers, input = %ends.input.display(), "starting run");
+    let outputs = Outputs::new(events, dead_letters);
     Ok(sluice_engine::run_resumed(
-        &job, input, outputs, stats, resume,
+        &job,
+        &mut source,
+        outputs,
+        stats,
+        resume,
     )?)
 }
 

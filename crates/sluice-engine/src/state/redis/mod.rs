@@ -8,11 +8,12 @@
 //! - [`scripts`]: the server-side read and conditional-append scripts.
 //! - [`backend`]: the [`crate::StateBackend`] on top of them.
 
-pub mod backend;
-pub mod cluster;
-pub mod layout;
-pub mod scripts;
-pub mod slot;
+pub(crate) mod backend;
+pub(crate) mod cluster;
+pub(crate) mod layout;
+pub(crate) mod scripts;
+pub(crate) mod slot;
 
 pub use backend::{RedisBackend, RedisOptions};
-pub use cluster::{ClusterOptions, Traffic};
+pub use cluster::{Cluster, ClusterOptions, Request, Traffic};
+pub use slot::slot_of;
