@@ -6,7 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result};
 use sluice_engine::checkpoint::InputDigest;
 use sluice_engine::{InputFormat, Position, Resume, Sink, StreamSink, StreamSource};
 
@@ -17,7 +17,7 @@ pub fn open_source(path: &Path, format: InputFormat) -> Result<StreamSource> {
     if path.as_os_str() == "-" {
         return Ok(StreamSource::new(Box::new(io::stdin()), name, format).live(true));
     }
-    let f = File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
+    let f = File::open(path).map_err(Error::io("open input", path))?;
     let live = !f.metadata().map(|m| m.is_file()).unwrap_or(false);
     Ok(StreamSource::new(Box::new(f), name, format).live(live))
 }
@@ -27,28 +27,34 @@ pub fn open_source(path: &Path, format: InputFormat) -> Result<StreamSource> {
 /// ([`InputDigest`]).
 pub fn open_source_at(path: &Path, format: InputFormat, resume: &Resume) -> Result<StreamSource> {
     let Position::Stream { offset, line } = resume.position else {
-        bail!("the checkpoint was taken on a partitioned source, not on a file; run with --fresh to start over");
+        return Err(Error::Refused(
+            "the checkpoint was taken on a partitioned source, not on a file; run with --fresh \
+             to start over"
+                .into(),
+        ));
     };
     if path.as_os_str() == "-" {
-        bail!("cannot resume from a checkpoint when reading stdin; give --input FILE or run with --fresh");
+        return Err(Error::Refused(
+            "cannot resume from a checkpoint when reading stdin; give --input FILE or run with \
+             --fresh"
+                .into(),
+        ));
     }
-    let mut f =
-        File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
-    let len = f.metadata()?.len();
+    let mut f = File::open(path).map_err(Error::io("open input", path))?;
+    let len = f.metadata().map_err(Error::io("read input", path))?.len();
     let other = |what: String| {
-        anyhow::anyhow!(
+        Error::Refused(format!(
             "input {} {what}: not the input the checkpoint was taken on; run with --fresh to \
              start over",
             path.display()
-        )
+        ))
     };
     if len < offset {
         return Err(other(format!(
             "has {len} bytes but the checkpoint is at byte {offset}"
         )));
     }
-    let digest = InputDigest::read(&mut f, offset)
-        .with_context(|| format!("cannot read input {}", path.display()))?;
+    let digest = InputDigest::read(&mut f, offset).map_err(Error::io("read input", path))?;
     if let Some(expected) = resume.digest {
         if digest.value() != Some(expected) {
             return Err(other(format!(
@@ -57,7 +63,8 @@ pub fn open_source_at(path: &Path, format: InputFormat, resume: &Resume) -> Resu
             )));
         }
     }
-    f.seek(SeekFrom::Start(offset))?;
+    f.seek(SeekFrom::Start(offset))
+        .map_err(Error::io("read input", path))?;
     let live = !f.metadata().map(|m| m.is_file()).unwrap_or(false);
     Ok(
         StreamSource::new(Box::new(f), path.display().to_string(), format)
@@ -84,9 +91,13 @@ pub fn open_sink(path: &Path, what: &str, resuming: bool) -> Result<(Box<dyn Sin
     } else {
         File::create(path)
     }
-    .with_context(|| format!("cannot open {what} {}", path.display()))?;
-    let shared = f.try_clone()?;
-    let sink = StreamSink::file(f, what)?.named(path.display().to_string());
+    .map_err(Error::io(format!("open {what}"), path))?;
+    let shared = f
+        .try_clone()
+        .map_err(Error::io(format!("open {what}"), path))?;
+    let sink = StreamSink::file(f, what)
+        .map_err(Error::io(format!("open {what}"), path))?
+        .named(path.display().to_string());
     Ok((Box::new(sink), Some(shared)))
 }
 

@@ -4,5 +4,8 @@
 //! - [`kafka`]: Kafka settings, and with the `kafka` feature (on by default) the consumer-group
 //!   source, the producer sink and Kafka checkpoints.
 
+pub mod error;
 pub mod file;
 pub mod kafka;
+
+pub use error::{Error, Result};

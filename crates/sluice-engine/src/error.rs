@@ -21,12 +21,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// Reading the input failed.
-    #[error("cannot read input {path}: {source}")]
+    #[error("cannot read input {path}: {error}")]
     Input {
         /// The input, `-` for stdin.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message, not a separate cause, so that a chain of
+        /// causes does not print it twice).
+        error: std::io::Error,
     },
     /// The CSV header could not be read.
     #[error("cannot read the CSV header of {path}: {message}")]
@@ -37,12 +38,12 @@ pub enum Error {
         message: String,
     },
     /// Writing the output or the dead letters failed.
-    #[error("cannot write {what}: {source}")]
+    #[error("cannot write {what}: {error}")]
     Output {
         /// `output` or `dead letters`.
         what: &'static str,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of the message).
+        error: std::io::Error,
     },
     /// The state backend failed.
     #[error("state backend {backend}: {message}")]

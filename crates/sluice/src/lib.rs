@@ -35,4 +35,8 @@ pub struct ReadmeDoctests;
 pub use config::ConfigError;
 pub use pipeline::{BuildError, Feature, Pipeline, PipelineBuilder};
 pub use sluice_core::Agg;
-pub use sluice_engine::{StateConfig, Summary, TimeFormat};
+pub use sluice_engine::connector::{Acknowledge, Batching, RecordKeys, SourceBatch, SyncJob};
+pub use sluice_engine::{
+    InputFormat, Outputs, Position, Sink, Source, StateConfig, StreamSink, StreamSource, Summary,
+    TimeFormat,
+};

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Offset, TopicPartitionList};
@@ -100,29 +100,30 @@ impl Partitions {
         plan: &Plan,
         topic: &str,
     ) -> Result<Partitions> {
-        anyhow::ensure!(
-            !instance.is_empty()
-                && instance
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-            "--instance must be letters, digits, '-' or '_', not `{instance}`"
-        );
+        let valid = !instance.is_empty()
+            && instance
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(Error::Refused(format!(
+                "--instance must be letters, digits, '-' or '_', not `{instance}`"
+            )));
+        }
         let own = config.dir.join(format!("instance-{instance}"));
-        fs::create_dir_all(&own)
-            .with_context(|| format!("cannot create checkpoint directory {}", own.display()))?;
+        fs::create_dir_all(&own).map_err(Error::io("create checkpoint directory", &own))?;
         let lock_path = own.join(LOCK);
         let lock = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+            .map_err(Error::io("open", &lock_path))?;
         if !try_lock(&lock) {
-            bail!(
+            return Err(Error::Refused(format!(
                 "instance `{instance}` of {} is in use by another process; give each process of \
                  the group its own --instance NAME",
                 config.dir.display()
-            );
+            )));
         }
         Ok(Partitions {
             shared: config.dir.clone(),
@@ -236,7 +237,7 @@ impl Partitions {
     pub fn start_run(&self) -> Result<Assignment> {
         let mut inner = self.lock();
         if let Some(e) = inner.error.take() {
-            bail!("{e}");
+            return Err(Error::Refused(e));
         }
         inner.fenced = false;
         Ok(Assignment {
@@ -338,7 +339,7 @@ fn all_manifests(shared: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
     let entries = match fs::read_dir(shared) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", shared.display())),
+        Err(e) => return Err(Error::io("read", shared)(e)),
     };
     for entry in entries.flatten() {
         let is_instance = entry

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -245,6 +245,14 @@ impl Commits {
     }
 }
 
+/// A Kafka client error while trying to `action`.
+fn kafka(action: &str, cause: KafkaError) -> Error {
+    Error::Kafka {
+        action: action.to_owned(),
+        cause: Box::new(cause),
+    }
+}
+
 fn client(brokers: &[String]) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", brokers.join(","));
@@ -281,10 +289,10 @@ pub fn consumer(
             checkpoints,
             commits,
         })
-        .context("cannot create a Kafka consumer")?;
+        .map_err(|e| kafka("create a consumer", e))?;
     consumer
         .subscribe(&[&source.topic])
-        .with_context(|| format!("cannot subscribe to {}", source.topic))?;
+        .map_err(|e| kafka(&format!("subscribe to {}", source.topic), e))?;
     Ok(Arc::new(consumer))
 }
 
@@ -350,19 +358,19 @@ impl TopicSource {
     }
 
     /// Also waits for this Kafka sink's deliveries before committing offsets.
-    pub fn watch(&mut self, sink: SinkHandle) -> io::Result<()> {
+    pub fn watch(&mut self, sink: SinkHandle) {
         if let Some(c) = &mut self.committer {
-            c.commits()?.sinks.push(sink);
+            let mut commits = c.commits.lock().unwrap_or_else(|p| p.into_inner());
+            commits.sinks.push(sink);
         }
-        Ok(())
     }
 
     /// Also syncs this output file to disk before committing offsets.
-    pub fn watch_file(&mut self, file: std::fs::File) -> io::Result<()> {
+    pub fn watch_file(&mut self, file: std::fs::File) {
         if let Some(c) = &mut self.committer {
-            c.commits()?.files.push(file);
+            let mut commits = c.commits.lock().unwrap_or_else(|p| p.into_inner());
+            commits.files.push(file);
         }
-        Ok(())
     }
 
     /// Whether every assigned partition is read up to its end. The consumer reports the end
@@ -622,7 +630,7 @@ impl TopicSink {
             .set("linger.ms", "5")
             .set("queue.buffering.max.messages", "1000000")
             .create_with_context(Deliveries::default())
-            .context("cannot create a Kafka producer")?;
+            .map_err(|e| kafka("create a producer", e))?;
         Ok(TopicSink {
             producer: Arc::new(producer),
             topic: sink.topic.clone(),

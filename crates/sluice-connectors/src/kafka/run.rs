@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Result;
+use crate::error::Result;
 use sluice_engine::checkpoint::CheckpointConfig;
 use sluice_engine::{InputFormat, Job, Outputs, Sink, Stats, Summary};
 
@@ -140,8 +140,8 @@ pub fn run(run: KafkaRun, stats: Arc<Stats>) -> Result<KafkaSummary> {
             // are committed.
             for w in watched {
                 match w {
-                    Watched::Topic(h) => topic.watch(h)?,
-                    Watched::File(f) => topic.watch_file(f)?,
+                    Watched::Topic(h) => topic.watch(h),
+                    Watched::File(f) => topic.watch_file(f),
                 }
             }
             sluice_engine::run(&run.job, &mut topic, outputs, Arc::clone(&stats))?

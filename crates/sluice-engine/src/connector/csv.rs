@@ -68,7 +68,7 @@ impl CsvBatcher {
                     if let csv::ErrorKind::Io(_) = e.kind() {
                         return Err(Error::Input {
                             path: self.name.clone(),
-                            source: std::io::Error::other(e.to_string()),
+                            error: std::io::Error::other(e.to_string()),
                         });
                     }
                     rows.push(CsvRow {

@@ -75,9 +75,9 @@ impl Feed {
                     }
                 }
             })
-            .map_err(|source| Error::Input {
+            .map_err(|error| Error::Input {
                 path: name.to_path_buf(),
-                source,
+                error,
             })?;
         Ok(Feed::Timed {
             chunks: rx,
@@ -199,9 +199,9 @@ impl LineBatcher {
                 let filled =
                     self.feed
                         .fill(&mut data[len..], until)
-                        .map_err(|source| Error::Input {
+                        .map_err(|error| Error::Input {
                             path: self.name.clone(),
-                            source,
+                            error,
                         })?;
                 match filled {
                     Fill::Bytes(n) => {

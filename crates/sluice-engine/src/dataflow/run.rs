@@ -449,7 +449,7 @@ fn writer_ends<'o>(
             return Ok(0);
         }
         s.cut_back(len)
-            .map_err(|source| Error::Output { what, source })
+            .map_err(|error| Error::Output { what, error })
     };
     let events_bytes = cut(&mut outputs.events, sink.events_bytes, "output")?;
     let dead_letters_bytes = cut(

@@ -206,17 +206,17 @@ pub(crate) struct WriterEnds<'o> {
     pub(crate) source_checkpoint: Option<Box<dyn SourceCheckpoint>>,
 }
 
-fn out_err(source: std::io::Error) -> Error {
+fn out_err(error: std::io::Error) -> Error {
     Error::Output {
         what: "output",
-        source,
+        error,
     }
 }
 
-fn dead_err(source: std::io::Error) -> Error {
+fn dead_err(error: std::io::Error) -> Error {
     Error::Output {
         what: "dead letters",
-        source,
+        error,
     }
 }
 

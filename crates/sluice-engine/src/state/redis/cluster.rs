@@ -379,146 +379,186 @@ impl Cluster {
                 self.traffic.retries += pending.len() as u64;
             }
             first = false;
-            // Group by target node: the slot's owner, or the node an ASK named.
-            let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-            for &r in &pending {
-                let node = ask
-                    .get(&r)
-                    .copied()
-                    .unwrap_or(self.slots[requests[r].slot as usize]);
-                match groups.iter_mut().find(|(n, _)| *n == node) {
-                    Some((_, g)) => g.push(r),
-                    None => groups.push((node, vec![r])),
-                }
-            }
-            let mut sends = Vec::with_capacity(groups.len());
-            let mut failures: Vec<(usize, String)> = Vec::new();
-            for (node, group) in &groups {
-                match self.conn(*node) {
-                    Ok(conn) => {
-                        let mut pipe = Pipeline::with_capacity(group.len() * 2);
-                        pipe.ignore_errors();
-                        for r in group {
-                            if ask.contains_key(r) {
-                                pipe.cmd("ASKING").ignore();
-                            }
-                            pipe.add_command(requests[*r].cmd.clone());
-                        }
-                        sends.push((*node, group, conn, pipe));
-                    }
-                    Err(e) => {
-                        self.nodes[*node].conn = None;
-                        failures.push((*node, e.to_string()));
-                    }
-                }
-            }
-            self.traffic.flushes += 1;
-            self.traffic.pipelines += sends.len() as u64;
-            self.traffic.commands += sends.iter().map(|s| s.1.len() as u64).sum::<u64>();
-            let results = self.runtime.block_on(join_all(sends.iter_mut().map(
-                |(_, _, conn, pipe)| async move {
-                    pipe.query_async::<Vec<redis::RedisResult<Value>>>(conn)
-                        .await
-                },
-            )));
-            let mut next = Vec::new();
-            let mut wait = !failures.is_empty();
-            let mut reload = !failures.is_empty();
-            let mut reload_scripts = Vec::new();
-            for (node, _) in &failures {
-                next.extend(
-                    groups
-                        .iter()
-                        .filter(|g| g.0 == *node)
-                        .flat_map(|g| g.1.iter()),
-                );
-            }
-            let mut last_error = failures
-                .last()
-                .map(|(n, e)| (self.nodes[*n].addr.clone(), e.clone()));
-            for ((node, group, _, _), result) in sends.iter().zip(results) {
-                let replies_of_group = match result {
-                    Ok(values) => values,
-                    Err(e) => {
-                        // The connection failed: any of these may or may not have run.
-                        if classify(&e).is_none() {
-                            return Err(backend_error(format!("{}: {e}", self.nodes[*node].addr)));
-                        }
-                        self.nodes[*node].conn = None;
-                        wait = true;
-                        reload = true;
-                        last_error = Some((self.nodes[*node].addr.clone(), e.to_string()));
-                        next.extend(group.iter());
-                        continue;
-                    }
-                };
-                for (&r, reply) in group.iter().zip(replies_of_group) {
-                    let err = match reply {
-                        Ok(Value::ServerError(e)) => redis::RedisError::from(e),
-                        Ok(v) => {
-                            replies[r] = Some(v);
-                            ask.remove(&r);
-                            continue;
-                        }
-                        Err(e) => e,
-                    };
-                    ask.remove(&r);
-                    match classify(&err) {
-                        Some(Outcome::Moved) => reload = true,
-                        Some(Outcome::Ask(addr)) => {
-                            let target = self.node_index(&addr);
-                            ask.insert(r, target);
-                        }
-                        Some(Outcome::Retry) => {
-                            wait = true;
-                            reload = true;
-                        }
-                        Some(Outcome::NoScript) => reload_scripts.push(*node),
-                        None => {
-                            return Err(backend_error(format!(
-                                "{} answered an error: {err}",
-                                self.nodes[*node].addr
-                            )))
-                        }
-                    }
-                    last_error = Some((self.nodes[*node].addr.clone(), err.to_string()));
-                    next.push(r);
-                }
-            }
-            pending = next;
+            let mut round = self.exec_round(requests, &pending, &mut ask, &mut replies)?;
+            pending = std::mem::take(&mut round.next);
             if pending.is_empty() {
                 break;
             }
             if Instant::now() >= deadline {
-                let (addr, e) = last_error.unwrap_or_default();
+                let (addr, e) = round.last_error.unwrap_or_default();
                 return Err(backend_error(format!(
                     "giving up after retrying for {:?}: {addr}: {e}",
                     self.options.retry_timeout
                 )));
             }
-            if wait {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-            if reload {
-                // A failed reload keeps the old map; the next attempt tells.
-                let _ = self.refresh_topology();
-            }
-            reload_scripts.sort_unstable();
-            reload_scripts.dedup();
-            for node in reload_scripts {
-                for body in self.script_bodies.clone() {
-                    if let Err(e) = self.load_script(node, &body) {
-                        self.nodes[node].conn = None;
-                        last_error = Some((self.nodes[node].addr.clone(), e.to_string()));
-                    }
-                }
-            }
+            self.recover(round, &mut backoff);
         }
         Ok(replies
             .into_iter()
             .map(|r| r.unwrap_or(Value::Nil))
             .collect())
+    }
+
+    /// Sends the `pending` requests, one pipeline per node (the slot's owner, or the node an
+    /// ASK named), and files their replies; returns what must be retried and why.
+    fn exec_round(
+        &mut self,
+        requests: &[Request],
+        pending: &[usize],
+        ask: &mut HashMap<usize, usize>,
+        replies: &mut [Option<Value>],
+    ) -> Result<Round> {
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for &r in pending {
+            let node = ask
+                .get(&r)
+                .copied()
+                .unwrap_or(self.slots[requests[r].slot as usize]);
+            match groups.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, g)) => g.push(r),
+                None => groups.push((node, vec![r])),
+            }
+        }
+        let mut round = Round::default();
+        let mut sends = Vec::with_capacity(groups.len());
+        for (node, group) in &groups {
+            match self.conn(*node) {
+                Ok(conn) => {
+                    let mut pipe = Pipeline::with_capacity(group.len() * 2);
+                    pipe.ignore_errors();
+                    for r in group {
+                        if ask.contains_key(r) {
+                            pipe.cmd("ASKING").ignore();
+                        }
+                        pipe.add_command(requests[*r].cmd.clone());
+                    }
+                    sends.push((*node, group, conn, pipe));
+                }
+                Err(e) => {
+                    self.nodes[*node].conn = None;
+                    round.failed(self.nodes[*node].addr.clone(), e.to_string(), group);
+                }
+            }
+        }
+        self.traffic.flushes += 1;
+        self.traffic.pipelines += sends.len() as u64;
+        self.traffic.commands += sends.iter().map(|s| s.1.len() as u64).sum::<u64>();
+        let results = self.runtime.block_on(join_all(sends.iter_mut().map(
+            |(_, _, conn, pipe)| async move {
+                pipe.query_async::<Vec<redis::RedisResult<Value>>>(conn)
+                    .await
+            },
+        )));
+        for ((node, group, _, _), result) in sends.iter().zip(results) {
+            match result {
+                Ok(values) => self.file_replies(*node, group, values, ask, replies, &mut round)?,
+                Err(e) => {
+                    // The connection failed: any of these may or may not have run.
+                    if classify(&e).is_none() {
+                        return Err(backend_error(format!("{}: {e}", self.nodes[*node].addr)));
+                    }
+                    self.nodes[*node].conn = None;
+                    round.failed(self.nodes[*node].addr.clone(), e.to_string(), group);
+                }
+            }
+        }
+        Ok(round)
+    }
+
+    /// Files the replies of one node's pipeline: values into `replies`, redirections and
+    /// retryable errors into `round`; any other error fails.
+    fn file_replies(
+        &mut self,
+        node: usize,
+        group: &[usize],
+        values: Vec<redis::RedisResult<Value>>,
+        ask: &mut HashMap<usize, usize>,
+        replies: &mut [Option<Value>],
+        round: &mut Round,
+    ) -> Result<()> {
+        for (&r, reply) in group.iter().zip(values) {
+            let err = match reply {
+                Ok(Value::ServerError(e)) => redis::RedisError::from(e),
+                Ok(v) => {
+                    replies[r] = Some(v);
+                    ask.remove(&r);
+                    continue;
+                }
+                Err(e) => e,
+            };
+            ask.remove(&r);
+            match classify(&err) {
+                Some(Outcome::Moved) => round.reload = true,
+                Some(Outcome::Ask(addr)) => {
+                    let target = self.node_index(&addr);
+                    ask.insert(r, target);
+                }
+                Some(Outcome::Retry) => {
+                    round.wait = true;
+                    round.reload = true;
+                }
+                Some(Outcome::NoScript) => round.reload_scripts.push(node),
+                None => {
+                    return Err(backend_error(format!(
+                        "{} answered an error: {err}",
+                        self.nodes[node].addr
+                    )))
+                }
+            }
+            round.last_error = Some((self.nodes[node].addr.clone(), err.to_string()));
+            round.next.push(r);
+        }
+        Ok(())
+    }
+
+    /// Between two rounds: backs off, reloads the slot map, and loads the scripts again
+    /// where they were lost, as the round asked.
+    fn recover(&mut self, round: Round, backoff: &mut Duration) {
+        if round.wait {
+            std::thread::sleep(*backoff);
+            *backoff = (*backoff * 2).min(Duration::from_secs(1));
+        }
+        if round.reload {
+            // A failed reload keeps the old map; the next attempt tells.
+            let _ = self.refresh_topology();
+        }
+        let mut nodes = round.reload_scripts;
+        nodes.sort_unstable();
+        nodes.dedup();
+        for node in nodes {
+            for body in self.script_bodies.clone() {
+                if let Err(e) = self.load_script(node, &body) {
+                    // The next round reconnects and reports what still fails.
+                    tracing::debug!(node = %self.nodes[node].addr, "cannot load a script: {e}");
+                    self.nodes[node].conn = None;
+                }
+            }
+        }
+    }
+}
+
+/// What one round of [`Cluster::exec`] leaves to the next.
+#[derive(Default)]
+struct Round {
+    /// Requests to send again.
+    next: Vec<usize>,
+    /// Back off before the next round (a node failed or asked to retry).
+    wait: bool,
+    /// Reload the slot map.
+    reload: bool,
+    /// Nodes that lost their scripts.
+    reload_scripts: Vec<usize>,
+    /// The last error seen: the node's address and the error.
+    last_error: Option<(String, String)>,
+}
+
+impl Round {
+    /// A node could not be reached: its requests are retried after a back-off and a reload.
+    fn failed(&mut self, addr: String, error: String, group: &[usize]) {
+        self.next.extend(group.iter().copied());
+        self.wait = true;
+        self.reload = true;
+        self.last_error = Some((addr, error));
     }
 }
 
