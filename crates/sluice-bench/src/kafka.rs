@@ -219,7 +219,7 @@ pub fn run(opts: &BenchOptions, brokers: &str) -> Result<()> {
         );
         // Reading proper: from the first message of any process to the end, less the second
         // for which the end must hold (a second process's rebalance is included).
-        let reading = secs - first - sluice_connectors::kafka::client::QUIET.as_secs_f64();
+        let reading = secs - first - sluice_connectors::kafka::QUIET.as_secs_f64();
         rows.push((config.name, processes, workers, written, secs, reading));
     }
     println!("{n} events (100k users, six features), {PARTITIONS} partitions, until the end:");

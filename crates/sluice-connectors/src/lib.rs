@@ -1,6 +1,6 @@
 //! Sluice connectors: where records come from and where enriched events go.
 //!
-//! - [`file`]: files, stdin and stdout, positioned and cut back for a resumed run.
+//! - [`file`](mod@file): files, stdin and stdout, positioned and cut back for a resumed run.
 //! - [`kafka`]: Kafka settings, and with the `kafka` feature (on by default) the consumer-group
 //!   source, the producer sink and Kafka checkpoints.
 

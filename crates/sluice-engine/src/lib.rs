@@ -6,7 +6,7 @@
 //!   [`Position`]s, and their byte-stream implementations (files, stdin, stdout).
 //! - [`codec`]: record codecs — scan and parse a record's time, keys and fields, format the
 //!   enriched event and dead letters.
-//! - [`dataflow`]: the run — reader, router (input order, lateness, key groups), shards,
+//! - `dataflow` (private): the run — reader, router (input order, lateness, key groups), shards,
 //!   merge (results back in input order), writer, and the scheduler of the worker threads.
 //! - [`state`]: the [`StateBackend`] trait and its implementations (memory, memory with a disk
 //!   tier, Redis Cluster), built by one factory.

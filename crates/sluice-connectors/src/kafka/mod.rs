@@ -3,11 +3,19 @@
 //! vendored librdkafka) and its checkpoints.
 
 #[cfg(feature = "kafka")]
-pub mod checkpoint;
+mod checkpoint;
 #[cfg(feature = "kafka")]
-pub mod client;
+mod client;
 #[cfg(feature = "kafka")]
 pub mod run;
+
+#[cfg(feature = "kafka")]
+pub use checkpoint::{PartitionCheckpoints, Partitions};
+#[cfg(feature = "kafka")]
+pub use client::{
+    first_message, stop_on_signals, stopping, SinkHandle, TopicSink, TopicSource, COMMIT_INTERVAL,
+    QUIET,
+};
 
 /// Whether this build can talk to Kafka (the `kafka` feature).
 pub const AVAILABLE: bool = cfg!(feature = "kafka");

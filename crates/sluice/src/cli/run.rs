@@ -250,7 +250,7 @@ fn report(
         line.push_str(&format!(", peak memory {mb} MB"));
     }
     #[cfg(feature = "kafka")]
-    if let Some(first) = sluice_connectors::kafka::client::first_message() {
+    if let Some(first) = sluice_connectors::kafka::first_message() {
         let after = first.saturating_duration_since(Instant::now() - summary.elapsed);
         line.push_str(&format!(
             ", first message after {:.2}s",

@@ -1,12 +1,12 @@
 //! State in a Redis Cluster: every process of a pipeline shares it, any worker can serve any
 //! key. See `docs/redis.md` for the layout and the protocol.
 //!
-//! - [`slot`]: hash slots of keys.
-//! - [`cluster`]: a client that sends each flush as one pipeline per node and handles
+//! - `slot`: hash slots of keys.
+//! - `cluster`: a client that sends each flush as one pipeline per node and handles
 //!   redirections and failures.
-//! - [`layout`]: key names (one hash tag per entity key) and log entries.
-//! - [`scripts`]: the server-side read and conditional-append scripts.
-//! - [`backend`]: the [`crate::StateBackend`] on top of them.
+//! - `layout`: key names (one hash tag per entity key) and log entries.
+//! - `scripts`: the server-side read and conditional-append scripts.
+//! - `backend`: the [`crate::StateBackend`] on top of them.
 
 pub(crate) mod backend;
 pub(crate) mod cluster;
