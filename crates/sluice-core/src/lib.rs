@@ -11,6 +11,7 @@
 //! - [`sum`]: a drift-free running sum that supports removal, exact for short decimals.
 //! - [`minmax`]: monotonic deques for the minimum and maximum of a sliding window.
 //! - [`numeric`]: count/sum/avg/min/max registers over sliding windows.
+//! - [`path`]: field paths into nested events (`user.id`, `` payload.`geo.ip` ``).
 //! - [`distinct`]: exact distinct-count registers over sliding windows.
 //! - [`state`]: the registers of one key, fed one event at a time.
 //! - [`value`]: the value of one feature for one event.
@@ -23,6 +24,7 @@ pub mod duration;
 pub mod key;
 pub mod minmax;
 pub mod numeric;
+pub mod path;
 pub mod plan;
 pub mod state;
 pub mod sum;
@@ -34,6 +36,7 @@ pub use distinct::{DistinctScratch, DistinctSeries};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use key::{group_of, key_group, key_hash, partition_group, shard_of, KeyEncoder, KEY_GROUPS};
 pub use numeric::NumericSeries;
+pub use path::{FieldPath, PathError};
 pub use plan::{FeatureSpec, KeySpec, Plan, PlanError, SeriesKind, SeriesSpec, WindowSpec};
 pub use state::{FieldObs, KeyState};
 pub use sum::ExactSum;

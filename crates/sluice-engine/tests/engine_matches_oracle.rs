@@ -4,7 +4,9 @@
 //! 50 ms, granularity 1 or 5 ms, lateness 0, 3, 20 or 1000 ms) run over random JSONL text: key
 //! fields of several JSON types and spellings (`1`, `1.0` and `1e0` are one key, `"1"` another;
 //! `"\u00e9"` and `"é"` one string), two-decimal amounts, times with disorder and runs of equal
-//! timestamps, blank lines, and bad records of every kind. The input is read in small chunks
+//! timestamps, nested objects read by field paths (`n.v`, ``n.`k.d` ``, a key holding a dot,
+//! beside a decoy `n.k.d`; sometimes `n` is not an object), blank lines, and bad records of
+//! every kind. The input is read in small chunks
 //! into small batches, so that windows span many batches and keys many shards.
 //!
 //! The oracle reads every line with serde_json and decides, in input order:
@@ -47,7 +49,7 @@ use sluice_engine::{
 // Generated input.
 
 /// The key specs a plan draws from.
-const KEY_SPECS: [&[&str]; 4] = [&["u"], &["d"], &["u", "m"], &["m", "d"]];
+const KEY_SPECS: [&[&str]; 5] = [&["u"], &["d"], &["u", "m"], &["m", "d"], &["n.`k.d`"]];
 
 /// How a record writes its time.
 #[derive(Debug, Clone, Copy)]
@@ -72,9 +74,11 @@ struct Rec {
     m: Option<&'static str>,
     v: Option<String>,
     w: Option<String>,
+    /// A nested object (or, sometimes, a scalar where an object is expected), as JSON text.
+    n: Option<String>,
     extra: Option<&'static str>,
     reserved: bool,
-    order: [u8; 8],
+    order: [u8; 9],
     style: u8,
     trailing: &'static str,
 }
@@ -148,7 +152,11 @@ fn rec() -> impl Strategy<Value = Rec> {
         ],
     );
     let keys = (key_value(true), key_value(true), key_value(true));
-    let amounts = (amount(), prop_oneof![3 => Just(None), 2 => amount()]);
+    let amounts = (
+        amount(),
+        prop_oneof![3 => Just(None), 2 => amount()],
+        nested(),
+    );
     let other = (
         prop::option::weighted(
             0.2,
@@ -165,12 +173,18 @@ fn rec() -> impl Strategy<Value = Rec> {
         prop::bool::weighted(0.01),
     );
     let layout = (
-        proptest::array::uniform8(any::<u8>()),
+        proptest::array::uniform9(any::<u8>()),
         0u8..8,
         select(&["", "", "", "", " ", "\t", "\r"][..]),
     );
     (time, keys, amounts, other, layout).prop_map(
-        |((advance, back, ts), (u, d, m), (v, w), (extra, reserved), (order, style, trailing))| {
+        |(
+            (advance, back, ts),
+            (u, d, m),
+            (v, w, n),
+            (extra, reserved),
+            (order, style, trailing),
+        )| {
             Rec {
                 advance,
                 back,
@@ -180,6 +194,7 @@ fn rec() -> impl Strategy<Value = Rec> {
                 m,
                 v,
                 w,
+                n,
                 extra,
                 reserved,
                 order,
@@ -188,6 +203,29 @@ fn rec() -> impl Strategy<Value = Rec> {
             }
         },
     )
+}
+
+/// The nested field `n`: an object with an amount `v` and a key `k.d` (a key holding a dot),
+/// either of them missing, or a scalar where the object is expected (its paths are missing).
+fn nested() -> impl Strategy<Value = Option<String>> {
+    let object = (amount(), key_value(true), any::<bool>()).prop_map(|(v, k, deeper)| {
+        let mut parts = Vec::new();
+        if let Some(v) = v {
+            parts.push(format!("\"v\":{v}"));
+        }
+        if let Some(k) = k {
+            parts.push(format!("\"k.d\":{k}"));
+        }
+        if deeper {
+            parts.push("\"k\":{\"d\":\"not this\"}".to_owned());
+        }
+        Some(format!("{{{}}}", parts.join(",")))
+    });
+    prop_oneof![
+        3 => Just(None),
+        6 => object,
+        1 => select(&["5", "\"text\"", "null", "[1]"][..]).prop_map(|s| Some(s.to_owned())),
+    ]
 }
 
 fn line_gen() -> impl Strategy<Value = LineGen> {
@@ -216,6 +254,7 @@ fn render_rec(r: &Rec, ts: i64) -> String {
         ("m", own(r.m)),
         ("v", r.v.clone()),
         ("w", r.w.clone()),
+        ("n", r.n.clone()),
         ("x", own(r.extra)),
         ("features", r.reserved.then(|| "{\"f0\":1}".to_owned())),
     ];
@@ -320,12 +359,12 @@ impl Case {
 }
 
 fn agg_of() -> impl Strategy<Value = (Agg, Option<&'static str>)> {
-    const ANY: &[&str] = &["v", "u", "d", "m", "w"];
+    const ANY: &[&str] = &["v", "u", "d", "m", "w", "n.v", "n.`k.d`"];
     prop_oneof![
         prop::option::of(select(ANY)).prop_map(|of| (Agg::Count, of)),
         (
             select(&[Agg::Sum, Agg::Avg, Agg::Min, Agg::Max][..]),
-            select(&["v", "v", "v", "w"][..])
+            select(&["v", "v", "v", "w", "n.v"][..])
         )
             .prop_map(|(agg, of)| (agg, Some(of))),
         (select(&[Agg::DistinctCount, Agg::Last][..]), select(ANY))
@@ -341,7 +380,7 @@ fn case() -> impl Strategy<Value = Case> {
         select(&[1i64, 5][..]),
     );
     let plan = (
-        subsequence(vec![0usize, 1, 2, 3], 1..=3),
+        subsequence(vec![0usize, 1, 2, 3, 4], 1..=3),
         prop::collection::vec(feature, 1..=6),
         select(&[0i64, 3, 20, 1000][..]),
     );
@@ -423,8 +462,19 @@ enum Field {
     Val(Val),
 }
 
+/// The field at path `name` (`n.v`, ``n.`k.d` ``): absent when a level on the way is not an
+/// object.
 fn field(obj: &Map<String, Value>, name: &str) -> Field {
-    match obj.get(name) {
+    let path = sluice_core::FieldPath::parse(name).expect("a valid path");
+    let (last, outer) = path.keys().split_last().expect("at least one key");
+    let mut obj = obj;
+    for key in outer {
+        match obj.get(key) {
+            Some(Value::Object(inner)) => obj = inner,
+            _ => return Field::Absent,
+        }
+    }
+    match obj.get(last) {
         None | Some(Value::Null) => Field::Absent,
         Some(Value::String(s)) => Field::Val(Val::Str(s.clone())),
         Some(Value::Number(n)) => Field::Val(Val::Num(n.as_f64().expect("a finite number"))),

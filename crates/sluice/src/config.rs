@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
 use sluice_connectors::kafka::{KafkaSink, KafkaSource, Start};
-use sluice_core::{parse_duration, Agg, FeatureSpec, Plan};
+use sluice_core::{parse_duration, Agg, FeatureSpec, FieldPath, Plan};
 use sluice_engine::checkpoint::CheckpointConfig;
 use sluice_engine::state::redis::{ClusterOptions, RedisOptions};
 use sluice_engine::state::EmbeddedOptions;
@@ -501,6 +501,14 @@ impl Source<'_> {
     fn duration(&self, s: &Spanned<String>) -> Result<i64, ConfigError> {
         parse_duration(s.get_ref()).map_err(|e| self.error(Some(s.span()), e.to_string()))
     }
+
+    /// A field path (`user.id`, `` payload.`geo.ip` ``) in its canonical form; `span` is where
+    /// it was written.
+    fn path(&self, text: &str, span: Range<usize>) -> Result<String, ConfigError> {
+        FieldPath::parse(text)
+            .map(|p| p.to_string())
+            .map_err(|e| self.error(Some(span), e.to_string()))
+    }
 }
 
 /// Whether `text` is zero written as a duration: `0`, or zeros followed by a unit.
@@ -536,9 +544,10 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
     };
 
     let event = file.event.as_ref();
-    let time_field = event
-        .and_then(|e| e.time.as_ref())
-        .map_or_else(|| "ts".to_owned(), |t| t.get_ref().clone());
+    let time_field = match event.and_then(|e| e.time.as_ref()) {
+        None => "ts".to_owned(),
+        Some(t) => src.path(t.get_ref(), t.span())?,
+    };
     let time_format = event
         .and_then(|e| e.time_format.as_ref())
         .map_or(TimeFormat::EpochMs, |t| (*t.get_ref()).into());
@@ -727,10 +736,18 @@ fn plan_config(
             OneOrMany::One(s) => vec![s.clone()],
             OneOrMany::Many(v) => v.clone(),
         };
+        let by = by
+            .iter()
+            .map(|b| src.path(b, f.by.span()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let of = match &f.of {
+            None => None,
+            Some(o) => Some(src.path(o.get_ref(), o.span())?),
+        };
         specs.push(FeatureSpec {
             name: f.name.get_ref().clone(),
             agg: Agg::from(*f.agg.get_ref()),
-            of: f.of.as_ref().map(|o| o.get_ref().clone()),
+            of,
             by,
             window_ms: src.duration(&f.window)?,
             granularity_ms: match &f.granularity {
@@ -829,7 +846,10 @@ fn kafka_sink<K>(
     Ok(KafkaSink {
         brokers,
         topic,
-        key: s.key.as_ref().map(|k| k.get_ref().clone()),
+        key: match &s.key {
+            None => None,
+            Some(k) => Some(src.path(k.get_ref(), k.span())?),
+        },
         compression,
     })
 }

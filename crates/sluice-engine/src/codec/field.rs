@@ -7,6 +7,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::codec::parse::{Extractor, ParseScratch};
+use crate::codec::paths::KeyMatch;
 
 /// A field value as captured from a record.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,13 +74,10 @@ pub(crate) fn json_number(text: &str) -> Option<Captured> {
         .map(Captured::Float)
 }
 
-pub(crate) enum KeyMatch {
-    Wanted(usize),
-    Reserved,
-    Other,
+struct KeySeed<'a> {
+    ex: &'a Extractor,
+    node: u32,
 }
-
-struct KeySeed<'a>(&'a Extractor);
 
 impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
     type Value = KeyMatch;
@@ -97,7 +95,7 @@ impl<'de> Visitor<'de> for KeySeed<'_> {
     }
 
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyMatch, E> {
-        Ok(self.0.lookup(v))
+        Ok(self.ex.lookup(self.node, v))
     }
 }
 
@@ -159,9 +157,12 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 }
 
+/// Captures the wanted fields of the object at `node` of the extractor's path tree (node 0:
+/// the record itself), descending into nested objects that hold wanted fields.
 pub(crate) struct LineVisitor<'a> {
     pub(crate) ex: &'a Extractor,
     pub(crate) s: &'a mut ParseScratch,
+    pub(crate) node: u32,
 }
 
 impl<'de> Visitor<'de> for LineVisitor<'_> {
@@ -172,9 +173,25 @@ impl<'de> Visitor<'de> for LineVisitor<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key_seed(KeySeed(self.ex))? {
+        let (ex, node) = (self.ex, self.node);
+        while let Some(key) = map.next_key_seed(KeySeed { ex, node })? {
             match key {
-                KeyMatch::Wanted(i) => {
+                KeyMatch::Field {
+                    wanted,
+                    inner: Some(inner),
+                } => {
+                    let nested = NestedSeed {
+                        ex,
+                        s: &mut *self.s,
+                        node: inner,
+                        wanted,
+                    };
+                    map.next_value_seed(nested)?;
+                }
+                KeyMatch::Field {
+                    wanted: Some(i),
+                    inner: None,
+                } => {
                     let value = map.next_value_seed(ValueSeed(&mut self.s.text))?;
                     self.s.caps[i] = value;
                 }
@@ -182,11 +199,102 @@ impl<'de> Visitor<'de> for LineVisitor<'_> {
                     self.s.reserved = true;
                     map.next_value::<IgnoredAny>()?;
                 }
-                KeyMatch::Other => {
+                KeyMatch::Field { .. } | KeyMatch::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
+        Ok(())
+    }
+}
+
+/// The value of a key that leads to nested wanted fields (and may be wanted itself): an
+/// object is descended into; any other value is captured if wanted.
+struct NestedSeed<'a> {
+    ex: &'a Extractor,
+    s: &'a mut ParseScratch,
+    node: u32,
+    wanted: Option<usize>,
+}
+
+impl<'de> DeserializeSeed<'de> for NestedSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl NestedSeed<'_> {
+    fn set(self, value: Captured) {
+        if let Some(w) = self.wanted {
+            self.s.caps[w] = value;
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for NestedSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.set(Captured::Bool(v));
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.set(Captured::Int(v));
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.set(i64::try_from(v).map_or(Captured::Float(v as f64), Captured::Int));
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.set(Captured::Float(v));
+        Ok(())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        if self.wanted.is_some() {
+            let start = self.s.text.len();
+            self.s.text.extend_from_slice(v.as_bytes());
+            let end = self.s.text.len();
+            self.set(Captured::Str(start, end));
+        }
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.set(Captured::Null);
+        Ok(())
+    }
+
+    fn visit_none<E>(self) -> Result<(), E> {
+        self.set(Captured::Null);
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        if let Some(w) = self.wanted {
+            self.s.caps[w] = Captured::Other("an object");
+        }
+        LineVisitor {
+            ex: self.ex,
+            s: self.s,
+            node: self.node,
+        }
+        .visit_map(map)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.set(Captured::Other("an array"));
         Ok(())
     }
 }

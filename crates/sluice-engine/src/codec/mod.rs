@@ -5,6 +5,7 @@
 pub(crate) mod field;
 pub(crate) mod format;
 pub(crate) mod parse;
+pub(crate) mod paths;
 pub(crate) mod scan;
 pub(crate) mod time;
 

@@ -2,10 +2,11 @@
 //! without building a JSON tree; everything else in a record is validated and skipped.
 
 use serde::de::Deserializer;
-use sluice_core::{key_hash, KeyEncoder, Plan};
+use sluice_core::{key_hash, FieldPath, KeyEncoder, Plan};
 
-use crate::codec::field::{json_number, Captured, KeyMatch, LineVisitor};
+use crate::codec::field::{json_number, Captured, LineVisitor};
 use crate::codec::format::escape_json_str;
+use crate::codec::paths::{KeyMatch, PathTree};
 use crate::codec::scan::scan_line;
 use crate::codec::time::TimeFormat;
 use crate::dataflow::batch::{
@@ -18,7 +19,12 @@ pub const FEATURES_FIELD: &str = "features";
 /// What to extract from records, derived once from the plan.
 #[derive(Debug, Clone)]
 pub struct Extractor {
+    /// Each wanted field's path as written (in messages); its index is its capture slot.
     names: Vec<String>,
+    /// The same paths as a tree, for the scanners.
+    tree: PathTree,
+    /// Each path's keys joined by dots: the CSV column that holds it.
+    columns: Vec<String>,
     time: usize,
     time_format: TimeFormat,
     key_fields: Vec<Vec<usize>>,
@@ -41,46 +47,49 @@ pub struct ParseScratch {
 impl Extractor {
     /// Builds the extractor for a plan whose events carry their time in `time_field`.
     pub fn new(plan: &Plan, time_field: &str, time_format: TimeFormat) -> Self {
-        let mut names: Vec<String> = vec![time_field.to_owned()];
-        let mut index = |name: &str| match names.iter().position(|n| n == name) {
-            Some(i) => i,
-            None => {
-                names.push(name.to_owned());
-                names.len() - 1
-            }
-        };
-        let key_fields = plan
-            .keys
-            .iter()
-            .map(|k| k.by.iter().map(|f| index(f)).collect())
-            .collect();
-        let of_fields = plan.fields.iter().map(|f| index(f)).collect();
-        Extractor {
-            names,
+        let mut ex = Extractor {
+            names: Vec::new(),
+            tree: PathTree::new(FEATURES_FIELD),
+            columns: Vec::new(),
             time: 0,
             time_format,
-            key_fields,
-            of_fields,
+            key_fields: Vec::new(),
+            of_fields: Vec::new(),
             numeric: plan.numeric_fields.clone(),
             distinct: plan.distinct_fields.clone(),
             csv_header: Vec::new(),
             csv_names: Vec::new(),
             output_key: None,
+        };
+        ex.time = ex.slot(time_field);
+        ex.key_fields = plan
+            .keys
+            .iter()
+            .map(|k| k.by.iter().map(|f| ex.slot(f)).collect())
+            .collect();
+        ex.of_fields = plan.fields.iter().map(|f| ex.slot(f)).collect();
+        ex
+    }
+
+    /// The capture slot of the field at `path` (a [`FieldPath`] text), added if new.
+    fn slot(&mut self, path: &str) -> usize {
+        if let Some(i) = self.names.iter().position(|n| n == path) {
+            return i;
         }
+        // Paths come from a validated plan; a text that is not one is a top-level name.
+        let parsed = FieldPath::parse(path).unwrap_or_else(|_| FieldPath::top(path));
+        let slot = self.names.len();
+        self.tree.insert(&parsed, slot);
+        self.columns.push(parsed.joined());
+        self.names.push(path.to_owned());
+        slot
     }
 
     /// Also extracts `field` of every event as its message key for a keyed sink (see
     /// [`ParsedBatch::output_keys`]): a string's text, a number or boolean as JSON; no key
     /// when it is missing, null, an object or an array.
     pub fn with_output_key(mut self, field: &str) -> Self {
-        let i = match self.names.iter().position(|n| n == field) {
-            Some(i) => i,
-            None => {
-                self.names.push(field.to_owned());
-                self.names.len() - 1
-            }
-        };
-        self.output_key = Some(i);
+        self.output_key = Some(self.slot(field));
         self
     }
 
@@ -88,7 +97,7 @@ impl Extractor {
     pub fn with_csv_header(mut self, header: Vec<String>) -> Self {
         self.csv_header = header
             .iter()
-            .map(|h| self.names.iter().position(|n| n == h))
+            .map(|h| self.columns.iter().position(|n| n == h))
             .collect();
         self.csv_names = header;
         self
@@ -100,14 +109,10 @@ impl Extractor {
         self.names.len()
     }
 
-    pub(crate) fn lookup(&self, name: &str) -> KeyMatch {
-        if let Some(i) = self.names.iter().position(|n| n == name) {
-            KeyMatch::Wanted(i)
-        } else if name == FEATURES_FIELD {
-            KeyMatch::Reserved
-        } else {
-            KeyMatch::Other
-        }
+    /// What key `name` of the object at `node` of the path tree is (node 0: the record).
+    #[inline]
+    pub(crate) fn lookup(&self, node: u32, name: &str) -> KeyMatch {
+        self.tree.lookup(node, name)
     }
 
     /// Parses every record of a raw batch.
@@ -189,7 +194,11 @@ impl Extractor {
         s.reserved = false;
         let mut de = serde_json::Deserializer::from_slice(line);
         let parsed = de
-            .deserialize_map(LineVisitor { ex: self, s })
+            .deserialize_map(LineVisitor {
+                ex: self,
+                s,
+                node: 0,
+            })
             .and_then(|()| de.end());
         let rejection = match parsed {
             Err(e) => {

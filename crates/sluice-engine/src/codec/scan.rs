@@ -8,8 +8,9 @@
 //! accepts a record serde_json would reject, and captures the same values for the ones it
 //! accepts (numbers are parsed with the standard library's correctly rounded parser).
 
-use crate::codec::field::{json_number, Captured, KeyMatch};
+use crate::codec::field::{json_number, Captured};
 use crate::codec::parse::{Extractor, ParseScratch};
+use crate::codec::paths::KeyMatch;
 
 /// Deepest nesting the fast path skips; deeper records go to serde_json.
 const MAX_DEPTH: usize = 64;
@@ -48,6 +49,20 @@ impl Scanner<'_> {
     /// The top-level object, capturing wanted fields; then only whitespace may follow.
     fn object_fields(&mut self, ex: &Extractor, s: &mut ParseScratch) -> Option<()> {
         self.ws();
+        self.object(ex, s, 0, 0)?;
+        self.ws();
+        (self.i == self.b.len()).then_some(())
+    }
+
+    /// The object at `node` of the extractor's path tree, at nesting `depth`: captures its
+    /// wanted fields and descends into the objects that hold more.
+    fn object(
+        &mut self,
+        ex: &Extractor,
+        s: &mut ParseScratch,
+        node: u32,
+        depth: usize,
+    ) -> Option<()> {
         self.eat(b'{')?;
         self.items(b'}', |sc| {
             let (a, z) = sc.string()?;
@@ -55,18 +70,30 @@ impl Scanner<'_> {
             sc.ws();
             sc.eat(b':')?;
             sc.ws();
-            match ex.lookup(name) {
-                KeyMatch::Wanted(w) => s.caps[w] = sc.value(&mut s.text)?,
+            match ex.lookup(node, name) {
+                KeyMatch::Field {
+                    wanted,
+                    inner: Some(inner),
+                } if sc.peek() == Some(b'{') => {
+                    if depth >= MAX_DEPTH {
+                        return None;
+                    }
+                    if let Some(w) = wanted {
+                        s.caps[w] = Captured::Other("an object");
+                    }
+                    sc.object(ex, s, inner, depth + 1)?;
+                }
+                KeyMatch::Field {
+                    wanted: Some(w), ..
+                } => s.caps[w] = sc.value(&mut s.text)?,
                 KeyMatch::Reserved => {
                     s.reserved = true;
-                    sc.skip(0)?;
+                    sc.skip(depth)?;
                 }
-                KeyMatch::Other => sc.skip(0)?,
+                KeyMatch::Field { .. } | KeyMatch::Other => sc.skip(depth)?,
             }
             Some(())
-        })?;
-        self.ws();
-        (self.i == self.b.len()).then_some(())
+        })
     }
 
     /// Comma-separated items up to `close` (the opening bracket already consumed).
@@ -201,6 +228,9 @@ mod tests {
             vec![
                 feature("a", Agg::Sum, Some("v"), "u"),
                 feature("b", Agg::DistinctCount, Some("d"), "k"),
+                // Nested paths, one also wanted as a whole (an object is captured as such).
+                feature("c", Agg::Max, Some("u.v"), "u.`ts.u`"),
+                feature("e", Agg::Count, None, "v.u.ts"),
             ],
             0,
         )
@@ -239,6 +269,7 @@ mod tests {
             .deserialize_map(LineVisitor {
                 ex: &ex,
                 s: &mut slow,
+                node: 0,
             })
             .and_then(|()| de.end())
             .is_ok();
@@ -280,6 +311,7 @@ mod tests {
                             Just("u".to_owned()),
                             Just("v".to_owned()),
                             Just("ts".to_owned()),
+                            Just("ts.u".to_owned()),
                             Just("features".to_owned()),
                             "[a-z]{1,3}"
                         ],
