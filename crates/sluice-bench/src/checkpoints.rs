@@ -153,6 +153,7 @@ fn in_process(plan: &Plan, keys: u64, dir: &Path) -> Result<()> {
                         ts,
                         floor: ts - plan.lateness_ms,
                         fields: f,
+                        matched: 0,
                     }
                 })
                 .collect();

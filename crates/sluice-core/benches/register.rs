@@ -136,6 +136,7 @@ impl Replay {
             &self.plan.keys[0],
             ts,
             &fields[..self.plan.fields.len()],
+            0,
             self.wm - LATENESS,
             &mut self.scratch,
             &mut self.out,
@@ -165,6 +166,7 @@ fn feature(name: &str, agg: Agg, of: Option<&str>, window_ms: i64) -> FeatureSpe
         by: vec!["user_id".into()],
         window_ms,
         granularity_ms: 1,
+        filter: None,
     }
 }
 

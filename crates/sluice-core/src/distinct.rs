@@ -11,7 +11,6 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use crate::bucket_start;
 use crate::deque::SmallDeque;
-use crate::numeric::start_fits;
 use crate::plan::SeriesSpec;
 use crate::value::FeatureValue;
 use crate::wire::{Reader, Wire, WireError, Writer};
@@ -262,11 +261,43 @@ impl DistinctSeries {
         let t = bucket_start(ts, g);
         // One reference per entry: released again below if the event merges into an entry.
         let id = self.values.intern(value, self.windows.len());
-        match self.newest() {
-            Some(newest) if t < newest => self.observe_out_of_order(spec, t, id, scratch, out),
-            _ => self.observe_in_order(spec, t, id, out),
+        if self.in_order(spec, t) {
+            self.observe_in_order(spec, t, id, out);
+        } else {
+            self.observe_out_of_order(spec, t, id, scratch, out);
         }
         self.evict(bucket_start(floor, g).saturating_sub(spec.max_window_ms()));
+    }
+
+    /// Whether aligned time `t` is at or after the newest entry and every running window can
+    /// slide forward to it (see [`crate::NumericSeries::read_at`]).
+    fn in_order(&self, spec: &SeriesSpec, t: i64) -> bool {
+        self.newest().is_none_or(|newest| t >= newest)
+            && spec
+                .windows
+                .iter()
+                .zip(&self.windows)
+                .all(|(w, run)| t.saturating_sub(w.width_ms) >= run.start)
+    }
+
+    /// Writes the distinct counts its windows have for an event at `ts` that is not added: as
+    /// [`DistinctSeries::peek`], but an event in time order slides the running windows instead
+    /// of scanning.
+    pub fn read_at(&mut self, spec: &SeriesSpec, ts: i64, out: &mut [FeatureValue]) {
+        let t = bucket_start(ts, spec.granularity_ms);
+        if !self.in_order(spec, t) {
+            return self.peek(spec, ts, out);
+        }
+        for (j, (w, run)) in spec.windows.iter().zip(self.windows.iter_mut()).enumerate() {
+            advance(
+                j,
+                run,
+                &self.entries,
+                &mut self.values,
+                t.saturating_sub(w.width_ms),
+            );
+            write(&w.outputs, run.distinct, out);
+        }
     }
 
     /// Writes the distinct counts its windows would have for an event at `at` without adding
@@ -637,17 +668,6 @@ impl DistinctSeries {
         if self.windows.len() != spec.windows.len() {
             return Err(WireError(
                 "a distinct series has another number of windows than in the plan",
-            ));
-        }
-        let newest = self.newest();
-        if self
-            .windows
-            .iter()
-            .zip(&spec.windows)
-            .any(|(run, w)| !start_fits(run.start, newest, w.width_ms))
-        {
-            return Err(WireError(
-                "a distinct window starts after its newest entry's window",
             ));
         }
         let g = spec.granularity_ms;

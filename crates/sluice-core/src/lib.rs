@@ -4,10 +4,12 @@
 //! property-tested against a brute-force oracle on its own.
 //!
 //! - [`duration`]: human durations (`90s`, `15m`, `1h`, `7d`) in milliseconds.
+//! - [`expr`]: the expression language of `where` filters and derived `expr` features.
 //! - [`agg`]: the aggregations a feature can use.
 //! - [`plan`]: features grouped by the key and the register series they share.
 //! - [`key`]: key encoding, hashing and key groups.
 //! - [`deque`]: a deque with inline storage for the first few items.
+//! - [`derived`]: derived features, expressions over fields and other features.
 //! - [`sum`]: a drift-free running sum that supports removal, exact for short decimals.
 //! - [`minmax`]: monotonic deques for the minimum and maximum of a sliding window.
 //! - [`numeric`]: count/sum/avg/min/max registers over sliding windows.
@@ -19,8 +21,10 @@
 
 pub mod agg;
 pub mod deque;
+pub mod derived;
 pub mod distinct;
 pub mod duration;
+pub mod expr;
 pub mod key;
 pub mod minmax;
 pub mod numeric;

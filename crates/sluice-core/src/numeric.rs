@@ -123,11 +123,48 @@ impl NumericSeries {
         let g = spec.granularity_ms;
         let t = bucket_start(ts, g);
         let v = if spec.needs_values { v } else { 0.0 };
-        match self.newest() {
-            Some(newest) if t < newest => self.observe_out_of_order(spec, t, v, out),
-            _ => self.observe_in_order(spec, t, v, out),
+        if self.in_order(spec, t) {
+            self.observe_in_order(spec, t, v, out);
+        } else {
+            self.observe_out_of_order(spec, t, v, out);
         }
         self.evict(bucket_start(floor, g).saturating_sub(spec.max_window_ms()));
+    }
+
+    /// Whether aligned time `t` is at or after the newest bucket and every running window can
+    /// slide forward to it (none has already slid past `t - width` for a read at a later time).
+    fn in_order(&self, spec: &SeriesSpec, t: i64) -> bool {
+        self.newest().is_none_or(|newest| t >= newest)
+            && spec
+                .windows
+                .iter()
+                .zip(&self.windows)
+                .all(|(w, run)| t.saturating_sub(w.width_ms) >= run.start)
+    }
+
+    /// Writes the values its windows have for an event at `ts` that is not added (it lacks the
+    /// field, or does not match the feature's filter): the same as [`NumericSeries::peek`],
+    /// but an event in time order slides the running windows (amortised O(1)) instead of
+    /// scanning the buckets.
+    pub fn read_at(&mut self, spec: &SeriesSpec, ts: i64, out: &mut [FeatureValue]) {
+        let t = bucket_start(ts, spec.granularity_ms);
+        if !self.in_order(spec, t) {
+            return self.peek(spec, ts, out);
+        }
+        for (w, run) in spec.windows.iter().zip(self.windows.iter_mut()) {
+            advance(run, &self.buckets, t.saturating_sub(w.width_ms));
+            for &(agg, slot) in &w.outputs {
+                out[slot] = match (agg, run.count) {
+                    (Agg::Count, count) => FeatureValue::Int(count),
+                    (Agg::Sum, _) => FeatureValue::Num(run.sum.value()),
+                    (Agg::Avg | Agg::Min | Agg::Max, 0) => FeatureValue::Null,
+                    (Agg::Avg, count) => FeatureValue::Num(run.sum.value() / count as f64),
+                    (Agg::Min, _) => FeatureValue::Exact(extreme(&run.extremes, |e| e.min.front())),
+                    (Agg::Max, _) => FeatureValue::Exact(extreme(&run.extremes, |e| e.max.front())),
+                    (Agg::DistinctCount | Agg::Last, _) => continue,
+                };
+            }
+        }
     }
 
     fn observe_in_order(&mut self, spec: &SeriesSpec, t: i64, v: f64, out: &mut [FeatureValue]) {
@@ -285,11 +322,9 @@ impl NumericSeries {
             ));
         }
         for (run, w) in self.windows.iter().zip(&spec.windows) {
-            if !start_fits(run.start, self.newest(), w.width_ms) {
-                return Err(WireError(
-                    "a numeric window starts after its newest bucket's window",
-                ));
-            }
+            // A window may start anywhere: reads of events that were not added slide windows
+            // past the newest bucket, and the update code decides per event whether it is in
+            // order for every window (`in_order`).
             let fits = match &run.extremes {
                 None => !w.needs_min && !w.needs_max,
                 Some(e) => {
@@ -351,17 +386,6 @@ impl NumericSeries {
             }
         }
         Ok(())
-    }
-}
-
-/// Whether a window of width `width` may start at `start` in a series whose newest time is
-/// `newest`: a window only ever starts at `t - width` for an event time `t`, or earlier (the
-/// horizon of eviction), and that of a series holding nothing has not moved. The update code
-/// relies on it: an in-order event lies within every running window.
-pub(crate) fn start_fits(start: i64, newest: Option<i64>, width: i64) -> bool {
-    match newest {
-        None => start == i64::MIN,
-        Some(newest) => start <= newest.saturating_sub(width),
     }
 }
 

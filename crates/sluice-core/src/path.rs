@@ -57,6 +57,12 @@ impl FieldPath {
         }
     }
 
+    /// The path of these keys, outermost first (at least one, none empty: the keys of a
+    /// parsed path or expression).
+    pub fn from_keys(keys: Vec<String>) -> FieldPath {
+        FieldPath(keys)
+    }
+
     /// A top-level field named `name` (taken as it is, dots included).
     pub fn top(name: &str) -> FieldPath {
         FieldPath(vec![name.to_owned()])

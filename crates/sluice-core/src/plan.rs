@@ -22,7 +22,13 @@ pub struct FeatureSpec {
     pub window_ms: i64,
     /// Bucket width in milliseconds; 1 means exact.
     pub granularity_ms: i64,
+    /// Which events are added to the feature's state (`where`), as canonical expression text;
+    /// `None`: every event. The value is still reported for every event with the key.
+    pub filter: Option<String>,
 }
+
+/// Most distinct filters in one plan (each event carries one bit per filter).
+pub const MAX_FILTERS: usize = 64;
 
 /// Which register layout a series uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +65,9 @@ pub struct SeriesSpec {
     pub windows: Vec<WindowSpec>,
     /// Whether values (not just presence) are aggregated: sum, avg, min or max.
     pub needs_values: bool,
+    /// Index into [`Plan::filters`] of the filter deciding which events are added; `None`:
+    /// every event with the field.
+    pub filter: Option<usize>,
 }
 
 impl SeriesSpec {
@@ -77,8 +86,8 @@ pub struct KeySpec {
     pub features: Vec<usize>,
     /// The register series of this key.
     pub series: Vec<SeriesSpec>,
-    /// `(output slot, field index)` of `last` features: the event's own value.
-    pub own: Vec<(usize, usize)>,
+    /// `(output slot, field index, filter)` of `last` features: the event's own value.
+    pub own: Vec<(usize, usize, Option<usize>)>,
 }
 
 /// The validated, grouped form of a pipeline's features.
@@ -94,6 +103,17 @@ pub struct Plan {
     pub distinct_fields: Vec<bool>,
     /// Key specs in order of first use.
     pub keys: Vec<KeySpec>,
+    /// Distinct filters (`where`), as canonical expression texts; an event carries one bit per
+    /// filter, set when it matches.
+    pub filters: Vec<String>,
+    /// Derived features (`expr`), in pipeline order among themselves.
+    pub derived: Vec<crate::derived::Derived>,
+    /// The order to compute derived features in: each after those it reads.
+    pub derived_order: Vec<usize>,
+    /// Event fields that derived features read (canonical path texts).
+    pub expr_fields: Vec<String>,
+    /// Every feature of the output, aggregated and derived, in pipeline order.
+    pub outputs: Vec<crate::derived::Output>,
     /// How far behind the newest event time an event may be and still be accepted.
     pub lateness_ms: i64,
 }
@@ -107,7 +127,7 @@ pub struct PlanError {
     pub feature: usize,
     /// Its name.
     pub name: String,
-    /// The setting at fault: `name`, `of`, `by`, `window` or `granularity`.
+    /// The setting at fault: `name`, `of`, `by`, `window`, `granularity`, `where` or `expr`.
     pub field: &'static str,
     /// What is wrong and what would be valid.
     pub message: String,
@@ -125,8 +145,16 @@ impl Plan {
             numeric_fields: Vec::new(),
             distinct_fields: Vec::new(),
             keys: Vec::new(),
+            filters: Vec::new(),
+            derived: Vec::new(),
+            derived_order: Vec::new(),
+            expr_fields: Vec::new(),
+            outputs: (0..features.len())
+                .map(crate::derived::Output::Feature)
+                .collect(),
             lateness_ms: lateness_ms.max(0),
         };
+        let mut canonical = Vec::with_capacity(features.len());
         for (i, f) in features.iter().enumerate() {
             let err = |field: &'static str, message: String| PlanError {
                 feature: i,
@@ -167,9 +195,25 @@ impl Plan {
                     "the window must be a whole number of granularity buckets (e.g. window = \"1d\", granularity = \"1m\")".into(),
                 ));
             }
-            plan.add(i, f);
+            let mut f = f.clone();
+            if let Some(filter) = &f.filter {
+                // Stored in its canonical form: two spellings of one filter are one filter.
+                let ast = crate::expr::parse_filter(filter)
+                    .map_err(|e| err("where", format!("`where`: {e}")))?;
+                f.filter = Some(ast.to_string());
+            }
+            if let Some(filter) = &f.filter {
+                if !plan.filters.contains(filter) && plan.filters.len() == MAX_FILTERS {
+                    return Err(err(
+                        "where",
+                        format!("more than {MAX_FILTERS} distinct filters in one pipeline"),
+                    ));
+                }
+            }
+            plan.add(i, &f);
+            canonical.push(f);
         }
-        plan.features = features;
+        plan.features = canonical;
         for key in &mut plan.keys {
             for series in &mut key.series {
                 series.windows.sort_by_key(|w| w.width_ms);
@@ -215,6 +259,20 @@ impl Plan {
             out.extend_from_slice(&f.granularity_ms.to_le_bytes());
         }
         out.extend_from_slice(&self.lateness_ms.to_le_bytes());
+        // Filters come last, and only when there are some, so that a plan without filters
+        // keeps the fingerprint it had before filters existed (its state is the same).
+        if self.features.iter().any(|f| f.filter.is_some()) {
+            out.extend_from_slice(b"filters\0");
+            for f in &self.features {
+                match &f.filter {
+                    None => out.push(0),
+                    Some(filter) => {
+                        out.push(1);
+                        text(&mut out, filter);
+                    }
+                }
+            }
+        }
         format!("{:016x}", crate::key_hash(&out))
     }
 
@@ -230,6 +288,16 @@ impl Plan {
 
     fn add(&mut self, index: usize, f: &FeatureSpec) {
         let of = f.of.as_deref().map(|name| self.field_index(name));
+        let filter =
+            f.filter
+                .as_ref()
+                .map(|text| match self.filters.iter().position(|t| t == text) {
+                    Some(i) => i,
+                    None => {
+                        self.filters.push(text.clone());
+                        self.filters.len() - 1
+                    }
+                });
         if let Some(of) = of {
             self.numeric_fields[of] |= f.agg.is_numeric();
             self.distinct_fields[of] |= f.agg == Agg::DistinctCount;
@@ -250,7 +318,7 @@ impl Plan {
         key.features.push(index);
         if f.agg == Agg::Last {
             key.own
-                .push((slot, of.expect("`last` has `of`, checked above")));
+                .push((slot, of.expect("`last` has `of`, checked above"), filter));
             return;
         }
         let kind = if f.agg == Agg::DistinctCount {
@@ -258,11 +326,12 @@ impl Plan {
         } else {
             SeriesKind::Numeric
         };
-        let series = match key
-            .series
-            .iter()
-            .position(|s| s.kind == kind && s.of == of && s.granularity_ms == f.granularity_ms)
-        {
+        let series = match key.series.iter().position(|s| {
+            s.kind == kind
+                && s.of == of
+                && s.granularity_ms == f.granularity_ms
+                && s.filter == filter
+        }) {
             Some(s) => &mut key.series[s],
             None => {
                 key.series.push(SeriesSpec {
@@ -271,6 +340,7 @@ impl Plan {
                     granularity_ms: f.granularity_ms,
                     windows: Vec::new(),
                     needs_values: false,
+                    filter,
                 });
                 key.series.last_mut().expect("just pushed")
             }
@@ -317,6 +387,7 @@ pub(crate) mod tests {
             by: by.iter().map(|s| s.to_string()).collect(),
             window_ms,
             granularity_ms: 1,
+            filter: None,
         }
     }
 
@@ -350,7 +421,7 @@ pub(crate) mod tests {
             vec![(Agg::Sum, 0), (Agg::Max, 1)]
         );
         assert!(user.series[0].windows[0].needs_max);
-        assert_eq!(user.own, vec![(4, 0)]);
+        assert_eq!(user.own, vec![(4, 0, None)]);
         assert_eq!(plan.fields, vec!["amount", "device_id"]);
         assert_eq!(plan.numeric_fields, vec![true, false]);
         assert_eq!(plan.distinct_fields, vec![false, true]);

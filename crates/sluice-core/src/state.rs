@@ -22,6 +22,15 @@ pub struct FieldObs<'a> {
     pub bytes: &'a [u8],
 }
 
+/// Nulls for every feature of series `s` (a state that lacks the series).
+fn null_outputs(s: &crate::plan::SeriesSpec, out: &mut [FeatureValue]) {
+    for w in &s.windows {
+        for &(_, slot) in &w.outputs {
+            out[slot] = FeatureValue::Null;
+        }
+    }
+}
+
 /// Every register of one key.
 ///
 /// Numeric and distinct series are kept in separate arrays (in the order of the key spec's
@@ -47,49 +56,52 @@ impl KeyState {
         }
     }
 
-    /// Adds an event at `ts` with `fields` (indexed like [`crate::Plan::fields`]) and writes the
-    /// value of each of the key spec's features into `out` (one per output slot).
+    /// Takes an event at `ts` with `fields` (indexed like [`crate::Plan::fields`]) that
+    /// matched the filters whose bits are set in `matched` (bit `i`: [`crate::Plan::filters`]
+    /// `[i]`), and writes the value of each of the key spec's features into `out` (one per
+    /// output slot).
+    ///
+    /// Each series adds the event when it has the series' field and matches its filter; every
+    /// series reports its values at `ts` either way (an empty window: a count, sum or
+    /// distinct count of 0, anything else null).
     ///
     /// `floor`: the oldest event time a later event may have (see [`NumericSeries::observe`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &mut self,
         spec: &KeySpec,
         ts: i64,
         fields: &[FieldObs<'_>],
+        matched: u64,
         floor: i64,
         scratch: &mut DistinctScratch,
         out: &mut [FeatureValue],
     ) {
+        let matches = |filter: Option<usize>| filter.is_none_or(|i| matched >> i & 1 == 1);
         let (mut numeric, mut distinct) = (self.numeric.iter_mut(), self.distinct.iter_mut());
         for s in &spec.series {
             let field = s.of.map(|i| fields[i]).unwrap_or(FieldObs {
                 present: true,
                 ..FieldObs::default()
             });
+            let adds = field.present && matches(s.filter);
             // A series is always there for a state made by `new` or checked by `check` (a
             // missing one, which only an unchecked decoded state can lack, leaves nulls).
             match s.kind {
-                SeriesKind::Numeric => {
-                    if let (Some(series), true) = (numeric.next(), field.present) {
-                        series.observe(s, ts, field.num, floor, out);
-                        continue;
-                    }
-                }
-                SeriesKind::Distinct => {
-                    if let (Some(series), true) = (distinct.next(), field.present) {
-                        series.observe(s, ts, field.bytes, floor, scratch, out);
-                        continue;
-                    }
-                }
-            }
-            for w in &s.windows {
-                for &(_, slot) in &w.outputs {
-                    out[slot] = FeatureValue::Null;
-                }
+                SeriesKind::Numeric => match numeric.next() {
+                    Some(series) if adds => series.observe(s, ts, field.num, floor, out),
+                    Some(series) => series.read_at(s, ts, out),
+                    None => null_outputs(s, out),
+                },
+                SeriesKind::Distinct => match distinct.next() {
+                    Some(series) if adds => series.observe(s, ts, field.bytes, floor, scratch, out),
+                    Some(series) => series.read_at(s, ts, out),
+                    None => null_outputs(s, out),
+                },
             }
         }
-        for &(slot, field) in &spec.own {
-            out[slot] = if fields[field].present {
+        for &(slot, field, filter) in &spec.own {
+            out[slot] = if fields[field].present && matches(filter) {
                 FeatureValue::Own
             } else {
                 FeatureValue::Null
@@ -266,7 +278,7 @@ mod tests {
                     bytes: devices[i % 3],
                 })
                 .collect();
-            state.observe(spec, ts, &fields, ts - 10_000, &mut scratch, &mut out);
+            state.observe(spec, ts, &fields, 0, ts - 10_000, &mut scratch, &mut out);
         }
         state
     }
@@ -289,7 +301,7 @@ mod tests {
         ];
         let mut out = vec![FeatureValue::Null; spec.features.len()];
         let mut scratch = DistinctScratch::default();
-        state.observe(spec, 2_000, &fields, 0, &mut scratch, &mut out);
+        state.observe(spec, 2_000, &fields, 0, 0, &mut scratch, &mut out);
         state.peek(spec, 100_000, &mut out);
         let _ = state.is_expired(spec, 1_000_000);
     }

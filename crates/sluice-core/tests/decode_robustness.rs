@@ -16,6 +16,7 @@ fn feature(name: &str, agg: Agg, of: Option<&str>, window_ms: i64, g: i64) -> Fe
         by: vec!["user".into()],
         window_ms,
         granularity_ms: g,
+        filter: None,
     }
 }
 
@@ -63,6 +64,7 @@ fn feed(plan: &Plan, spec: &KeySpec, state: &mut KeyState, newest: &mut i64, eve
             spec,
             ts,
             &fields,
+            0,
             *newest - plan.lateness_ms,
             &mut scratch,
             &mut out,

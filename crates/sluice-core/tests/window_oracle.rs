@@ -7,10 +7,15 @@
 //! (which must never change a result).
 //!
 //! The contract checked, for every accepted event `e` at time `t` and every feature
-//! `agg(of) over W by key` with granularity `g`: the value is the aggregation over every
-//! accepted event `x` received so far (`e` included) with the same key, with `of` present, and
-//! `bucket(x.ts)` in `[bucket(t) - W, bucket(t)]` (both inclusive), where
-//! `bucket(ts) = ts.div_euclid(g) * g`. A feature is null when the event lacks `of` or a key field.
+//! `agg(of) over W by key where filter` with granularity `g`: the value is the aggregation
+//! over every accepted event `x` received so far (`e` included) with the same key, with `of`
+//! present, matching the filter, and `bucket(x.ts)` in `[bucket(t) - W, bucket(t)]` (both
+//! inclusive), where `bucket(ts) = ts.div_euclid(g) * g`. It is reported for every event with
+//! the key fields, also one that lacks `of` or does not match (then it is not added): an
+//! empty window gives a count, sum or distinct count of 0 and a null average, minimum or
+//! maximum. A feature is null when the event lacks a key field. `last` is the event's own
+//! value when it has `of` and matches, else null. Filters are opaque here: each event carries
+//! random tags, and filter `tag<i>` matches the events with tag `i`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -31,9 +36,22 @@ struct Event {
     device: Option<u32>,
     merchant: Option<u32>,
     cents: Option<i64>,
+    /// Bit `i`: the event matches filter `tag<i>`.
+    tags: u8,
 }
 
 impl Event {
+    /// Whether the event matches `filter` (`None`: every event does).
+    fn matches(&self, filter: Option<&str>) -> bool {
+        filter.is_none_or(|f| {
+            let i: u32 = f
+                .strip_prefix("tag")
+                .and_then(|n| n.parse().ok())
+                .expect("tag<i>");
+            self.tags >> i & 1 == 1
+        })
+    }
+
     /// The canonical bytes of field `name`, if present.
     fn bytes(&self, name: &str) -> Option<Vec<u8>> {
         match name {
@@ -120,6 +138,13 @@ impl Harness {
                 bytes: b.as_deref().unwrap_or(&[]),
             })
             .collect();
+        let matched = self
+            .plan
+            .filters
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| e.matches(Some(f)))
+            .fold(0u64, |m, (i, _)| m | 1 << i);
         let mut values = vec![FeatureValue::Null; self.plan.features.len()];
         for (spec, states) in self.plan.keys.iter().zip(self.states.iter_mut()) {
             let Some(key) = e.key(&spec.by) else {
@@ -129,7 +154,15 @@ impl Harness {
             states
                 .entry(key)
                 .or_insert_with(|| KeyState::new(spec))
-                .observe(spec, e.ts, &fields, floor, &mut self.scratch, &mut out);
+                .observe(
+                    spec,
+                    e.ts,
+                    &fields,
+                    matched,
+                    floor,
+                    &mut self.scratch,
+                    &mut out,
+                );
             for (slot, &feature) in spec.features.iter().enumerate() {
                 values[feature] = out[slot];
             }
@@ -239,13 +272,10 @@ impl Oracle {
             };
             let list = index.entry(key).or_default();
             list.push(i);
-            let of = f.of.as_deref();
-            if of.is_some_and(|of| e.bytes(of).is_none()) {
-                expected.push(Expected::Null);
-                continue;
-            }
+            let added = f.of.as_deref().is_none_or(|of| e.bytes(of).is_some())
+                && e.matches(f.filter.as_deref());
             if f.agg == Agg::Last {
-                expected.push(Expected::Own);
+                expected.push(if added { Expected::Own } else { Expected::Null });
                 continue;
             }
             expected.push(aggregate(
@@ -253,7 +283,6 @@ impl Oracle {
                 f,
                 list,
                 bucket(e.ts, f.granularity_ms),
-                false,
             ));
         }
         expected
@@ -271,14 +300,14 @@ impl Oracle {
         }
         let empty = Vec::new();
         let list = self.by_key[fi].get(&key).unwrap_or(&empty);
-        aggregate(&self.events, f, list, bucket(at, f.granularity_ms), true)
+        aggregate(&self.events, f, list, bucket(at, f.granularity_ms))
     }
 }
 
-/// The aggregate of feature `f` over the events `list` (of one key) in buckets `[hi - W, hi]`.
-/// For a query (`query`), an empty window's average, minimum and maximum are null (an event's
-/// window always holds the event itself).
-fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64, query: bool) -> Expected {
+/// The aggregate of feature `f` over the events `list` (of one key) in buckets `[hi - W, hi]`
+/// that have `of` and match the filter. An empty window's average, minimum and maximum are
+/// null.
+fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expected {
     let of = f.of.as_deref();
     let g = f.granularity_ms;
     let lo = hi - f.window_ms;
@@ -291,7 +320,7 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64, query: 
     for &j in list {
         let x = &events[j];
         let b = bucket(x.ts, g);
-        if b < lo || b > hi {
+        if b < lo || b > hi || !x.matches(f.filter.as_deref()) {
             continue;
         }
         let value = match of {
@@ -321,7 +350,7 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64, query: 
         cents.abs() as f64 / 100.0
     };
     match f.agg {
-        Agg::Avg | Agg::Min | Agg::Max if query && count == 0 => Expected::Null,
+        Agg::Avg | Agg::Min | Agg::Max if count == 0 => Expected::Null,
         Agg::Count => Expected::Int(count),
         Agg::DistinctCount => Expected::Int(distinct.len() as u64),
         Agg::Sum => Expected::Num {
@@ -391,6 +420,7 @@ struct Payload {
     device: Option<u32>,
     merchant: Option<u32>,
     cents: Option<i64>,
+    tags: u8,
 }
 
 /// `(aggregation, of)` choices: several aggregations over the same field, so series are shared.
@@ -416,6 +446,8 @@ const BYS: [&[&str]; 4] = [&["user"], &["device"], &["user", "device"], &["merch
 struct Case {
     /// `(agg index, by index, window index, coarse granularity)`.
     features: Vec<(usize, usize, usize, bool)>,
+    /// Per feature: its filter `tag<i>`, if any.
+    filters: Vec<Option<u8>>,
     /// The coarse granularity (1 means every feature is exact).
     granularity: i64,
     /// Window widths in units of the coarse granularity.
@@ -455,12 +487,14 @@ fn payload() -> impl Strategy<Value = Payload> {
         prop::option::weighted(0.9, any::<u32>()),
         prop::option::weighted(0.9, any::<u32>()),
         cents,
+        prop_oneof![2 => Just(0b111u8), 3 => any::<u8>()],
     )
-        .prop_map(|(user, device, merchant, cents)| Payload {
+        .prop_map(|(user, device, merchant, cents, tags)| Payload {
             user,
             device,
             merchant,
             cents,
+            tags,
         })
 }
 
@@ -484,6 +518,7 @@ fn case() -> impl Strategy<Value = Case> {
         ),
         prop_oneof![Just(0i64), -1000i64..1000, Just(1_767_225_600_000)],
         prop::collection::vec((time_op(), payload()), 1..200),
+        prop::collection::vec(prop::option::weighted(0.4, 0u8..3), 10),
     )
         .prop_map(
             |(
@@ -496,8 +531,10 @@ fn case() -> impl Strategy<Value = Case> {
                 (devices, merchants),
                 base,
                 ops,
+                filters,
             )| Case {
                 features,
+                filters,
                 granularity,
                 windows,
                 lateness,
@@ -526,6 +563,7 @@ impl Case {
                     by: BYS[by].iter().map(|s| s.to_string()).collect(),
                     window_ms: self.windows[window % self.windows.len()] * self.granularity,
                     granularity_ms: if coarse { self.granularity } else { 1 },
+                    filter: self.filters[i].map(|t| format!("tag{t}")),
                 }
             })
             .collect()
@@ -546,6 +584,7 @@ impl Case {
             device: p.device.map(|d| d % self.devices),
             merchant: p.merchant.map(|m| m % self.merchants),
             cents: p.cents,
+            tags: p.tags,
         }
     }
 }
@@ -665,6 +704,7 @@ fn feature(
         by: vec!["user".into()],
         window_ms,
         granularity_ms,
+        filter: None,
     }
 }
 
@@ -675,6 +715,7 @@ fn at(ts: i64, cents: i64) -> Event {
         device: Some(u32::try_from(cents % 3).expect("small")),
         merchant: None,
         cents: Some(cents),
+        tags: 0,
     }
 }
 
@@ -884,7 +925,7 @@ fn long_stream_sums_do_not_drift() {
             num: cents as f64 / 100.0,
             bytes: &[],
         }];
-        states[key].observe(spec, ts, &field, wm - lateness, &mut scratch, &mut out);
+        states[key].observe(spec, ts, &field, 0, wm - lateness, &mut scratch, &mut out);
         oracles[key].push(ts, cents, wm - lateness, &mut exact);
         for (got, &want) in out.iter().zip(&exact) {
             let FeatureValue::Num(got) = *got else {
@@ -949,6 +990,7 @@ fn memory_stays_bounded_by_the_active_window() {
             device: Some(rng.below(50) as u32),
             merchant: None,
             cents: Some(1 + rng.below(100_000) as i64),
+            tags: 0,
         };
         h.push(&e).expect("never late");
         // The watermark bounds the event time from above and keeps `recent` sorted.

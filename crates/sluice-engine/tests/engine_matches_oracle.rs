@@ -19,8 +19,9 @@
 //! - else accepted: each feature is the aggregation over every accepted event so far (itself
 //!   included) with equal key values (by JSON type and value, numbers by numeric value), the
 //!   `of` field present and not null, and `bucket(x.ts)` in `[bucket(t) - W, bucket(t)]` with
-//!   `bucket(ts) = floor(ts / g) * g`; null if the event lacks a key field or the `of` field;
-//!   `last` is the event's own `of` value.
+//!   `bucket(ts) = floor(ts / g) * g`; null if the event lacks a key field; an event without
+//!   the `of` field is not added but reads its window (empty: a count, sum or distinct count
+//!   of 0, anything else null); `last` is the event's own `of` value, null without one.
 //!
 //! The output must hold one line per accepted event, in input order, equal to the input line
 //! (trailing whitespace trimmed) without its closing `}`, then `,"features":{...}}` with the
@@ -378,6 +379,7 @@ fn case() -> impl Strategy<Value = Case> {
         any::<Index>(),
         select(&[5i64, 10, 50][..]),
         select(&[1i64, 5][..]),
+        prop::option::weighted(0.4, 0..FILTERS.len()),
     );
     let plan = (
         subsequence(vec![0usize, 1, 2, 3, 4], 1..=3),
@@ -400,7 +402,7 @@ fn case() -> impl Strategy<Value = Case> {
                 .into_iter()
                 .enumerate()
                 .map(
-                    |(i, ((agg, of), k, window_ms, granularity_ms))| FeatureSpec {
+                    |(i, ((agg, of), k, window_ms, granularity_ms, filter))| FeatureSpec {
                         name: format!("f{i}"),
                         agg,
                         of: of.map(str::to_owned),
@@ -410,6 +412,7 @@ fn case() -> impl Strategy<Value = Case> {
                             .collect(),
                         window_ms,
                         granularity_ms,
+                        filter: filter.map(|i| FILTERS[i].to_owned()),
                     },
                 )
                 .collect();
@@ -429,6 +432,73 @@ fn case() -> impl Strategy<Value = Case> {
 
 // ---------------------------------------------------------------------------------------------
 // The oracle.
+
+/// The filters a feature may have, over the amount fields (numbers, the string `"12.00"`,
+/// `true`, `null` or missing): each is evaluated by hand in [`filter_matches`].
+const FILTERS: [&str; 5] = [
+    "v > 10",
+    "w <= 5 || v == 0",
+    "!(v >= 20) && has(w)",
+    "v in [10, 20.5, '12.00']",
+    "n.v != 1.5",
+];
+
+/// The index in [`FILTERS`] of a feature's filter (the plan keeps the text as written when it
+/// is already canonical, which these are).
+fn filter_index(text: &str) -> usize {
+    FILTERS
+        .iter()
+        .position(|f| *f == text)
+        .unwrap_or_else(|| panic!("unknown filter {text}"))
+}
+
+/// Kleene's three-valued logic: `None` is unknown.
+type Tri = Option<bool>;
+
+fn and(a: Tri, b: Tri) -> Tri {
+    match (a, b) {
+        (Some(false), _) | (_, Some(false)) => Some(false),
+        (Some(true), Some(true)) => Some(true),
+        _ => None,
+    }
+}
+
+fn or(a: Tri, b: Tri) -> Tri {
+    match (a, b) {
+        (Some(true), _) | (_, Some(true)) => Some(true),
+        (Some(false), Some(false)) => Some(false),
+        _ => None,
+    }
+}
+
+/// A numeric comparison: unknown unless the field is a number.
+fn num(obj: &Map<String, Value>, path: &str, test: impl Fn(f64) -> bool) -> Tri {
+    match field(obj, path) {
+        Field::Val(Val::Num(v)) => Some(test(v)),
+        _ => None,
+    }
+}
+
+/// Whether filter `FILTERS[i]` matches (is true, not unknown) on `obj`.
+fn filter_matches(i: usize, obj: &Map<String, Value>) -> bool {
+    let truth = match i {
+        0 => num(obj, "v", |v| v > 10.0),
+        1 => or(num(obj, "w", |w| w <= 5.0), num(obj, "v", |v| v == 0.0)),
+        2 => and(
+            num(obj, "v", |v| v >= 20.0).map(|t| !t),
+            Some(matches!(field(obj, "w"), Field::Val(_) | Field::Bad)),
+        ),
+        3 => match field(obj, "v") {
+            Field::Val(Val::Num(v)) => Some(v == 10.0 || v == 20.5),
+            Field::Val(Val::Str(s)) => Some(s == "12.00"),
+            Field::Val(Val::Bool(_)) => Some(false),
+            Field::Absent | Field::Bad => None,
+        },
+        4 => num(obj, "n.v", |v| v != 1.5),
+        _ => unreachable!("five filters"),
+    };
+    truth == Some(true)
+}
 
 /// A present, non-null field value.
 #[derive(Debug, Clone, PartialEq)]
@@ -582,15 +652,18 @@ fn feature_value(f: &FeatureSpec, accepted: &[Accepted]) -> Expect {
     let Some(key) = e.key(&f.by) else {
         return Expect::Null;
     };
-    let own = match &f.of {
-        Some(of) => match e.get(of) {
-            Some(v) => Some(v),
-            None => return Expect::Null,
-        },
-        None => None,
+    let matches = |x: &Accepted| {
+        f.filter
+            .as_ref()
+            .is_none_or(|text| filter_matches(filter_index(text), &x.obj))
     };
     if f.agg == Agg::Last {
-        return Expect::Own(own.expect("`last` has `of`"));
+        // The event's own value when it has one and matches, else null.
+        let of = f.of.as_ref().expect("`last` has `of`");
+        return match e.get(of) {
+            Some(v) if matches(e) => Expect::Own(v),
+            _ => Expect::Null,
+        };
     }
     let g = f.granularity_ms;
     let b = bucket(e.ts, g);
@@ -598,6 +671,7 @@ fn feature_value(f: &FeatureSpec, accepted: &[Accepted]) -> Expect {
         .iter()
         .filter(|x| x.key(&f.by).as_ref() == Some(&key))
         .filter(|x| (b - f.window_ms..=b).contains(&bucket(x.ts, g)))
+        .filter(|x| matches(x))
         .map(|x| f.of.as_ref().map(|of| x.get(of)).unwrap_or(None))
         .filter(|v| f.of.is_none() || v.is_some())
         .collect();
@@ -609,6 +683,8 @@ fn feature_value(f: &FeatureSpec, accepted: &[Accepted]) -> Expect {
     };
     let n = of_values.len() as u64;
     match f.agg {
+        // An event without `of` is not added, but reads its window, which may be empty.
+        Agg::Avg | Agg::Min | Agg::Max if n == 0 => Expect::Null,
         Agg::Count => Expect::Int(n),
         Agg::DistinctCount => Expect::Int(
             of_values

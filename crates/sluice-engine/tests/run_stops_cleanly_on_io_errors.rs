@@ -18,6 +18,7 @@ fn job(workers: usize) -> Job {
             by: vec!["u".into()],
             window_ms: 1000,
             granularity_ms: 1,
+            filter: None,
         }],
         0,
     )

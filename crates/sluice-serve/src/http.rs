@@ -391,6 +391,7 @@ mod tests {
             by: vec!["user_id".into()],
             window_ms: 3_600_000,
             granularity_ms: 1,
+            filter: None,
         };
         let plan = Plan::new(vec![feature], 300_000).expect("plan");
         let engine = ServeEngine::new(

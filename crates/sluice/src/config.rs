@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
 use sluice_connectors::kafka::{KafkaSink, KafkaSource, Start};
+use sluice_core::derived::DerivedSpec;
 use sluice_core::{parse_duration, Agg, FeatureSpec, FieldPath, Plan};
 use sluice_engine::checkpoint::CheckpointConfig;
 use sluice_engine::state::redis::{ClusterOptions, RedisOptions};
@@ -145,13 +146,19 @@ struct ServeSection {
 #[serde(deny_unknown_fields)]
 struct FeatureSection {
     name: Spanned<String>,
-    #[serde(deserialize_with = "choice")]
-    agg: Spanned<AggName>,
+    #[serde(default, deserialize_with = "opt_choice")]
+    agg: Option<Spanned<AggName>>,
     of: Option<Spanned<String>>,
-    by: Spanned<OneOrMany>,
-    window: Spanned<String>,
+    by: Option<Spanned<OneOrMany>>,
+    window: Option<Spanned<String>>,
+    /// A derived feature: an expression over event fields and other features, instead of
+    /// `agg`, `of`, `by`, `window`, `granularity` and `where`.
+    expr: Option<Spanned<String>>,
     /// Bucket width; default exact.
     granularity: Option<Spanned<String>>,
+    /// Which events are added to the feature's state (a CEL-subset condition).
+    #[serde(rename = "where")]
+    filter: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -731,44 +738,125 @@ fn plan_config(
         ));
     }
     let mut specs = Vec::with_capacity(features.len());
-    for f in features {
-        let by = match f.by.get_ref() {
-            OneOrMany::One(s) => vec![s.clone()],
-            OneOrMany::Many(v) => v.clone(),
-        };
-        let by = by
-            .iter()
-            .map(|b| src.path(b, f.by.span()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let of = match &f.of {
-            None => None,
-            Some(o) => Some(src.path(o.get_ref(), o.span())?),
-        };
-        specs.push(FeatureSpec {
-            name: f.name.get_ref().clone(),
-            agg: Agg::from(*f.agg.get_ref()),
-            of,
-            by,
-            window_ms: src.duration(&f.window)?,
-            granularity_ms: match &f.granularity {
-                None => 1,
-                Some(g) => src.duration(g)?,
-            },
-        });
+    // Index in `features` of each aggregated feature, and the derived ones.
+    let mut aggregated = Vec::new();
+    let mut derived = Vec::new();
+    for (position, f) in features.iter().enumerate() {
+        if let Some(expr) = &f.expr {
+            derived.push(derived_feature(src, f, expr, position)?);
+            continue;
+        }
+        aggregated.push(position);
+        specs.push(aggregated_feature(src, f)?);
     }
-    Plan::new(specs, lateness_ms).map_err(|e| {
-        let f = &features[e.feature];
+    let plan = Plan::new(specs, lateness_ms).map_err(|e| {
+        let f = &features[aggregated[e.feature]];
         let span = match e.field {
-            "of" => f.of.as_ref().map_or(f.agg.span(), Spanned::span),
-            "by" => f.by.span(),
-            "window" => f.window.span(),
+            "of" => {
+                f.of.as_ref()
+                    .map(Spanned::span)
+                    .or(f.agg.as_ref().map(Spanned::span))
+            }
+            "by" => f.by.as_ref().map(Spanned::span),
+            "window" => f.window.as_ref().map(Spanned::span),
             "granularity" => f
                 .granularity
                 .as_ref()
-                .map_or(f.window.span(), Spanned::span),
-            _ => f.name.span(),
+                .or(f.window.as_ref())
+                .map(Spanned::span),
+            "where" => f.filter.as_ref().map(Spanned::span),
+            _ => None,
         };
-        src.error(Some(span), e.to_string())
+        src.error(Some(span.unwrap_or(f.name.span())), e.to_string())
+    })?;
+    plan.with_derived(derived).map_err(|e| {
+        let f = &features[e.feature];
+        let span = f.expr.as_ref().filter(|_| e.field == "expr");
+        src.error(
+            Some(span.map_or(f.name.span(), Spanned::span)),
+            e.to_string(),
+        )
+    })
+}
+
+/// A derived feature: `expr` and no aggregation settings.
+fn derived_feature(
+    src: &Source<'_>,
+    f: &FeatureSection,
+    expr: &Spanned<String>,
+    position: usize,
+) -> Result<DerivedSpec, ConfigError> {
+    let settings = [
+        ("agg", f.agg.as_ref().map(Spanned::span)),
+        ("of", f.of.as_ref().map(Spanned::span)),
+        ("by", f.by.as_ref().map(Spanned::span)),
+        ("window", f.window.as_ref().map(Spanned::span)),
+        ("granularity", f.granularity.as_ref().map(Spanned::span)),
+        ("where", f.filter.as_ref().map(Spanned::span)),
+    ];
+    if let Some((name, span)) = settings.into_iter().find(|(_, s)| s.is_some()) {
+        return Err(src.error(
+            span,
+            format!(
+                "feature `{}` is derived (`expr`): it takes no `{name}`; an aggregated feature \
+                 takes `agg`, `by` and `window` instead of `expr`",
+                f.name.get_ref()
+            ),
+        ));
+    }
+    Ok(DerivedSpec {
+        name: f.name.get_ref().clone(),
+        expr: expr.get_ref().clone(),
+        position,
+    })
+}
+
+/// An aggregated feature: `agg`, `by` and `window` are required.
+fn aggregated_feature(src: &Source<'_>, f: &FeatureSection) -> Result<FeatureSpec, ConfigError> {
+    let name = f.name.get_ref();
+    let missing = |what: &str, example: &str| {
+        src.error(
+            Some(f.name.span()),
+            format!(
+                "feature `{name}` needs `{what}` (e.g. {example}), or `expr` for a derived \
+                 feature"
+            ),
+        )
+    };
+    let agg = f
+        .agg
+        .as_ref()
+        .ok_or_else(|| missing("agg", "agg = \"sum\""))?;
+    let by =
+        f.by.as_ref()
+            .ok_or_else(|| missing("by", "by = [\"user_id\"]"))?;
+    let window = f
+        .window
+        .as_ref()
+        .ok_or_else(|| missing("window", "window = \"1d\""))?;
+    let by_fields = match by.get_ref() {
+        OneOrMany::One(s) => vec![s.clone()],
+        OneOrMany::Many(v) => v.clone(),
+    };
+    let by_fields = by_fields
+        .iter()
+        .map(|b| src.path(b, by.span()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let of = match &f.of {
+        None => None,
+        Some(o) => Some(src.path(o.get_ref(), o.span())?),
+    };
+    Ok(FeatureSpec {
+        name: name.clone(),
+        agg: Agg::from(*agg.get_ref()),
+        of,
+        by: by_fields,
+        window_ms: src.duration(window)?,
+        granularity_ms: match &f.granularity {
+            None => 1,
+            Some(g) => src.duration(g)?,
+        },
+        filter: f.filter.as_ref().map(|w| w.get_ref().clone()),
     })
 }
 

@@ -241,6 +241,7 @@ impl PipelineBuilder {
                     Some(g) => duration(&f.name, "granularity", g)?,
                     None => 1,
                 },
+                filter: None,
             });
         }
         let plan = Plan::new(specs, lateness_ms).map_err(|e| error(&e.name, e.to_string()))?;

@@ -522,6 +522,7 @@ mod tests {
                 by: vec!["user_id".into()],
                 window_ms: 3_600_000,
                 granularity_ms: 1,
+                filter: None,
             }],
             300_000,
         )

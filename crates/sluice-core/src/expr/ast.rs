@@ -1,5 +1,7 @@
 //! The syntax tree of an expression, as parsed and type-checked.
 
+use rustc_hash::FxHashSet;
+
 use super::error::Pos;
 
 /// A parsed, type-checked expression. Build one with [`parse`](super::parse); print its
@@ -35,9 +37,10 @@ impl Ast {
 
     /// The first occurrence of every distinct path, in order of first appearance.
     pub(crate) fn path_refs(&self) -> Vec<&Path> {
+        let mut seen: FxHashSet<&[String]> = FxHashSet::default();
         let mut out: Vec<&Path> = Vec::new();
         self.expr.visit_paths(&mut |p| {
-            if !out.iter().any(|q| q.segments == p.segments) {
+            if seen.insert(&p.segments) {
                 out.push(p);
             }
         });

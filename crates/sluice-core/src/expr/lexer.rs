@@ -1,102 +1,7 @@
-//! Tokens of expression text, each with its position.
+//! The lexer: expression text to tokens, each with its position.
 
 use super::error::{ExprError, Pos, Result};
-
-/// One token.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Tok {
-    Num(f64),
-    Str(String),
-    /// A plain identifier: a path segment, function or method name.
-    Ident(String),
-    /// A backtick-quoted path segment, without the backticks.
-    Quoted(String),
-    True,
-    False,
-    Null,
-    In,
-    LParen,
-    RParen,
-    LBracket,
-    RBracket,
-    Comma,
-    Dot,
-    Question,
-    Colon,
-    OrOr,
-    AndAnd,
-    EqEq,
-    NotEq,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Plus,
-    Minus,
-    Star,
-    Slash,
-    Bang,
-    Eof,
-}
-
-impl Tok {
-    /// How an error message names this token ("found ...").
-    pub(crate) fn describe(&self) -> String {
-        let punct = match self {
-            Tok::Num(n) => return format!("number {n}"),
-            Tok::Str(_) => return "a string".into(),
-            Tok::Ident(s) => return format!("'{s}'"),
-            Tok::Quoted(s) => return format!("`{s}`"),
-            Tok::Eof => return "end of input".into(),
-            Tok::True => "true",
-            Tok::False => "false",
-            Tok::Null => "null",
-            Tok::In => "in",
-            Tok::LParen => "(",
-            Tok::RParen => ")",
-            Tok::LBracket => "[",
-            Tok::RBracket => "]",
-            Tok::Comma => ",",
-            Tok::Dot => ".",
-            Tok::Question => "?",
-            Tok::Colon => ":",
-            Tok::OrOr => "||",
-            Tok::AndAnd => "&&",
-            Tok::EqEq => "==",
-            Tok::NotEq => "!=",
-            Tok::Lt => "<",
-            Tok::Le => "<=",
-            Tok::Gt => ">",
-            Tok::Ge => ">=",
-            Tok::Plus => "+",
-            Tok::Minus => "-",
-            Tok::Star => "*",
-            Tok::Slash => "/",
-            Tok::Bang => "!",
-        };
-        format!("'{punct}'")
-    }
-}
-
-/// A token and where it starts.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Token {
-    pub(crate) tok: Tok,
-    pub(crate) pos: Pos,
-}
-
-/// Whether `word` is reserved: it cannot be a bare path segment.
-pub(crate) fn is_keyword(word: &str) -> bool {
-    matches!(word, "true" | "false" | "null" | "in")
-}
-
-/// Whether `s` can be written as a bare path segment (an identifier that is not a keyword).
-pub(crate) fn is_plain_ident(s: &str) -> bool {
-    let mut bytes = s.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !is_keyword(s)
-}
+use super::token::{Tok, Token};
 
 /// Splits `text` into tokens, ending with [`Tok::Eof`] placed right after the last token.
 pub(crate) fn lex(text: &str) -> Result<Vec<Token>> {
@@ -110,7 +15,10 @@ pub(crate) fn lex(text: &str) -> Result<Vec<Token>> {
         lexer.skip_blank();
         let pos = lexer.pos;
         let Some(c) = lexer.peek() else {
-            tokens.push(Token { tok: Tok::Eof, pos: end });
+            tokens.push(Token {
+                tok: Tok::Eof,
+                pos: end,
+            });
             return Ok(tokens);
         };
         let tok = lexer.token(c)?;
@@ -216,13 +124,19 @@ impl Lexer<'_> {
                     "'%' is not supported; the arithmetic operators are + - * /",
                 ))
             }
-            other => {
+            other if other.is_alphanumeric() => {
                 return Err(ExprError::at(
                     start,
                     format!(
                         "unexpected character {other:?}; quote a field name that is not a plain \
-                         identifier with backticks, e.g. `geo.ip`"
+                         identifier with backticks, e.g. `héllo`"
                     ),
+                ))
+            }
+            other => {
+                return Err(ExprError::at(
+                    start,
+                    format!("unexpected character {other:?}"),
                 ))
             }
         };
@@ -324,7 +238,9 @@ impl Lexer<'_> {
             Some('r') => Ok('\r'),
             Some('t') => Ok('\t'),
             Some('u') => {
-                let hi = self.hex4().ok_or_else(|| bad("invalid \\u escape".into()))?;
+                let hi = self
+                    .hex4()
+                    .ok_or_else(|| bad("invalid \\u escape".into()))?;
                 if (0xD800..0xDC00).contains(&hi) {
                     // A high surrogate must be followed by a low one, as in JSON.
                     let low = if self.eat('\\') && self.eat('u') {
@@ -446,10 +362,31 @@ mod tests {
         let t = lex("é == 1").expect_err("é is not an identifier");
         assert_eq!((t.offset, t.line, t.column), (0, 1, 1));
         let tokens = lex("'é' ==\n  x").expect("lexes");
-        assert_eq!(tokens[1].pos, Pos { offset: 5, line: 1, column: 5 });
-        assert_eq!(tokens[2].pos, Pos { offset: 10, line: 2, column: 3 });
+        assert_eq!(
+            tokens[1].pos,
+            Pos {
+                offset: 5,
+                line: 1,
+                column: 5
+            }
+        );
+        assert_eq!(
+            tokens[2].pos,
+            Pos {
+                offset: 10,
+                line: 2,
+                column: 3
+            }
+        );
         // End of input sits right after the last token, not after trailing blanks.
-        assert_eq!(tokens[3].pos, Pos { offset: 11, line: 2, column: 4 });
+        assert_eq!(
+            tokens[3].pos,
+            Pos {
+                offset: 11,
+                line: 2,
+                column: 4
+            }
+        );
     }
 
     #[test]
@@ -464,6 +401,9 @@ mod tests {
         assert!(err("12ab").starts_with("1:3: unexpected letter after a number"));
         assert!(err("1e999").starts_with("1:1: number 1e999 is out of range"));
         assert!(err("`a.b").starts_with("1:1: quoted field name not closed"));
-        assert_eq!(err("x % 2"), "1:3: '%' is not supported; the arithmetic operators are + - * /");
+        assert_eq!(
+            err("x % 2"),
+            "1:3: '%' is not supported; the arithmetic operators are + - * /"
+        );
     }
 }

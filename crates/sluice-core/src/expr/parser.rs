@@ -1,15 +1,22 @@
-//! Recursive-descent parser with the static type check: text to [`Ast`].
+//! Recursive-descent parser (precedence climbing for the binary operators) with the static
+//! type check: text to [`Ast`].
 //!
-//! Each level of the grammar returns the node, its static type, where it starts and its height;
-//! type errors are raised where a node is built, so they point at the offending operand.
+//! Each rule returns the node, its static type, where it starts and its height; type errors
+//! are raised where a node is built, so they point at the offending operand.
 
-use super::ast::{Ast, BinaryOp, Expr, Func, Lit, Method, Path, Type, UnaryOp};
+use super::ast::{Ast, BinaryOp, Expr, Lit, Type, UnaryOp};
+use super::check::{self, Ctx};
 use super::error::{ExprError, Pos, Result};
-use super::lexer::{lex, Tok, Token};
+use super::lexer::lex;
+use super::token::{Tok, Token};
 
-/// The deepest an expression may nest, in tree levels and in brackets or prefix operators:
-/// deeper input is refused rather than risking the stack of the parser, evaluator or `Drop`.
-pub const MAX_DEPTH: u32 = 256;
+/// The most levels an expression tree may have (`a || b || c` has 3). A taller tree is refused
+/// rather than risking the stack of the compiler, the evaluator or `Drop`.
+pub const MAX_HEIGHT: u32 = 128;
+
+/// The deepest brackets, prefix operators and `?:` branches may nest. Deeper input is refused
+/// rather than risking the stack of the parser.
+pub const MAX_NESTING: u32 = 64;
 
 /// Parses and type-checks an expression (a `where` filter or a derived `expr`).
 pub fn parse(text: &str) -> Result<Ast> {
@@ -20,11 +27,7 @@ pub fn parse(text: &str) -> Result<Ast> {
     };
     let root = p.expr()?;
     if p.peek() != &Tok::Eof {
-        let hint = match p.peek() {
-            Tok::LParen => "; only functions and methods can be called",
-            _ => "",
-        };
-        return Err(p.unexpected("an operator or the end of the expression", hint));
+        return Err(p.trailing());
     }
     Ok(Ast {
         expr: root.expr,
@@ -33,14 +36,41 @@ pub fn parse(text: &str) -> Result<Ast> {
 }
 
 /// A parsed node with what the checks need.
-struct Node {
-    expr: Expr,
-    ty: Type,
-    pos: Pos,
-    height: u32,
+pub(crate) struct Node {
+    pub(crate) expr: Expr,
+    pub(crate) ty: Type,
+    pub(crate) pos: Pos,
+    pub(crate) height: u32,
 }
 
-struct Parser {
+/// What may follow an operand: a binary operator or `in`, with its precedence.
+#[derive(Clone, Copy)]
+enum Infix {
+    Op(BinaryOp),
+    In,
+}
+
+fn infix(tok: &Tok) -> Option<(Infix, u8)> {
+    let op = match tok {
+        Tok::OrOr => BinaryOp::Or,
+        Tok::AndAnd => BinaryOp::And,
+        Tok::EqEq => BinaryOp::Eq,
+        Tok::NotEq => BinaryOp::Ne,
+        Tok::Lt => BinaryOp::Lt,
+        Tok::Le => BinaryOp::Le,
+        Tok::Gt => BinaryOp::Gt,
+        Tok::Ge => BinaryOp::Ge,
+        Tok::Plus => BinaryOp::Add,
+        Tok::Minus => BinaryOp::Sub,
+        Tok::Star => BinaryOp::Mul,
+        Tok::Slash => BinaryOp::Div,
+        Tok::In => return Some((Infix::In, 3)),
+        _ => return None,
+    };
+    Some((Infix::Op(op), op.precedence()))
+}
+
+pub(crate) struct Parser {
     tokens: Vec<Token>,
     i: usize,
     /// Current bracket / prefix-operator nesting.
@@ -48,77 +78,70 @@ struct Parser {
 }
 
 impl Parser {
-    fn peek(&self) -> &Tok {
+    pub(crate) fn peek(&self) -> &Tok {
         self.peek_at(0)
     }
 
-    fn peek_at(&self, k: usize) -> &Tok {
+    pub(crate) fn peek_at(&self, k: usize) -> &Tok {
         let last = self.tokens.len() - 1;
         &self.tokens[(self.i + k).min(last)].tok
     }
 
-    fn pos(&self) -> Pos {
+    pub(crate) fn pos(&self) -> Pos {
         self.tokens[self.i].pos
     }
 
-    /// Takes the next token (never past the end).
-    fn advance(&mut self) -> Token {
-        let token = self.tokens[self.i].clone();
+    /// Moves past the next token (never past the end) and returns where it was.
+    pub(crate) fn advance(&mut self) -> Pos {
+        let pos = self.pos();
         if self.i + 1 < self.tokens.len() {
             self.i += 1;
         }
-        token
+        pos
     }
 
-    fn eat(&mut self, tok: &Tok) -> bool {
-        if self.peek() == tok {
+    pub(crate) fn eat(&mut self, tok: &Tok) -> bool {
+        let found = self.peek() == tok;
+        if found {
             self.advance();
-            true
-        } else {
-            false
         }
+        found
     }
 
     /// "expected {what}, found {next token}{hint}" at the next token.
-    fn unexpected(&self, what: &str, hint: &str) -> ExprError {
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn unexpected(&self, what: &str, hint: &str) -> ExprError {
         ExprError::at(
             self.pos(),
             format!("expected {what}, found {}{hint}", self.peek().describe()),
         )
     }
 
-    fn enter(&mut self) -> Result<()> {
+    #[cold]
+    #[inline(never)]
+    fn trailing(&self) -> ExprError {
+        let hint = match self.peek() {
+            Tok::LParen => "; only functions and methods can be called",
+            _ => "",
+        };
+        self.unexpected("an operator or the end of the expression", hint)
+    }
+
+    pub(crate) fn enter(&mut self) -> Result<()> {
         self.nesting += 1;
-        if self.nesting > MAX_DEPTH {
-            return Err(ExprError::at(
-                self.pos(),
-                format!("expression nested too deeply (the limit is {MAX_DEPTH} levels)"),
-            ));
+        if self.nesting > MAX_NESTING {
+            return Err(too_deep(self.pos(), MAX_NESTING));
         }
         Ok(())
     }
 
-    /// `or ('?' expr ':' expr)?`
-    fn expr(&mut self) -> Result<Node> {
+    /// `binary ('?' expr ':' expr)?`
+    pub(crate) fn expr(&mut self) -> Result<Node> {
         self.enter()?;
         let cond = self.binary(1)?;
         let node = if self.peek() == &Tok::Question {
-            let q = self.advance().pos;
-            want(&cond, Type::Bool, "the condition of '?'")?;
-            let then = self.expr()?;
-            if !self.eat(&Tok::Colon) {
-                let what = format!("':' of the '?' at {}:{}", q.line, q.column);
-                return Err(self.unexpected(&what, ""));
-            }
-            let other = self.expr()?;
-            let ty = then.ty.join(other.ty);
-            let height = cond.height.max(then.height).max(other.height);
-            let expr = Expr::Cond(
-                Box::new(cond.expr),
-                Box::new(then.expr),
-                Box::new(other.expr),
-            );
-            node(expr, ty, cond.pos, height)?
+            self.ternary(cond)?
         } else {
             cond
         };
@@ -126,96 +149,86 @@ impl Parser {
         Ok(node)
     }
 
-    /// Left-associative levels: 1 `||`, 2 `&&`, 4 `+ -`, 5 `* /`; 3 is the comparisons.
-    fn binary(&mut self, level: u8) -> Result<Node> {
-        if level == 3 {
-            return self.comparison();
+    #[inline(never)]
+    fn ternary(&mut self, cond: Node) -> Result<Node> {
+        let q = self.advance();
+        check::want(cond.ty, cond.pos, Type::Bool, Ctx::Cond)?;
+        let then = self.expr()?;
+        if !self.eat(&Tok::Colon) {
+            let what = format!("':' of the '?' at {}:{}", q.line, q.column);
+            return Err(self.unexpected(&what, ""));
         }
-        if level == 6 {
-            return self.unary();
-        }
-        let mut left = self.binary(level + 1)?;
-        loop {
-            let op = match (level, self.peek()) {
-                (1, Tok::OrOr) => BinaryOp::Or,
-                (2, Tok::AndAnd) => BinaryOp::And,
-                (4, Tok::Plus) => BinaryOp::Add,
-                (4, Tok::Minus) => BinaryOp::Sub,
-                (5, Tok::Star) => BinaryOp::Mul,
-                (5, Tok::Slash) => BinaryOp::Div,
-                _ => return Ok(left),
-            };
-            self.advance();
-            let right = self.binary(level + 1)?;
-            let (operand, ty) = if level <= 2 {
-                (Type::Bool, Type::Bool)
-            } else {
-                (Type::Num, Type::Num)
-            };
-            let ctx = format!("'{}'", op.symbol());
-            want(&left, operand, &ctx)?;
-            want(&right, operand, &ctx)?;
-            let height = left.height.max(right.height);
-            let expr = Expr::Binary(op, Box::new(left.expr), Box::new(right.expr));
-            left = node(expr, ty, left.pos, height)?;
-        }
+        let other = self.expr()?;
+        let ty = then.ty.join(other.ty);
+        let height = cond.height.max(then.height).max(other.height);
+        let expr = Expr::Cond(
+            Box::new(cond.expr),
+            Box::new(then.expr),
+            Box::new(other.expr),
+        );
+        node(expr, ty, cond.pos, height)
     }
 
-    /// `add (cmp add | 'in' list)?`: comparisons do not chain.
-    fn comparison(&mut self) -> Result<Node> {
-        let left = self.binary(4)?;
-        let Some(op) = comparison_op(self.peek()) else {
-            return Ok(left);
-        };
-        let op_pos = self.advance().pos;
-        let node = match op {
-            None => self.membership(left)?,
-            Some(op) => {
-                let right = self.binary(4)?;
-                check_comparison(op, &left, &right, op_pos)?;
-                let height = left.height.max(right.height);
-                let expr = Expr::Binary(op, Box::new(left.expr), Box::new(right.expr));
-                node(expr, Type::Bool, left.pos, height)?
+    /// Operands joined by operators of precedence `min` or more; left-associative, except
+    /// that comparisons (and `in`) do not chain.
+    fn binary(&mut self, min: u8) -> Result<Node> {
+        let mut left = self.unary()?;
+        while let Some((op, prec)) = infix(self.peek()) {
+            if prec < min {
+                break;
             }
-        };
-        if comparison_op(self.peek()).is_some() {
-            return Err(ExprError::at(
-                self.pos(),
-                "comparisons do not chain: write (a < b) && (b < c), or add parentheses",
-            ));
+            let at = self.advance();
+            left = match op {
+                Infix::In => self.membership(left)?,
+                Infix::Op(op) => {
+                    let right = self.binary(prec + 1)?;
+                    self.operation(op, left, right, at)?
+                }
+            };
+            if prec == 3 && matches!(infix(self.peek()), Some((_, 3))) {
+                return Err(ExprError::at(
+                    self.pos(),
+                    "comparisons do not chain: write (a < b) && (b < c), or add parentheses",
+                ));
+            }
         }
-        Ok(node)
+        Ok(left)
+    }
+
+    #[inline(never)]
+    fn operation(&mut self, op: BinaryOp, left: Node, right: Node, at: Pos) -> Result<Node> {
+        let ty = if op.is_comparison() {
+            check::comparison(op, (left.ty, left.pos), (right.ty, right.pos), at)?;
+            Type::Bool
+        } else {
+            let ty = match op {
+                BinaryOp::Or | BinaryOp::And => Type::Bool,
+                _ => Type::Num,
+            };
+            let ctx = Ctx::Op(op.symbol());
+            check::want(left.ty, left.pos, ty, ctx)?;
+            check::want(right.ty, right.pos, ty, ctx)?;
+            ty
+        };
+        let height = left.height.max(right.height);
+        let expr = Expr::Binary(op, Box::new(left.expr), Box::new(right.expr));
+        node(expr, ty, left.pos, height)
     }
 
     /// `'[' (expr (',' expr)* ','?)? ']'` after `needle in`.
+    #[inline(never)]
     fn membership(&mut self, needle: Node) -> Result<Node> {
         if needle.ty == Type::Null {
-            return Err(null_operand(needle.pos));
+            return Err(check::null_operand(needle.pos));
         }
         if !self.eat(&Tok::LBracket) {
             return Err(self.unexpected("'[' after 'in'", "; 'in' takes a list such as [1, 2]"));
         }
-        self.enter()?;
         let mut items = Vec::new();
         let mut height = needle.height;
         while self.peek() != &Tok::RBracket {
             let item = self.expr()?;
-            if item.ty == Type::Null {
-                return Err(ExprError::at(
-                    item.pos,
-                    "null in a list never matches; test a field with has(x)",
-                ));
-            }
-            if needle.ty != Type::Any && item.ty != Type::Any && item.ty != needle.ty {
-                return Err(ExprError::at(
-                    item.pos,
-                    format!(
-                        "this element is {} but the value before 'in' is {}: it never matches",
-                        item.ty.describe(),
-                        needle.ty.describe()
-                    ),
-                ));
-            }
+            check::element(needle.ty, item.ty, item.pos)?;
             height = height.max(item.height);
             items.push(item.expr);
             if !self.eat(&Tok::Comma) && self.peek() != &Tok::RBracket {
@@ -223,129 +236,35 @@ impl Parser {
             }
         }
         self.advance();
-        self.nesting -= 1;
-        node(
-            Expr::In(Box::new(needle.expr), items),
-            Type::Bool,
-            needle.pos,
-            height,
-        )
+        let expr = Expr::In(Box::new(needle.expr), items);
+        node(expr, Type::Bool, needle.pos, height)
     }
 
     /// `('!' | '-') unary | postfix`
     fn unary(&mut self) -> Result<Node> {
-        let op = match self.peek() {
-            Tok::Bang => UnaryOp::Not,
-            Tok::Minus => UnaryOp::Neg,
+        let (op, ty, symbol) = match self.peek() {
+            Tok::Bang => (UnaryOp::Not, Type::Bool, "!"),
+            Tok::Minus => (UnaryOp::Neg, Type::Num, "-"),
             _ => return self.postfix(),
         };
-        let pos = self.advance().pos;
+        let pos = self.advance();
         self.enter()?;
         let operand = self.unary()?;
         self.nesting -= 1;
-        let (ty, ctx) = match op {
-            UnaryOp::Not => (Type::Bool, "'!'"),
-            UnaryOp::Neg => (Type::Num, "'-'"),
-        };
-        want(&operand, ty, ctx)?;
-        node(
-            Expr::Unary(op, Box::new(operand.expr)),
-            ty,
-            pos,
-            operand.height,
-        )
-    }
-
-    /// `primary ('.' method '(' expr ')')*`
-    fn postfix(&mut self) -> Result<Node> {
-        let mut receiver = self.primary()?;
-        while self.peek() == &Tok::Dot {
-            self.advance();
-            let Tok::Ident(name) = self.peek().clone() else {
-                return Err(self.unexpected(
-                    "a method name after '.'",
-                    "; the methods are contains, endsWith and startsWith, and only a path \
-                     has fields",
-                ));
-            };
-            let name_pos = self.advance().pos;
-            if self.peek() != &Tok::LParen {
-                return Err(self.unexpected(&format!("'(' after the method name {name}"), ""));
-            }
-            receiver = self.method(receiver, &name, name_pos)?;
-        }
-        Ok(receiver)
-    }
-
-    /// A method call, with the next token `(`.
-    fn method(&mut self, receiver: Node, name: &str, name_pos: Pos) -> Result<Node> {
-        let Some(method) = Method::from_name(name) else {
-            let hint = if Func::from_name(name).is_some() || name == "has" {
-                format!(" ({name} is a function: write {name}(x))")
-            } else {
-                String::new()
-            };
-            return Err(ExprError::at(
-                name_pos,
-                format!("unknown method '{name}'; the methods are contains, endsWith, startsWith{hint}"),
-            ));
-        };
-        let mut args = self.arguments(name, Some(1))?;
-        if args.len() != 1 {
-            return Err(ExprError::at(
-                name_pos,
-                format!("{name} takes 1 argument, found {}", args.len()),
-            ));
-        }
-        let arg = args.remove(0);
-        want(&receiver, Type::Str, &format!("the receiver of {name}"))?;
-        want(&arg, Type::Str, &format!("the argument of {name}"))?;
-        let height = receiver.height.max(arg.height);
-        let expr = Expr::Method(method, Box::new(receiver.expr), Box::new(arg.expr));
-        node(expr, Type::Bool, receiver.pos, height)
-    }
-
-    /// After `(`: arguments up to and including `)`.
-    fn arguments(&mut self, name: &str, max: Option<usize>) -> Result<Vec<Node>> {
-        self.advance();
-        self.enter()?;
-        let mut args = Vec::new();
-        if !self.eat(&Tok::RParen) {
-            loop {
-                args.push(self.expr()?);
-                if self.eat(&Tok::RParen) {
-                    break;
-                }
-                if max == Some(args.len()) {
-                    let what = format!("')' after the arguments of {name}");
-                    return Err(self.unexpected(&what, ""));
-                }
-                if !self.eat(&Tok::Comma) {
-                    let what = format!("',' or ')' after the arguments of {name}");
-                    return Err(self.unexpected(&what, ""));
-                }
-            }
-        }
-        self.nesting -= 1;
-        Ok(args)
+        check::want(operand.ty, operand.pos, ty, Ctx::Op(symbol))?;
+        let expr = Expr::Unary(op, Box::new(operand.expr));
+        node(expr, ty, pos, operand.height)
     }
 
     /// Literals, parenthesised expressions, paths and function calls.
-    fn primary(&mut self) -> Result<Node> {
+    pub(crate) fn primary(&mut self) -> Result<Node> {
         let pos = self.pos();
-        let lit = match self.peek() {
-            Tok::Num(n) => Some((Lit::Num(*n), Type::Num)),
-            Tok::Str(s) => Some((Lit::Str(s.clone()), Type::Str)),
-            Tok::True => Some((Lit::Bool(true), Type::Bool)),
-            Tok::False => Some((Lit::Bool(false), Type::Bool)),
-            Tok::Null => Some((Lit::Null, Type::Null)),
-            _ => None,
-        };
-        if let Some((lit, ty)) = lit {
-            self.advance();
-            return node(Expr::Lit(lit), ty, pos, 0);
-        }
-        match self.peek().clone() {
+        let (lit, ty) = match self.peek() {
+            Tok::Num(n) => (Lit::Num(*n), Type::Num),
+            Tok::Str(s) => (Lit::Str(s.clone()), Type::Str),
+            Tok::True => (Lit::Bool(true), Type::Bool),
+            Tok::False => (Lit::Bool(false), Type::Bool),
+            Tok::Null => (Lit::Null, Type::Null),
             Tok::LParen => {
                 self.advance();
                 let mut inner = self.expr()?;
@@ -353,117 +272,30 @@ impl Parser {
                     return Err(self.unexpected("')'", ""));
                 }
                 inner.pos = pos;
-                Ok(inner)
+                return Ok(inner);
             }
-            Tok::Ident(name) if self.peek_at(1) == &Tok::LParen => {
-                self.advance();
-                self.call(&name, pos)
+            Tok::Ident(_) if self.peek_at(1) == &Tok::LParen => return self.call(),
+            Tok::Ident(_) | Tok::Quoted(_) => {
+                let expr = Expr::Path(self.path());
+                return node(expr, Type::Any, pos, 0);
             }
-            Tok::Ident(first) | Tok::Quoted(first) => Ok(Node {
-                expr: Expr::Path(self.path(first)),
-                ty: Type::Any,
-                pos,
-                height: 0,
-            }),
-            Tok::LBracket => Err(self.unexpected(
-                "an expression",
-                "; a list [..] may only follow 'in'",
-            )),
-            _ => Err(self.unexpected("an expression", "")),
-        }
-    }
-
-    /// `segment ('.' segment)*`, stopping before `.name(` (a method call).
-    /// The next token is the segment `first`.
-    fn path(&mut self, first: String) -> Path {
-        let pos = self.advance().pos;
-        let mut segments = vec![first];
-        while self.peek() == &Tok::Dot {
-            let segment = match (self.peek_at(1), self.peek_at(2)) {
-                (Tok::Ident(_), Tok::LParen) => break,
-                (Tok::Ident(s) | Tok::Quoted(s), _) => s.clone(),
-                _ => break,
-            };
-            self.advance();
-            self.advance();
-            segments.push(segment);
-        }
-        Path { segments, pos }
-    }
-
-    /// A function call, with the next token `(`.
-    fn call(&mut self, name: &str, pos: Pos) -> Result<Node> {
-        if name == "has" {
-            let args = self.arguments(name, Some(1))?;
-            return match <[Node; 1]>::try_from(args) {
-                Ok([Node {
-                    expr: Expr::Path(path),
-                    ..
-                }]) => node(Expr::Has(path), Type::Bool, pos, 0),
-                Ok([arg]) => Err(ExprError::at(
-                    arg.pos,
-                    "has takes a field path, e.g. has(user.id)",
-                )),
-                Err(args) => Err(ExprError::at(
-                    pos,
-                    format!("has takes 1 argument (a field path), found {}", args.len()),
-                )),
-            };
-        }
-        let Some(func) = Func::from_name(name) else {
-            let hint = match Method::from_name(name) {
-                Some(_) => format!(" ({name} is a method: write s.{name}(t))"),
-                None => String::new(),
-            };
-            return Err(ExprError::at(
-                pos,
-                format!(
-                    "unknown function '{name}'; the functions are abs, coalesce, exp, has, ln, \
-                     max, min, pow, round, sqrt{hint}"
-                ),
-            ));
+            Tok::LBracket => {
+                return Err(self.unexpected("an expression", "; a list [..] may only follow 'in'"))
+            }
+            Tok::Dot if matches!(self.peek_at(1), Tok::Num(_)) => {
+                return Err(self.unexpected("an expression", "; write 0.5, not .5"))
+            }
+            _ => return Err(self.unexpected("an expression", "")),
         };
-        let (min, max) = func.arity();
-        let args = self.arguments(name, max)?;
-        if args.len() < min || max.is_some_and(|m| args.len() > m) {
-            let takes = match max {
-                Some(m) if m == min => format!("{m}"),
-                _ => format!("at least {min}"),
-            };
-            let s = if takes == "1" { "" } else { "s" };
-            return Err(ExprError::at(
-                pos,
-                format!("{name} takes {takes} argument{s}, found {}", args.len()),
-            ));
-        }
-        let mut ty = if func == Func::Coalesce {
-            Type::Null
-        } else {
-            Type::Num
-        };
-        for arg in &args {
-            if func == Func::Coalesce {
-                ty = ty.join(arg.ty);
-            } else {
-                want(arg, Type::Num, name)?;
-            }
-        }
-        let height = args.iter().map(|a| a.height).max().unwrap_or(0);
-        let expr = Expr::Call(func, args.into_iter().map(|a| a.expr).collect());
-        node(expr, ty, pos, height)
+        self.advance();
+        node(Expr::Lit(lit), ty, pos, 0)
     }
 }
 
 /// A node one level above children of height `height`.
-fn node(expr: Expr, ty: Type, pos: Pos, height: u32) -> Result<Node> {
-    if height >= MAX_DEPTH {
-        return Err(ExprError::at(
-            pos,
-            format!(
-                "expression nested too deeply (the limit is {MAX_DEPTH} levels); write a long \
-                 chain of alternatives as x in [a, b, ...]"
-            ),
-        ));
+pub(crate) fn node(expr: Expr, ty: Type, pos: Pos, height: u32) -> Result<Node> {
+    if height >= MAX_HEIGHT {
+        return Err(too_deep(pos, MAX_HEIGHT));
     }
     Ok(Node {
         expr,
@@ -473,70 +305,16 @@ fn node(expr: Expr, ty: Type, pos: Pos, height: u32) -> Result<Node> {
     })
 }
 
-/// `Some(Some(op))` for a comparison operator, `Some(None)` for `in`.
-fn comparison_op(tok: &Tok) -> Option<Option<BinaryOp>> {
-    Some(Some(match tok {
-        Tok::EqEq => BinaryOp::Eq,
-        Tok::NotEq => BinaryOp::Ne,
-        Tok::Lt => BinaryOp::Lt,
-        Tok::Le => BinaryOp::Le,
-        Tok::Gt => BinaryOp::Gt,
-        Tok::Ge => BinaryOp::Ge,
-        Tok::In => return Some(None),
-        _ => return None,
-    }))
-}
-
-/// `n` must be of type `ty` (or unknown until evaluation).
-fn want(n: &Node, ty: Type, ctx: &str) -> Result<()> {
-    if n.ty == ty || n.ty == Type::Any {
-        return Ok(());
-    }
-    let found = match n.ty {
-        Type::Null => "null, which is always unknown here; test a field with has(x)",
-        t => t.describe(),
+#[cold]
+#[inline(never)]
+fn too_deep(pos: Pos, limit: u32) -> ExprError {
+    let hint = if limit == MAX_HEIGHT {
+        "; write a long chain of alternatives as x in [a, b, ...]"
+    } else {
+        ""
     };
-    Err(ExprError::at(
-        n.pos,
-        format!("{ctx} needs {}, found {found}", ty.describe()),
-    ))
-}
-
-fn null_operand(pos: Pos) -> ExprError {
     ExprError::at(
         pos,
-        "comparing with null is always unknown; test a field with has(x) or !has(x)",
+        format!("expression nested too deeply (the limit is {limit} levels){hint}"),
     )
-}
-
-/// Comparisons of known, different types (or with `null`, or ordering booleans) are refused:
-/// they could only ever be unknown.
-fn check_comparison(op: BinaryOp, left: &Node, right: &Node, op_pos: Pos) -> Result<()> {
-    for side in [left, right] {
-        if side.ty == Type::Null {
-            return Err(null_operand(side.pos));
-        }
-        if side.ty == Type::Bool && !matches!(op, BinaryOp::Eq | BinaryOp::Ne) {
-            return Err(ExprError::at(
-                side.pos,
-                format!(
-                    "'{}' needs numbers or strings, found a boolean (booleans only compare \
-                     with == and !=)",
-                    op.symbol()
-                ),
-            ));
-        }
-    }
-    if left.ty != Type::Any && right.ty != Type::Any && left.ty != right.ty {
-        return Err(ExprError::at(
-            op_pos,
-            format!(
-                "'{}' compares {} with {}, which is always unknown",
-                op.symbol(),
-                left.ty.describe(),
-                right.ty.describe()
-            ),
-        ));
-    }
-    Ok(())
 }

@@ -3,8 +3,8 @@
 
 use std::fmt::{self, Display, Formatter, Write};
 
-use super::ast::{Ast, BinaryOp, Expr, Lit, Path, UnaryOp};
-use super::lexer::is_plain_ident;
+use super::ast::{Ast, Expr, Lit, Path, UnaryOp};
+use super::token::is_plain_ident;
 
 impl Display for Ast {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {

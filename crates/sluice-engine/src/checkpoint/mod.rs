@@ -844,6 +844,7 @@ mod tests {
             by: vec!["user_id".into()],
             window_ms,
             granularity_ms: 1,
+            filter: None,
         };
         let plan = Plan::new(
             vec![
@@ -884,7 +885,7 @@ mod tests {
                         bytes: &name,
                     };
                     let ts = 1_767_225_600_000 + i * 7_000 - (i % 3) * 1_000;
-                    state.observe(spec, ts, &fields, ts - 300_000, &mut scratch, &mut out);
+                    state.observe(spec, ts, &fields, 0, ts - 300_000, &mut scratch, &mut out);
                 }
                 (vec![b's', b'u', b'0' + k], state)
             })

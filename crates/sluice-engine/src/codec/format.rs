@@ -1,9 +1,12 @@
 //! The output stage: enriched events as JSON lines, and dead letters.
 
+use sluice_core::derived::{Input, Output};
+use sluice_core::expr::{Compiled, Val, Value};
 use sluice_core::{FeatureValue, Plan};
+use smallvec::SmallVec;
 
 use crate::codec::parse::slot_text;
-use crate::dataflow::batch::{FieldKind, ParsedBatch, Rejection};
+use crate::dataflow::batch::{FieldKind, FieldSlot, ParsedBatch, Rejection};
 
 /// Appends `s` as a JSON string literal.
 pub fn escape_json_str(out: &mut Vec<u8>, s: &str) {
@@ -133,8 +136,16 @@ fn write_15_digits(out: &mut Vec<u8>, v: f64, exact: bool) -> bool {
 /// Output-side view of the plan: feature names as JSON keys, in output order.
 #[derive(Debug, Clone)]
 pub struct OutputLayout {
-    /// `"name":` for each feature, pre-escaped.
+    /// `"name":` and what it is, for each output in pipeline order.
+    outputs: Vec<(Vec<u8>, Output)>,
+    /// `"name":` for each aggregated feature, pre-escaped.
     keys: Vec<Vec<u8>>,
+    /// Derived features, compiled: each expression's inputs in the order of its slots.
+    derived: Vec<(Compiled, Vec<Input>)>,
+    /// The order to compute derived features in.
+    derived_order: Vec<usize>,
+    /// Fields read by derived features, per event.
+    n_expr_fields: usize,
     /// For each feature: (key spec, slot) where its value is computed.
     origin: Vec<(usize, usize)>,
     /// For each feature of aggregation `last`: the field it copies.
@@ -153,21 +164,44 @@ impl OutputLayout {
             for (slot, &f) in key.features.iter().enumerate() {
                 origin[f] = (k, slot);
             }
-            for &(slot, field) in &key.own {
+            for &(slot, field, _) in &key.own {
                 own_field[key.features[slot]] = Some(field);
             }
         }
-        let keys = plan
-            .features
+        let key_of = |name: &str| {
+            let mut k = Vec::new();
+            escape_json_str(&mut k, name);
+            k.push(b':');
+            k
+        };
+        let keys: Vec<Vec<u8>> = plan.features.iter().map(|f| key_of(&f.name)).collect();
+        let outputs = plan
+            .outputs
             .iter()
-            .map(|f| {
-                let mut k = Vec::new();
-                escape_json_str(&mut k, &f.name);
-                k.push(b':');
-                k
+            .map(|&o| match o {
+                Output::Feature(f) => (keys[f].clone(), o),
+                Output::Derived(d) => (key_of(&plan.derived[d].spec.name), o),
+            })
+            .collect();
+        let derived = plan
+            .derived
+            .iter()
+            .filter_map(|d| {
+                // A planned expression parses and each of its paths has an input.
+                let ast = sluice_core::expr::parse(&d.spec.expr).ok()?;
+                let mut slot = 0;
+                let compiled = ast.compile(|_| {
+                    slot += 1;
+                    Ok(slot - 1)
+                });
+                Some((compiled.ok()?, d.inputs.clone()))
             })
             .collect();
         OutputLayout {
+            outputs,
+            derived,
+            derived_order: plan.derived_order.clone(),
+            n_expr_fields: plan.expr_fields.len(),
             keys,
             origin,
             own_field,
@@ -199,41 +233,182 @@ impl OutputLayout {
         let e = &batch.events[event];
         let body = batch.bytes(e.body);
         out.extend_from_slice(body);
+        let feature = |f: usize| {
+            let (k, slot) = self.origin[f];
+            value(k, slot).unwrap_or(FeatureValue::Null)
+        };
+        let derived = self.derive(batch, event, n_fields, &feature);
         // A body holds at least the time field, so the object is never empty here.
         out.extend_from_slice(b",\"features\":{");
-        for (f, key) in self.keys.iter().enumerate() {
-            if f > 0 {
+        for (i, (key, output)) in self.outputs.iter().enumerate() {
+            if i > 0 {
                 out.push(b',');
             }
             out.extend_from_slice(key);
-            let (k, slot) = self.origin[f];
-            match value(k, slot).unwrap_or(FeatureValue::Null) {
-                FeatureValue::Null | FeatureValue::Beyond => out.extend_from_slice(b"null"),
-                FeatureValue::Int(n) => {
-                    let mut b = itoa::Buffer::new();
-                    out.extend_from_slice(b.format(n).as_bytes());
+            match *output {
+                Output::Feature(f) => {
+                    self.write_feature(out, batch, event, n_fields, f, feature(f))
                 }
-                FeatureValue::Num(v) => write_computed(out, v),
-                FeatureValue::Exact(v) => write_exact(out, v),
-                FeatureValue::Own => {
-                    let field = self.own_field[f].expect("`Own` values come from `last` features");
-                    let slot = &batch.fields[event * n_fields + field];
-                    match slot.kind {
-                        FieldKind::Missing => out.extend_from_slice(b"null"),
-                        FieldKind::Num => write_exact(out, slot.num),
-                        FieldKind::Bool | FieldKind::Str => {
-                            let text = slot_text(&batch.arena, slot);
-                            if slot.kind == FieldKind::Str {
-                                escape_json_bytes(out, text);
-                            } else {
-                                out.extend_from_slice(text);
-                            }
+                Output::Derived(d) => derived[d].write(out),
+            }
+        }
+        out.extend_from_slice(b"}}\n");
+    }
+
+    /// Writes the value of aggregated feature `f`.
+    fn write_feature(
+        &self,
+        out: &mut Vec<u8>,
+        batch: &ParsedBatch,
+        event: usize,
+        n_fields: usize,
+        f: usize,
+        value: FeatureValue,
+    ) {
+        match value {
+            FeatureValue::Null | FeatureValue::Beyond => out.extend_from_slice(b"null"),
+            FeatureValue::Int(n) => {
+                let mut b = itoa::Buffer::new();
+                out.extend_from_slice(b.format(n).as_bytes());
+            }
+            FeatureValue::Num(v) => write_computed(out, v),
+            FeatureValue::Exact(v) => write_exact(out, v),
+            FeatureValue::Own => {
+                let field = self.own_field[f].expect("`Own` values come from `last` features");
+                let slot = &batch.fields[event * n_fields + field];
+                match slot.kind {
+                    FieldKind::Missing | FieldKind::Other => out.extend_from_slice(b"null"),
+                    FieldKind::Num => write_exact(out, slot.num),
+                    FieldKind::Bool | FieldKind::Str => {
+                        let text = slot_text(&batch.arena, slot);
+                        if slot.kind == FieldKind::Str {
+                            escape_json_bytes(out, text);
+                        } else {
+                            out.extend_from_slice(text);
                         }
                     }
                 }
             }
         }
-        out.extend_from_slice(b"}}\n");
+    }
+
+    /// The derived features of one event (indexed like `plan.derived`), each computed after
+    /// those it reads.
+    fn derive(
+        &self,
+        batch: &ParsedBatch,
+        event: usize,
+        n_fields: usize,
+        feature: &impl Fn(usize) -> FeatureValue,
+    ) -> Vec<DerivedValue> {
+        if self.derived.is_empty() {
+            return Vec::new();
+        }
+        let mut values = vec![DerivedValue::Null; self.derived.len()];
+        for &d in &self.derived_order {
+            let (compiled, sources) = &self.derived[d];
+            let value = {
+                let inputs: SmallVec<[Value<'_>; 8]> = sources
+                    .iter()
+                    .map(|source| match *source {
+                        Input::Feature(f) => {
+                            self.feature_input(batch, event, n_fields, f, feature(f))
+                        }
+                        Input::Derived(j) => values[j].as_value(),
+                        Input::Field(i) => {
+                            let slot = &batch.expr_values[event * self.n_expr_fields + i];
+                            slot_value(&batch.arena, slot, false)
+                        }
+                    })
+                    .collect();
+                DerivedValue::from(compiled.eval(inputs.as_slice()))
+            };
+            values[d] = value;
+        }
+        values
+    }
+
+    /// Aggregated feature `f`'s value as an expression reads it.
+    fn feature_input<'b>(
+        &self,
+        batch: &'b ParsedBatch,
+        event: usize,
+        n_fields: usize,
+        f: usize,
+        value: FeatureValue,
+    ) -> Value<'b> {
+        match value {
+            FeatureValue::Null | FeatureValue::Beyond => Value::Missing,
+            FeatureValue::Int(n) => Value::Num(n as f64),
+            FeatureValue::Num(v) | FeatureValue::Exact(v) => Value::Num(v),
+            FeatureValue::Own => match self.own_field[f] {
+                Some(field) => {
+                    slot_value(&batch.arena, &batch.fields[event * n_fields + field], true)
+                }
+                None => Value::Missing,
+            },
+        }
+    }
+}
+
+/// The value of a field slot for an expression: `canonical` slots (the aggregated `of` fields)
+/// hold a string as key bytes, others (fields of derived features) its plain text.
+fn slot_value<'b>(arena: &'b [u8], slot: &FieldSlot, canonical: bool) -> Value<'b> {
+    match slot.kind {
+        FieldKind::Missing => Value::Missing,
+        FieldKind::Num => Value::Num(slot.num),
+        FieldKind::Bool if canonical => Value::Bool(slot_text(arena, slot) == b"true"),
+        FieldKind::Bool => Value::Bool(slot.num != 0.0),
+        FieldKind::Other => Value::Other,
+        FieldKind::Str => {
+            let text = if canonical {
+                slot_text(arena, slot)
+            } else {
+                &arena[slot.start..slot.end]
+            };
+            std::str::from_utf8(text).map_or(Value::Missing, Value::Str)
+        }
+    }
+}
+
+/// A derived feature's value for one event, owned (a string result outlives the inputs).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum DerivedValue {
+    Null,
+    Num(f64),
+    Bool(bool),
+    Str(String),
+}
+
+impl From<Val<'_>> for DerivedValue {
+    fn from(v: Val<'_>) -> Self {
+        match v {
+            Val::Null => DerivedValue::Null,
+            Val::Num(n) => DerivedValue::Num(n),
+            Val::Bool(b) => DerivedValue::Bool(b),
+            Val::Str(s) => DerivedValue::Str(s.to_owned()),
+        }
+    }
+}
+
+impl DerivedValue {
+    fn as_value(&self) -> Value<'_> {
+        match self {
+            DerivedValue::Null => Value::Missing,
+            DerivedValue::Num(n) => Value::Num(*n),
+            DerivedValue::Bool(b) => Value::Bool(*b),
+            DerivedValue::Str(s) => Value::Str(s),
+        }
+    }
+
+    /// Appends it as JSON: numbers as computed values (15 significant digits).
+    fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            DerivedValue::Null => out.extend_from_slice(b"null"),
+            DerivedValue::Num(n) => write_computed(out, *n),
+            DerivedValue::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+            DerivedValue::Str(s) => escape_json_str(out, s),
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! without building a JSON tree; everything else in a record is validated and skipped.
 
 use serde::de::Deserializer;
+use sluice_core::expr::{self, Compiled, Fields, Value};
 use sluice_core::{key_hash, FieldPath, KeyEncoder, Plan};
 
 use crate::codec::field::{json_number, Captured, LineVisitor};
@@ -34,6 +35,10 @@ pub struct Extractor {
     csv_header: Vec<Option<usize>>,
     csv_names: Vec<String>,
     output_key: Option<usize>,
+    /// The plan's filters, compiled against the capture slots (bit `i`: `plan.filters[i]`).
+    filters: Vec<Compiled>,
+    /// The capture slot of each field derived features read (`plan.expr_fields`).
+    expr_fields: Vec<usize>,
 }
 
 /// Per-thread scratch space of the parse stage.
@@ -60,6 +65,8 @@ impl Extractor {
             csv_header: Vec::new(),
             csv_names: Vec::new(),
             output_key: None,
+            filters: Vec::new(),
+            expr_fields: Vec::new(),
         };
         ex.time = ex.slot(time_field);
         ex.key_fields = plan
@@ -68,6 +75,20 @@ impl Extractor {
             .map(|k| k.by.iter().map(|f| ex.slot(f)).collect())
             .collect();
         ex.of_fields = plan.fields.iter().map(|f| ex.slot(f)).collect();
+        ex.expr_fields = plan.expr_fields.iter().map(|f| ex.slot(f)).collect();
+        for text in &plan.filters {
+            // A plan holds only filters that parse (`Plan::new` checks them).
+            let Ok(ast) = expr::parse_filter(text) else {
+                continue;
+            };
+            let compiled = ast.compile(|path| {
+                let path = FieldPath::from_keys(path.to_vec());
+                Ok(ex.slot(&path.to_string()) as u32)
+            });
+            if let Ok(compiled) = compiled {
+                ex.filters.push(compiled);
+            }
+        }
         ex
     }
 
@@ -123,6 +144,8 @@ impl Extractor {
             events: Vec::new(),
             keys: Vec::new(),
             fields: Vec::new(),
+            matched: Vec::new(),
+            expr_values: Vec::new(),
             arena: Vec::new(),
             end: crate::connector::Position::START,
             partitions: Vec::new(),
@@ -370,6 +393,26 @@ impl Extractor {
             out.fields
                 .resize((n + 1) * self.of_fields.len(), FieldSlot::default());
         }
+        if !self.expr_fields.is_empty() {
+            for &w in &self.expr_fields {
+                let slot = if rejection.is_some() {
+                    FieldSlot::default()
+                } else {
+                    expr_value(s, w, &mut out.arena)
+                };
+                out.expr_values.push(slot);
+            }
+        }
+        if !self.filters.is_empty() {
+            let mut matched = 0u64;
+            if rejection.is_none() {
+                let fields = CapturedFields(s);
+                for (i, filter) in self.filters.iter().enumerate() {
+                    matched |= u64::from(filter.eval_filter(&fields)) << i;
+                }
+            }
+            out.matched.push(matched);
+        }
         if let Some(w) = self.output_key {
             let key = if rejection.is_some() {
                 None
@@ -517,6 +560,48 @@ impl Extractor {
     }
 }
 
+/// The slot of captured field `w` for a derived feature: a string's text in the arena.
+fn expr_value(s: &ParseScratch, w: usize, arena: &mut Vec<u8>) -> FieldSlot {
+    let start = arena.len();
+    let (kind, num) = match s.caps[w] {
+        Captured::Missing | Captured::Null => return FieldSlot::default(),
+        Captured::Int(v) => (FieldKind::Num, v as f64),
+        Captured::Float(v) => (FieldKind::Num, v),
+        Captured::Str(a, b) => {
+            arena.extend_from_slice(&s.text[a..b]);
+            (FieldKind::Str, 0.0)
+        }
+        Captured::Bool(v) => (FieldKind::Bool, if v { 1.0 } else { 0.0 }),
+        Captured::Other(_) => (FieldKind::Other, 0.0),
+    };
+    FieldSlot {
+        kind,
+        num,
+        start,
+        end: arena.len(),
+    }
+}
+
+/// The captured fields of one record, as a filter reads them.
+struct CapturedFields<'a>(&'a ParseScratch);
+
+impl Fields for CapturedFields<'_> {
+    #[inline]
+    fn get(&self, slot: u32) -> Value<'_> {
+        let s = self.0;
+        match s.caps.get(slot as usize) {
+            None | Some(Captured::Missing | Captured::Null) => Value::Missing,
+            Some(&Captured::Int(v)) => Value::Num(v as f64),
+            Some(&Captured::Float(v)) => Value::Num(v),
+            Some(&Captured::Str(a, b)) => {
+                std::str::from_utf8(&s.text[a..b]).map_or(Value::Missing, Value::Str)
+            }
+            Some(&Captured::Bool(v)) => Value::Bool(v),
+            Some(Captured::Other(_)) => Value::Other,
+        }
+    }
+}
+
 /// Writes the message key text of captured field `w` to the arena: a string's text, a number
 /// or boolean as JSON; `None` for a missing or null value, an object or an array.
 fn output_key(s: &ParseScratch, w: usize, arena: &mut Vec<u8>) -> Option<(usize, usize)> {
@@ -576,6 +661,7 @@ mod tests {
             by: vec!["u".into()],
             window_ms: 10,
             granularity_ms: 1,
+            filter: None,
         };
         let plan = Plan::new(vec![count], 0).expect("valid plan");
         let extractor = Extractor::new(&plan, "ts", TimeFormat::EpochMs).with_output_key(field);

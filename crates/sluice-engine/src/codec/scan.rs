@@ -223,6 +223,7 @@ mod tests {
             by: vec![by.into()],
             window_ms: 10,
             granularity_ms: 1,
+            filter: None,
         };
         let plan = Plan::new(
             vec![

@@ -74,6 +74,8 @@ pub enum FieldKind {
     Str,
     /// A boolean.
     Bool,
+    /// An object or an array (only in fields read by derived features).
+    Other,
 }
 
 /// An extracted `of` field of one event.
@@ -115,6 +117,12 @@ pub struct ParsedBatch {
     pub keys: Vec<KeySlot>,
     /// `events.len() * plan.fields.len()` fields, event-major.
     pub fields: Vec<FieldSlot>,
+    /// With filters: per event, the filters it matched (bit `i`: `plan.filters[i]`); else
+    /// empty.
+    pub matched: Vec<u64>,
+    /// `events.len() * plan.expr_fields.len()` fields read by derived features, event-major;
+    /// a string's slot holds its text in the arena.
+    pub expr_values: Vec<FieldSlot>,
     /// Bytes referred to by spans and slots.
     pub arena: Vec<u8>,
     /// Where the source stands after this batch.

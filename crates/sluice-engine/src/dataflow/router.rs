@@ -203,7 +203,7 @@ pub(crate) struct CheckpointTimer {
 
 /// What the router thread receives.
 pub(crate) enum RouterMsg {
-    Parsed(ParsedBatch),
+    Parsed(Box<ParsedBatch>),
     ShardDone {
         seq: u64,
         shard: usize,
@@ -329,7 +329,7 @@ pub(crate) fn route_all(
             RouterMsg::End { batches } => total = Some(batches),
             RouterMsg::WorkerFailed => return Err(Error::Stage("worker")),
             RouterMsg::Parsed(batch) => {
-                parsed.insert(batch.seq, batch);
+                parsed.insert(batch.seq, *batch);
                 while let Some(batch) = parsed.remove(&next_seq) {
                     if let Some(t) = timer.as_mut() {
                         if next_seq > 0 && t.due(last_checkpoint.elapsed()) {
@@ -411,6 +411,8 @@ mod tests {
                 .collect(),
             keys: Vec::new(),
             fields: Vec::new(),
+            matched: Vec::new(),
+            expr_values: Vec::new(),
             arena: Vec::new(),
             end: Position::START,
             partitions: Vec::new(),

@@ -565,7 +565,7 @@ fn work(i: usize, backend: Backend, queues: WorkerQueues, shared: &WorkerShared)
                     parsed.end = batch.end;
                     parsed.partitions = batch.partitions;
                     parsed.digest = batch.digest;
-                    router.send(RouterMsg::Parsed(parsed)).is_ok()
+                    router.send(RouterMsg::Parsed(Box::new(parsed))).is_ok()
                 }
             };
             if !sent {

@@ -55,6 +55,7 @@ pub fn process<B: StateBackend>(
                 ts: parsed.events[e].ts,
                 floor: batch.floors[e],
                 fields: &fields[i * n_fields..(i + 1) * n_fields],
+                matched: parsed.matched.get(e).copied().unwrap_or(0),
             }
         })
         .collect();

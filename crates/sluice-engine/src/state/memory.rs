@@ -460,6 +460,7 @@ impl MemoryBackend {
                 spec,
                 u.ts,
                 u.fields,
+                u.matched,
                 u.floor,
                 &mut self.scratch,
                 &mut out[start..],
@@ -492,6 +493,7 @@ mod tests {
                 by: vec!["user".into()],
                 window_ms: 3_600_000,
                 granularity_ms: 1,
+                filter: None,
             })
             .collect();
         Plan::new(features, 0).expect("valid")
@@ -535,6 +537,7 @@ mod tests {
                     ts: 1_000 + i as i64,
                     floor: 0,
                     fields: &fields,
+                    matched: 0,
                 }
             })
             .collect();

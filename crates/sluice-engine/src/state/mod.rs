@@ -40,6 +40,8 @@ pub struct Update<'a> {
     pub floor: i64,
     /// The event's `of` fields, indexed like the plan's fields.
     pub fields: &'a [FieldObs<'a>],
+    /// The filters the event matched: bit `i` for [`sluice_core::Plan::filters`]`[i]`.
+    pub matched: u64,
 }
 
 /// Where the registers of keys live.

@@ -245,6 +245,7 @@ mod tests {
                 by: vec!["user".into()],
                 window_ms: 60_000,
                 granularity_ms: 1,
+                filter: None,
             })
             .collect();
         Plan::new(features, 0).expect("valid")
@@ -271,6 +272,7 @@ mod tests {
             spec,
             1_000,
             &fields,
+            0,
             0,
             &mut DistinctScratch::default(),
             &mut out,

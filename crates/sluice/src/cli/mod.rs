@@ -278,7 +278,7 @@ fn describe(p: &PipelineConfig) -> String {
         p.time_field,
         p.time_format.name(),
         format_duration(plan.lateness_ms.max(1)),
-        plan.features.len(),
+        plan.outputs.len(),
         plan.keys.len(),
     );
     if plan.lateness_ms == 0 {
@@ -299,7 +299,12 @@ fn describe(p: &PipelineConfig) -> String {
             } else {
                 format!("{} buckets", format_duration(series.granularity_ms))
             };
-            s.push_str(&format!("    {kind} of {of} ({precision}), shared by:\n"));
+            let filter = series
+                .filter
+                .map_or(String::new(), |i| format!(" where {}", plan.filters[i]));
+            s.push_str(&format!(
+                "    {kind} of {of}{filter} ({precision}), shared by:\n"
+            ));
             for w in &series.windows {
                 let names: Vec<String> = w
                     .outputs
@@ -315,11 +320,19 @@ fn describe(p: &PipelineConfig) -> String {
                 ));
             }
         }
-        for &(slot, field) in &key.own {
+        for &(slot, field, filter) in &key.own {
+            let filter = filter.map_or(String::new(), |i| format!(" where {}", plan.filters[i]));
             s.push_str(&format!(
-                "    {} (last): the event's own `{}`\n",
+                "    {} (last): the event's own `{}`{filter}\n",
                 plan.features[key.features[slot]].name, plan.fields[field]
             ));
+        }
+    }
+    if !plan.derived.is_empty() {
+        s.push_str("  derived (computed per event, in this order):\n");
+        for &d in &plan.derived_order {
+            let d = &plan.derived[d].spec;
+            s.push_str(&format!("    {} = {}\n", d.name, d.expr));
         }
     }
     s

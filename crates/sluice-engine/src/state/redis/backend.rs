@@ -226,7 +226,7 @@ impl RedisBackend {
             let Value::BulkString(entry) = entry else {
                 return Err(backend_error(format!("unexpected log entry {entry:?}")));
             };
-            let (_, ts) = layout
+            let (_, ts, matched) = layout
                 .decode_entry(entry, plan.fields.len(), &mut fields)
                 .ok_or_else(|| {
                     backend_error(format!(
@@ -238,6 +238,7 @@ impl RedisBackend {
                 key_spec,
                 ts,
                 &fields,
+                matched,
                 REPLAY_FLOOR,
                 &mut self.scratch,
                 &mut out,
@@ -325,7 +326,7 @@ impl RedisBackend {
                 out[at..at + key_spec.features.len()].fill(FeatureValue::Beyond);
                 continue;
             }
-            layout.encode_entry((self.writer, self.seq), u.ts, u.fields, entry);
+            layout.encode_entry((self.writer, self.seq), u.ts, u.fields, u.matched, entry);
             self.seq += 1;
             entries.push(entry.clone());
             let at = offsets[i];
@@ -333,6 +334,7 @@ impl RedisBackend {
                 key_spec,
                 u.ts,
                 u.fields,
+                u.matched,
                 u.floor,
                 &mut self.scratch,
                 &mut out[at..at + key_spec.features.len()],
@@ -400,7 +402,7 @@ impl RedisBackend {
         let mut fields = Vec::new();
         self.layouts[spec]
             .decode_entry(entry, plan.fields.len(), &mut fields)
-            .is_some_and(|(token, _)| token == commit.first_token)
+            .is_some_and(|(token, _, _)| token == commit.first_token)
     }
 
     fn flush(

@@ -15,6 +15,8 @@ pub struct KeyLayout {
     by: Vec<String>,
     /// Plan field indices whose values the log keeps, ascending.
     fields: Vec<usize>,
+    /// Whether a series of the key spec has a filter: entries then hold the matched filters.
+    filtered: bool,
 }
 
 impl KeyLayout {
@@ -44,12 +46,23 @@ impl KeyLayout {
                 s.granularity_ms,
                 s.max_window_ms()
             ));
+            if let Some(filter) = s.filter {
+                identity.push_str(&format!(":where={}", plan.filters[filter]));
+            }
+        }
+        // The matched bits are numbered by the plan's filters: their list is part of the
+        // entries' meaning.
+        let filtered =
+            key.series.iter().any(|s| s.filter.is_some()) || key.own.iter().any(|o| o.2.is_some());
+        if filtered {
+            identity.push_str(&format!(";filters={:?}", plan.filters));
         }
         let fingerprint = sluice_core::key_hash(identity.as_bytes()) as u32;
         KeyLayout {
             prefix: format!("sluice:{namespace}:{LAYOUT_VERSION}-{fingerprint:08x}:"),
             by: key.by.clone(),
             fields,
+            filtered,
         }
     }
 
@@ -86,18 +99,23 @@ impl KeyLayout {
         out
     }
 
-    /// Encodes one event's entry: the writer's token, the event time and the kept fields.
+    /// Encodes one event's entry: the writer's token, the event time, the filters it matched
+    /// (when the key spec has filters) and the kept fields.
     pub fn encode_entry(
         &self,
         token: (u64, u64),
         ts: i64,
         fields: &[FieldObs<'_>],
+        matched: u64,
         out: &mut Vec<u8>,
     ) {
         out.clear();
         out.extend_from_slice(&token.0.to_le_bytes());
         out.extend_from_slice(&token.1.to_le_bytes());
         out.extend_from_slice(&ts.to_le_bytes());
+        if self.filtered {
+            out.extend_from_slice(&matched.to_le_bytes());
+        }
         for &f in &self.fields {
             let obs = fields[f];
             if obs.present {
@@ -111,19 +129,21 @@ impl KeyLayout {
         }
     }
 
-    /// Decodes an entry into its token, time and fields (`fields` is resized to the plan's
-    /// field count; fields the log does not keep are absent). `None` if it is malformed.
+    /// Decodes an entry into its token, time and matched filters, and its fields (`fields` is
+    /// resized to the plan's field count; fields the log does not keep are absent). `None` if
+    /// it is malformed.
     pub fn decode_entry<'a>(
         &self,
         entry: &'a [u8],
         n_fields: usize,
         fields: &mut Vec<FieldObs<'a>>,
-    ) -> Option<((u64, u64), i64)> {
+    ) -> Option<((u64, u64), i64, u64)> {
         fields.clear();
         fields.resize(n_fields, FieldObs::default());
         let mut r = Reader(entry);
         let token = (r.u64()?, r.u64()?);
         let ts = r.u64()? as i64;
+        let matched = if self.filtered { r.u64()? } else { 0 };
         for &f in &self.fields {
             if r.take(1)?[0] == 1 {
                 let num = f64::from_bits(r.u64()?);
@@ -135,7 +155,7 @@ impl KeyLayout {
                 };
             }
         }
-        r.0.is_empty().then_some((token, ts))
+        r.0.is_empty().then_some((token, ts, matched))
     }
 }
 
@@ -214,6 +234,7 @@ mod tests {
             by: by.iter().map(|s| s.to_string()).collect(),
             window_ms: 3_600_000,
             granularity_ms: 1,
+            filter: None,
         };
         Plan::new(
             vec![
@@ -273,10 +294,11 @@ mod tests {
             FieldObs::default(),
         ];
         let mut buf = Vec::new();
-        layout.encode_entry((7, 9), -5, &fields, &mut buf);
+        layout.encode_entry((7, 9), -5, &fields, 0b101, &mut buf);
         let mut decoded = Vec::new();
-        let (token, ts) = layout.decode_entry(&buf, 2, &mut decoded).expect("decodes");
-        assert_eq!((token, ts), ((7, 9), -5));
+        let (token, ts, matched) = layout.decode_entry(&buf, 2, &mut decoded).expect("decodes");
+        // Without filters in the key spec, no matched bits are kept.
+        assert_eq!((token, ts, matched), ((7, 9), -5, 0));
         assert!(decoded[0].present && decoded[0].num == 12.5 && decoded[0].bytes == b"n12.5");
         assert!(!decoded[1].present);
         assert!(layout
