@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
+use sluice_core::derived::DerivedSpec;
 use sluice_core::{parse_duration, Agg, FeatureSpec, Plan};
 use sluice_engine::serve::ServeEngine;
 use sluice_engine::{Job, Outputs, Source, StateConfig, Stats, StreamSource, Summary, TimeFormat};
@@ -127,6 +128,7 @@ pub struct Feature {
     by: Vec<String>,
     window: String,
     granularity: Option<String>,
+    filter: Option<String>,
 }
 
 impl Feature {
@@ -140,6 +142,7 @@ impl Feature {
             by: Vec::new(),
             window: window.into(),
             granularity: None,
+            filter: None,
         }
     }
 
@@ -160,6 +163,13 @@ impl Feature {
         self.granularity = Some(width.into());
         self
     }
+
+    /// Adds to the feature's state only the events matching `condition` (a `where` filter,
+    /// see `docs/expressions.md`); every event with the key still reads the value.
+    pub fn filter(mut self, condition: impl Into<String>) -> Feature {
+        self.filter = Some(condition.into());
+        self
+    }
 }
 
 /// A pipeline written in code; see [`Pipeline::builder`].
@@ -171,6 +181,8 @@ pub struct PipelineBuilder {
     state: StateConfig,
     workers: Option<usize>,
     features: Vec<Feature>,
+    /// Derived features: `(name, expression, position among all features)`.
+    derived: Vec<(String, String, usize)>,
 }
 
 /// A pipeline written in code that is not valid.
@@ -215,6 +227,15 @@ impl PipelineBuilder {
         self
     }
 
+    /// Adds a derived feature: `expression` over the event's fields and the other features
+    /// (see `docs/semantics.md`, "Derived features").
+    pub fn derived(mut self, name: impl Into<String>, expression: impl Into<String>) -> Self {
+        let position = self.features.len() + self.derived.len();
+        self.derived
+            .push((name.into(), expression.into(), position));
+        self
+    }
+
     /// The pipeline, once every feature is valid.
     pub fn build(self) -> Result<Pipeline, BuildError> {
         let error = |feature: &str, message: String| BuildError {
@@ -241,10 +262,21 @@ impl PipelineBuilder {
                     Some(g) => duration(&f.name, "granularity", g)?,
                     None => 1,
                 },
-                filter: None,
+                filter: f.filter.clone(),
             });
         }
-        let plan = Plan::new(specs, lateness_ms).map_err(|e| error(&e.name, e.to_string()))?;
+        let derived = self
+            .derived
+            .into_iter()
+            .map(|(name, expr, position)| DerivedSpec {
+                name,
+                expr,
+                position,
+            })
+            .collect();
+        let plan = Plan::new(specs, lateness_ms)
+            .and_then(|plan| plan.with_derived(derived))
+            .map_err(|e| error(&e.name, e.to_string()))?;
         let mut config = PipelineConfig::for_plan(plan);
         if let Some(field) = self.time_field {
             config.time_field = field;
@@ -253,5 +285,70 @@ impl PipelineBuilder {
         config.state = self.state;
         config.workers = self.workers;
         Ok(Pipeline { config })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pipeline in code with a filter and a derived feature equals its TOML form, event for
+    /// event.
+    #[test]
+    fn filters_and_derived_features_in_code_equal_their_toml_form() {
+        let in_code = Pipeline::builder()
+            .derived("share", "amount / spent_1h")
+            .feature(
+                Feature::new("spent_1h", Agg::Sum, "1h")
+                    .of("amount")
+                    .by(["user.id"])
+                    .filter("kind == 'buy'"),
+            )
+            .build()
+            .expect("valid");
+        let from_toml = Pipeline::from_toml(
+            r#"
+            [[feature]]
+            name = "share"
+            expr = "amount / spent_1h"
+
+            [[feature]]
+            name = "spent_1h"
+            agg = "sum"
+            of = "amount"
+            by = "user.id"
+            window = "1h"
+            where = 'kind == "buy"'
+            "#,
+        )
+        .expect("valid");
+        let input = concat!(
+            r#"{"user":{"id":"u1"},"kind":"buy","amount":30,"ts":1000}"#,
+            "\n",
+            r#"{"user":{"id":"u1"},"kind":"refund","amount":10,"ts":2000}"#,
+            "\n",
+            r#"{"user":{"id":"u1"},"kind":"buy","amount":10,"ts":3000}"#,
+            "\n",
+        );
+        let run = |p: &Pipeline| {
+            let (mut out, mut dead) = (Vec::new(), Vec::new());
+            p.run(input.as_bytes(), &mut out, &mut dead).expect("runs");
+            assert!(dead.is_empty());
+            String::from_utf8(out).expect("utf8")
+        };
+        let out = run(&in_code);
+        assert_eq!(out, run(&from_toml));
+        let features: Vec<&str> = out
+            .lines()
+            .map(|l| &l[l.find("\"features\"").expect("features")..])
+            .collect();
+        assert_eq!(
+            features,
+            [
+                r#""features":{"share":1,"spent_1h":30}}"#,
+                r#""features":{"share":0.333333333333333,"spent_1h":30}}"#,
+                r#""features":{"share":0.25,"spent_1h":40}}"#,
+            ]
+        );
     }
 }

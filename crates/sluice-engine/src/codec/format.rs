@@ -237,7 +237,11 @@ impl OutputLayout {
             let (k, slot) = self.origin[f];
             value(k, slot).unwrap_or(FeatureValue::Null)
         };
-        let derived = self.derive(batch, event, n_fields, &feature);
+        let derived = if self.derived.is_empty() {
+            Vec::new()
+        } else {
+            self.derive(batch, event, n_fields, &feature)
+        };
         // A body holds at least the time field, so the object is never empty here.
         out.extend_from_slice(b",\"features\":{");
         for (i, (key, output)) in self.outputs.iter().enumerate() {
@@ -256,6 +260,7 @@ impl OutputLayout {
     }
 
     /// Writes the value of aggregated feature `f`.
+    #[inline]
     fn write_feature(
         &self,
         out: &mut Vec<u8>,
@@ -294,6 +299,7 @@ impl OutputLayout {
 
     /// The derived features of one event (indexed like `plan.derived`), each computed after
     /// those it reads.
+    #[inline(never)]
     fn derive(
         &self,
         batch: &ParsedBatch,
@@ -301,9 +307,6 @@ impl OutputLayout {
         n_fields: usize,
         feature: &impl Fn(usize) -> FeatureValue,
     ) -> Vec<DerivedValue> {
-        if self.derived.is_empty() {
-            return Vec::new();
-        }
         let mut values = vec![DerivedValue::Null; self.derived.len()];
         for &d in &self.derived_order {
             let (compiled, sources) = &self.derived[d];
