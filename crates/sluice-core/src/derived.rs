@@ -120,6 +120,20 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// The same plan, not writing the aggregated features named in `names` (the hidden parts
+    /// of StreamFQL features: computed and read by derived features, not output).
+    pub fn hide(mut self, names: &[String]) -> Plan {
+        let hidden: Vec<usize> = (0..self.features.len())
+            .filter(|&f| names.contains(&self.features[f].name))
+            .collect();
+        self.outputs
+            .retain(|o| !matches!(o, Output::Feature(f) if hidden.contains(f)));
+        self.hidden = hidden;
+        self
+    }
+}
+
 /// An order in which every derived feature comes after the derived features it reads, or a
 /// cycle (indices into `derived`).
 fn evaluation_order(derived: &[Derived]) -> Result<Vec<usize>, Vec<usize>> {

@@ -3,6 +3,7 @@
 //! Everything here is deterministic and free of I/O, threads and clocks, so it can be
 //! property-tested against a brute-force oracle on its own.
 //!
+//! - [`fql`]: StreamFQL, the book's feature language, translated into features.
 //! - [`duration`]: human durations (`90s`, `15m`, `1h`, `7d`) in milliseconds.
 //! - [`expr`]: the expression language of `where` filters and derived `expr` features.
 //! - [`agg`]: the aggregations a feature can use.
@@ -25,6 +26,7 @@ pub mod derived;
 pub mod distinct;
 pub mod duration;
 pub mod expr;
+pub mod fql;
 pub mod key;
 pub mod minmax;
 pub mod numeric;

@@ -114,6 +114,8 @@ pub struct Plan {
     pub expr_fields: Vec<String>,
     /// Every feature of the output, aggregated and derived, in pipeline order.
     pub outputs: Vec<crate::derived::Output>,
+    /// Aggregated features computed but not written (the parts of StreamFQL functions).
+    pub hidden: Vec<usize>,
     /// How far behind the newest event time an event may be and still be accepted.
     pub lateness_ms: i64,
 }
@@ -152,6 +154,7 @@ impl Plan {
             outputs: (0..features.len())
                 .map(crate::derived::Output::Feature)
                 .collect(),
+            hidden: Vec::new(),
             lateness_ms: lateness_ms.max(0),
         };
         let mut canonical = Vec::with_capacity(features.len());

@@ -186,10 +186,12 @@ impl ServeEngine {
             answers.push(KeyFeatures {
                 by: spec.by.clone(),
                 at: used,
+                // Hidden parts of StreamFQL features are not features of the pipeline.
                 features: spec
                     .features
                     .iter()
                     .zip(values)
+                    .filter(|(f, _)| !plan.hidden.contains(f))
                     .map(|(&f, v)| (plan.features[f].name.clone(), v))
                     .collect(),
             });

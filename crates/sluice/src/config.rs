@@ -37,6 +37,9 @@ struct EventSection {
     time_format: Option<Spanned<TimeFormatName>>,
     /// Accepted lateness behind the newest event time. Default `5m`.
     lateness: Option<Spanned<String>>,
+    /// Field holding the event type, for StreamFQL features (`fql`).
+    #[serde(rename = "type")]
+    event_type: Option<Spanned<String>>,
 }
 
 /// `[source]`.
@@ -154,6 +157,9 @@ struct FeatureSection {
     /// A derived feature: an expression over event fields and other features, instead of
     /// `agg`, `of`, `by`, `window`, `granularity` and `where`.
     expr: Option<Spanned<String>>,
+    /// A StreamFQL feature (`SUM(1d, transaction, amount, user_id)`), instead of every other
+    /// setting.
+    fql: Option<Spanned<String>>,
     /// Bucket width; default exact.
     granularity: Option<Spanned<String>>,
     /// Which events are added to the feature's state (a CEL-subset condition).
@@ -418,6 +424,8 @@ pub struct PipelineConfig {
     pub checkpoint: Option<CheckpointConfig>,
     /// `sluice serve` settings.
     pub serve: ServeConfig,
+    /// Each StreamFQL feature's name and its translation as `[[feature]]` TOML.
+    pub fql_forms: Vec<(String, String)>,
 }
 
 impl PipelineConfig {
@@ -440,6 +448,7 @@ impl PipelineConfig {
                 .expect("the default batch wait is valid"),
             checkpoint: None,
             serve: ServeConfig::default(),
+            fql_forms: Vec::new(),
         }
     }
 }
@@ -641,7 +650,11 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
         Some(d) => dead_letters_config(&src, d, &resolve)?,
     };
 
-    let plan = plan_config(&src, &file.feature, lateness_ms)?;
+    let type_field = match event.and_then(|e| e.event_type.as_ref()) {
+        None => None,
+        Some(t) => Some(src.path(t.get_ref(), t.span())?),
+    };
+    let (plan, fql_forms) = plan_config(&src, &file.feature, lateness_ms, type_field.as_deref())?;
     Ok(PipelineConfig {
         path: path.to_owned(),
         plan,
@@ -657,6 +670,7 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
         batch_wait_ms,
         checkpoint,
         serve,
+        fql_forms,
     })
 }
 
@@ -730,7 +744,8 @@ fn plan_config(
     src: &Source<'_>,
     features: &[FeatureSection],
     lateness_ms: i64,
-) -> Result<Plan, ConfigError> {
+    type_field: Option<&str>,
+) -> Result<(Plan, Vec<(String, String)>), ConfigError> {
     if features.is_empty() {
         return Err(src.error(
             None,
@@ -741,13 +756,42 @@ fn plan_config(
     // Index in `features` of each aggregated feature, and the derived ones.
     let mut aggregated = Vec::new();
     let mut derived = Vec::new();
+    // The hidden parts of StreamFQL features, after every written feature.
+    let mut hidden: Vec<(usize, FeatureSpec)> = Vec::new();
+    let mut fql_forms = Vec::new();
     for (position, f) in features.iter().enumerate() {
+        if let Some(fql) = &f.fql {
+            let t = fql_feature(src, f, fql, type_field)?;
+            fql_forms.push((f.name.get_ref().clone(), fql_toml(f.name.get_ref(), &t)));
+            let mut parts = t.aggregations.into_iter();
+            match t.expr {
+                None => {
+                    let a = parts.next().expect("one aggregation without an expression");
+                    aggregated.push(position);
+                    specs.push(fql_spec(src, fql, a)?);
+                }
+                Some(expr) => derived.push(DerivedSpec {
+                    name: f.name.get_ref().clone(),
+                    expr,
+                    position,
+                }),
+            }
+            for part in parts {
+                hidden.push((position, fql_spec(src, fql, part)?));
+            }
+            continue;
+        }
         if let Some(expr) = &f.expr {
             derived.push(derived_feature(src, f, expr, position)?);
             continue;
         }
         aggregated.push(position);
         specs.push(aggregated_feature(src, f)?);
+    }
+    let hidden_names: Vec<String> = hidden.iter().map(|(_, s)| s.name.clone()).collect();
+    for (position, spec) in hidden {
+        aggregated.push(position);
+        specs.push(spec);
     }
     let plan = Plan::new(specs, lateness_ms).map_err(|e| {
         let f = &features[aggregated[e.feature]];
@@ -769,14 +813,107 @@ fn plan_config(
         };
         src.error(Some(span.unwrap_or(f.name.span())), e.to_string())
     })?;
-    plan.with_derived(derived).map_err(|e| {
+    let plan = plan.with_derived(derived).map_err(|e| {
         let f = &features[e.feature];
-        let span = f.expr.as_ref().filter(|_| e.field == "expr");
+        let span = f
+            .expr
+            .as_ref()
+            .or(f.fql.as_ref())
+            .filter(|_| e.field == "expr");
         src.error(
             Some(span.map_or(f.name.span(), Spanned::span)),
             e.to_string(),
         )
+    })?;
+    Ok((plan.hide(&hidden_names), fql_forms))
+}
+
+/// A StreamFQL feature, translated; it takes no other setting.
+fn fql_feature(
+    src: &Source<'_>,
+    f: &FeatureSection,
+    fql: &Spanned<String>,
+    type_field: Option<&str>,
+) -> Result<sluice_core::fql::Translated, ConfigError> {
+    let others = [
+        ("agg", f.agg.as_ref().map(Spanned::span)),
+        ("of", f.of.as_ref().map(Spanned::span)),
+        ("by", f.by.as_ref().map(Spanned::span)),
+        ("window", f.window.as_ref().map(Spanned::span)),
+        ("granularity", f.granularity.as_ref().map(Spanned::span)),
+        ("where", f.filter.as_ref().map(Spanned::span)),
+        ("expr", f.expr.as_ref().map(Spanned::span)),
+    ];
+    if let Some((name, span)) = others.into_iter().find(|(_, s)| s.is_some()) {
+        return Err(src.error(
+            span,
+            format!(
+                "feature `{}` is written in StreamFQL (`fql`): it takes no `{name}`",
+                f.name.get_ref()
+            ),
+        ));
+    }
+    sluice_core::fql::translate(f.name.get_ref(), fql.get_ref(), type_field).map_err(|e| {
+        src.error(
+            Some(fql.span()),
+            format!("feature `{}`: {e}", f.name.get_ref()),
+        )
     })
+}
+
+/// One aggregation of a StreamFQL feature as a feature spec.
+fn fql_spec(
+    src: &Source<'_>,
+    fql: &Spanned<String>,
+    a: sluice_core::fql::Aggregation,
+) -> Result<FeatureSpec, ConfigError> {
+    let window_ms =
+        parse_duration(&a.window).map_err(|e| src.error(Some(fql.span()), e.to_string()))?;
+    Ok(FeatureSpec {
+        name: a.name,
+        agg: a.agg,
+        of: a.of,
+        by: a.by,
+        window_ms,
+        granularity_ms: 1,
+        filter: a.filter,
+    })
+}
+
+/// A StreamFQL feature's translation, as the `[[feature]]` sections one would write.
+fn fql_toml(name: &str, t: &sluice_core::fql::Translated) -> String {
+    let quote = |s: &str| format!("{:?}", s);
+    let mut out = String::new();
+    if let Some(expr) = &t.expr {
+        out.push_str(&format!(
+            "[[feature]]\nname = {}\nexpr = {}\n",
+            quote(name),
+            quote(expr)
+        ));
+    }
+    for a in &t.aggregations {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "[[feature]]\nname = {}\nagg = {}\n",
+            quote(&a.name),
+            quote(a.agg.name())
+        ));
+        if let Some(of) = &a.of {
+            out.push_str(&format!("of = {}\n", quote(of)));
+        }
+        let by: Vec<String> = a.by.iter().map(|b| quote(b)).collect();
+        out.push_str(&format!(
+            "by = [{}]\nwindow = {}\n",
+            by.join(", "),
+            quote(&a.window)
+        ));
+        if let Some(w) = &a.filter {
+            out.push_str(&format!("where = {}\n", quote(w)));
+        }
+    }
+    out
 }
 
 /// A derived feature: `expr` and no aggregation settings.

@@ -328,6 +328,16 @@ fn describe(p: &PipelineConfig) -> String {
             ));
         }
     }
+    for (name, toml) in &p.fql_forms {
+        s.push_str(&format!("  fql feature `{name}`, as TOML:\n"));
+        for line in toml.lines() {
+            if line.is_empty() {
+                s.push('\n');
+            } else {
+                s.push_str(&format!("    {line}\n"));
+            }
+        }
+    }
     if !plan.derived.is_empty() {
         s.push_str("  derived (computed per event, in this order):\n");
         for &d in &plan.derived_order {

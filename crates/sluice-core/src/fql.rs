@@ -1,0 +1,544 @@
+//! StreamFQL, the feature language of the book the seeds come from: `OP(window, event_type,
+//! target, on...)`, translated into Sluice's own features (an aggregation with `of`, `by`,
+//! `window` and a `where` on the event type), and `F_*` functions over nested operators into
+//! a derived feature over hidden aggregated parts.
+//!
+//! - `COUNT(W, T, a, b...)`: events of type `T` by key `[a, b...]` (the target is part of the
+//!   key); `SUM`, `AVG`, `MAX`, `MIN`, `VARIANCE` (population) and `COUNT_DISTINCT(W, T, x,
+//!   k...)`: of field `x` by key `[k...]`.
+//! - `T` is `___ALL___` or `*` for every type; an `on` argument `f="v"` is an equality filter
+//!   and not part of the key.
+//! - `W` is `<n><unit>` with `m`, `h`, `d`, `M` (30 days), or the book's one-letter second
+//!   units `U`=1s, `T`=2s, `A`=5s, `B`=10s, `C`=15s, `D`=20s, `E`=25s, `F`=30s.
+//! - `F_ABS`, `F_ADD`, `F_MINUS`, `F_MULTIPLY`, `F_DIVIDE`, `F_POW`, `F_SQRT`, `F_EXP`,
+//!   `F_LOG` over operators or numbers.
+
+use crate::agg::Agg;
+use crate::path::FieldPath;
+
+/// A StreamFQL feature, translated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translated {
+    /// Aggregations, the first named as the feature when there is no `expr`; the others are
+    /// hidden parts, named `<feature>#<i>`.
+    pub aggregations: Vec<Aggregation>,
+    /// For a function at the top: the derived expression over the parts.
+    pub expr: Option<String>,
+}
+
+/// One aggregation of a StreamFQL feature, in Sluice's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregation {
+    /// Its name: the feature's, or `<feature>#<i>` for a hidden part.
+    pub name: String,
+    /// The aggregation.
+    pub agg: Agg,
+    /// The aggregated field (canonical path), if any.
+    pub of: Option<String>,
+    /// The key fields (canonical paths).
+    pub by: Vec<String>,
+    /// The window, as written in Sluice (`1d`, `90s`).
+    pub window: String,
+    /// The filter: the event type and the `on` conditions (canonical expression text).
+    pub filter: Option<String>,
+}
+
+/// Why a StreamFQL text cannot be translated: the byte offset in the text and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fql at column {}: {message}", .offset + 1)]
+pub struct FqlError {
+    /// Byte offset in the text.
+    pub offset: usize,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+/// A parsed StreamFQL term.
+#[derive(Debug, Clone, PartialEq)]
+enum Term {
+    /// `NAME(args)`.
+    Call {
+        name: String,
+        args: Vec<Term>,
+        at: usize,
+    },
+    /// A bare word, path or number.
+    Word { text: String, at: usize },
+    /// `field="value"`.
+    Condition {
+        field: String,
+        value: String,
+        at: usize,
+    },
+}
+
+impl Term {
+    fn at(&self) -> usize {
+        match self {
+            Term::Call { at, .. } | Term::Word { at, .. } | Term::Condition { at, .. } => *at,
+        }
+    }
+}
+
+/// The operators and what they translate to.
+const AGGREGATIONS: [(&str, &str); 7] = [
+    ("COUNT", "count"),
+    ("SUM", "sum"),
+    ("AVG", "avg"),
+    ("MAX", "max"),
+    ("MIN", "min"),
+    ("VARIANCE", "variance_pop"),
+    ("COUNT_DISTINCT", "distinct_count"),
+];
+
+/// The functions, their expression form and arity.
+const FUNCTIONS: [(&str, &str, usize); 9] = [
+    ("F_ABS", "abs", 1),
+    ("F_ADD", "+", 2),
+    ("F_MINUS", "-", 2),
+    ("F_MULTIPLY", "*", 2),
+    ("F_DIVIDE", "/", 2),
+    ("F_POW", "pow", 2),
+    ("F_SQRT", "sqrt", 1),
+    ("F_EXP", "exp", 1),
+    ("F_LOG", "ln", 1),
+];
+
+/// Translates the StreamFQL `text` of feature `name`; `type_field` is the pipeline's event
+/// type field (`[event] type`), needed unless every operator counts every type.
+pub fn translate(name: &str, text: &str, type_field: Option<&str>) -> Result<Translated, FqlError> {
+    let term = Parser { text, at: 0 }.whole()?;
+    let mut out = Translated {
+        aggregations: Vec::new(),
+        expr: None,
+    };
+    match &term {
+        Term::Call { name: op, .. } if aggregation(op).is_some() => {
+            let a = aggregation_of(&term, name.to_owned(), type_field)?;
+            out.aggregations.push(a);
+        }
+        _ => {
+            let expr = expression(&term, name, type_field, &mut out.aggregations)?;
+            out.expr = Some(expr);
+        }
+    }
+    Ok(out)
+}
+
+fn aggregation(op: &str) -> Option<Agg> {
+    let (_, agg) = AGGREGATIONS.iter().find(|(o, _)| *o == op)?;
+    agg.parse().ok()
+}
+
+/// The derived expression of `term`, adding its aggregations as hidden parts (equal ones
+/// once).
+fn expression(
+    term: &Term,
+    feature: &str,
+    type_field: Option<&str>,
+    parts: &mut Vec<Aggregation>,
+) -> Result<String, FqlError> {
+    match term {
+        Term::Word { text, at } => {
+            if text.parse::<f64>().is_ok_and(f64::is_finite) {
+                Ok(text.clone())
+            } else {
+                Err(FqlError {
+                    offset: *at,
+                    message: format!(
+                        "`{text}` here must be a number or an operator such as SUM(...)"
+                    ),
+                })
+            }
+        }
+        Term::Condition { at, .. } => Err(FqlError {
+            offset: *at,
+            message: "a condition `f=\"v\"` only goes among an operator's key fields".into(),
+        }),
+        Term::Call { name, args, at } => {
+            if aggregation(name).is_some() {
+                let hidden = format!("{feature}#{}", parts.len());
+                let mut part = aggregation_of(term, hidden, type_field)?;
+                let same = parts.iter().find(|p| {
+                    Aggregation {
+                        name: part.name.clone(),
+                        ..(*p).clone()
+                    } == part
+                });
+                return Ok(match same {
+                    Some(p) => format!("`{}`", p.name),
+                    None => {
+                        part.name = format!("{feature}#{}", parts.len());
+                        let reference = format!("`{}`", part.name);
+                        parts.push(part);
+                        reference
+                    }
+                });
+            }
+            if name == "DIFF" {
+                return Err(FqlError {
+                    offset: *at,
+                    message: "DIFF needs the `lag` aggregation, which Sluice does not have yet"
+                        .into(),
+                });
+            }
+            let Some(&(_, form, arity)) = FUNCTIONS.iter().find(|(f, _, _)| f == name) else {
+                let known: Vec<&str> = AGGREGATIONS
+                    .iter()
+                    .map(|(o, _)| *o)
+                    .chain(FUNCTIONS.iter().map(|(f, _, _)| *f))
+                    .collect();
+                return Err(FqlError {
+                    offset: *at,
+                    message: format!("unknown operator `{name}`; valid: {}", known.join(", ")),
+                });
+            };
+            if args.len() != arity {
+                return Err(FqlError {
+                    offset: *at,
+                    message: format!("{name} takes {arity} argument(s), found {}", args.len()),
+                });
+            }
+            let args: Vec<String> = args
+                .iter()
+                .map(|a| expression(a, feature, type_field, parts))
+                .collect::<Result<_, _>>()?;
+            Ok(match (arity, form.chars().all(char::is_alphabetic)) {
+                (_, true) => format!("{form}({})", args.join(", ")),
+                _ => format!("({} {form} {})", args[0], args[1]),
+            })
+        }
+    }
+}
+
+/// The aggregation of an operator call `term`, named `name`.
+fn aggregation_of(
+    term: &Term,
+    name: String,
+    type_field: Option<&str>,
+) -> Result<Aggregation, FqlError> {
+    let Term::Call { name: op, args, at } = term else {
+        unreachable!("called on operator calls");
+    };
+    let agg = aggregation(op).expect("checked by the caller");
+    let err = |offset: usize, message: String| FqlError { offset, message };
+    if args.len() < 3 || (agg != Agg::Count && args.len() < 4) {
+        let shape = if agg == Agg::Count {
+            "COUNT(window, event_type, key, more keys...)"
+        } else {
+            "OP(window, event_type, field, key, more keys...)"
+        };
+        return Err(err(*at, format!("{op} needs at least: {shape}")));
+    }
+    let word = |t: &Term, what: &str| match t {
+        Term::Word { text, .. } => Ok(text.clone()),
+        other => Err(err(other.at(), format!("the {what} must be a plain word"))),
+    };
+    let window = window(&word(&args[0], "window")?).map_err(|m| err(args[0].at(), m))?;
+    let event_type = word(&args[1], "event type")?;
+    let mut conditions = Vec::new();
+    if event_type != "___ALL___" && event_type != "*" {
+        let Some(field) = type_field else {
+            return Err(err(
+                args[1].at(),
+                format!(
+                    "the event type `{event_type}` needs the type field: add `type = \
+                     \"<field>\"` to [event] (or write ___ALL___ for every type)"
+                ),
+            ));
+        };
+        conditions.push(format!("{field} == {}", quoted(&event_type)));
+    }
+    let mut fields = Vec::new();
+    for a in &args[2..] {
+        match a {
+            Term::Condition { field, value, at } => {
+                let path = path(field).map_err(|m| err(*at, m))?;
+                conditions.push(format!("{path} == {}", quoted(value)));
+            }
+            Term::Word { text, at } => fields.push(path(text).map_err(|m| err(*at, m))?),
+            Term::Call { at, .. } => {
+                return Err(err(*at, "an operator cannot be a key field here".into()));
+            }
+        }
+    }
+    let (of, by) = if agg == Agg::Count {
+        (None, fields)
+    } else if fields.is_empty() {
+        return Err(err(*at, format!("{op} needs the field to aggregate")));
+    } else {
+        let of = fields.remove(0);
+        (Some(of), fields)
+    };
+    Ok(Aggregation {
+        name,
+        agg,
+        of,
+        by,
+        window,
+        filter: (!conditions.is_empty()).then(|| conditions.join(" && ")),
+    })
+}
+
+/// A field of an operator as a canonical path (the book writes plain names or dotted paths).
+fn path(text: &str) -> Result<String, String> {
+    FieldPath::parse(text)
+        .map(|p| p.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// A string literal of the expression language.
+fn quoted(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A book window (`1h`, `7d`, `1M`, `3B`) in Sluice's units.
+fn window(text: &str) -> Result<String, String> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = text.split_at(digits);
+    let n: i64 = n
+        .parse()
+        .map_err(|_| format!("window `{text}`: expected a number then a unit"))?;
+    let seconds = match unit {
+        "U" => 1,
+        "T" => 2,
+        "A" => 5,
+        "B" => 10,
+        "C" => 15,
+        "D" => 20,
+        "E" => 25,
+        "F" => 30,
+        "m" => return Ok(format!("{n}m")),
+        "h" => return Ok(format!("{n}h")),
+        "d" => return Ok(format!("{n}d")),
+        "M" => return Ok(format!("{}d", n * 30)),
+        _ => {
+            return Err(format!(
+                "window `{text}`: unknown unit; valid: m, h, d, M (30 days), and the seconds \
+                 U=1, T=2, A=5, B=10, C=15, D=20, E=25, F=30"
+            ))
+        }
+    };
+    Ok(format!("{}s", n * seconds))
+}
+
+/// A recursive-descent reader of StreamFQL terms.
+struct Parser<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl Parser<'_> {
+    fn ws(&mut self) {
+        while self.text[self.at..].starts_with(char::is_whitespace) {
+            self.at += self.text[self.at..]
+                .chars()
+                .next()
+                .map_or(1, char::len_utf8);
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> FqlError {
+        FqlError {
+            offset: self.at,
+            message: message.into(),
+        }
+    }
+
+    /// The whole text: one term and nothing after it.
+    fn whole(mut self) -> Result<Term, FqlError> {
+        let term = self.term(0)?;
+        self.ws();
+        if self.at < self.text.len() {
+            return Err(self.err("unexpected text after the operator"));
+        }
+        Ok(term)
+    }
+
+    fn word(&mut self) -> &str {
+        let start = self.at;
+        let rest = &self.text[start..];
+        let len = rest
+            .find(|c: char| !(c.is_alphanumeric() || matches!(c, '_' | '.' | '*' | '-' | '`')))
+            .unwrap_or(rest.len());
+        self.at += len;
+        &self.text[start..self.at]
+    }
+
+    fn term(&mut self, depth: usize) -> Result<Term, FqlError> {
+        if depth > 32 {
+            return Err(self.err("operators are nested too deep"));
+        }
+        self.ws();
+        let at = self.at;
+        let word = self.word().to_owned();
+        if word.is_empty() {
+            return Err(self.err("expected an operator, a field or a window"));
+        }
+        self.ws();
+        if self.text[self.at..].starts_with('(') {
+            self.at += 1;
+            let mut args = Vec::new();
+            loop {
+                args.push(self.term(depth + 1)?);
+                self.ws();
+                match self.text[self.at..].chars().next() {
+                    Some(',') => self.at += 1,
+                    Some(')') => {
+                        self.at += 1;
+                        break;
+                    }
+                    _ => return Err(self.err("expected `,` or `)`")),
+                }
+            }
+            return Ok(Term::Call {
+                name: word,
+                args,
+                at,
+            });
+        }
+        if self.text[self.at..].starts_with('=') {
+            self.at += 1;
+            self.ws();
+            let value = self.string()?;
+            return Ok(Term::Condition {
+                field: word,
+                value,
+                at,
+            });
+        }
+        Ok(Term::Word { text: word, at })
+    }
+
+    /// A double-quoted value (`\"` and `\\` escaped).
+    fn string(&mut self) -> Result<String, FqlError> {
+        if !self.text[self.at..].starts_with('"') {
+            return Err(self.err("expected a quoted value after `=`, e.g. status=\"failed\""));
+        }
+        self.at += 1;
+        let mut out = String::new();
+        let mut chars = self.text[self.at..].char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => {
+                    self.at += i + 1;
+                    return Ok(out);
+                }
+                '\\' => match chars.next() {
+                    Some((_, e)) => out.push(e),
+                    None => break,
+                },
+                c => out.push(c),
+            }
+        }
+        self.at = self.text.len();
+        Err(self.err("the quoted value is not closed"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn one(text: &str) -> Aggregation {
+        let t = translate("f", text, Some("type")).expect("translates");
+        assert!(t.expr.is_none());
+        t.aggregations.into_iter().next().expect("one")
+    }
+
+    #[test]
+    fn operators_take_the_book_argument_order() {
+        let sum = one("SUM(1d, transaction, amount, user_id)");
+        assert_eq!(
+            (
+                sum.agg,
+                sum.of.as_deref(),
+                sum.by.as_slice(),
+                sum.window.as_str()
+            ),
+            (Agg::Sum, Some("amount"), &["user_id".to_owned()][..], "1d")
+        );
+        assert_eq!(sum.filter.as_deref(), Some(r#"type == "transaction""#));
+        // COUNT: the target is part of the key.
+        let count = one("COUNT(1h, login, user_id, device_id)");
+        assert_eq!((count.agg, count.of), (Agg::Count, None));
+        assert_eq!(count.by, ["user_id", "device_id"]);
+        // An `on` condition filters and leaves the key.
+        let distinct = one(r#"COUNT_DISTINCT(24h, login, device_id, ip_seg24="220.181.111")"#);
+        assert_eq!(distinct.agg, Agg::DistinctCount);
+        assert_eq!(distinct.of.as_deref(), Some("device_id"));
+        assert!(distinct.by.is_empty());
+        assert_eq!(
+            distinct.filter.as_deref(),
+            Some(r#"type == "login" && ip_seg24 == "220.181.111""#)
+        );
+        // Every type; the book's units.
+        let all = one("MAX(3B, ___ALL___, amount, user.id)");
+        assert_eq!((all.window.as_str(), all.filter), ("30s", None));
+        assert_eq!(one("AVG(2M, *, amount, u)").window, "60d");
+    }
+
+    #[test]
+    fn functions_become_a_derived_feature_over_hidden_parts() {
+        let t = translate(
+            "avg_by_hand",
+            "F_DIVIDE(SUM(1d, transaction, amount, user_id), COUNT(1d, transaction, user_id))",
+            Some("type"),
+        )
+        .expect("translates");
+        assert_eq!(t.aggregations.len(), 2);
+        assert_eq!(t.aggregations[0].name, "avg_by_hand#0");
+        assert_eq!(
+            t.expr.as_deref(),
+            Some("(`avg_by_hand#0` / `avg_by_hand#1`)")
+        );
+        // Equal operators are computed once.
+        let t = translate(
+            "g",
+            "F_ADD(F_SQRT(SUM(1h, *, a, k)), SUM(1h, *, a, k))",
+            None,
+        )
+        .expect("translates");
+        assert_eq!(t.aggregations.len(), 1);
+        assert_eq!(t.expr.as_deref(), Some("(sqrt(`g#0`) + `g#0`)"));
+    }
+
+    #[test]
+    fn mistakes_say_where_and_what() {
+        let e = |text: &str, ty: Option<&str>| translate("f", text, ty).expect_err(text);
+        assert!(e("SUM(1d, tx, amount, u)", None)
+            .message
+            .contains("[event]"));
+        assert!(e("SUM(1x, *, amount, u)", None)
+            .message
+            .contains("unknown unit"));
+        assert!(e("HIST(1d, *, a, u)", None)
+            .message
+            .contains("unknown operator"));
+        assert!(e("DIFF(SUM(1d, *, a, u))", None).message.contains("lag"));
+        assert!(e("SUM(1d, *, amount)", None).message.contains("needs"));
+        let unclosed = e("SUM(1d, *, amount, u", None);
+        assert_eq!(unclosed.offset, 20);
+        assert!(
+            unclosed.to_string().starts_with("fql at column 21: "),
+            "{unclosed}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn no_text_panics(text in "[A-Z_(),=\" 0-9a-z*.]{0,40}") {
+            let _ = translate("f", &text, Some("type"));
+        }
+    }
+}
