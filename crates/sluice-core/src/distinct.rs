@@ -272,14 +272,14 @@ impl DistinctSeries {
     /// Whether aligned time `t` is at or after the newest entry and every running window can
     /// slide forward to it (see [`crate::NumericSeries::read_at`]).
     fn in_order(&self, spec: &SeriesSpec, t: i64) -> bool {
-        // Every operation slides all windows to the same time (each to that time minus its
-        // width), so the first window tells for all.
+        // Every window is checked, not only the first: a restored state is only known to be
+        // consistent window by window.
         self.newest().is_none_or(|newest| t >= newest)
             && spec
                 .windows
-                .first()
-                .zip(self.windows.first())
-                .is_none_or(|(w, run)| t.saturating_sub(w.width_ms) >= run.start)
+                .iter()
+                .zip(&self.windows)
+                .all(|(w, run)| t.saturating_sub(w.width_ms) >= run.start)
     }
 
     /// Writes the distinct counts its windows have for an event at `ts` that is not added: as

@@ -134,14 +134,14 @@ impl NumericSeries {
     /// Whether aligned time `t` is at or after the newest bucket and every running window can
     /// slide forward to it (none has already slid past `t - width` for a read at a later time).
     fn in_order(&self, spec: &SeriesSpec, t: i64) -> bool {
-        // Every operation slides all windows to the same time (each to that time minus its
-        // width), so the first window tells for all.
+        // Every window is checked, not only the first: a restored state is only known to be
+        // consistent window by window.
         self.newest().is_none_or(|newest| t >= newest)
             && spec
                 .windows
-                .first()
-                .zip(self.windows.first())
-                .is_none_or(|(w, run)| t.saturating_sub(w.width_ms) >= run.start)
+                .iter()
+                .zip(&self.windows)
+                .all(|(w, run)| t.saturating_sub(w.width_ms) >= run.start)
     }
 
     /// Writes the values its windows have for an event at `ts` that is not added (it lacks the
