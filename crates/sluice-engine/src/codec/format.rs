@@ -186,15 +186,20 @@ impl OutputLayout {
         let derived = plan
             .derived
             .iter()
-            .filter_map(|d| {
-                // A planned expression parses and each of its paths has an input.
-                let ast = sluice_core::expr::parse(&d.spec.expr).ok()?;
-                let mut slot = 0;
-                let compiled = ast.compile(|_| {
-                    slot += 1;
-                    Ok(slot - 1)
-                });
-                Some((compiled.ok()?, d.inputs.clone()))
+            .map(|d| {
+                // A planned expression parses, and its paths are its inputs in order; one that
+                // did not would give null, keeping every other derived feature in its place.
+                let compile = |text: &str| {
+                    let mut slot = 0;
+                    sluice_core::expr::parse(text)?.compile(|_| {
+                        slot += 1;
+                        Ok(slot - 1)
+                    })
+                };
+                let compiled = compile(&d.spec.expr)
+                    .or_else(|_| compile("null"))
+                    .expect("`null` is an expression");
+                (compiled, d.inputs.clone())
             })
             .collect();
         OutputLayout {

@@ -77,14 +77,16 @@ impl Extractor {
         ex.of_fields = plan.fields.iter().map(|f| ex.slot(f)).collect();
         ex.expr_fields = plan.expr_fields.iter().map(|f| ex.slot(f)).collect();
         for text in &plan.filters {
-            // A plan holds only filters that parse (`Plan::new` checks them).
-            let Ok(ast) = expr::parse_filter(text) else {
-                continue;
-            };
-            let compiled = ast.compile(|path| {
-                let path = FieldPath::from_keys(path.to_vec());
-                Ok(ex.slot(&path.to_string()) as u32)
-            });
+            // A plan holds only filters that parse (`Plan::new` checks them); one that did
+            // not would match nothing, and keep its bit in place for the filters after it.
+            let compiled = expr::parse_filter(text)
+                .or_else(|_| expr::parse_filter("false"))
+                .and_then(|ast| {
+                    ast.compile(|path| {
+                        let path = FieldPath::from_keys(path.to_vec());
+                        Ok(ex.slot(&path.to_string()) as u32)
+                    })
+                });
             if let Ok(compiled) = compiled {
                 ex.filters.push(compiled);
             }
