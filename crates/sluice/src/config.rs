@@ -1296,6 +1296,43 @@ mod tests {
     }
 
     #[test]
+    fn language_mistakes_name_the_line_and_the_column_inside_the_expression() {
+        let e = err(&format!(
+            "{BASE}agg = \"count\"\nwindow = \"1d\"\nwhere = \"a == \"\n"
+        ));
+        assert!(
+            e.starts_with("p.toml:6:9: feature `f`: `where`: 1:5: expected an expression"),
+            "{e}"
+        );
+        let e = err("[[feature]]\nname = \"d\"\nexpr = \"d + 1\"\n");
+        assert!(
+            e.starts_with(
+                "p.toml:3:8: feature `d`: derived features read each other in a cycle: d -> d"
+            ),
+            "{e}"
+        );
+        let e = err("[[feature]]\nname = \"d\"\nexpr = \"1\"\nby = \"u\"\n");
+        assert!(
+            e.starts_with("p.toml:4:6: feature `d` is derived (`expr`): it takes no `by`"),
+            "{e}"
+        );
+        let e = err("[[feature]]\nname = \"q\"\nfql = \"SUM(1d, tx, amount, u)\"\n");
+        assert!(
+            e.starts_with("p.toml:3:7: feature `q`: fql at column 9: the event type `tx` needs the type field"),
+            "{e}"
+        );
+        let e = err("[[feature]]\nname = \"q\"\nfql = \"COUNT(1h, *, u)\"\nwindow = \"1d\"\n");
+        assert!(
+            e.starts_with(
+                "p.toml:4:10: feature `q` is written in StreamFQL (`fql`): it takes no `window`"
+            ),
+            "{e}"
+        );
+        let e = err("[[feature]]\nname = \"a\"\nby = \"u\"\nwindow = \"1d\"\n");
+        assert!(e.starts_with("p.toml:2:8: feature `a` needs `agg`"), "{e}");
+    }
+
+    #[test]
     fn errors_name_line_column_and_valid_values() {
         let e = err(&format!("{BASE}agg = \"median\"\nwindow = \"1d\"\n"));
         assert!(
