@@ -633,14 +633,28 @@ fn validate(
                 return Err("wrong_type");
             }
         }
-        if let Some(of) = &f.of {
-            match field(&obj, of) {
-                Field::Bad => return Err("wrong_type"),
-                Field::Val(Val::Str(_) | Val::Bool(_)) if f.agg.is_numeric() => {
-                    return Err("wrong_type")
-                }
-                _ => {}
-            }
+    }
+    // An `of` field is type-checked when the event would be added to a feature aggregating
+    // it (one without a filter, or whose filter matches); it must hold numbers when any
+    // feature sums, averages, or takes the minimum or maximum of it.
+    for f in features {
+        let Some(of) = &f.of else {
+            continue;
+        };
+        let users = features.iter().filter(|g| g.of.as_ref() == Some(of));
+        let checked = users.clone().any(|g| {
+            g.filter
+                .as_ref()
+                .is_none_or(|text| filter_matches(filter_index(text), &obj))
+        });
+        let numeric = users.clone().any(|g| g.agg.is_numeric());
+        if !checked {
+            continue;
+        }
+        match field(&obj, of) {
+            Field::Bad => return Err("wrong_type"),
+            Field::Val(Val::Str(_) | Val::Bool(_)) if numeric => return Err("wrong_type"),
+            _ => {}
         }
     }
     Ok((ts, obj))

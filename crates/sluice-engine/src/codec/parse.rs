@@ -39,6 +39,9 @@ pub struct Extractor {
     filters: Vec<Compiled>,
     /// The capture slot of each field derived features read (`plan.expr_fields`).
     expr_fields: Vec<usize>,
+    /// Per `of` field: `None` when a feature without a filter aggregates it, else the filters
+    /// of the features that do (an event matching none of them is not type-checked there).
+    field_filters: Vec<Option<u64>>,
 }
 
 /// Per-thread scratch space of the parse stage.
@@ -67,6 +70,7 @@ impl Extractor {
             output_key: None,
             filters: Vec::new(),
             expr_fields: Vec::new(),
+            field_filters: field_filters(plan),
         };
         ex.time = ex.slot(time_field);
         ex.key_fields = plan
@@ -373,8 +377,21 @@ impl Extractor {
                 }
             }
         }
+        // Filters first: an `of` field is only type-checked when the event would be added to
+        // a feature aggregating it.
+        let mut matched = 0u64;
+        if rejection.is_none() && !self.filters.is_empty() {
+            let fields = CapturedFields(s);
+            for (i, filter) in self.filters.iter().enumerate() {
+                matched |= u64::from(filter.eval_filter(&fields)) << i;
+            }
+        }
         if rejection.is_none() {
             for (j, &w) in self.of_fields.iter().enumerate() {
+                if self.field_filters[j].is_some_and(|mask| mask & matched == 0) {
+                    out.fields.push(FieldSlot::default());
+                    continue;
+                }
                 match self.field(j, w, s, &mut out.arena) {
                     Ok(slot) => out.fields.push(slot),
                     Err(r) => {
@@ -406,14 +423,8 @@ impl Extractor {
             }
         }
         if !self.filters.is_empty() {
-            let mut matched = 0u64;
-            if rejection.is_none() {
-                let fields = CapturedFields(s);
-                for (i, filter) in self.filters.iter().enumerate() {
-                    matched |= u64::from(filter.eval_filter(&fields)) << i;
-                }
-            }
-            out.matched.push(matched);
+            out.matched
+                .push(if rejection.is_some() { 0 } else { matched });
         }
         if let Some(w) = self.output_key {
             let key = if rejection.is_some() {
@@ -560,6 +571,29 @@ impl Extractor {
             end: arena.len(),
         })
     }
+}
+
+/// Per `of` field of `plan`: `None` when a feature without a filter aggregates it (or copies
+/// it, `last`), else the filters (bit `i`: `plan.filters[i]`) of the features that do.
+fn field_filters(plan: &Plan) -> Vec<Option<u64>> {
+    let mut masks = vec![Some(0u64); plan.fields.len()];
+    let mut add = |field: usize, filter: Option<usize>| {
+        masks[field] = match (masks[field], filter) {
+            (Some(mask), Some(i)) => Some(mask | 1 << i),
+            _ => None,
+        };
+    };
+    for key in &plan.keys {
+        for s in &key.series {
+            if let Some(field) = s.of {
+                add(field, s.filter);
+            }
+        }
+        for &(_, field, filter) in &key.own {
+            add(field, filter);
+        }
+    }
+    masks
 }
 
 /// The slot of captured field `w` for a derived feature: a string's text in the arena.
