@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::gen::{self, GenFormat, GenOptions};
+use crate::gen::{self, GenFormat, GenKind, GenOptions};
 
 /// The benchmark pipeline: six features by user_id (issue #2).
 pub const BENCH_PIPELINE: &str = r#"# The benchmark pipeline: six features by user_id.
@@ -189,12 +189,22 @@ fn compare(opts: &BenchOptions, pipeline: &Path, data: &Path, other: &Path) -> R
     Ok(())
 }
 
-/// The benchmark data for `opts`, generated on first use.
+/// The benchmark data for `opts` (flat transactions), generated on first use.
 pub fn ensure_data(opts: &BenchOptions) -> Result<PathBuf> {
+    ensure_generated(opts, GenKind::Transactions)
+}
+
+/// Generated data of `kind` for `opts`, cached in `opts.dir` under a name that holds every
+/// option (`transactions-…jsonl`, `nested-…jsonl`); generated on first use.
+pub fn ensure_generated(opts: &BenchOptions, kind: GenKind) -> Result<PathBuf> {
     std::fs::create_dir_all(&opts.dir)
         .with_context(|| format!("cannot create {}", opts.dir.display()))?;
+    let name = match kind {
+        GenKind::Transactions => "transactions",
+        GenKind::Nested => "nested",
+    };
     let data = opts.dir.join(format!(
-        "transactions-{}-{}-{}-{}-{}.jsonl",
+        "{name}-{}-{}-{}-{}-{}.jsonl",
         opts.events, opts.users, opts.days, opts.seed, opts.disorder_ms
     ));
     if !data.exists() {
@@ -205,7 +215,8 @@ pub fn ensure_data(opts: &BenchOptions) -> Result<PathBuf> {
         );
         let tmp = data.with_extension("tmp");
         let mut f = File::create(&tmp)?;
-        gen::write_transactions(
+        gen::write_events(
+            kind,
             &GenOptions {
                 events: opts.events,
                 users: opts.users,

@@ -1,4 +1,5 @@
-//! Deterministic synthetic transaction generator behind `sluice gen`.
+//! Deterministic synthetic data behind `sluice gen`: flat transactions (this module, the
+//! default) and nested multi-type events ([`nested`], `--kind nested`).
 //!
 //! The output depends only on [`GenOptions`]: the generator uses its own PRNG
 //! (SplitMix64 seeding xoshiro256**) and integer arithmetic only — no floating
@@ -17,9 +18,32 @@
 //!   generation order with same-timestamp bursts (~5% reuse the previous ts),
 //!   then optionally lowered by up to `disorder_ms` each (arrival disorder).
 
+pub mod nested;
+
 use std::io::{self, Write};
 
-/// Output format of generated transactions.
+pub use nested::write_nested;
+
+/// What `sluice gen` generates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum GenKind {
+    /// Flat transactions (`event_id`, `user_id`, `device_id`, `merchant_id`, `amount`, `ts`).
+    #[default]
+    Transactions,
+    /// Nested logins, transactions and registers (`user.id`, `device.id`, `payload.amount`,
+    /// ...); CSV flattens them into dotted headers (`user.id`).
+    Nested,
+}
+
+/// Writes `opts.events` events of `kind` to `out`; returns the number written.
+pub fn write_events(kind: GenKind, opts: &GenOptions, out: &mut dyn Write) -> io::Result<u64> {
+    match kind {
+        GenKind::Transactions => write_transactions(opts, out),
+        GenKind::Nested => write_nested(opts, out),
+    }
+}
+
+/// Output format of generated events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum GenFormat {
     /// One compact JSON object per line.
@@ -374,16 +398,23 @@ impl Generator {
         off
     }
 
+    /// Event time of event `index`: its offset from `start_ms`, lowered by the disorder.
+    fn event_time(&mut self, index: u64) -> i64 {
+        let off = self.time_offset(index);
+        let ts = self.start_ms.saturating_add_unsigned(off);
+        if self.disorder_ms > 0 {
+            ts.saturating_sub_unsigned(self.rng.upto(self.disorder_ms))
+        } else {
+            ts
+        }
+    }
+
     fn next_tx(&mut self, index: u64) -> Tx {
         let user = self.users.sample(&mut self.rng);
         let device = self.device_for(user);
         let merchant = self.merchants.sample(&mut self.rng);
         let cents = self.amount_cents();
-        let off = self.time_offset(index);
-        let mut ts = self.start_ms.saturating_add_unsigned(off);
-        if self.disorder_ms > 0 {
-            ts = ts.saturating_sub_unsigned(self.rng.upto(self.disorder_ms));
-        }
+        let ts = self.event_time(index);
         Tx {
             index,
             user,

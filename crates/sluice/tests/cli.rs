@@ -256,6 +256,37 @@ fn gen_is_deterministic_and_writes_the_requested_count() {
     );
 }
 
+#[test]
+fn gen_kind_nested_writes_nested_events_and_keeps_the_default() {
+    let args = ["--events", "500", "--seed", "42", "--disorder", "500"];
+    let default = gen(&args);
+    let mut explicit = vec!["--kind", "transactions"];
+    explicit.extend_from_slice(&args);
+    assert_eq!(
+        gen(&explicit),
+        default,
+        "--kind transactions is the default"
+    );
+
+    let mut nested_args = vec!["--kind", "nested"];
+    nested_args.extend_from_slice(&args);
+    let nested = gen(&nested_args);
+    assert_eq!(nested, gen(&nested_args), "same arguments, same bytes");
+    assert_eq!(lines(&nested), 500);
+    for line in text(&nested).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("gen writes JSON lines");
+        assert!(v["user"]["id"].is_string(), "no `user.id` in {line}");
+        assert!(
+            ["login", "transaction", "register"].contains(&v["type"].as_str().unwrap_or("")),
+            "{line}"
+        );
+    }
+    nested_args.extend_from_slice(&["--format", "csv"]);
+    let csv = gen(&nested_args);
+    assert_eq!(lines(&csv), 501);
+    assert!(text(&csv).starts_with("type,ts,user.id,user.country,device.id,"));
+}
+
 // -------------------------------------------------------------------------------------- run
 
 /// (name, agg, of, by, window, granularity) of a feature.

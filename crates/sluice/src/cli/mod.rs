@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sluice::config::{self, PipelineConfig};
-use sluice_bench::gen::{self, GenFormat, GenOptions};
+use sluice_bench::gen::{self, GenFormat, GenKind, GenOptions};
 use sluice_core::{format_duration, SeriesKind};
 
 /// Sluice: exact per-event sliding-window features over streams.
@@ -35,7 +35,8 @@ enum Command {
         /// The pipeline file (TOML).
         pipeline: PathBuf,
     },
-    /// Write deterministic synthetic transactions.
+    /// Write deterministic synthetic events: flat transactions, or nested logins,
+    /// transactions and registers (`--kind nested`).
     Gen(GenArgs),
     /// End-to-end benchmark: generate data, run the benchmark pipeline with each worker count,
     /// compare with a plain serde_json loop.
@@ -112,6 +113,12 @@ struct BenchArgs {
     /// command per round trip), which is far slower.
     #[arg(long, default_value_t = 2_000)]
     naive_events: u64,
+    /// Benchmark the feature language instead: the six-feature pipeline over the transactions
+    /// and a 21-feature pipeline over nested events (`sluice gen --kind nested`: `where`
+    /// filters, nested paths, derived features, every aggregation), interleaved run by run,
+    /// with the ratio of their events/s.
+    #[arg(long, conflicts_with_all = ["against", "redis", "checkpoints", "kafka", "serve"])]
+    language: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -169,7 +176,13 @@ struct ServeArgs {
 
 #[derive(Debug, clap::Args)]
 struct GenArgs {
-    /// Number of transactions.
+    /// What to generate: `transactions` (flat) or `nested` (logins, transactions and
+    /// registers with `user`, `device` and `payload` objects; with `--format csv` the objects
+    /// are flattened into dotted headers such as `user.id`, and a missing or null field is an
+    /// empty cell).
+    #[arg(long, value_enum, default_value_t = GenKind::Transactions)]
+    kind: GenKind,
+    /// Number of events.
     #[arg(long, default_value_t = 1000)]
     events: u64,
     /// Number of distinct users.
@@ -247,6 +260,8 @@ pub fn main() -> ExitCode {
                 config::parse(Path::new("bench.toml"), sluice_bench::BENCH_PIPELINE)
                     .map_err(anyhow::Error::from)
                     .and_then(|p| sluice_bench::checkpoints::run(&opts, &p.plan, args.keys))
+            } else if args.language {
+                sluice_bench::language::run(&opts)
             } else if args.redis.is_empty() {
                 sluice_bench::e2e::run(&opts)
             } else {
@@ -364,7 +379,7 @@ fn generate(args: GenArgs) -> Result<()> {
         }
         _ => Box::new(io::stdout().lock()),
     };
-    gen::write_transactions(&opts, &mut out).context("cannot write generated events")?;
+    gen::write_events(args.kind, &opts, &mut out).context("cannot write generated events")?;
     Ok(())
 }
 
