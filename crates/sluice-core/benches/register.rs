@@ -183,6 +183,13 @@ fn six_features() -> Vec<FeatureSpec> {
     ]
 }
 
+/// `features` and a standard deviation of `amount` over 1d: the amount series then keeps sums
+/// of squares (what a variance costs the series it shares).
+fn with_stddev(mut features: Vec<FeatureSpec>) -> Vec<FeatureSpec> {
+    features.push(feature("amount_sd_1d", Agg::Stddev, Some("amount"), DAY));
+    features
+}
+
 fn register(c: &mut Criterion) {
     // `cargo bench -- --test` runs every benchmark once: skip the week of warm-up there.
     let quick = std::env::args().any(|a| a == "--test");
@@ -204,6 +211,7 @@ fn register(c: &mut Criterion) {
             0.0,
         ),
         ("six_features", six_features(), 0.0),
+        ("six_features/with_stddev", with_stddev(six_features()), 0.0),
         (
             "sum/1d/out_of_order",
             vec![feature("s", Agg::Sum, Some("amount"), DAY)],

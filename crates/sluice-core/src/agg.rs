@@ -21,10 +21,19 @@ pub enum Agg {
     /// Value of the field on the newest event of the window (under the inclusive contract: the
     /// event's own value).
     Last,
+    /// Sample variance of a numeric field: the squared deviations from the mean over `n - 1`
+    /// (null below two values).
+    Variance,
+    /// Sample standard deviation: the square root of [`Agg::Variance`].
+    Stddev,
+    /// Population variance: the squared deviations from the mean over `n` (0 for one value).
+    VariancePop,
+    /// Population standard deviation: the square root of [`Agg::VariancePop`].
+    StddevPop,
 }
 
 /// Every aggregation name, as written in a pipeline file.
-pub const AGG_NAMES: [&str; 7] = [
+pub const AGG_NAMES: [&str; 11] = [
     "count",
     "sum",
     "avg",
@@ -32,6 +41,10 @@ pub const AGG_NAMES: [&str; 7] = [
     "max",
     "distinct_count",
     "last",
+    "variance",
+    "stddev",
+    "variance_pop",
+    "stddev_pop",
 ];
 
 impl Agg {
@@ -45,6 +58,10 @@ impl Agg {
             Agg::Max => "max",
             Agg::DistinctCount => "distinct_count",
             Agg::Last => "last",
+            Agg::Variance => "variance",
+            Agg::Stddev => "stddev",
+            Agg::VariancePop => "variance_pop",
+            Agg::StddevPop => "stddev_pop",
         }
     }
 
@@ -55,7 +72,25 @@ impl Agg {
 
     /// Whether the `of` field must hold numbers.
     pub fn is_numeric(self) -> bool {
-        matches!(self, Agg::Sum | Agg::Avg | Agg::Min | Agg::Max)
+        matches!(
+            self,
+            Agg::Sum
+                | Agg::Avg
+                | Agg::Min
+                | Agg::Max
+                | Agg::Variance
+                | Agg::Stddev
+                | Agg::VariancePop
+                | Agg::StddevPop
+        )
+    }
+
+    /// Whether the aggregation needs sums of squares (the variances and standard deviations).
+    pub fn needs_squares(self) -> bool {
+        matches!(
+            self,
+            Agg::Variance | Agg::Stddev | Agg::VariancePop | Agg::StddevPop
+        )
     }
 }
 
@@ -67,7 +102,10 @@ impl fmt::Display for Agg {
 
 /// An aggregation name that is not one of [`AGG_NAMES`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown aggregation `{0}`; valid: count, sum, avg, min, max, distinct_count, last")]
+#[error(
+    "unknown aggregation `{0}`; valid: count, sum, avg, min, max, distinct_count, last, \
+     variance, stddev, variance_pop, stddev_pop"
+)]
 pub struct UnknownAgg(pub String);
 
 impl FromStr for Agg {
@@ -82,6 +120,10 @@ impl FromStr for Agg {
             "max" => Agg::Max,
             "distinct_count" => Agg::DistinctCount,
             "last" => Agg::Last,
+            "variance" => Agg::Variance,
+            "stddev" => Agg::Stddev,
+            "variance_pop" => Agg::VariancePop,
+            "stddev_pop" => Agg::StddevPop,
             other => return Err(UnknownAgg(other.to_owned())),
         })
     }
@@ -98,6 +140,12 @@ mod tests {
             assert_eq!(agg.name(), name);
         }
         let err = "median".parse::<Agg>().expect_err("unknown");
-        assert!(err.to_string().contains("distinct_count"));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "unknown aggregation `median`; valid: {}",
+                AGG_NAMES.join(", ")
+            )
+        );
     }
 }

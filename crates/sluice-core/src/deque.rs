@@ -120,6 +120,12 @@ where
         Some(item)
     }
 
+    /// The item at position `i` from the front, mutably.
+    #[inline]
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut A::Item> {
+        self.buf.get_mut(self.head + i)
+    }
+
     /// Inserts at position `i` from the front.
     #[inline]
     pub fn insert(&mut self, i: usize, item: A::Item) {

@@ -121,6 +121,17 @@ mod tests {
         );
     }
 
+    /// `by = []`: the global key encodes as no bytes, which no key of one or more fields does
+    /// (each field is at least a tag and a length), so it is one key in one key group.
+    #[test]
+    fn the_global_key_is_empty_and_unlike_any_other() {
+        let global = enc(|_| {});
+        assert!(global.is_empty());
+        assert_eq!(enc(|e| e.str("")).len(), 5);
+        assert_eq!(key_group(&global), key_group(&enc(|_| {})));
+        assert_eq!(key_hash(&global), xxh3_64(b""));
+    }
+
     #[test]
     fn groups_are_stable_and_spread() {
         // Pinned: key groups must not change between versions (checkpoints depend on them).

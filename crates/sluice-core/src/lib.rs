@@ -12,8 +12,11 @@
 //! - [`deque`]: a deque with inline storage for the first few items.
 //! - [`derived`]: derived features, expressions over fields and other features.
 //! - [`sum`]: a drift-free running sum that supports removal, exact for short decimals.
+//! - [`square`]: the same for sums of squares (exact squares of short decimals).
+//! - [`variance`]: variances from a count, a sum and a sum of squares, without cancellation.
+//! - `twofold`: error-free products and double-double arithmetic for the two above.
 //! - [`minmax`]: monotonic deques for the minimum and maximum of a sliding window.
-//! - [`numeric`]: count/sum/avg/min/max registers over sliding windows.
+//! - [`numeric`]: count/sum/avg/min/max/variance registers over sliding windows.
 //! - [`path`]: field paths into nested events (`user.id`, `` payload.`geo.ip` ``).
 //! - [`distinct`]: exact distinct-count registers over sliding windows.
 //! - [`state`]: the registers of one key, fed one event at a time.
@@ -32,9 +35,12 @@ pub mod minmax;
 pub mod numeric;
 pub mod path;
 pub mod plan;
+pub mod square;
 pub mod state;
 pub mod sum;
+mod twofold;
 pub mod value;
+pub mod variance;
 pub mod wire;
 
 pub use agg::Agg;
@@ -44,6 +50,7 @@ pub use key::{group_of, key_group, key_hash, partition_group, shard_of, KeyEncod
 pub use numeric::NumericSeries;
 pub use path::{FieldPath, PathError};
 pub use plan::{FeatureSpec, KeySpec, Plan, PlanError, SeriesKind, SeriesSpec, WindowSpec};
+pub use square::SquareSum;
 pub use state::{FieldObs, KeyState};
 pub use sum::ExactSum;
 pub use value::FeatureValue;

@@ -16,7 +16,7 @@ pub struct FeatureSpec {
     pub agg: Agg,
     /// The aggregated field (required for every aggregation but `count`).
     pub of: Option<String>,
-    /// The key fields (at least one).
+    /// The key fields; none: one global key that every event has.
     pub by: Vec<String>,
     /// Window width in milliseconds.
     pub window_ms: i64,
@@ -33,7 +33,7 @@ pub const MAX_FILTERS: usize = 64;
 /// Which register layout a series uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SeriesKind {
-    /// count / sum / avg / min / max registers.
+    /// count / sum / avg / min / max / variance registers.
     Numeric,
     /// Exact distinct-count registers.
     Distinct,
@@ -63,8 +63,11 @@ pub struct SeriesSpec {
     pub granularity_ms: i64,
     /// Windows, widest last.
     pub windows: Vec<WindowSpec>,
-    /// Whether values (not just presence) are aggregated: sum, avg, min or max.
+    /// Whether values (not just presence) are aggregated: sum, avg, min, max or a variance.
     pub needs_values: bool,
+    /// Whether a feature is a variance or standard deviation: the series then keeps sums of
+    /// squares (per bucket and per window); no other series pays for them.
+    pub needs_squares: bool,
     /// Index into [`Plan::filters`] of the filter deciding which events are added; `None`:
     /// every event with the field.
     pub filter: Option<usize>,
@@ -172,12 +175,6 @@ impl Plan {
                 return Err(err(
                     "name",
                     "the name is used by an earlier feature; names must be unique".into(),
-                ));
-            }
-            if f.by.is_empty() {
-                return Err(err(
-                    "by",
-                    "`by` is empty; give at least one key field, e.g. by = [\"user_id\"]".into(),
                 ));
             }
             if f.agg.needs_of() && f.of.is_none() {
@@ -343,12 +340,14 @@ impl Plan {
                     granularity_ms: f.granularity_ms,
                     windows: Vec::new(),
                     needs_values: false,
+                    needs_squares: false,
                     filter,
                 });
                 key.series.last_mut().expect("just pushed")
             }
         };
         series.needs_values |= f.agg.is_numeric();
+        series.needs_squares |= f.agg.needs_squares();
         let window = match series
             .windows
             .iter()
@@ -465,9 +464,11 @@ pub(crate) mod tests {
             .expect("valid")
             .fingerprint();
         type Change = fn(&mut Vec<FeatureSpec>, &mut i64);
-        let changes: [(&str, Change); 12] = [
+        let changes: [(&str, Change); 15] = [
             ("name", |f, _| f[0].name = "a2".into()),
             ("agg", |f, _| f[0].agg = Agg::Avg),
+            ("variance", |f, _| f[0].agg = Agg::Variance),
+            ("population variance", |f, _| f[0].agg = Agg::VariancePop),
             ("of", |f, _| f[0].of = Some("price".into())),
             ("of absent", |f, _| f[2].of = Some("card".into())),
             ("by", |f, _| f[1].by = vec!["user_id".into()]),
@@ -475,6 +476,7 @@ pub(crate) mod tests {
             ("by split", |f, _| {
                 f[1].by = vec!["user_idmerchant_id".into()]
             }),
+            ("by empty", |f, _| f[2].by = vec![]),
             ("window", |f, _| f[2].window_ms = 2_000),
             ("granularity", |f, _| f[0].granularity_ms = 1_000),
             ("feature order", |f, _| f.swap(0, 2)),
@@ -512,11 +514,30 @@ pub(crate) mod tests {
             Plan::new(vec![f], 0).expect_err("gran").field,
             "granularity"
         );
+    }
+
+    #[test]
+    fn an_empty_by_is_one_global_key() {
+        let plan = Plan::new(
+            vec![
+                feature("n", Agg::Count, None, &[], 10),
+                feature("v", Agg::Variance, Some("amount"), &[], 10),
+                feature("s", Agg::Sum, Some("amount"), &["u"], 10),
+                feature("m", Agg::Max, Some("amount"), &[], 10),
+            ],
+            0,
+        )
+        .expect("valid");
+        assert_eq!(plan.keys.len(), 2);
+        assert!(plan.keys[0].by.is_empty());
+        assert_eq!(plan.keys[0].features, vec![0, 1, 3]);
+        // The variance shares the amount series with the max; only that series keeps squares.
+        let amount = &plan.keys[0].series[1];
         assert_eq!(
-            Plan::new(vec![feature("a", Agg::Count, None, &[], 10)], 0)
-                .expect_err("by")
-                .field,
-            "by"
+            amount.windows[0].outputs,
+            vec![(Agg::Variance, 1), (Agg::Max, 2)]
         );
+        assert!(amount.needs_squares && !plan.keys[0].series[0].needs_squares);
+        assert!(!plan.keys[1].series[0].needs_squares);
     }
 }

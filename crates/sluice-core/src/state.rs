@@ -5,7 +5,7 @@
 
 use crate::bucket_start;
 use crate::distinct::{DistinctScratch, DistinctSeries};
-use crate::numeric::NumericSeries;
+use crate::numeric::{NumericSeries, Squares};
 use crate::plan::{KeySpec, SeriesKind};
 use crate::value::FeatureValue;
 use crate::wire::{Reader, Wire, WireError, Writer};
@@ -36,16 +36,31 @@ fn null_outputs(s: &crate::plan::SeriesSpec, out: &mut [FeatureValue]) {
 /// Numeric and distinct series are kept in separate arrays (in the order of the key spec's
 /// series of each kind) so that neither pays for the other's size, inline for the usual
 /// pipeline (two numeric series, one distinct): a key is one block of memory.
+///
+/// The sums of squares of numeric series with a variance feature are kept apart, behind one
+/// pointer (absent when no series has one), rather than in each series: a numeric series stays
+/// as small as it is without them, and the key grows by that pointer only (504 to 512 bytes,
+/// which is still the allocation size class of the memory backend's boxed states).
 #[derive(Debug, Clone)]
 pub struct KeyState {
     numeric: SmallVec<[NumericSeries; 2]>,
     distinct: SmallVec<[DistinctSeries; 1]>,
+    /// One entry per numeric series: its sums of squares, if it keeps them.
+    squares: Option<Box<SeriesSquares>>,
 }
+
+/// The sums of squares of a key's numeric series, by position.
+type SeriesSquares = SmallVec<[Option<Squares>; 2]>;
 
 impl KeyState {
     /// Empty registers for `spec`.
     pub fn new(spec: &KeySpec) -> Self {
         let of_kind = |kind| spec.series.iter().filter(move |s| s.kind == kind);
+        let squares = spec.series.iter().any(|s| s.needs_squares).then(|| {
+            let per_series =
+                of_kind(SeriesKind::Numeric).map(|s| s.needs_squares.then(|| Squares::new(s)));
+            Box::new(per_series.collect())
+        });
         KeyState {
             numeric: of_kind(SeriesKind::Numeric)
                 .map(NumericSeries::new)
@@ -53,6 +68,7 @@ impl KeyState {
             distinct: of_kind(SeriesKind::Distinct)
                 .map(DistinctSeries::new)
                 .collect(),
+            squares,
         }
     }
 
@@ -79,6 +95,7 @@ impl KeyState {
     ) {
         let matches = |filter: Option<usize>| filter.is_none_or(|i| matched >> i & 1 == 1);
         let (mut numeric, mut distinct) = (self.numeric.iter_mut(), self.distinct.iter_mut());
+        let mut squares = self.squares.as_deref_mut().map(|v| v.iter_mut());
         for s in &spec.series {
             let field = s.of.map(|i| fields[i]).unwrap_or(FieldObs {
                 present: true,
@@ -88,11 +105,17 @@ impl KeyState {
             // A series is always there for a state made by `new` or checked by `check` (a
             // missing one, which only an unchecked decoded state can lack, leaves nulls).
             match s.kind {
-                SeriesKind::Numeric => match numeric.next() {
-                    Some(series) if adds => series.observe(s, ts, field.num, floor, out),
-                    Some(series) => series.read_at(s, ts, out),
-                    None => null_outputs(s, out),
-                },
+                SeriesKind::Numeric => {
+                    let sq = squares
+                        .as_mut()
+                        .and_then(Iterator::next)
+                        .and_then(Option::as_mut);
+                    match numeric.next() {
+                        Some(series) if adds => series.observe(s, ts, field.num, floor, sq, out),
+                        Some(series) => series.read_at(s, ts, sq, out),
+                        None => null_outputs(s, out),
+                    }
+                }
                 SeriesKind::Distinct => match distinct.next() {
                     Some(series) if adds => series.observe(s, ts, field.bytes, floor, scratch, out),
                     Some(series) => series.read_at(s, ts, out),
@@ -115,11 +138,16 @@ impl KeyState {
     pub fn peek(&self, spec: &KeySpec, at: i64, out: &mut [FeatureValue]) {
         out.fill(FeatureValue::Null);
         let (mut numeric, mut distinct) = (self.numeric.iter(), self.distinct.iter());
+        let mut squares = self.squares.as_deref().map(|v| v.iter());
         for s in &spec.series {
             match s.kind {
                 SeriesKind::Numeric => {
+                    let sq = squares
+                        .as_mut()
+                        .and_then(Iterator::next)
+                        .and_then(Option::as_ref);
                     if let Some(series) = numeric.next() {
-                        series.peek(s, at, out);
+                        series.peek(s, at, sq, out);
                     }
                 }
                 SeriesKind::Distinct => {
@@ -155,19 +183,33 @@ impl KeyState {
 
     /// Checks registers decoded from bytes against the key spec they are used with: one series
     /// of each kind per series of the spec, each fitting its series spec (windows, minimum and
-    /// maximum registers, granularity), and the base time being the newest time held.
+    /// maximum registers, sums of squares, granularity), and the base time being the newest
+    /// time held.
     ///
     /// Decoding ([`Wire::get`]) checks the registers' inner consistency; this checks that they
     /// belong to `spec`. A state that passes both is safe to update and query: [`KeyState::decode`]
     /// does both, and is what every reader of stored registers should use.
     pub fn check(&self, spec: &KeySpec) -> Result<(), WireError> {
         let (mut numeric, mut distinct) = (self.numeric.iter(), self.distinct.iter());
+        let squares = self.squares.as_deref();
+        if squares.is_some_and(|v| v.len() != self.numeric.len()) {
+            return Err(WireError(
+                "sums of squares for another number of numeric series",
+            ));
+        }
+        let mut squares = squares.map(|v| v.iter());
         for s in &spec.series {
             match s.kind {
-                SeriesKind::Numeric => numeric
-                    .next()
-                    .ok_or(WireError("fewer numeric series than in the plan"))?
-                    .check(s)?,
+                SeriesKind::Numeric => {
+                    let sq = squares
+                        .as_mut()
+                        .and_then(Iterator::next)
+                        .and_then(Option::as_ref);
+                    numeric
+                        .next()
+                        .ok_or(WireError("fewer numeric series than in the plan"))?
+                        .check(s, sq)?
+                }
                 SeriesKind::Distinct => distinct
                     .next()
                     .ok_or(WireError("fewer distinct series than in the plan"))?
@@ -208,16 +250,21 @@ impl KeyState {
     }
 }
 
-/// The newest time (absolute), then the numeric and the distinct series with times relative
-/// to it. Decoding checks each series' inner consistency and that the base time is the newest
-/// time held, but not the plan: see [`KeyState::decode`].
+/// The newest time (absolute), then the numeric series (each with its sums of squares, if
+/// any) and the distinct series with times relative to it. Decoding checks each series' inner
+/// consistency and that the base time is the newest time held, but not the plan: see
+/// [`KeyState::decode`].
 impl Wire for KeyState {
     fn put(&self, w: &mut Writer<'_>) {
         let base = self.newest().unwrap_or(0);
         w.set_base(0);
         w.i(base);
         w.set_base(base);
-        w.seq(&self.numeric);
+        w.u(self.numeric.len() as u64);
+        for (i, series) in self.numeric.iter().enumerate() {
+            let sq = self.squares.as_deref().and_then(|v| v.get(i)?.as_ref());
+            series.put_with(sq, w);
+        }
         w.seq(&self.distinct);
     }
 
@@ -225,9 +272,21 @@ impl Wire for KeyState {
         r.set_base(0);
         let base = r.i()?;
         r.set_base(base);
+        let n = r.count()?;
+        let mut numeric = SmallVec::with_capacity(n);
+        let mut squares: SeriesSquares = SmallVec::with_capacity(n);
+        for _ in 0..n {
+            let (series, sq) = NumericSeries::get_with(r)?;
+            numeric.push(series);
+            squares.push(sq);
+        }
         let state = KeyState {
-            numeric: r.seq()?,
+            numeric,
             distinct: r.seq()?,
+            squares: squares
+                .iter()
+                .any(Option::is_some)
+                .then(|| Box::new(squares)),
         };
         if state.newest().unwrap_or(0) != base {
             return Err(WireError("a base time that is not the newest time held"));
@@ -392,6 +451,57 @@ mod tests {
         assert_eq!(e.0, "bytes after the registers");
     }
 
+    /// A key spec whose amount series has a variance (beside a sum and a max) over two
+    /// windows, or, with `variance` false, the same series without it.
+    fn variance_plan(variance: bool) -> Plan {
+        let agg = if variance { Agg::StddevPop } else { Agg::Avg };
+        Plan::new(
+            vec![
+                feature("s", Agg::Sum, Some("amount"), &["user"], 60_000),
+                feature("v", agg, Some("amount"), &["user"], 600_000),
+                feature("m", Agg::Max, Some("amount"), &["user"], 60_000),
+                feature("n", Agg::Count, None, &["user"], 60_000),
+            ],
+            10_000,
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn sums_of_squares_round_trip_and_fit_only_a_plan_with_a_variance() {
+        let (with, without) = (variance_plan(true), variance_plan(false));
+        let (with_spec, without_spec) = (&with.keys[0], &without.keys[0]);
+        let state = fed(&with, with_spec);
+        let bytes = encode(&state);
+        let decoded = KeyState::from_bytes(with_spec, &bytes).expect("decodes");
+        assert_eq!(encode(&decoded), bytes);
+        exercise(&with, with_spec, decoded);
+        // Extra: squares where the plan has no variance.
+        let e = KeyState::from_bytes(without_spec, &bytes).expect_err("extra squares");
+        assert_eq!(
+            e.0,
+            "a numeric series has sums of squares but no variance feature"
+        );
+        // Missing: a state without squares read under the plan with a variance.
+        let plain = encode(&fed(&without, without_spec));
+        let e = KeyState::from_bytes(with_spec, &plain).expect_err("missing squares");
+        assert_eq!(
+            e.0,
+            "a numeric series lacks the sums of squares its variance features need"
+        );
+        // Without a variance, the encoding is the one it was before variances existed.
+        assert!(state.squares.is_some() && fed(&without, without_spec).squares.is_none());
+    }
+
+    /// A series without a variance is as large as before variances existed, and the sums of
+    /// squares cost a key one pointer (still one 512-byte block in the memory backend).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn registers_without_a_variance_do_not_grow() {
+        assert_eq!(std::mem::size_of::<NumericSeries>(), 136);
+        assert_eq!(std::mem::size_of::<KeyState>(), 512);
+    }
+
     /// A state of one numeric series (one window, no extremes) written field by field.
     fn numeric_state(buckets: &[(i64, u64)], window: (i64, u64, u64)) -> Vec<u8> {
         let mut bytes = Vec::new();
@@ -421,6 +531,17 @@ mod tests {
         w.u(0); // no extremes
         w.u(0); // no distinct series
         bytes
+    }
+
+    /// Registers without sums of squares keep the layout they had before variances existed
+    /// (written here field by field), both ways: checkpoints of format 6 still read back.
+    #[test]
+    fn the_layout_without_variances_is_unchanged() {
+        let plan = Plan::new(vec![feature("n", Agg::Count, None, &["u"], 100)], 0).expect("valid");
+        let spec = &plan.keys[0];
+        let bytes = numeric_state(&[(10, 1), (20, 2)], (i64::MIN, 0, 3));
+        let state = KeyState::from_bytes(spec, &bytes).expect("decodes");
+        assert_eq!(encode(&state), bytes);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A running sum that supports removal without drift, and is exact for decimal amounts.
 
+use crate::twofold::Dd;
 use crate::wire::{Reader, Wire, WireError, Writer};
 
 /// Scale of the fixed-point part: values with at most nine decimals are summed exactly.
@@ -25,7 +26,7 @@ pub struct ExactSum {
 
 /// `x` in units of 1e-9, when that is exact (the decimal the double was written as).
 #[inline]
-fn as_fixed(x: f64) -> Option<i64> {
+pub(crate) fn as_fixed(x: f64) -> Option<i64> {
     if x.abs() >= FIXED_LIMIT {
         return None;
     }
@@ -60,9 +61,22 @@ impl ExactSum {
         match self.fixed.checked_add(units) {
             Some(f) => self.fixed = f,
             None => {
-                self.add_float(self.fixed as f64 / SCALE);
+                self.add_units_as_float(self.fixed, 1.0);
                 self.fixed = units;
             }
+        }
+    }
+
+    /// Adds `sign * units` (units of 1e-9) to the float part: the whole part (exact in a
+    /// double, below 2^34) and the fraction as a double-double, so that it costs about 1e-25
+    /// instead of a rounding of the total (about 1e-6 near the i64 limit), and a variance
+    /// computed from this sum stays exact to the last digits.
+    #[cold]
+    fn add_units_as_float(&mut self, units: i64, sign: f64) {
+        const UNITS: i64 = 1_000_000_000;
+        let fraction = Dd::new((units % UNITS) as f64).div(SCALE);
+        for part in [(units / UNITS) as f64, fraction.hi, fraction.lo] {
+            self.add_float(sign * part);
         }
     }
 
@@ -91,7 +105,7 @@ impl ExactSum {
         match other.fixed.checked_neg() {
             Some(units) => self.add_fixed(units),
             // Only a sum of exactly i64::MIN units: remove it through the float part.
-            None => self.add_float(-(other.fixed as f64 / SCALE)),
+            None => self.add_units_as_float(other.fixed, -1.0),
         }
         self.add_float(-other.sum);
         self.add_float(-other.compensation);
@@ -101,6 +115,13 @@ impl ExactSum {
     #[inline]
     pub fn clear(&mut self) {
         *self = Self::default();
+    }
+
+    /// The parts of the sum: units of 1e-9, and the float part with its compensation (the
+    /// sum is `units / 1e9 + float + compensation`, exactly).
+    #[inline]
+    pub fn parts(&self) -> (i64, f64, f64) {
+        (self.fixed, self.sum, self.compensation)
     }
 
     /// The current sum.
@@ -167,6 +188,23 @@ mod tests {
             s.sub(big);
         }
         assert!((s.value() - 0.25).abs() < 1e-3, "{}", s.value());
+        // The spill keeps the fraction: the float part holds the spilled units within 1e-15,
+        // where one rounding of their total (9.2e9) would be off by up to 1e-6.
+        let x = 8_000_000.001;
+        let mut one = ExactSum::default();
+        one.add(x);
+        let u = one.parts().0;
+        let n = i64::MAX / u + 1; // the last addition overflows the fixed part
+        let mut s = ExactSum::default();
+        for _ in 0..n {
+            s.add(x);
+        }
+        let (units, float, compensation) = s.parts();
+        assert_eq!(units, u, "the overflowing addition starts a new fixed part");
+        let spilled = i128::from(n - 1) * i128::from(u);
+        let fraction = (float - (spilled / 1_000_000_000) as f64) + compensation;
+        let want = (spilled % 1_000_000_000) as f64 / SCALE;
+        assert!((fraction - want).abs() < 1e-15, "{fraction} vs {want}");
     }
 
     #[test]

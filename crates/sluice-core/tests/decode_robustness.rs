@@ -21,8 +21,19 @@ fn feature(name: &str, agg: Agg, of: Option<&str>, window_ms: i64, g: i64) -> Fe
 }
 
 /// One key spec with every kind of register: two numeric series (one with min and max over
-/// two windows), a distinct series with two windows, and a coarser series.
+/// two windows), a distinct series with two windows, and a coarser series with sums of
+/// squares (a variance and a standard deviation over two windows).
 fn plan() -> Plan {
+    plan_with(true)
+}
+
+/// [`plan`], with (`squares`) or without its variance features (an average instead).
+fn plan_with(squares: bool) -> Plan {
+    let (var, dev) = if squares {
+        (Agg::Variance, Agg::StddevPop)
+    } else {
+        (Agg::Avg, Agg::Avg)
+    };
     Plan::new(
         vec![
             feature("n", Agg::Count, None, 50, 1),
@@ -32,6 +43,8 @@ fn plan() -> Plan {
             feature("d", Agg::DistinctCount, Some("device"), 50, 1),
             feature("d2", Agg::DistinctCount, Some("device"), 300, 1),
             feature("g", Agg::Avg, Some("amount"), 100, 10),
+            feature("v", var, Some("amount"), 100, 10),
+            feature("sd", dev, Some("amount"), 300, 10),
         ],
         40,
     )
@@ -182,6 +195,30 @@ proptest! {
         }
         if let Ok(state) = KeyState::from_bytes(spec, &bytes) {
             exercise(&plan, spec, state, &more);
+        }
+    }
+
+    /// Sums of squares exactly where the plan has a variance: registers written with them
+    /// never decode under the plan without (extra squares), nor the other way round (missing
+    /// squares), whatever the events; each under its own plan does.
+    #[test]
+    fn squares_missing_or_extra_are_an_error(before in events()) {
+        for (written, read) in [(true, false), (false, true)] {
+            let (wplan, rplan) = (plan_with(written), plan_with(read));
+            let (wspec, rspec) = (&wplan.keys[0], &rplan.keys[0]);
+            let mut state = KeyState::new(wspec);
+            let mut newest = i64::MIN / 2;
+            feed(&wplan, wspec, &mut state, &mut newest, &before);
+            let mut bytes = Vec::new();
+            state.put(&mut Writer::new(&mut bytes, 0));
+            prop_assert!(KeyState::from_bytes(wspec, &bytes).is_ok());
+            let e = KeyState::from_bytes(rspec, &bytes).err();
+            let want = if written {
+                "a numeric series has sums of squares but no variance feature"
+            } else {
+                "a numeric series lacks the sums of squares its variance features need"
+            };
+            prop_assert_eq!(e.map(|e| e.0), Some(want));
         }
     }
 }

@@ -12,10 +12,12 @@
 //! present, matching the filter, and `bucket(x.ts)` in `[bucket(t) - W, bucket(t)]` (both
 //! inclusive), where `bucket(ts) = ts.div_euclid(g) * g`. It is reported for every event with
 //! the key fields, also one that lacks `of` or does not match (then it is not added): an
-//! empty window gives a count, sum or distinct count of 0 and a null average, minimum or
-//! maximum. A feature is null when the event lacks a key field. `last` is the event's own
-//! value when it has `of` and matches, else null. Filters are opaque here: each event carries
-//! random tags, and filter `tag<i>` matches the events with tag `i`.
+//! empty window gives a count, sum or distinct count of 0 and a null average, minimum,
+//! maximum, variance or standard deviation (a sample variance is null below two values, a
+//! population one 0 for one value). A feature is null when the event lacks a key field; an
+//! empty `by` is one key every event has. `last` is the event's own value when it has `of` and
+//! matches, else null. Filters are opaque here: each event carries random tags, and filter
+//! `tag<i>` matches the events with tag `i`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -238,6 +240,14 @@ struct Oracle {
 /// What a feature should be, with what a sum is allowed to deviate by.
 #[derive(Debug, Clone, PartialEq)]
 enum Expected {
+    /// A variance (`root`: its square root, a standard deviation): the exact variance of the
+    /// decimal amounts, and how far the variance of the doubles the registers are given may be
+    /// from it (see [`spread`]).
+    Spread {
+        variance: f64,
+        representation: f64,
+        root: bool,
+    },
     Null,
     Int(u64),
     /// An exact value in cents over a divisor (1 for a sum, the count for an average), and the
@@ -313,6 +323,8 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expe
     let lo = hi - f.window_ms;
     let mut count = 0u64;
     let mut cents = 0i64;
+    let mut squares = 0i128;
+    let mut beyond_exact = 0f64;
     let mut negative = false;
     let mut min = i64::MAX;
     let mut max = i64::MIN;
@@ -333,6 +345,10 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expe
         count += 1;
         if let Some(c) = x.cents.filter(|_| of == Some("amount")) {
             cents += c;
+            squares += i128::from(c) * i128::from(c);
+            if c.abs() as f64 / 100.0 >= EXACT_BELOW {
+                beyond_exact = beyond_exact.max(c.abs() as f64 / 100.0);
+            }
             negative |= c < 0;
             min = min.min(c);
             max = max.max(c);
@@ -350,6 +366,9 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expe
         cents.abs() as f64 / 100.0
     };
     match f.agg {
+        Agg::Variance | Agg::Stddev | Agg::VariancePop | Agg::StddevPop => {
+            spread(f.agg, count, cents, squares, beyond_exact)
+        }
         Agg::Avg | Agg::Min | Agg::Max if count == 0 => Expected::Null,
         Agg::Count => Expected::Int(count),
         Agg::DistinctCount => Expected::Int(distinct.len() as u64),
@@ -369,8 +388,70 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expe
     }
 }
 
+/// Two-decimal amounts below this (2^23) reach the registers as exact decimals: their double
+/// is within 4.7e-10 of the decimal, which the registers recover (docs/semantics.md). Larger
+/// ones may reach them as the nearest double.
+const EXACT_BELOW: f64 = 8_388_608.0;
+
+/// The expected variance of `n` amounts with `cents` and `squares` the sum of their cents and
+/// of their squares, exactly (integers), `beyond` the largest amount beyond [`EXACT_BELOW`] (0
+/// if none).
+///
+/// Amounts beyond the exact range reach the registers as doubles `X + δ` with
+/// `|δ| <= ε·|X|` (ε: f64::EPSILON, twice the rounding of the nearest double), so their
+/// variance may differ from the decimals' by, with `M2 = Σ(X - mean)²` and `d` the divisor,
+/// `|Σ2(X-mean)(δ-mean δ) + Σ(δ-mean δ)²| / d <= (2·√(M2·n)·δ + n·δ²) / d`
+/// (Cauchy-Schwarz): that is `representation`, 0 for amounts in the exact range.
+fn spread(agg: Agg, n: u64, cents: i64, squares: i128, beyond: f64) -> Expected {
+    let population = matches!(agg, Agg::VariancePop | Agg::StddevPop);
+    let root = matches!(agg, Agg::Stddev | Agg::StddevPop);
+    if n == 0 || (n == 1 && !population) {
+        return Expected::Null;
+    }
+    let (n, s) = (i128::from(n), i128::from(cents));
+    let d = if population { n } else { n - 1 };
+    // n·M2 in cents², exactly.
+    let n_m2 = n * squares - s * s;
+    let variance = n_m2 as f64 / (n * d) as f64 / 1e4;
+    let m2 = n_m2 as f64 / n as f64 / 1e4;
+    let delta = f64::EPSILON * beyond;
+    let nf = n as f64;
+    let representation = (2.0 * (m2 * nf).sqrt() * delta + nf * delta * delta) / d as f64;
+    Expected::Spread {
+        variance,
+        representation,
+        root,
+    }
+}
+
+/// Whether a variance (or its root) is within tolerance: `1e-12` relative for the arithmetic
+/// (the registers compute exact decimal variances within a few roundings, about 1e-15, and
+/// other ones in double-double arithmetic) plus the representation bound of [`spread`]; for a
+/// root, through `|√a - √b| <= min(|a - b| / √b, √|a - b|)`.
+fn spread_matches(variance: f64, representation: f64, root: bool, got: f64) -> bool {
+    let tolerance = 1e-12 * variance + representation;
+    if !root {
+        return (got - variance).abs() <= tolerance;
+    }
+    let want = variance.sqrt();
+    let through = if want > 0.0 {
+        (tolerance / want).min(tolerance.sqrt())
+    } else {
+        tolerance.sqrt()
+    };
+    (got - want).abs() <= through + 1e-12 * want
+}
+
 fn matches(expected: &Expected, got: &FeatureValue) -> bool {
     match (expected, got) {
+        (
+            Expected::Spread {
+                variance,
+                representation,
+                root,
+            },
+            FeatureValue::Num(v),
+        ) => spread_matches(*variance, *representation, *root, *v),
         (Expected::Null, FeatureValue::Null) | (Expected::Own, FeatureValue::Own) => true,
         (Expected::Int(a), FeatureValue::Int(b)) => a == b,
         (Expected::Exact(a), FeatureValue::Exact(b)) => a.to_bits() == b.to_bits(),
@@ -424,7 +505,7 @@ struct Payload {
 }
 
 /// `(aggregation, of)` choices: several aggregations over the same field, so series are shared.
-const AGGS: [(Agg, Option<&str>); 13] = [
+const AGGS: [(Agg, Option<&str>); 17] = [
     (Agg::Count, None),
     (Agg::Count, Some("amount")),
     (Agg::Sum, Some("amount")),
@@ -438,9 +519,20 @@ const AGGS: [(Agg, Option<&str>); 13] = [
     (Agg::Count, Some("merchant")),
     (Agg::DistinctCount, Some("amount")),
     (Agg::Last, Some("merchant")),
+    (Agg::Variance, Some("amount")),
+    (Agg::Stddev, Some("amount")),
+    (Agg::VariancePop, Some("amount")),
+    (Agg::StddevPop, Some("amount")),
 ];
 
-const BYS: [&[&str]; 4] = [&["user"], &["device"], &["user", "device"], &["merchant"]];
+/// Key specs; the empty one is the global key.
+const BYS: [&[&str]; 5] = [
+    &["user"],
+    &["device"],
+    &["user", "device"],
+    &["merchant"],
+    &[],
+];
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -801,20 +893,67 @@ impl Lcg {
     }
 }
 
-/// Exact windowed cent sums of one key: its events ordered by time and, per window, the running
-/// total of the events at or after the window's start (`newest - width`).
+/// Exact windowed cent moments of one key: its events ordered by time and, per window, the
+/// running totals of the events at or after the window's start (`newest - width`).
 struct CentWindows {
     entries: VecDeque<(i64, i64)>,
     newest: i64,
     runs: Vec<CentRun>,
 }
 
+/// Count, sum and sum of squares of some cents, exactly.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Moments {
+    n: i64,
+    sum: i64,
+    squares: i128,
+}
+
+impl Moments {
+    fn of(entries: impl Iterator<Item = i64>) -> Moments {
+        entries.fold(Moments::default(), |m, c| m.plus(c, 1))
+    }
+
+    /// With `c` added (`sign` 1) or removed (`sign` -1).
+    fn plus(self, c: i64, sign: i64) -> Moments {
+        Moments {
+            n: self.n + sign,
+            sum: self.sum + sign * c,
+            squares: self.squares + i128::from(sign * c) * i128::from(c),
+        }
+    }
+
+    fn add(self, o: Moments) -> Moments {
+        Moments {
+            n: self.n + o.n,
+            sum: self.sum + o.sum,
+            squares: self.squares + o.squares,
+        }
+    }
+
+    fn sub(self, o: Moments) -> Moments {
+        Moments {
+            n: self.n - o.n,
+            sum: self.sum - o.sum,
+            squares: self.squares - o.squares,
+        }
+    }
+
+    /// The sample variance of the values `c / unit` (cents: `unit` 100), from exact
+    /// integers: `(n·Σc² - (Σc)²) / (n·(n-1)) / unit²`, a few roundings of an exact rational.
+    fn sample_variance(self, unit: f64) -> f64 {
+        let n = i128::from(self.n);
+        let s = i128::from(self.sum);
+        (n * self.squares - s * s) as f64 / (n * (n - 1)) as f64 / (unit * unit)
+    }
+}
+
 struct CentRun {
     width: i64,
     /// Index of the first entry at or after the start.
     lo: usize,
-    /// Sum of `entries[lo..]`.
-    total: i64,
+    /// Totals of `entries[lo..]`.
+    total: Moments,
 }
 
 impl CentWindows {
@@ -827,28 +966,28 @@ impl CentWindows {
                 .map(|&width| CentRun {
                     width,
                     lo: 0,
-                    total: 0,
+                    total: Moments::default(),
                 })
                 .collect(),
         }
     }
 
-    fn sum(&self, range: std::ops::Range<usize>) -> i64 {
-        self.entries.range(range).map(|e| e.1).sum()
+    fn range(&self, range: std::ops::Range<usize>) -> Moments {
+        Moments::of(self.entries.range(range).map(|e| e.1))
     }
 
-    /// Adds `cents` at `ts` and returns the exact sum of each window ending at `ts`; entries no
-    /// window of an event at or after `floor` can reach are forgotten.
-    fn push(&mut self, ts: i64, cents: i64, floor: i64, out: &mut Vec<i64>) {
+    /// Adds `cents` at `ts` and returns the exact totals of each window ending at `ts`;
+    /// entries no window of an event at or after `floor` can reach are forgotten.
+    fn push(&mut self, ts: i64, cents: i64, floor: i64, out: &mut Vec<Moments>) {
         out.clear();
         let p = self.entries.partition_point(|e| e.0 <= ts);
         self.entries.insert(p, (ts, cents));
         if ts >= self.newest {
             self.newest = ts;
             for run in &mut self.runs {
-                run.total += cents;
+                run.total = run.total.plus(cents, 1);
                 while self.entries[run.lo].0 < ts - run.width {
-                    run.total -= self.entries[run.lo].1;
+                    run.total = run.total.plus(self.entries[run.lo].1, -1);
                     run.lo += 1;
                 }
                 out.push(run.total);
@@ -858,14 +997,14 @@ impl CentWindows {
                 let (width, lo) = (self.runs[i].width, self.runs[i].lo);
                 let a = self.entries.partition_point(|e| e.0 < ts - width);
                 if p >= lo {
-                    self.runs[i].total += cents;
+                    self.runs[i].total = self.runs[i].total.plus(cents, 1);
                     // The window [ts - width, ts] is the run, less what follows `ts`, plus what
                     // precedes the run's start: both at most the lateness wide.
-                    let after = self.sum(p + 1..self.entries.len());
-                    out.push(self.runs[i].total - after + self.sum(a..lo));
+                    let after = self.range(p + 1..self.entries.len());
+                    out.push(self.runs[i].total.sub(after).add(self.range(a..lo)));
                 } else {
                     self.runs[i].lo += 1;
-                    out.push(self.sum(a..p + 1));
+                    out.push(self.range(a..p + 1));
                 }
             }
         }
@@ -927,11 +1066,11 @@ fn long_stream_sums_do_not_drift() {
         }];
         states[key].observe(spec, ts, &field, 0, wm - lateness, &mut scratch, &mut out);
         oracles[key].push(ts, cents, wm - lateness, &mut exact);
-        for (got, &want) in out.iter().zip(&exact) {
+        for (got, want) in out.iter().zip(&exact) {
             let FeatureValue::Num(got) = *got else {
                 panic!("sum is a number, got {got:?}");
             };
-            let want = want as f64 / 100.0;
+            let want = want.sum as f64 / 100.0;
             let rel = ((got - want) / want).abs();
             worst = worst.max(rel);
             assert!(
@@ -942,6 +1081,112 @@ fn long_stream_sums_do_not_drift() {
     }
     // Far tighter than the contract: compensated sums stay within a few ulps (2.2e-16 here).
     assert!(worst < 1e-12, "worst relative error {worst:e}");
+}
+
+/// A million amounts in windows that evict on every event, a few out of order, over keys
+/// that are hard for a variance: 1 000 000.00 plus up to 10.00 (the spread is eleven digits
+/// below the squares; the wide window's sum, about 20 000 amounts, overflows its fixed part),
+/// 8 000 000.00 plus up to 1.00 (squares near the top of the exact range), small amounts with
+/// refunds, and 10 000 000.00 plus up to 1000.00 (beyond the exact range: read as doubles).
+/// Every sample variance and standard deviation stays within 1e-9 relative of the exact one,
+/// computed from integer cents in i128. For the last key the doubles themselves differ from
+/// the decimals (by up to 9.3e-10 each); their exact variance is computed too, from the
+/// doubles as integers of 2^-29, and the registers' arithmetic is checked against it.
+#[test]
+fn long_stream_variances_stay_exact() {
+    const EVENTS: usize = 1_000_000;
+    const KEYS: usize = 4;
+    let windows = [1_000i64, 20_000];
+    let lateness = 50;
+    let plan = Plan::new(
+        vec![
+            feature("v1", Agg::Variance, Some("amount"), windows[0], 1),
+            feature("v2", Agg::Variance, Some("amount"), windows[1], 1),
+            feature("s2", Agg::Stddev, Some("amount"), windows[1], 1),
+        ],
+        lateness,
+    )
+    .expect("valid");
+    let spec = &plan.keys[0];
+    let mut states: Vec<KeyState> = (0..KEYS).map(|_| KeyState::new(spec)).collect();
+    let mut oracles: Vec<CentWindows> = (0..KEYS).map(|_| CentWindows::new(&windows)).collect();
+    // The last key's doubles as integers of 2^-29 (exact between 2^23 and 2^24), less 1e7.
+    const ULPS: f64 = 536_870_912.0;
+    let mut doubles = CentWindows::new(&windows);
+    let mut exact_doubles = Vec::new();
+    let mut worst_doubles = 0.0f64;
+    let mut scratch = DistinctScratch::default();
+    let mut rng = Lcg(0x5A5A);
+    let mut out = [FeatureValue::Null; 3];
+    let mut exact = Vec::new();
+    let mut wm = 1_767_225_600_000i64;
+    let mut worst = [0.0f64; KEYS];
+    for n in 0..EVENTS {
+        wm += i64::from(rng.below(4) == 0);
+        let ts = if rng.below(100) == 0 {
+            wm - rng.below(lateness as u64 + 1) as i64
+        } else {
+            wm
+        };
+        let key = rng.below(KEYS as u64) as usize;
+        let cents = match key {
+            0 => 100_000_000 + rng.below(1_000) as i64,
+            1 => 800_000_000 + rng.below(100) as i64,
+            2 => rng.below(20_000) as i64 - 5_000,
+            _ => 1_000_000_000 + rng.below(100_000) as i64,
+        };
+        let field = [FieldObs {
+            present: true,
+            num: cents as f64 / 100.0,
+            bytes: &[],
+        }];
+        states[key].observe(spec, ts, &field, 0, wm - lateness, &mut scratch, &mut out);
+        oracles[key].push(ts, cents, wm - lateness, &mut exact);
+        if key == KEYS - 1 {
+            let ulps = (field[0].num * ULPS) as i64 - (1e7 * ULPS) as i64;
+            doubles.push(ts, ulps, wm - lateness, &mut exact_doubles);
+            for (got, m) in out[..2].iter().zip(&exact_doubles) {
+                if let (FeatureValue::Num(got), true) = (got, m.n >= 2) {
+                    let want = m.sample_variance(ULPS);
+                    worst_doubles = worst_doubles.max(((got - want) / want).abs());
+                }
+            }
+        }
+        let wants = [exact[0], exact[1], exact[1]];
+        for (i, (got, m)) in out.iter().zip(wants).enumerate() {
+            if m.n < 2 {
+                assert_eq!(*got, FeatureValue::Null, "event {n}: one value");
+                continue;
+            }
+            let FeatureValue::Num(got) = *got else {
+                panic!("event {n}: a variance is a number, got {got:?}");
+            };
+            let want = if i == 2 {
+                m.sample_variance(100.0).sqrt()
+            } else {
+                m.sample_variance(100.0)
+            };
+            let rel = if want == 0.0 {
+                got.abs()
+            } else {
+                ((got - want) / want).abs()
+            };
+            worst[key] = worst[key].max(rel);
+            assert!(
+                rel <= 1e-9,
+                "event {n}, key {key}, feature {i}: {got} vs exact {want} (relative {rel:e})"
+            );
+        }
+    }
+    // Far tighter than the contract: a few roundings where the amounts are exact decimals,
+    // and beyond, the doubles' own distance from the decimals (about 2 · 9.3e-10 / 290 for a
+    // spread of 290) while the variance of the doubles is as exact.
+    assert!(worst[..3].iter().all(|&w| w < 1e-14), "worst: {worst:?}");
+    assert!(worst[3] < 1e-10, "worst: {worst:?}");
+    assert!(
+        worst_doubles < 1e-14,
+        "worst against the doubles: {worst_doubles:e}"
+    );
 }
 
 /// A long stream over many keys with steadily advancing time: dropping expired keys keeps the

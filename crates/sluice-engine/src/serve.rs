@@ -150,7 +150,10 @@ impl ServeEngine {
     }
 
     /// A feature query: the values of every feature whose `by` fields are all in `given`, as
-    /// of `at` (default: each key's newest event time), without adding an event.
+    /// of `at` (default: each key's newest event time), without adding an event. The global
+    /// key (`by = []`) answers a query that gives no key field at all, and only such a query:
+    /// a query for an entity does not also return the global features, and a misspelt key
+    /// field is still an error, not an answer for the global key.
     pub fn query(
         &mut self,
         given: &[(String, KeyValue)],
@@ -167,6 +170,9 @@ impl ServeEngine {
         let mut key = Vec::new();
         for (k, spec) in plan.keys.iter().enumerate() {
             key.clear();
+            if spec.by.is_empty() != given.is_empty() {
+                continue;
+            }
             let mut enc = KeyEncoder::new(&mut key);
             let complete = spec.by.iter().all(|field| {
                 match given.iter().find(|(name, _)| name == field) {

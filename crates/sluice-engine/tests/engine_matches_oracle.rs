@@ -19,9 +19,11 @@
 //! - else accepted: each feature is the aggregation over every accepted event so far (itself
 //!   included) with equal key values (by JSON type and value, numbers by numeric value), the
 //!   `of` field present and not null, and `bucket(x.ts)` in `[bucket(t) - W, bucket(t)]` with
-//!   `bucket(ts) = floor(ts / g) * g`; null if the event lacks a key field; an event without
-//!   the `of` field is not added but reads its window (empty: a count, sum or distinct count
-//!   of 0, anything else null); `last` is the event's own `of` value, null without one.
+//!   `bucket(ts) = floor(ts / g) * g`; null if the event lacks a key field (an empty `by` is
+//!   one key every event has); an event without the `of` field is not added but reads its
+//!   window (empty: a count, sum or distinct count of 0, anything else null; a sample
+//!   variance or deviation is null below two values, a population one 0 for one value);
+//!   `last` is the event's own `of` value, null without one.
 //!
 //! The output must hold one line per accepted event, in input order, equal to the input line
 //! (trailing whitespace trimmed) without its closing `}`, then `,"features":{...}}` with the
@@ -49,8 +51,8 @@ use sluice_engine::{
 // ---------------------------------------------------------------------------------------------
 // Generated input.
 
-/// The key specs a plan draws from.
-const KEY_SPECS: [&[&str]; 5] = [&["u"], &["d"], &["u", "m"], &["m", "d"], &["n.`k.d`"]];
+/// The key specs a plan draws from; the last one is the global key.
+const KEY_SPECS: [&[&str]; 6] = [&["u"], &["d"], &["u", "m"], &["m", "d"], &["n.`k.d`"], &[]];
 
 /// How a record writes its time.
 #[derive(Debug, Clone, Copy)]
@@ -368,6 +370,11 @@ fn agg_of() -> impl Strategy<Value = (Agg, Option<&'static str>)> {
             select(&["v", "v", "v", "w", "n.v"][..])
         )
             .prop_map(|(agg, of)| (agg, Some(of))),
+        (
+            select(&[Agg::Variance, Agg::Stddev, Agg::VariancePop, Agg::StddevPop][..]),
+            select(&["v", "v", "w", "n.v"][..])
+        )
+            .prop_map(|(agg, of)| (agg, Some(of))),
         (select(&[Agg::DistinctCount, Agg::Last][..]), select(ANY))
             .prop_map(|(agg, of)| (agg, Some(of))),
     ]
@@ -382,7 +389,7 @@ fn case() -> impl Strategy<Value = Case> {
         prop::option::weighted(0.4, 0..FILTERS.len()),
     );
     let plan = (
-        subsequence(vec![0usize, 1, 2, 3, 4], 1..=3),
+        subsequence(vec![0usize, 1, 2, 3, 4, 5], 1..=3),
         prop::collection::vec(feature, 1..=6),
         select(&[0i64, 3, 20, 1000][..]),
     );
@@ -582,6 +589,10 @@ enum Expect {
     Approx(f64, f64),
     /// Min or max: exactly.
     Exact(f64),
+    /// A variance or standard deviation of two-decimal amounts, computed from exact integer
+    /// cents: within 1e-12 relative (the engine's are exact decimal variances within a few
+    /// roundings, printed with 15 significant digits), so exactly 0 when it is 0.
+    Spread(f64),
     /// `last`: the event's own value.
     Own(Val),
 }
@@ -717,8 +728,33 @@ fn feature_value(f: &FeatureSpec, accepted: &[Accepted]) -> Expect {
         ),
         Agg::Min => Expect::Exact(nums().fold(f64::INFINITY, f64::min)),
         Agg::Max => Expect::Exact(nums().fold(f64::NEG_INFINITY, f64::max)),
+        Agg::Variance | Agg::Stddev | Agg::VariancePop | Agg::StddevPop => {
+            spread(f.agg, nums().map(cents))
+        }
         Agg::Last => unreachable!("handled above"),
     }
+}
+
+/// The variance (or standard deviation) of amounts given in integer cents, exactly up to the
+/// final roundings: `(n·Σc² - (Σc)²) / (n·d) / 1e4` with `d` = `n - 1` (sample) or `n`.
+fn spread(agg: Agg, cents: impl Iterator<Item = i64>) -> Expect {
+    let population = matches!(agg, Agg::VariancePop | Agg::StddevPop);
+    let (mut n, mut s, mut q) = (0i128, 0i128, 0i128);
+    for c in cents {
+        n += 1;
+        s += i128::from(c);
+        q += i128::from(c) * i128::from(c);
+    }
+    if n == 0 || (n == 1 && !population) {
+        return Expect::Null;
+    }
+    let d = if population { n } else { n - 1 };
+    let variance = (n * q - s * s) as f64 / (n * d) as f64 / 1e4;
+    Expect::Spread(if matches!(agg, Agg::Stddev | Agg::StddevPop) {
+        variance.sqrt()
+    } else {
+        variance
+    })
 }
 
 fn oracle(features: &[FeatureSpec], lateness: i64, lines: &[String]) -> Outcome {
@@ -866,6 +902,7 @@ fn matches(expect: &Expect, got: &Value) -> bool {
             .as_f64()
             .is_some_and(|g| (g - x).abs() <= 1e-9 * x.abs() + 1e-12),
         Expect::Exact(x) => got.as_f64() == Some(*x),
+        Expect::Spread(x) => got.as_f64().is_some_and(|g| (g - x).abs() <= 1e-12 * x),
         Expect::Own(Val::Num(x)) => got.as_f64() == Some(*x),
         Expect::Own(Val::Str(s)) => got.as_str() == Some(s),
         Expect::Own(Val::Bool(b)) => got.as_bool() == Some(*b),

@@ -159,7 +159,13 @@ fn query(engine: &mut ServeEngine, given: &[(String, KeyValue)], at: Option<i64>
     match engine.query(given, at) {
         Err(e) => Reply::error(503, "unavailable", &format!("the state backend failed: {e}")),
         Ok(Err(QueryError::NoKey { valid })) => {
-            let lists: Vec<String> = valid.iter().map(|by| by.join(" and ")).collect();
+            let lists: Vec<String> = valid
+                .iter()
+                .map(|by| match by.is_empty() {
+                    true => "none (the global key: a query without key fields)".to_owned(),
+                    false => by.join(" and "),
+                })
+                .collect();
             Reply::error(
                 400,
                 "no_key",

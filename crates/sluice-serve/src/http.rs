@@ -382,18 +382,27 @@ mod tests {
     use sluice_engine::TimeFormat;
     use tower::ServiceExt;
 
-    /// A server counting events by `user_id` over an hour, with a 1 KB body limit.
-    fn server(registry: SharedRegistry) -> Server {
-        let feature = FeatureSpec {
-            name: "n".into(),
-            agg: Agg::Count,
-            of: None,
-            by: vec!["user_id".into()],
+    /// A feature over an hour.
+    fn feature(name: &str, agg: Agg, of: Option<&str>, by: &[&str]) -> FeatureSpec {
+        FeatureSpec {
+            name: name.into(),
+            agg,
+            of: of.map(Into::into),
+            by: by.iter().map(|b| b.to_string()).collect(),
             window_ms: 3_600_000,
             granularity_ms: 1,
             filter: None,
-        };
-        let plan = Plan::new(vec![feature], 300_000).expect("plan");
+        }
+    }
+
+    /// A server counting events by `user_id` over an hour, with a 1 KB body limit.
+    fn server(registry: SharedRegistry) -> Server {
+        server_of(vec![feature("n", Agg::Count, None, &["user_id"])], registry)
+    }
+
+    /// A server of `features`, with a 1 KB body limit.
+    fn server_of(features: Vec<FeatureSpec>, registry: SharedRegistry) -> Server {
+        let plan = Plan::new(features, 300_000).expect("plan");
         let engine = ServeEngine::new(
             plan,
             "ts",
@@ -455,6 +464,52 @@ mod tests {
             assert!(text.contains(line), "no {line:?} in\n{text}");
         }
         assert!(Arc::ptr_eq(&server.registry(), &registry));
+    }
+
+    /// The global key (`by = []`) answers a query without key fields, and only such a query.
+    #[tokio::test]
+    async fn the_global_key_answers_a_query_without_key_fields() {
+        let features = vec![
+            feature("all", Agg::Count, None, &[]),
+            feature("spread", Agg::Variance, Some("x"), &[]),
+            feature("n", Agg::Count, None, &["user_id"]),
+        ];
+        let router = server_of(features, SharedRegistry::default()).router();
+        for (user, x, ts) in [("a", 1.5, 1), ("b", 2.5, 2), ("a", 4.0, 3)] {
+            let event = format!("{{\"user_id\":\"{user}\",\"x\":{x},\"ts\":{ts}}}");
+            assert_eq!(
+                call(&router, "POST", EVENTS, event.into_bytes()).await.0,
+                200
+            );
+        }
+        // 1.5, 2.5, 4.0: mean 8/3, squared deviations 49/36 + 1/36 + 64/36 = 114/36, over 2:
+        // 57/36.
+        let (status, text) = call(&router, "GET", FEATURES, Vec::new()).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(
+            text,
+            r#"{"keys":[{"by":{},"at":3,"features":{"all":3,"spread":1.58333333333333}}]}"#
+        );
+        let (status, text) = call(&router, "GET", "/v1/features?at=2", Vec::new()).await;
+        assert_eq!(
+            (status, text.contains(r#""all":2,"spread":0.5}"#)),
+            (200, true),
+            "{text}"
+        );
+        // An entity query answers for the entity only.
+        let (status, text) = call(&router, "GET", "/v1/features?user_id=a", Vec::new()).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(
+            text,
+            r#"{"keys":[{"by":{"user_id":"a"},"at":3,"features":{"n":2}}]}"#
+        );
+        // A misspelt key field is an error, not the global answer.
+        let (status, text) = call(&router, "GET", "/v1/features?usr=a", Vec::new()).await;
+        assert_eq!(status, 400, "{text}");
+        assert!(
+            text.contains("none (the global key: a query without key fields)"),
+            "{text}"
+        );
     }
 
     #[tokio::test]

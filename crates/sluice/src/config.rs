@@ -248,7 +248,9 @@ choice_enum!(
 );
 choice_enum!(
     /// `[[feature]] agg`: the names of [`Agg`], in the order of `AGG_NAMES`.
-    AggName, "aggregation", [Count, Sum, Avg, Min, Max, DistinctCount, Last]
+    AggName, "aggregation", [
+        Count, Sum, Avg, Min, Max, DistinctCount, Last, Variance, Stddev, VariancePop, StddevPop
+    ]
 );
 
 impl From<AggName> for Agg {
@@ -261,6 +263,10 @@ impl From<AggName> for Agg {
             AggName::Max => Agg::Max,
             AggName::DistinctCount => Agg::DistinctCount,
             AggName::Last => Agg::Last,
+            AggName::Variance => Agg::Variance,
+            AggName::Stddev => Agg::Stddev,
+            AggName::VariancePop => Agg::VariancePop,
+            AggName::StddevPop => Agg::StddevPop,
         }
     }
 }
@@ -1421,7 +1427,7 @@ mod tests {
             ),
             (
                 format!("{BASE}agg = \"distinctCount\"\n"),
-                "p.toml:4:7: unknown aggregation `distinctCount`; valid: count, sum, avg, min, max, distinct_count, last",
+                "p.toml:4:7: unknown aggregation `distinctCount`; valid: count, sum, avg, min, max, distinct_count, last, variance, stddev, variance_pop, stddev_pop",
             ),
             (
                 format!("{BASE}agg = 5\n"),

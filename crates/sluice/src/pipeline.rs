@@ -133,7 +133,8 @@ pub struct Feature {
 
 impl Feature {
     /// Feature `name`: `agg` over every event of its key in a window of `window` (`"1d"`,
-    /// `"90s"`, ...).
+    /// `"90s"`, ...). The key is given by [`Feature::by`]; without it, the feature is over the
+    /// global key (every event).
     pub fn new(name: impl Into<String>, agg: Agg, window: impl Into<String>) -> Feature {
         Feature {
             name: name.into(),
@@ -152,7 +153,7 @@ impl Feature {
         self
     }
 
-    /// The key fields.
+    /// The key fields; none (the default) is the global key, which every event has.
     pub fn by<S: Into<String>>(mut self, fields: impl IntoIterator<Item = S>) -> Feature {
         self.by = fields.into_iter().map(Into::into).collect();
         self

@@ -76,6 +76,35 @@ fn check_prints_the_plan_of_the_example() {
     }
 }
 
+#[test]
+fn check_prints_a_global_key_and_the_series_with_squares() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("p.toml");
+    write(
+        &path,
+        "[[feature]]\nname = \"all_spread_1h\"\nagg = \"stddev\"\nof = \"amount\"\nby = []\n\
+         window = \"1h\"\n[[feature]]\nname = \"all_max_1h\"\nagg = \"max\"\nof = \"amount\"\n\
+         by = []\nwindow = \"1h\"\n[[feature]]\nname = \"n\"\nagg = \"count\"\nby = \"u\"\n\
+         window = \"1h\"\n",
+    );
+    let out = sluice()
+        .arg("check")
+        .arg(&path)
+        .output()
+        .expect("run sluice check");
+    assert_success(&out, "sluice check");
+    let plan = text(&out.stdout);
+    for expected in [
+        "3 features over 2 keys",
+        "  key [] (global: one key that every event has)\n",
+        "    numeric registers with sums of squares of `amount` (exact), shared by:\n",
+        "      window 1h: all_spread_1h (stddev), all_max_1h (max)\n",
+        "  key [u]\n    numeric registers of events (exact)",
+    ] {
+        assert!(plan.contains(expected), "missing `{expected}` in:\n{plan}");
+    }
+}
+
 /// Writes `contents` as a pipeline file, runs `sluice check` on it, expects a failure and
 /// returns stderr. The message must name `file:line:col`.
 fn check_fails(contents: &str, line: usize, col: usize) -> String {

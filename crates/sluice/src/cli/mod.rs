@@ -300,12 +300,19 @@ fn describe(p: &PipelineConfig) -> String {
         s = s.replace("lateness 1ms", "lateness 0");
     }
     for key in &plan.keys {
-        s.push_str(&format!("  key [{}]\n", key.by.join(", ")));
+        if key.by.is_empty() {
+            s.push_str("  key [] (global: one key that every event has)\n");
+        } else {
+            s.push_str(&format!("  key [{}]\n", key.by.join(", ")));
+        }
         for series in &key.series {
             let of = series
                 .of
                 .map_or("events".to_owned(), |f| format!("`{}`", plan.fields[f]));
             let kind = match series.kind {
+                SeriesKind::Numeric if series.needs_squares => {
+                    "numeric registers with sums of squares"
+                }
                 SeriesKind::Numeric => "numeric registers",
                 SeriesKind::Distinct => "distinct registers",
             };

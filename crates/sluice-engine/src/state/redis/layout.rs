@@ -12,6 +12,8 @@ const LAYOUT_VERSION: &str = "v1";
 pub struct KeyLayout {
     /// `sluice:<namespace>:<fingerprint>:`: everything before the hash tag.
     prefix: String,
+    /// The hash tag of the global key (`by = []`): `global-<fingerprint>`.
+    global_tag: String,
     by: Vec<String>,
     /// Plan field indices whose values the log keeps, ascending.
     fields: Vec<usize>,
@@ -60,6 +62,7 @@ impl KeyLayout {
         let fingerprint = sluice_core::key_hash(identity.as_bytes()) as u32;
         KeyLayout {
             prefix: format!("sluice:{namespace}:{LAYOUT_VERSION}-{fingerprint:08x}:"),
+            global_tag: format!("global-{fingerprint:08x}"),
             by: key.by.clone(),
             fields,
             filtered,
@@ -71,10 +74,18 @@ impl KeyLayout {
     /// injectively: strings as text (with `%`, `{`, `}`, `,`, `=` and control bytes
     /// percent-escaped, and a leading `#` or `!` escaped), numbers as `#42`, booleans as
     /// `!true`.
+    ///
+    /// The global key (`by = []`) has the tag `{global-<fingerprint>}`: an empty `{}` is no
+    /// hash tag in Redis Cluster (the whole name would be hashed), and a tag without `=` is
+    /// never one of an entity key. The fingerprint spreads the global keys of different
+    /// pipelines over the slots.
     pub fn redis_key(&self, encoded: &[u8]) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.prefix.len() + encoded.len() + 16);
         out.extend_from_slice(self.prefix.as_bytes());
         out.push(b'{');
+        if self.by.is_empty() {
+            out.extend_from_slice(self.global_tag.as_bytes());
+        }
         let values = split_encoded(encoded);
         for (i, name) in self.by.iter().enumerate() {
             if i > 0 {
@@ -278,6 +289,44 @@ mod tests {
         assert!(
             c.ends_with(":{user_id=a%2Cmerchant%3D#7%7D,merchant=%23x}"),
             "{c}"
+        );
+    }
+
+    #[test]
+    fn the_global_key_has_an_explicit_tag() {
+        let f = |by: &[&str]| FeatureSpec {
+            name: format!("n{}", by.len()),
+            agg: "count".parse().expect("agg"),
+            of: None,
+            by: by.iter().map(|s| s.to_string()).collect(),
+            window_ms: 60_000,
+            granularity_ms: 1,
+            filter: None,
+        };
+        let plan = Plan::new(vec![f(&[]), f(&["u"])], 0).expect("plan");
+        let layout = KeyLayout::new(&plan, 0, "test");
+        let name = String::from_utf8(layout.redis_key(&[])).expect("utf8");
+        let tag = name
+            .strip_prefix(&layout.prefix)
+            .and_then(|t| t.strip_prefix("{global-"))
+            .and_then(|t| t.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(tag.len(), 8, "{name}");
+        // One slot, the tag's (not the whole name's), the same on every call.
+        let slot = crate::state::redis::slot_of(name.as_bytes());
+        assert_eq!(
+            slot,
+            crate::state::redis::slot_of(&name.as_bytes()[layout.prefix.len()..])
+        );
+        assert_eq!(layout.redis_key(&[]), name.as_bytes());
+        // An entity key of the same pipeline has another prefix and an `=` in its tag.
+        let mut u = Vec::new();
+        KeyEncoder::new(&mut u).str("u1");
+        let other =
+            String::from_utf8(KeyLayout::new(&plan, 1, "test").redis_key(&u)).expect("utf8");
+        assert!(
+            other.ends_with("{u=u1}") && !other.starts_with(&layout.prefix),
+            "{other}"
         );
     }
 
