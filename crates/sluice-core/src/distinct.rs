@@ -272,14 +272,8 @@ impl DistinctSeries {
     /// Whether aligned time `t` is at or after the newest entry and every running window can
     /// slide forward to it (see [`crate::NumericSeries::read_at`]).
     fn in_order(&self, spec: &SeriesSpec, t: i64) -> bool {
-        // Every window is checked, not only the first: a restored state is only known to be
-        // consistent window by window.
         self.newest().is_none_or(|newest| t >= newest)
-            && spec
-                .windows
-                .iter()
-                .zip(&self.windows)
-                .all(|(w, run)| t.saturating_sub(w.width_ms) >= run.start)
+            && crate::numeric::windows_slide_to(spec, self.windows.iter().map(|r| r.start), t)
     }
 
     /// Writes the distinct counts its windows have for an event at `ts` that is not added: as

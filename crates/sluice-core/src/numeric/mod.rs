@@ -172,6 +172,21 @@ fn write_window(
     }
 }
 
+/// Whether every running window of a series, starting at `starts`, can slide forward to
+/// aligned time `t` (none has slid past `t - width` already, for a read at a later time).
+/// Every window is checked, not only the first: a restored state is only known to be
+/// consistent window by window.
+pub(crate) fn windows_slide_to(
+    spec: &SeriesSpec,
+    starts: impl Iterator<Item = i64>,
+    t: i64,
+) -> bool {
+    spec.windows
+        .iter()
+        .zip(starts)
+        .all(|(w, start)| t.saturating_sub(w.width_ms) >= start)
+}
+
 impl NumericSeries {
     /// An empty series for `spec`.
     pub fn new(spec: &SeriesSpec) -> Self {
@@ -238,11 +253,7 @@ impl NumericSeries {
     /// slide forward to it (none has already slid past `t - width` for a read at a later time).
     fn in_order(&self, spec: &SeriesSpec, t: i64) -> bool {
         self.newest().is_none_or(|newest| t >= newest)
-            && spec
-                .windows
-                .iter()
-                .zip(&self.windows)
-                .all(|(w, run)| t.saturating_sub(w.width_ms) >= run.start)
+            && windows_slide_to(spec, self.windows.iter().map(|r| r.start), t)
     }
 
     /// Writes the values its windows have for an event at `ts` that is not added (it lacks the
