@@ -79,16 +79,30 @@ pub struct GenOptions {
 /// end, so an unbuffered writer is fine.
 pub fn write_transactions(opts: &GenOptions, out: &mut dyn Write) -> io::Result<u64> {
     let mut gen = Generator::new(opts);
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 256);
-    if opts.format == GenFormat::Csv {
-        buf.extend_from_slice(b"event_id,user_id,device_id,merchant_id,amount,ts\n");
-    }
-    for i in 0..opts.events {
+    let header = b"event_id,user_id,device_id,merchant_id,amount,ts\n";
+    write_chunked(opts, header, out, |i, buf| {
         let tx = gen.next_tx(i);
         match opts.format {
-            GenFormat::Jsonl => tx.write_jsonl(&mut buf),
-            GenFormat::Csv => tx.write_csv(&mut buf),
+            GenFormat::Jsonl => tx.write_jsonl(buf),
+            GenFormat::Csv => tx.write_csv(buf),
         }
+    })
+}
+
+/// Writes `opts.events` events, each appended to a buffer by `event(index, buffer)`, after
+/// `csv_header` for CSV output, in chunks of [`CHUNK`] bytes; flushes `out` at the end.
+pub(crate) fn write_chunked(
+    opts: &GenOptions,
+    csv_header: &[u8],
+    out: &mut dyn Write,
+    mut event: impl FnMut(u64, &mut Vec<u8>),
+) -> io::Result<u64> {
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 1024);
+    if opts.format == GenFormat::Csv {
+        buf.extend_from_slice(csv_header);
+    }
+    for i in 0..opts.events {
+        event(i, &mut buf);
         if buf.len() >= CHUNK {
             out.write_all(&buf)?;
             buf.clear();

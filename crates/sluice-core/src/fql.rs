@@ -247,14 +247,14 @@ fn aggregation_of(
                 ),
             ));
         };
-        conditions.push(format!("{field} == {}", quoted(&event_type)));
+        conditions.push(format!("{field} == {}", crate::expr::quote(&event_type)));
     }
     let mut fields = Vec::new();
     for a in &args[2..] {
         match a {
             Term::Condition { field, value, at } => {
                 let path = path(field).map_err(|m| err(*at, m))?;
-                conditions.push(format!("{path} == {}", quoted(value)));
+                conditions.push(format!("{path} == {}", crate::expr::quote(value)));
             }
             Term::Word { text, at } => fields.push(path(text).map_err(|m| err(*at, m))?),
             Term::Call { at, .. } => {
@@ -285,20 +285,6 @@ fn path(text: &str) -> Result<String, String> {
     FieldPath::parse(text)
         .map(|p| p.to_string())
         .map_err(|e| e.to_string())
-}
-
-/// A string literal of the expression language.
-fn quoted(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// A book window (`1h`, `7d`, `1M`, `3B`) in Sluice's units.

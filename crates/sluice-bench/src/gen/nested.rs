@@ -32,7 +32,9 @@
 
 use std::io::{self, Write};
 
-use super::{mix64, push_cents, push_i64, push_u64, GenFormat, GenOptions, Generator, CHUNK};
+use super::{
+    mix64, push_cents, push_i64, push_u64, write_chunked, GenFormat, GenOptions, Generator,
+};
 
 /// Per mille of events that are transactions (logins: [`LOGIN_PERMILLE`], registers the rest).
 pub const TRANSACTION_PERMILLE: u64 = 600;
@@ -90,26 +92,13 @@ const CSV_HEADER: &[u8] =
 /// [`write_transactions`](super::write_transactions).
 pub fn write_nested(opts: &GenOptions, out: &mut dyn Write) -> io::Result<u64> {
     let mut gen = NestedGenerator::new(opts);
-    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 512);
-    if opts.format == GenFormat::Csv {
-        buf.extend_from_slice(CSV_HEADER);
-    }
-    for i in 0..opts.events {
+    write_chunked(opts, CSV_HEADER, out, |i, buf| {
         let event = gen.next_event(i);
         match opts.format {
-            GenFormat::Jsonl => event.write_jsonl(&mut buf),
-            GenFormat::Csv => event.write_csv(&mut buf),
+            GenFormat::Jsonl => event.write_jsonl(buf),
+            GenFormat::Csv => event.write_csv(buf),
         }
-        if buf.len() >= CHUNK {
-            out.write_all(&buf)?;
-            buf.clear();
-        }
-    }
-    if !buf.is_empty() {
-        out.write_all(&buf)?;
-    }
-    out.flush()?;
-    Ok(opts.events)
+    })
 }
 
 /// The type of a nested event.

@@ -47,6 +47,7 @@ pub use ast::{Ast, BinaryOp, Expr, Func, Lit, Method, Path, Type, UnaryOp};
 pub use compile::Compiled;
 pub use error::{ExprError, Pos, Result};
 pub use parser::{parse, MAX_HEIGHT, MAX_NESTING};
+pub use print::quote;
 pub use value::{Fields, Val, Value};
 
 /// Parses a `where` filter: an expression whose value can be a boolean.

@@ -136,6 +136,18 @@ fn write_num(f: &mut Formatter<'_>, n: f64) -> fmt::Result {
     }
 }
 
+/// `s` as a string literal of the language: double-quoted, with `"` `\` and control
+/// characters escaped.
+pub fn quote(s: &str) -> String {
+    struct Quoted<'a>(&'a str);
+    impl fmt::Display for Quoted<'_> {
+        fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+            write_str(f, self.0)
+        }
+    }
+    Quoted(s).to_string()
+}
+
 /// A double-quoted string with `"` `\` and control characters escaped.
 fn write_str(f: &mut Formatter<'_>, s: &str) -> fmt::Result {
     f.write_char('"')?;
