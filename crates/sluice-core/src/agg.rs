@@ -30,10 +30,55 @@ pub enum Agg {
     VariancePop,
     /// Population standard deviation: the square root of [`Agg::VariancePop`].
     StddevPop,
+    /// Value of the field on the oldest event of the window (smallest time, ties by arrival).
+    First,
+    /// Value of the field on the previous event: among the events received before this one,
+    /// in the window, the one with the largest time (ties by latest arrival).
+    Lag,
+    /// The `q` quantile of a numeric field, exact by nearest rank: the k-th smallest value,
+    /// `k = ceil(q * n)`, at least 1.
+    Quantile(Quantile),
+    /// Approximate number of distinct values (HyperLogLog over the window's buckets).
+    DistinctCountApprox,
+}
+
+/// The `q` of a quantile, in billionths: `q` is read to nine decimal places, so that the rank
+/// `ceil(q * n)` is computed exactly in integers (in binary floating point `0.7 * 10` is
+/// `7.000000000000001`, whose ceiling would be 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Quantile(pub u32);
+
+impl Quantile {
+    /// Billionths in one.
+    pub const ONE: u32 = 1_000_000_000;
+
+    /// `q` rounded to nine decimal places; `None` unless `0 < q <= 1`.
+    pub fn new(q: f64) -> Option<Quantile> {
+        let nanos = (q * f64::from(Quantile::ONE)).round();
+        (q > 0.0 && q <= 1.0 && nanos >= 1.0).then_some(Quantile(nanos as u32))
+    }
+
+    /// Whether `q` is in `(0, 1]` (a `quantile` parsed from its name alone has `q = 0` until
+    /// the pipeline gives one).
+    pub fn is_valid(self) -> bool {
+        (1..=Quantile::ONE).contains(&self.0)
+    }
+
+    /// `q` as a number.
+    pub fn q(self) -> f64 {
+        f64::from(self.0) / f64::from(Quantile::ONE)
+    }
+
+    /// The nearest rank among `n >= 1` values: `ceil(q * n)`, between 1 and `n`.
+    pub fn rank(self, n: usize) -> usize {
+        let n = n as u128;
+        let k = (u128::from(self.0) * n).div_ceil(u128::from(Quantile::ONE));
+        k.clamp(1, n.max(1)) as usize
+    }
 }
 
 /// Every aggregation name, as written in a pipeline file.
-pub const AGG_NAMES: [&str; 11] = [
+pub const AGG_NAMES: [&str; 15] = [
     "count",
     "sum",
     "avg",
@@ -45,6 +90,10 @@ pub const AGG_NAMES: [&str; 11] = [
     "stddev",
     "variance_pop",
     "stddev_pop",
+    "first",
+    "lag",
+    "quantile",
+    "distinct_count_approx",
 ];
 
 impl Agg {
@@ -62,6 +111,10 @@ impl Agg {
             Agg::Stddev => "stddev",
             Agg::VariancePop => "variance_pop",
             Agg::StddevPop => "stddev_pop",
+            Agg::First => "first",
+            Agg::Lag => "lag",
+            Agg::Quantile(_) => "quantile",
+            Agg::DistinctCountApprox => "distinct_count_approx",
         }
     }
 
@@ -82,6 +135,22 @@ impl Agg {
                 | Agg::Stddev
                 | Agg::VariancePop
                 | Agg::StddevPop
+                | Agg::Quantile(_)
+        )
+    }
+
+    /// Whether the aggregation keeps the values themselves (first, last, lag, quantile): a
+    /// value series. (`last` is the event's own value when the event is added, and the
+    /// series' newest value otherwise.)
+    pub fn keeps_values(self) -> bool {
+        matches!(self, Agg::First | Agg::Last | Agg::Lag | Agg::Quantile(_))
+    }
+
+    /// Whether an empty window gives 0 rather than null.
+    pub fn is_zero_when_empty(self) -> bool {
+        matches!(
+            self,
+            Agg::Count | Agg::Sum | Agg::DistinctCount | Agg::DistinctCountApprox
         )
     }
 
@@ -104,7 +173,7 @@ impl fmt::Display for Agg {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown aggregation `{0}`; valid: count, sum, avg, min, max, distinct_count, last, \
-     variance, stddev, variance_pop, stddev_pop"
+     variance, stddev, variance_pop, stddev_pop, first, lag, quantile, distinct_count_approx"
 )]
 pub struct UnknownAgg(pub String);
 
@@ -124,6 +193,10 @@ impl FromStr for Agg {
             "stddev" => Agg::Stddev,
             "variance_pop" => Agg::VariancePop,
             "stddev_pop" => Agg::StddevPop,
+            "first" => Agg::First,
+            "lag" => Agg::Lag,
+            "quantile" => Agg::Quantile(Quantile::default()),
+            "distinct_count_approx" => Agg::DistinctCountApprox,
             other => return Err(UnknownAgg(other.to_owned())),
         })
     }
@@ -140,6 +213,11 @@ mod tests {
             assert_eq!(agg.name(), name);
         }
         let err = "median".parse::<Agg>().expect_err("unknown");
+        for (q, n, k) in [(0.7, 10, 7), (0.5, 1, 1), (0.5, 4, 2), (0.9, 11, 10), (1.0, 3, 3)] {
+            assert_eq!(Quantile::new(q).expect("valid").rank(n), k, "q={q} n={n}");
+        }
+        assert_eq!(Quantile::new(1e-12), None);
+        assert_eq!(Quantile::new(1.5), None);
         assert_eq!(
             err.to_string(),
             format!(

@@ -37,6 +37,10 @@ pub enum SeriesKind {
     Numeric,
     /// Exact distinct-count registers.
     Distinct,
+    /// The values themselves, in time order: first, last, lag and quantile.
+    Values,
+    /// HyperLogLog sketches per bucket: approximate distinct counts.
+    Approx,
 }
 
 /// The features of one window width within a series.

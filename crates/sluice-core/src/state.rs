@@ -121,6 +121,7 @@ impl KeyState {
                     Some(series) => series.read_at(s, ts, out),
                     None => null_outputs(s, out),
                 },
+                SeriesKind::Values | SeriesKind::Approx => null_outputs(s, out),
             }
         }
         for &(slot, field, filter) in &spec.own {
@@ -155,6 +156,7 @@ impl KeyState {
                         series.peek(s, at, out);
                     }
                 }
+                SeriesKind::Values | SeriesKind::Approx => {}
             }
         }
     }
@@ -168,6 +170,7 @@ impl KeyState {
             let newest = match s.kind {
                 SeriesKind::Numeric => numeric.next().and_then(NumericSeries::newest),
                 SeriesKind::Distinct => distinct.next().and_then(DistinctSeries::newest),
+                SeriesKind::Values | SeriesKind::Approx => None,
             };
             newest.is_none_or(|t| t < horizon)
         })
@@ -214,6 +217,7 @@ impl KeyState {
                     .next()
                     .ok_or(WireError("fewer distinct series than in the plan"))?
                     .check(s)?,
+                SeriesKind::Values | SeriesKind::Approx => {}
             }
         }
         if numeric.next().is_some() {

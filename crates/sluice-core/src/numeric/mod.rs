@@ -136,7 +136,15 @@ fn value(
     Some(match (agg, count) {
         (Agg::Count, _) => FeatureValue::Int(count),
         (Agg::Sum, _) => FeatureValue::Num(sum.value()),
-        (Agg::DistinctCount | Agg::Last, _) => return None,
+        (
+            Agg::DistinctCount
+            | Agg::Last
+            | Agg::First
+            | Agg::Lag
+            | Agg::Quantile(_)
+            | Agg::DistinctCountApprox,
+            _,
+        ) => return None,
         (_, 0) => FeatureValue::Null,
         (Agg::Avg, _) => FeatureValue::Num(sum.value() / count as f64),
         (Agg::Min, _) => FeatureValue::Exact(extreme(Extreme::Min)),

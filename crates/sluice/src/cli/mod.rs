@@ -315,6 +315,8 @@ fn describe(p: &PipelineConfig) -> String {
                 }
                 SeriesKind::Numeric => "numeric registers",
                 SeriesKind::Distinct => "distinct registers",
+                SeriesKind::Values => "value registers",
+                SeriesKind::Approx => "HyperLogLog sketches",
             };
             let precision = if series.granularity_ms == 1 {
                 "exact".to_owned()

@@ -43,6 +43,8 @@ impl KeyLayout {
                 match s.kind {
                     SeriesKind::Numeric => "num",
                     SeriesKind::Distinct => "distinct",
+                    SeriesKind::Values => "values",
+                    SeriesKind::Approx => "approx",
                 },
                 s.of.map_or("", |i| plan.fields[i].as_str()),
                 s.granularity_ms,
