@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice_core::{Agg, DistinctScratch, FeatureSpec, FeatureValue, FieldObs, KeyState, Plan};
+use sluice_core::{Agg, FeatureSpec, FeatureValue, FieldObs, KeyState, Plan, Scratch};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
@@ -85,7 +85,7 @@ struct Replay {
     amount: Option<usize>,
     device: Option<usize>,
     states: Vec<KeyState>,
-    scratch: DistinctScratch,
+    scratch: Scratch,
     out: Vec<FeatureValue>,
     events: Vec<Event>,
     pos: usize,
@@ -102,7 +102,7 @@ impl Replay {
             amount: field("amount"),
             device: field("device_id"),
             states: (0..USERS).map(|_| KeyState::new(spec)).collect(),
-            scratch: DistinctScratch::default(),
+            scratch: Scratch::default(),
             out: vec![FeatureValue::Null; spec.features.len()],
             events: day(disorder),
             pos: 0,

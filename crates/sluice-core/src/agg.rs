@@ -163,9 +163,13 @@ impl Agg {
     }
 }
 
+/// The name; a quantile with its `q`: `quantile(0.9)`.
 impl fmt::Display for Agg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        match self {
+            Agg::Quantile(q) if q.is_valid() => write!(f, "quantile({})", q.q()),
+            _ => f.write_str(self.name()),
+        }
     }
 }
 
@@ -213,7 +217,13 @@ mod tests {
             assert_eq!(agg.name(), name);
         }
         let err = "median".parse::<Agg>().expect_err("unknown");
-        for (q, n, k) in [(0.7, 10, 7), (0.5, 1, 1), (0.5, 4, 2), (0.9, 11, 10), (1.0, 3, 3)] {
+        for (q, n, k) in [
+            (0.7, 10, 7),
+            (0.5, 1, 1),
+            (0.5, 4, 2),
+            (0.9, 11, 10),
+            (1.0, 3, 3),
+        ] {
             assert_eq!(Quantile::new(q).expect("valid").rank(n), k, "q={q} n={n}");
         }
         assert_eq!(Quantile::new(1e-12), None);

@@ -21,6 +21,7 @@
 //! - [`distinct`]: exact distinct-count registers over sliding windows.
 //! - [`state`]: the registers of one key, fed one event at a time.
 //! - [`value`]: the value of one feature for one event.
+//! - [`values`]: value registers (the values themselves) for first, last, lag and quantile.
 //! - [`wire`]: the compact binary form of registers, for checkpoints and the embedded store.
 
 pub mod agg;
@@ -40,6 +41,7 @@ pub mod state;
 pub mod sum;
 mod twofold;
 pub mod value;
+pub mod values;
 pub mod variance;
 pub mod wire;
 
@@ -51,9 +53,10 @@ pub use numeric::NumericSeries;
 pub use path::{FieldPath, PathError};
 pub use plan::{FeatureSpec, KeySpec, Plan, PlanError, SeriesKind, SeriesSpec, WindowSpec};
 pub use square::SquareSum;
-pub use state::{FieldObs, KeyState};
+pub use state::{FieldObs, KeyState, Scratch};
 pub use sum::ExactSum;
-pub use value::FeatureValue;
+pub use value::{canonical_parts, FeatureValue};
+pub use values::{Stored, ValueScratch, ValueSeries};
 
 /// Aligns an event time to the start of its bucket of width `granularity_ms` (>= 1).
 ///

@@ -75,6 +75,12 @@ pub struct SeriesSpec {
     /// Index into [`Plan::filters`] of the filter deciding which events are added; `None`:
     /// every event with the field.
     pub filter: Option<usize>,
+    /// For a value series: whether the field holds numbers (values are kept as numbers, else
+    /// as canonical bytes).
+    pub numbers: bool,
+    /// For a value series: whether a quantile needs every value (else only the first and the
+    /// newest of each time are kept).
+    pub every_value: bool,
 }
 
 impl SeriesSpec {
@@ -93,8 +99,6 @@ pub struct KeySpec {
     pub features: Vec<usize>,
     /// The register series of this key.
     pub series: Vec<SeriesSpec>,
-    /// `(output slot, field index, filter)` of `last` features: the event's own value.
-    pub own: Vec<(usize, usize, Option<usize>)>,
 }
 
 /// The validated, grouped form of a pipeline's features.
@@ -136,7 +140,8 @@ pub struct PlanError {
     pub feature: usize,
     /// Its name.
     pub name: String,
-    /// The setting at fault: `name`, `of`, `by`, `window`, `granularity`, `where` or `expr`.
+    /// The setting at fault: `name`, `of`, `by`, `window`, `granularity`, `q`, `where` or
+    /// `expr`.
     pub field: &'static str,
     /// What is wrong and what would be valid.
     pub message: String,
@@ -190,8 +195,24 @@ impl Plan {
                     ),
                 ));
             }
+            if let Agg::Quantile(q) = f.agg {
+                if !q.is_valid() {
+                    return Err(err(
+                        "q",
+                        "`quantile` needs `q`, a number in (0, 1], e.g. q = 0.9".into(),
+                    ));
+                }
+            }
             if f.window_ms <= 0 {
                 return Err(err("window", "the window must be positive".into()));
+            }
+            if f.agg == Agg::DistinctCountApprox && f.granularity_ms == 1 {
+                return Err(err(
+                    "granularity",
+                    "`distinct_count_approx` keeps one sketch per bucket and needs a \
+                     `granularity`, e.g. granularity = \"1m\" (exact counts: `distinct_count`)"
+                        .into(),
+                ));
             }
             if f.granularity_ms <= 0 || f.window_ms % f.granularity_ms != 0 {
                 return Err(err(
@@ -221,6 +242,12 @@ impl Plan {
         for key in &mut plan.keys {
             for series in &mut key.series {
                 series.windows.sort_by_key(|w| w.width_ms);
+                if series.kind == SeriesKind::Values {
+                    let of = series.of.expect("value series have `of`");
+                    series.numbers = plan.numeric_fields[of];
+                    // Values kept as text need the field's canonical bytes.
+                    plan.distinct_fields[of] |= !series.numbers;
+                }
             }
         }
         Ok(plan)
@@ -304,7 +331,8 @@ impl Plan {
                 });
         if let Some(of) = of {
             self.numeric_fields[of] |= f.agg.is_numeric();
-            self.distinct_fields[of] |= f.agg == Agg::DistinctCount;
+            self.distinct_fields[of] |=
+                matches!(f.agg, Agg::DistinctCount | Agg::DistinctCountApprox);
         }
         let key = match self.keys.iter().position(|k| k.by == f.by) {
             Some(k) => &mut self.keys[k],
@@ -313,22 +341,17 @@ impl Plan {
                     by: f.by.clone(),
                     features: Vec::new(),
                     series: Vec::new(),
-                    own: Vec::new(),
                 });
                 self.keys.last_mut().expect("just pushed")
             }
         };
         let slot = key.features.len();
         key.features.push(index);
-        if f.agg == Agg::Last {
-            key.own
-                .push((slot, of.expect("`last` has `of`, checked above"), filter));
-            return;
-        }
-        let kind = if f.agg == Agg::DistinctCount {
-            SeriesKind::Distinct
-        } else {
-            SeriesKind::Numeric
+        let kind = match f.agg {
+            Agg::DistinctCount => SeriesKind::Distinct,
+            Agg::DistinctCountApprox => SeriesKind::Approx,
+            agg if agg.keeps_values() => SeriesKind::Values,
+            _ => SeriesKind::Numeric,
         };
         let series = match key.series.iter().position(|s| {
             s.kind == kind
@@ -346,12 +369,15 @@ impl Plan {
                     needs_values: false,
                     needs_squares: false,
                     filter,
+                    numbers: false,
+                    every_value: false,
                 });
                 key.series.last_mut().expect("just pushed")
             }
         };
         series.needs_values |= f.agg.is_numeric();
         series.needs_squares |= f.agg.needs_squares();
+        series.every_value |= matches!(f.agg, Agg::Quantile(_));
         let window = match series
             .windows
             .iter()
@@ -420,14 +446,18 @@ pub(crate) mod tests {
         assert_eq!(plan.keys.len(), 2);
         let user = &plan.keys[0];
         assert_eq!(user.features, vec![0, 1, 2, 3, 5]);
-        assert_eq!(user.series.len(), 3);
+        assert_eq!(user.series.len(), 4);
         assert_eq!(user.series[0].windows.len(), 1);
         assert_eq!(
             user.series[0].windows[0].outputs,
             vec![(Agg::Sum, 0), (Agg::Max, 1)]
         );
         assert!(user.series[0].windows[0].needs_max);
-        assert_eq!(user.own, vec![(4, 0, None)]);
+        let last = &user.series[3];
+        assert_eq!(last.kind, SeriesKind::Values);
+        assert_eq!(last.windows[0].outputs, vec![(Agg::Last, 4)]);
+        // The amounts are numbers (summed): kept as numbers.
+        assert!(last.numbers && !last.every_value);
         assert_eq!(plan.fields, vec!["amount", "device_id"]);
         assert_eq!(plan.numeric_fields, vec![true, false]);
         assert_eq!(plan.distinct_fields, vec![false, true]);

@@ -8,6 +8,7 @@ use crate::distinct::{DistinctScratch, DistinctSeries};
 use crate::numeric::{NumericSeries, Squares};
 use crate::plan::{KeySpec, SeriesKind};
 use crate::value::FeatureValue;
+use crate::values::{Stored, ValueScratch, ValueSeries};
 use crate::wire::{Reader, Wire, WireError, Writer};
 use smallvec::SmallVec;
 
@@ -20,6 +21,16 @@ pub struct FieldObs<'a> {
     pub num: f64,
     /// Its canonical bytes, for distinct-counted fields.
     pub bytes: &'a [u8],
+}
+
+/// Scratch space for updating and reading registers, one per shard; its `values.text` holds
+/// the canonical bytes of the [`FeatureValue::Text`] values written, until the caller takes it.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    /// For counting distinct ids in a range.
+    pub distinct: DistinctScratch,
+    /// For quantiles, and the text of kept values written out.
+    pub values: ValueScratch,
 }
 
 /// Nulls for every feature of series `s` (a state that lacks the series).
@@ -37,30 +48,84 @@ fn null_outputs(s: &crate::plan::SeriesSpec, out: &mut [FeatureValue]) {
 /// series of each kind) so that neither pays for the other's size, inline for the usual
 /// pipeline (two numeric series, one distinct): a key is one block of memory.
 ///
-/// The sums of squares of numeric series with a variance feature are kept apart, behind one
-/// pointer (absent when no series has one), rather than in each series: a numeric series stays
-/// as small as it is without them, and the key grows by that pointer only (504 to 512 bytes,
-/// which is still the allocation size class of the memory backend's boxed states).
+/// What fewer pipelines need is kept apart, behind one pointer (absent when the key spec has
+/// none of it): the sums of squares of numeric series with a variance feature, and the value
+/// series. A numeric series stays as small as it is without them, and the key grows by that
+/// pointer only (504 to 512 bytes, which is still the allocation size class of the memory
+/// backend's boxed states).
 #[derive(Debug, Clone)]
 pub struct KeyState {
     numeric: SmallVec<[NumericSeries; 2]>,
     distinct: SmallVec<[DistinctSeries; 1]>,
-    /// One entry per numeric series: its sums of squares, if it keeps them.
-    squares: Option<Box<SeriesSquares>>,
+    extra: Option<Box<Extra>>,
+}
+
+/// The registers of a key that few pipelines have.
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    /// One entry per numeric series (none when no series keeps them): its sums of squares,
+    /// if it keeps them.
+    squares: SeriesSquares,
+    /// The value series (first, last, lag, quantile), in the key spec's order.
+    values: SmallVec<[ValueSeries; 1]>,
 }
 
 /// The sums of squares of a key's numeric series, by position.
 type SeriesSquares = SmallVec<[Option<Squares>; 2]>;
 
+/// The sums of squares and the value series of a key, to walk alongside its series.
+type ExtraIter<'a> = (
+    Option<std::slice::IterMut<'a, Option<Squares>>>,
+    std::slice::IterMut<'a, ValueSeries>,
+);
+
+impl Extra {
+    fn is_empty(&self) -> bool {
+        self.squares.is_empty() && self.values.is_empty()
+    }
+}
+
 impl KeyState {
+    /// The sums of squares per numeric series, if any series keeps them.
+    fn squares(&self) -> Option<&SeriesSquares> {
+        self.extra
+            .as_deref()
+            .map(|x| &x.squares)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The value series.
+    fn values(&self) -> &[ValueSeries] {
+        self.extra.as_deref().map_or(&[], |x| x.values.as_slice())
+    }
+
+    /// The sums of squares (if any) and the value series of `extra`, for an update.
+    fn extra_mut(extra: &mut Option<Box<Extra>>) -> ExtraIter<'_> {
+        match extra.as_deref_mut() {
+            Some(x) => (
+                (!x.squares.is_empty()).then(|| x.squares.iter_mut()),
+                x.values.iter_mut(),
+            ),
+            None => (None, Default::default()),
+        }
+    }
+
     /// Empty registers for `spec`.
     pub fn new(spec: &KeySpec) -> Self {
         let of_kind = |kind| spec.series.iter().filter(move |s| s.kind == kind);
-        let squares = spec.series.iter().any(|s| s.needs_squares).then(|| {
-            let per_series =
-                of_kind(SeriesKind::Numeric).map(|s| s.needs_squares.then(|| Squares::new(s)));
-            Box::new(per_series.collect())
-        });
+        let squares = if spec.series.iter().any(|s| s.needs_squares) {
+            of_kind(SeriesKind::Numeric)
+                .map(|s| s.needs_squares.then(|| Squares::new(s)))
+                .collect()
+        } else {
+            SmallVec::new()
+        };
+        let extra = Extra {
+            squares,
+            values: of_kind(SeriesKind::Values)
+                .map(|_| ValueSeries::new())
+                .collect(),
+        };
         KeyState {
             numeric: of_kind(SeriesKind::Numeric)
                 .map(NumericSeries::new)
@@ -68,7 +133,7 @@ impl KeyState {
             distinct: of_kind(SeriesKind::Distinct)
                 .map(DistinctSeries::new)
                 .collect(),
-            squares,
+            extra: (!extra.is_empty()).then(|| Box::new(extra)),
         }
     }
 
@@ -90,12 +155,12 @@ impl KeyState {
         fields: &[FieldObs<'_>],
         matched: u64,
         floor: i64,
-        scratch: &mut DistinctScratch,
+        scratch: &mut Scratch,
         out: &mut [FeatureValue],
     ) {
         let matches = |filter: Option<usize>| filter.is_none_or(|i| matched >> i & 1 == 1);
         let (mut numeric, mut distinct) = (self.numeric.iter_mut(), self.distinct.iter_mut());
-        let mut squares = self.squares.as_deref_mut().map(|v| v.iter_mut());
+        let (mut squares, mut values) = Self::extra_mut(&mut self.extra);
         for s in &spec.series {
             let field = s.of.map(|i| fields[i]).unwrap_or(FieldObs {
                 present: true,
@@ -117,29 +182,37 @@ impl KeyState {
                     }
                 }
                 SeriesKind::Distinct => match distinct.next() {
-                    Some(series) if adds => series.observe(s, ts, field.bytes, floor, scratch, out),
+                    Some(series) if adds => {
+                        series.observe(s, ts, field.bytes, floor, &mut scratch.distinct, out)
+                    }
                     Some(series) => series.read_at(s, ts, out),
                     None => null_outputs(s, out),
                 },
-                SeriesKind::Values | SeriesKind::Approx => null_outputs(s, out),
+                SeriesKind::Values => match values.next() {
+                    Some(series) if adds => {
+                        let value = if s.numbers {
+                            Stored::Num(field.num)
+                        } else {
+                            Stored::Text(field.bytes.into())
+                        };
+                        series.observe(s, ts, value, floor, &mut scratch.values, out)
+                    }
+                    Some(series) => series.read_at(s, ts, &mut scratch.values, out),
+                    None => null_outputs(s, out),
+                },
+                SeriesKind::Approx => null_outputs(s, out),
             }
-        }
-        for &(slot, field, filter) in &spec.own {
-            out[slot] = if fields[field].present && matches(filter) {
-                FeatureValue::Own
-            } else {
-                FeatureValue::Null
-            };
         }
     }
 
     /// Writes the value each of the key spec's features would have for an event at `at`,
-    /// without adding one (a feature query): windows end at `at`, inclusive. `last` (which is
-    /// an event's own value) is null, as is every value of an empty window but counts and sums.
-    pub fn peek(&self, spec: &KeySpec, at: i64, out: &mut [FeatureValue]) {
+    /// without adding one (a feature query): windows end at `at`, inclusive. Every value of an
+    /// empty window is null but counts, sums and distinct counts (0).
+    pub fn peek(&self, spec: &KeySpec, at: i64, scratch: &mut Scratch, out: &mut [FeatureValue]) {
         out.fill(FeatureValue::Null);
         let (mut numeric, mut distinct) = (self.numeric.iter(), self.distinct.iter());
-        let mut squares = self.squares.as_deref().map(|v| v.iter());
+        let mut squares = self.squares().map(|v| v.iter());
+        let mut values = self.values().iter();
         for s in &spec.series {
             match s.kind {
                 SeriesKind::Numeric => {
@@ -156,7 +229,12 @@ impl KeyState {
                         series.peek(s, at, out);
                     }
                 }
-                SeriesKind::Values | SeriesKind::Approx => {}
+                SeriesKind::Values => {
+                    if let Some(series) = values.next() {
+                        series.read_at(s, at, &mut scratch.values, out);
+                    }
+                }
+                SeriesKind::Approx => {}
             }
         }
     }
@@ -165,12 +243,14 @@ impl KeyState {
     /// key can be dropped without changing any result.
     pub fn is_expired(&self, spec: &KeySpec, floor: i64) -> bool {
         let (mut numeric, mut distinct) = (self.numeric.iter(), self.distinct.iter());
+        let mut values = self.values().iter();
         spec.series.iter().all(|s| {
             let horizon = bucket_start(floor, s.granularity_ms).saturating_sub(s.max_window_ms());
             let newest = match s.kind {
                 SeriesKind::Numeric => numeric.next().and_then(NumericSeries::newest),
                 SeriesKind::Distinct => distinct.next().and_then(DistinctSeries::newest),
-                SeriesKind::Values | SeriesKind::Approx => None,
+                SeriesKind::Values => values.next().and_then(ValueSeries::newest),
+                SeriesKind::Approx => None,
             };
             newest.is_none_or(|t| t < horizon)
         })
@@ -181,7 +261,8 @@ impl KeyState {
     pub fn newest(&self) -> Option<i64> {
         let numeric = self.numeric.iter().filter_map(NumericSeries::newest);
         let distinct = self.distinct.iter().filter_map(DistinctSeries::newest);
-        numeric.chain(distinct).max()
+        let values = self.values().iter().filter_map(ValueSeries::newest);
+        numeric.chain(distinct).chain(values).max()
     }
 
     /// Checks registers decoded from bytes against the key spec they are used with: one series
@@ -194,7 +275,8 @@ impl KeyState {
     /// does both, and is what every reader of stored registers should use.
     pub fn check(&self, spec: &KeySpec) -> Result<(), WireError> {
         let (mut numeric, mut distinct) = (self.numeric.iter(), self.distinct.iter());
-        let squares = self.squares.as_deref();
+        let mut values = self.values().iter();
+        let squares = self.squares();
         if squares.is_some_and(|v| v.len() != self.numeric.len()) {
             return Err(WireError(
                 "sums of squares for another number of numeric series",
@@ -217,8 +299,15 @@ impl KeyState {
                     .next()
                     .ok_or(WireError("fewer distinct series than in the plan"))?
                     .check(s)?,
-                SeriesKind::Values | SeriesKind::Approx => {}
+                SeriesKind::Values => values
+                    .next()
+                    .ok_or(WireError("fewer value series than in the plan"))?
+                    .check(s)?,
+                SeriesKind::Approx => {}
             }
+        }
+        if values.next().is_some() {
+            return Err(WireError("more value series than in the plan"));
         }
         if numeric.next().is_some() {
             return Err(WireError("more numeric series than in the plan"));
@@ -251,11 +340,12 @@ impl KeyState {
     pub fn size(&self) -> usize {
         self.numeric.iter().map(NumericSeries::len).sum::<usize>()
             + self.distinct.iter().map(DistinctSeries::len).sum::<usize>()
+            + self.values().iter().map(ValueSeries::len).sum::<usize>()
     }
 }
 
 /// The newest time (absolute), then the numeric series (each with its sums of squares, if
-/// any) and the distinct series with times relative to it. Decoding checks each series' inner
+/// any), the distinct series and the value series with times relative to it. Decoding checks each series' inner
 /// consistency and that the base time is the newest time held, but not the plan: see
 /// [`KeyState::decode`].
 impl Wire for KeyState {
@@ -266,13 +356,27 @@ impl Wire for KeyState {
         w.set_base(base);
         w.u(self.numeric.len() as u64);
         for (i, series) in self.numeric.iter().enumerate() {
-            let sq = self.squares.as_deref().and_then(|v| v.get(i)?.as_ref());
+            let sq = self.squares().and_then(|v| v.get(i)?.as_ref());
             series.put_with(sq, w);
         }
         w.seq(&self.distinct);
+        w.seq(self.values());
     }
 
     fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Self::read(r, true)
+    }
+}
+
+impl KeyState {
+    /// Reads registers written before value series existed (checkpoint format 6): the same
+    /// encoding without the value series.
+    pub fn get_without_values(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Self::read(r, false)
+    }
+
+    /// [`Wire::get`]; `values`: whether the encoding has the value series.
+    fn read(r: &mut Reader<'_>, values: bool) -> Result<Self, WireError> {
         r.set_base(0);
         let base = r.i()?;
         r.set_base(base);
@@ -284,13 +388,19 @@ impl Wire for KeyState {
             numeric.push(series);
             squares.push(sq);
         }
+        let distinct = r.seq()?;
+        let extra = Extra {
+            squares: if squares.iter().any(Option::is_some) {
+                squares
+            } else {
+                SmallVec::new()
+            },
+            values: if values { r.seq()? } else { SmallVec::new() },
+        };
         let state = KeyState {
             numeric,
-            distinct: r.seq()?,
-            squares: squares
-                .iter()
-                .any(Option::is_some)
-                .then(|| Box::new(squares)),
+            distinct,
+            extra: (!extra.is_empty()).then(|| Box::new(extra)),
         };
         if state.newest().unwrap_or(0) != base {
             return Err(WireError("a base time that is not the newest time held"));
@@ -325,7 +435,7 @@ mod tests {
     /// A state of `spec` fed a few events, some out of order and some repeated.
     fn fed(plan: &Plan, spec: &KeySpec) -> KeyState {
         let mut state = KeyState::new(spec);
-        let mut scratch = DistinctScratch::default();
+        let mut scratch = Scratch::default();
         let mut out = vec![FeatureValue::Null; spec.features.len()];
         let devices: [&[u8]; 3] = [b"d1", b"d2", b"d1"];
         for (i, ts) in [1_000i64, 5_000, 3_000, 5_000, 70_000, 65_000]
@@ -363,9 +473,9 @@ mod tests {
             plan.fields.len()
         ];
         let mut out = vec![FeatureValue::Null; spec.features.len()];
-        let mut scratch = DistinctScratch::default();
+        let mut scratch = Scratch::default();
         state.observe(spec, 2_000, &fields, 0, 0, &mut scratch, &mut out);
-        state.peek(spec, 100_000, &mut out);
+        state.peek(spec, 100_000, &mut scratch, &mut out);
         let _ = state.is_expired(spec, 1_000_000);
     }
 
@@ -494,7 +604,7 @@ mod tests {
             "a numeric series lacks the sums of squares its variance features need"
         );
         // Without a variance, the encoding is the one it was before variances existed.
-        assert!(state.squares.is_some() && fed(&without, without_spec).squares.is_none());
+        assert!(state.squares().is_some() && fed(&without, without_spec).extra.is_none());
     }
 
     /// A series without a variance is as large as before variances existed, and the sums of
@@ -534,11 +644,13 @@ mod tests {
         w.i(0);
         w.u(0); // no extremes
         w.u(0); // no distinct series
+        w.u(0); // no value series
         bytes
     }
 
     /// Registers without sums of squares keep the layout they had before variances existed
-    /// (written here field by field), both ways: checkpoints of format 6 still read back.
+    /// (written here field by field), both ways; the layout of checkpoint format 6 is the same
+    /// without the (empty) list of value series, and still reads back.
     #[test]
     fn the_layout_without_variances_is_unchanged() {
         let plan = Plan::new(vec![feature("n", Agg::Count, None, &["u"], 100)], 0).expect("valid");
@@ -546,6 +658,11 @@ mod tests {
         let bytes = numeric_state(&[(10, 1), (20, 2)], (i64::MIN, 0, 3));
         let state = KeyState::from_bytes(spec, &bytes).expect("decodes");
         assert_eq!(encode(&state), bytes);
+        let format6 = &bytes[..bytes.len() - 1];
+        let mut r = Reader::new(format6, 0);
+        let old = KeyState::get_without_values(&mut r).expect("format 6 decodes");
+        assert!(r.rest().is_empty());
+        assert_eq!(encode(&old), bytes);
     }
 
     #[test]
@@ -625,6 +742,7 @@ mod tests {
         w.ts(i64::MIN);
         w.u(0);
         w.u(values.iter().filter(|v| v.2 > 0).count() as u64);
+        w.u(0); // no value series
         bytes
     }
 

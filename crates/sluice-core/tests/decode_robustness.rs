@@ -3,10 +3,9 @@
 //! and queried (without panicking) under the key spec they were checked against.
 
 use proptest::prelude::*;
+use sluice_core::agg::Quantile;
 use sluice_core::wire::{Wire, Writer};
-use sluice_core::{
-    Agg, DistinctScratch, FeatureSpec, FeatureValue, FieldObs, KeySpec, KeyState, Plan,
-};
+use sluice_core::{Agg, FeatureSpec, FeatureValue, FieldObs, KeySpec, KeyState, Plan, Scratch};
 
 fn feature(name: &str, agg: Agg, of: Option<&str>, window_ms: i64, g: i64) -> FeatureSpec {
     FeatureSpec {
@@ -22,7 +21,8 @@ fn feature(name: &str, agg: Agg, of: Option<&str>, window_ms: i64, g: i64) -> Fe
 
 /// One key spec with every kind of register: two numeric series (one with min and max over
 /// two windows), a distinct series with two windows, and a coarser series with sums of
-/// squares (a variance and a standard deviation over two windows).
+/// squares (a variance and a standard deviation over two windows), and two value series
+/// (numbers for a quantile, text for a first and a lag).
 fn plan() -> Plan {
     plan_with(true)
 }
@@ -45,6 +45,15 @@ fn plan_with(squares: bool) -> Plan {
             feature("g", Agg::Avg, Some("amount"), 100, 10),
             feature("v", var, Some("amount"), 100, 10),
             feature("sd", dev, Some("amount"), 300, 10),
+            feature(
+                "p",
+                Agg::Quantile(Quantile(900_000_000)),
+                Some("amount"),
+                100,
+                1,
+            ),
+            feature("f", Agg::First, Some("device"), 100, 10),
+            feature("l", Agg::Lag, Some("device"), 300, 10),
         ],
         40,
     )
@@ -56,7 +65,7 @@ type Event = (i64, i64, u8);
 
 /// Feeds events to `state` the way the engine does (late ones skipped), values to `out`.
 fn feed(plan: &Plan, spec: &KeySpec, state: &mut KeyState, newest: &mut i64, events: &[Event]) {
-    let mut scratch = DistinctScratch::default();
+    let mut scratch = Scratch::default();
     let mut out = vec![FeatureValue::Null; spec.features.len()];
     for &(ts, amount, device) in events {
         if ts < *newest - plan.lateness_ms {
@@ -90,8 +99,9 @@ fn exercise(plan: &Plan, spec: &KeySpec, mut state: KeyState, events: &[Event]) 
     let mut newest = state.newest().unwrap_or(0);
     feed(plan, spec, &mut state, &mut newest, events);
     let mut out = vec![FeatureValue::Null; spec.features.len()];
+    let mut scratch = Scratch::default();
     for at in [i64::MIN, newest - 100, newest, newest + 1_000, i64::MAX] {
-        state.peek(spec, at, &mut out);
+        state.peek(spec, at, &mut scratch, &mut out);
     }
     let _ = (state.is_expired(spec, newest), state.size());
 }

@@ -15,17 +15,18 @@
 //! empty window gives a count, sum or distinct count of 0 and a null average, minimum,
 //! maximum, variance or standard deviation (a sample variance is null below two values, a
 //! population one 0 for one value). A feature is null when the event lacks a key field; an
-//! empty `by` is one key every event has. `last` is the event's own value when it has `of` and
-//! matches, else null. Filters are opaque here: each event carries random tags, and filter
-//! `tag<i>` matches the events with tag `i`.
+//! empty `by` is one key every event has. `first` is the `of` of the window's event with the
+//! smallest bucket (ties: the earliest arrival), `last` of the one with the largest (ties: the
+//! latest arrival), `lag` the same as `last` among the events received before `e`, and a
+//! quantile the k-th smallest amount, `k = ceil(q·n)`. Filters are opaque here: each event
+//! carries random tags, and filter `tag<i>` matches the events with tag `i`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use proptest::prelude::*;
+use sluice_core::agg::Quantile;
 use sluice_core::wire::{Reader, Wire, Writer};
-use sluice_core::{
-    Agg, DistinctScratch, FeatureSpec, FeatureValue, FieldObs, KeyEncoder, KeyState, Plan,
-};
+use sluice_core::{Agg, FeatureSpec, FeatureValue, FieldObs, KeyEncoder, KeyState, Plan, Scratch};
 
 // ---------------------------------------------------------------------------------------------
 // Events and how the harness feeds them to the registers.
@@ -60,7 +61,11 @@ impl Event {
             "user" => self.user.map(|v| format!("u{v}").into_bytes()),
             "device" => self.device.map(|v| format!("d{v}").into_bytes()),
             "merchant" => self.merchant.map(|v| format!("m{v}").into_bytes()),
-            "amount" => self.cents.map(|c| c.to_string().into_bytes()),
+            "amount" => self.cents.map(|c| {
+                let mut b = Vec::new();
+                KeyEncoder::new(&mut b).num(c as f64 / 100.0);
+                b
+            }),
             other => panic!("unknown field {other}"),
         }
     }
@@ -89,7 +94,7 @@ fn bucket(ts: i64, g: i64) -> i64 {
 struct Harness {
     plan: Plan,
     states: Vec<HashMap<Vec<u8>, KeyState>>,
-    scratch: DistinctScratch,
+    scratch: Scratch,
     wm: Option<i64>,
     accepted: usize,
     drop_every: usize,
@@ -103,7 +108,7 @@ impl Harness {
         Harness {
             states: plan.keys.iter().map(|_| HashMap::new()).collect(),
             plan,
-            scratch: DistinctScratch::default(),
+            scratch: Scratch::default(),
             wm: None,
             accepted: 0,
             drop_every: drop_every.max(1),
@@ -118,6 +123,11 @@ impl Harness {
     /// Processes one event. Returns `None` when it is late, else the value of every feature
     /// (indexed like `plan.features`).
     fn push(&mut self, e: &Event) -> Option<Vec<FeatureValue>> {
+        self.push_text(e).map(|(values, _)| values)
+    }
+
+    /// [`Harness::push`], with the text that [`FeatureValue::Text`] values point into.
+    fn push_text(&mut self, e: &Event) -> Option<(Vec<FeatureValue>, Vec<u8>)> {
         if self.floor().is_some_and(|floor| e.ts < floor) {
             return None;
         }
@@ -185,12 +195,12 @@ impl Harness {
                 }
             }
         }
-        Some(values)
+        Some((values, std::mem::take(&mut self.scratch.values.text)))
     }
 
     /// A feature query at `at` for the keys of `e`, without adding `e` (indexed like
     /// `plan.features`; null where `e` lacks a key field).
-    fn peek(&self, e: &Event, at: i64) -> Vec<FeatureValue> {
+    fn peek(&mut self, e: &Event, at: i64) -> (Vec<FeatureValue>, Vec<u8>) {
         let mut values = vec![FeatureValue::Null; self.plan.features.len()];
         for (spec, states) in self.plan.keys.iter().zip(&self.states) {
             let Some(key) = e.key(&spec.by) else {
@@ -198,14 +208,14 @@ impl Harness {
             };
             let mut out = vec![FeatureValue::Null; spec.features.len()];
             match states.get(&key) {
-                Some(state) => state.peek(spec, at, &mut out),
-                None => KeyState::new(spec).peek(spec, at, &mut out),
+                Some(state) => state.peek(spec, at, &mut self.scratch, &mut out),
+                None => KeyState::new(spec).peek(spec, at, &mut self.scratch, &mut out),
             }
             for (slot, &feature) in spec.features.iter().enumerate() {
                 values[feature] = out[slot];
             }
         }
-        values
+        (values, std::mem::take(&mut self.scratch.values.text))
     }
 
     fn drop_expired(&mut self, floor: i64) {
@@ -258,7 +268,8 @@ enum Expected {
         scale: f64,
     },
     Exact(f64),
-    Own,
+    /// The `of` value of accepted event `j` (first, last, lag).
+    Of(usize),
 }
 
 impl Oracle {
@@ -282,16 +293,16 @@ impl Oracle {
             };
             let list = index.entry(key).or_default();
             list.push(i);
-            let added = f.of.as_deref().is_none_or(|of| e.bytes(of).is_some())
-                && e.matches(f.filter.as_deref());
-            if f.agg == Agg::Last {
-                expected.push(if added { Expected::Own } else { Expected::Null });
-                continue;
-            }
+            // `lag`: among the events received before this one.
+            let seen = if f.agg == Agg::Lag {
+                &list[..list.len() - 1]
+            } else {
+                &list[..]
+            };
             expected.push(aggregate(
                 &self.events,
                 f,
-                list,
+                seen,
                 bucket(e.ts, f.granularity_ms),
             ));
         }
@@ -305,9 +316,6 @@ impl Oracle {
         let Some(key) = e.key(&f.by) else {
             return Expected::Null;
         };
-        if f.agg == Agg::Last {
-            return Expected::Null;
-        }
         let empty = Vec::new();
         let list = self.by_key[fi].get(&key).unwrap_or(&empty);
         aggregate(&self.events, f, list, bucket(at, f.granularity_ms))
@@ -329,6 +337,9 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expe
     let mut min = i64::MAX;
     let mut max = i64::MIN;
     let mut distinct: HashSet<Vec<u8>> = HashSet::new();
+    // (bucket, event) of the oldest and the newest event in the window, and every amount.
+    let (mut first, mut last): (Option<(i64, usize)>, Option<(i64, usize)>) = (None, None);
+    let mut amounts = Vec::new();
     for &j in list {
         let x = &events[j];
         let b = bucket(x.ts, g);
@@ -343,7 +354,14 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expe
             },
         };
         count += 1;
+        if first.is_none_or(|(fb, _)| b < fb) {
+            first = Some((b, j));
+        }
+        if last.is_none_or(|(lb, _)| b >= lb) {
+            last = Some((b, j));
+        }
         if let Some(c) = x.cents.filter(|_| of == Some("amount")) {
+            amounts.push(c);
             cents += c;
             squares += i128::from(c) * i128::from(c);
             if c.abs() as f64 / 100.0 >= EXACT_BELOW {
@@ -384,7 +402,14 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expe
         },
         Agg::Min => Expected::Exact(min as f64 / 100.0),
         Agg::Max => Expected::Exact(max as f64 / 100.0),
-        Agg::Last => Expected::Own,
+        Agg::First => first.map_or(Expected::Null, |(_, j)| Expected::Of(j)),
+        Agg::Last | Agg::Lag => last.map_or(Expected::Null, |(_, j)| Expected::Of(j)),
+        Agg::Quantile(q) if count > 0 => {
+            amounts.sort_unstable();
+            Expected::Exact(amounts[q.rank(amounts.len()) - 1] as f64 / 100.0)
+        }
+        Agg::Quantile(_) => Expected::Null,
+        Agg::DistinctCountApprox => unreachable!("not generated"),
     }
 }
 
@@ -442,6 +467,37 @@ fn spread_matches(variance: f64, representation: f64, root: bool, got: f64) -> b
     (got - want).abs() <= through + 1e-12 * want
 }
 
+/// Whether `got` is what `expected` says; `text` is what [`FeatureValue::Text`] values point
+/// into, `events` the accepted events, `of` the feature's field and `own` the event being
+/// checked (`None` for a query).
+fn matches_value(
+    expected: &Expected,
+    got: &FeatureValue,
+    text: &[u8],
+    events: &[Event],
+    of: Option<&str>,
+    own: Option<usize>,
+) -> bool {
+    let Expected::Of(j) = *expected else {
+        return matches(expected, got);
+    };
+    let of = of.expect("first, last and lag have `of`");
+    let want = events[j].bytes(of).expect("kept values are present");
+    match *got {
+        FeatureValue::Own => own == Some(j),
+        FeatureValue::Exact(v) => {
+            of == "amount"
+                && events[j]
+                    .cents
+                    .is_some_and(|c| (c as f64 / 100.0).to_bits() == v.to_bits())
+        }
+        FeatureValue::Text { start, len } => {
+            text.get(start as usize..(start + len) as usize) == Some(&want[..])
+        }
+        _ => false,
+    }
+}
+
 fn matches(expected: &Expected, got: &FeatureValue) -> bool {
     match (expected, got) {
         (
@@ -452,7 +508,7 @@ fn matches(expected: &Expected, got: &FeatureValue) -> bool {
             },
             FeatureValue::Num(v),
         ) => spread_matches(*variance, *representation, *root, *v),
-        (Expected::Null, FeatureValue::Null) | (Expected::Own, FeatureValue::Own) => true,
+        (Expected::Null, FeatureValue::Null) => true,
         (Expected::Int(a), FeatureValue::Int(b)) => a == b,
         (Expected::Exact(a), FeatureValue::Exact(b)) => a.to_bits() == b.to_bits(),
         (
@@ -505,7 +561,7 @@ struct Payload {
 }
 
 /// `(aggregation, of)` choices: several aggregations over the same field, so series are shared.
-const AGGS: [(Agg, Option<&str>); 17] = [
+const AGGS: [(Agg, Option<&str>); 23] = [
     (Agg::Count, None),
     (Agg::Count, Some("amount")),
     (Agg::Sum, Some("amount")),
@@ -523,6 +579,12 @@ const AGGS: [(Agg, Option<&str>); 17] = [
     (Agg::Stddev, Some("amount")),
     (Agg::VariancePop, Some("amount")),
     (Agg::StddevPop, Some("amount")),
+    (Agg::First, Some("amount")),
+    (Agg::First, Some("merchant")),
+    (Agg::Lag, Some("amount")),
+    (Agg::Lag, Some("merchant")),
+    (Agg::Quantile(Quantile(500_000_000)), Some("amount")),
+    (Agg::Quantile(Quantile(900_000_000)), Some("amount")),
 ];
 
 /// Key specs; the empty one is the global key.
@@ -722,14 +784,16 @@ fn check_with(case: &Case, roundtrip_every: usize) -> Result<(), TestCaseError> 
             }
         };
         let event = case.event(ts, payload);
-        let Some(got) = harness.push(&event) else {
+        let Some((got, text)) = harness.push_text(&event) else {
             continue;
         };
         last = ts;
         let expected = oracle.push(event);
+        let own = oracle.events.len() - 1;
         for (i, (want, got)) in expected.iter().zip(&got).enumerate() {
+            let of = specs[i].of.as_deref();
             prop_assert!(
-                matches(want, got),
+                matches_value(want, got, &text, &oracle.events, of, Some(own)),
                 "op {n}, event {:?}: feature {:?}\n expected {want:?}\n got {got:?}",
                 event,
                 specs[i],
@@ -741,11 +805,12 @@ fn check_with(case: &Case, roundtrip_every: usize) -> Result<(), TestCaseError> 
         let ahead =
             harness.wm.unwrap_or(ts) + case.windows[n % case.windows.len()] * case.granularity;
         for at in [floor, ts, ahead] {
-            let got = harness.peek(&event, at);
+            let (got, text) = harness.peek(&event, at);
             for (i, got) in got.iter().enumerate() {
                 let want = oracle.query(i, &event, at);
+                let of = specs[i].of.as_deref();
                 prop_assert!(
-                    matches(&want, got),
+                    matches_value(&want, got, &text, &oracle.events, of, None),
                     "op {n}, query at {at} for {:?}: feature {:?}\n expected {want:?}\n got {got:?}",
                     event,
                     specs[i],
@@ -1037,7 +1102,7 @@ fn long_stream_sums_do_not_drift() {
     let spec = &plan.keys[0];
     let mut states: Vec<KeyState> = (0..KEYS).map(|_| KeyState::new(spec)).collect();
     let mut oracles: Vec<CentWindows> = (0..KEYS).map(|_| CentWindows::new(&windows)).collect();
-    let mut scratch = DistinctScratch::default();
+    let mut scratch = Scratch::default();
     let mut rng = Lcg(0x5EED);
     let mut out = [FeatureValue::Null; 2];
     let mut exact = Vec::new();
@@ -1115,7 +1180,7 @@ fn long_stream_variances_stay_exact() {
     let mut doubles = CentWindows::new(&windows);
     let mut exact_doubles = Vec::new();
     let mut worst_doubles = 0.0f64;
-    let mut scratch = DistinctScratch::default();
+    let mut scratch = Scratch::default();
     let mut rng = Lcg(0x5A5A);
     let mut out = [FeatureValue::Null; 3];
     let mut exact = Vec::new();

@@ -51,6 +51,8 @@ pub struct KeyFeatures {
     pub at: Option<i64>,
     /// `(feature name, value)`, in the pipeline's order.
     pub features: Vec<(String, FeatureValue)>,
+    /// What the [`FeatureValue::Text`] values point into.
+    pub text: Vec<u8>,
 }
 
 /// Why a feature query cannot be answered.
@@ -190,6 +192,7 @@ impl ServeEngine {
             let hash = sluice_core::key_hash(&key);
             let used = self.backend.peek(&plan, k, hash, &key, at, &mut values)?;
             answers.push(KeyFeatures {
+                text: self.backend.take_text(),
                 by: spec.by.clone(),
                 at: used,
                 // Hidden parts of StreamFQL features are not features of the pipeline.

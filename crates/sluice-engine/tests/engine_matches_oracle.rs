@@ -23,7 +23,9 @@
 //!   one key every event has); an event without the `of` field is not added but reads its
 //!   window (empty: a count, sum or distinct count of 0, anything else null; a sample
 //!   variance or deviation is null below two values, a population one 0 for one value);
-//!   `last` is the event's own `of` value, null without one.
+//!   `first` is the `of` of the window's event with the smallest bucket (ties: the earliest
+//!   arrival), `last` of the one with the largest (ties: the latest arrival), `lag` the same
+//!   among the events before this one, a quantile the k-th smallest, `k = ceil(q·n)`.
 //!
 //! The output must hold one line per accepted event, in input order, equal to the input line
 //! (trailing whitespace trimmed) without its closing `}`, then `,"features":{...}}` with the
@@ -41,6 +43,7 @@ use proptest::sample::{select, subsequence, Index};
 use proptest::test_runner::TestCaseError;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
+use sluice_core::agg::Quantile;
 use sluice_core::{Agg, FeatureSpec, Plan};
 use sluice_engine::state::redis::{ClusterOptions, RedisOptions};
 use sluice_engine::state::EmbeddedOptions;
@@ -377,6 +380,13 @@ fn agg_of() -> impl Strategy<Value = (Agg, Option<&'static str>)> {
             .prop_map(|(agg, of)| (agg, Some(of))),
         (select(&[Agg::DistinctCount, Agg::Last][..]), select(ANY))
             .prop_map(|(agg, of)| (agg, Some(of))),
+        (select(&[Agg::First, Agg::Last, Agg::Lag][..]), select(ANY))
+            .prop_map(|(agg, of)| (agg, Some(of))),
+        (
+            select(&[Quantile(500_000_000), Quantile(900_000_000), Quantile(1)][..]),
+            select(&["v", "v", "w", "n.v"][..])
+        )
+            .prop_map(|(q, of)| (Agg::Quantile(q), Some(of))),
     ]
 }
 
@@ -593,8 +603,8 @@ enum Expect {
     /// cents: within 1e-12 relative (the engine's are exact decimal variances within a few
     /// roundings, printed with 15 significant digits), so exactly 0 when it is 0.
     Spread(f64),
-    /// `last`: the event's own value.
-    Own(Val),
+    /// `first`, `last`, `lag`: a kept value.
+    Value(Val),
 }
 
 #[derive(Debug, Default)]
@@ -682,16 +692,29 @@ fn feature_value(f: &FeatureSpec, accepted: &[Accepted]) -> Expect {
             .as_ref()
             .is_none_or(|text| filter_matches(filter_index(text), &x.obj))
     };
-    if f.agg == Agg::Last {
-        // The event's own value when it has one and matches, else null.
-        let of = f.of.as_ref().expect("`last` has `of`");
-        return match e.get(of) {
-            Some(v) if matches(e) => Expect::Own(v),
-            _ => Expect::Null,
-        };
-    }
+    // `lag`: among the events before this one.
+    let seen = if f.agg == Agg::Lag {
+        &accepted[..accepted.len() - 1]
+    } else {
+        accepted
+    };
     let g = f.granularity_ms;
     let b = bucket(e.ts, g);
+    let in_window: Vec<(i64, Option<Val>)> = seen
+        .iter()
+        .filter(|x| x.key(&f.by).as_ref() == Some(&key))
+        .filter(|x| (b - f.window_ms..=b).contains(&bucket(x.ts, g)))
+        .filter(|x| matches(x))
+        .map(|x| (bucket(x.ts, g), f.of.as_ref().and_then(|of| x.get(of))))
+        .filter(|(_, v)| f.of.is_none() || v.is_some())
+        .collect();
+    // In arrival order: the first of the smallest bucket, the last of the largest.
+    let first = in_window.iter().min_by_key(|(b, _)| *b);
+    let last = in_window.iter().max_by_key(|(b, _)| *b);
+    let kept = |x: Option<&(i64, Option<Val>)>| {
+        x.and_then(|(_, v)| v.clone())
+            .map_or(Expect::Null, Expect::Value)
+    };
     let of_values: Vec<Option<Val>> = accepted
         .iter()
         .filter(|x| x.key(&f.by).as_ref() == Some(&key))
@@ -731,7 +754,15 @@ fn feature_value(f: &FeatureSpec, accepted: &[Accepted]) -> Expect {
         Agg::Variance | Agg::Stddev | Agg::VariancePop | Agg::StddevPop => {
             spread(f.agg, nums().map(cents))
         }
-        Agg::Last => unreachable!("handled above"),
+        Agg::First => kept(first),
+        Agg::Last | Agg::Lag => kept(last),
+        Agg::Quantile(_) if n == 0 => Expect::Null,
+        Agg::Quantile(q) => {
+            let mut sorted: Vec<f64> = nums().collect();
+            sorted.sort_by(f64::total_cmp);
+            Expect::Exact(sorted[q.rank(sorted.len()) - 1])
+        }
+        Agg::DistinctCountApprox => unreachable!("not generated"),
     }
 }
 
@@ -903,9 +934,9 @@ fn matches(expect: &Expect, got: &Value) -> bool {
             .is_some_and(|g| (g - x).abs() <= 1e-9 * x.abs() + 1e-12),
         Expect::Exact(x) => got.as_f64() == Some(*x),
         Expect::Spread(x) => got.as_f64().is_some_and(|g| (g - x).abs() <= 1e-12 * x),
-        Expect::Own(Val::Num(x)) => got.as_f64() == Some(*x),
-        Expect::Own(Val::Str(s)) => got.as_str() == Some(s),
-        Expect::Own(Val::Bool(b)) => got.as_bool() == Some(*b),
+        Expect::Value(Val::Num(x)) => got.as_f64() == Some(*x),
+        Expect::Value(Val::Str(s)) => got.as_str() == Some(s),
+        Expect::Value(Val::Bool(b)) => got.as_bool() == Some(*b),
     }
 }
 

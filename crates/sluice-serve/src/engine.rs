@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use sluice_core::FeatureValue;
-use sluice_engine::codec::{escape_json_str, write_computed, write_exact};
+use sluice_engine::codec::{escape_json_str, write_canonical, write_computed, write_exact};
 use sluice_engine::serve::{KeyFeatures, KeyValue, QueryError, ServeEngine, Written};
 
 use crate::metrics::Metrics;
@@ -231,6 +231,10 @@ fn render(given: &[(String, KeyValue)], keys: &[KeyFeatures]) -> Vec<u8> {
                 }
                 FeatureValue::Num(x) => write_computed(&mut out, x),
                 FeatureValue::Exact(x) => write_exact(&mut out, x),
+                FeatureValue::Text { start, len } => {
+                    let (start, len) = (start as usize, len as usize);
+                    write_canonical(&mut out, k.text.get(start..start + len).unwrap_or_default())
+                }
                 FeatureValue::Null | FeatureValue::Own | FeatureValue::Beyond => {
                     out.extend_from_slice(b"null")
                 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
 use sluice_connectors::kafka::{KafkaSink, KafkaSource, Start};
+use sluice_core::agg::Quantile;
 use sluice_core::derived::DerivedSpec;
 use sluice_core::{parse_duration, Agg, FeatureSpec, FieldPath, Plan};
 use sluice_engine::checkpoint::CheckpointConfig;
@@ -162,6 +163,8 @@ struct FeatureSection {
     fql: Option<Spanned<String>>,
     /// Bucket width; default exact.
     granularity: Option<Spanned<String>>,
+    /// The quantile of `agg = "quantile"`, in (0, 1].
+    q: Option<Spanned<f64>>,
     /// Which events are added to the feature's state (a CEL-subset condition).
     #[serde(rename = "where")]
     filter: Option<Spanned<String>>,
@@ -249,7 +252,8 @@ choice_enum!(
 choice_enum!(
     /// `[[feature]] agg`: the names of [`Agg`], in the order of `AGG_NAMES`.
     AggName, "aggregation", [
-        Count, Sum, Avg, Min, Max, DistinctCount, Last, Variance, Stddev, VariancePop, StddevPop
+        Count, Sum, Avg, Min, Max, DistinctCount, Last, Variance, Stddev, VariancePop, StddevPop,
+        First, Lag, Quantile, DistinctCountApprox
     ]
 );
 
@@ -267,6 +271,11 @@ impl From<AggName> for Agg {
             AggName::Stddev => Agg::Stddev,
             AggName::VariancePop => Agg::VariancePop,
             AggName::StddevPop => Agg::StddevPop,
+            AggName::First => Agg::First,
+            AggName::Lag => Agg::Lag,
+            // `q` comes from its own key (checked where the feature is read).
+            AggName::Quantile => Agg::Quantile(Default::default()),
+            AggName::DistinctCountApprox => Agg::DistinctCountApprox,
         }
     }
 }
@@ -815,6 +824,7 @@ fn plan_config(
                 .or(f.window.as_ref())
                 .map(Spanned::span),
             "where" => f.filter.as_ref().map(Spanned::span),
+            "q" => f.q.as_ref().map(Spanned::span),
             _ => None,
         };
         src.error(Some(span.unwrap_or(f.name.span())), e.to_string())
@@ -848,6 +858,7 @@ fn fql_feature(
         ("window", f.window.as_ref().map(Spanned::span)),
         ("granularity", f.granularity.as_ref().map(Spanned::span)),
         ("where", f.filter.as_ref().map(Spanned::span)),
+        ("q", f.q.as_ref().map(Spanned::span)),
         ("expr", f.expr.as_ref().map(Spanned::span)),
     ];
     if let Some((name, span)) = others.into_iter().find(|(_, s)| s.is_some()) {
@@ -936,6 +947,7 @@ fn derived_feature(
         ("window", f.window.as_ref().map(Spanned::span)),
         ("granularity", f.granularity.as_ref().map(Spanned::span)),
         ("where", f.filter.as_ref().map(Spanned::span)),
+        ("q", f.q.as_ref().map(Spanned::span)),
     ];
     if let Some((name, span)) = settings.into_iter().find(|(_, s)| s.is_some()) {
         return Err(src.error(
@@ -989,9 +1001,27 @@ fn aggregated_feature(src: &Source<'_>, f: &FeatureSection) -> Result<FeatureSpe
         None => None,
         Some(o) => Some(src.path(o.get_ref(), o.span())?),
     };
+    let agg = match (Agg::from(*agg.get_ref()), &f.q) {
+        (Agg::Quantile(_), None) => return Err(missing("q", "q = 0.9")),
+        (Agg::Quantile(_), Some(q)) => {
+            Agg::Quantile(Quantile::new(*q.get_ref()).ok_or_else(|| {
+                src.error(
+                    Some(q.span()),
+                    format!("feature `{name}`: `q` must be a number in (0, 1], e.g. q = 0.9"),
+                )
+            })?)
+        }
+        (_, Some(q)) => {
+            return Err(src.error(
+                Some(q.span()),
+                format!("feature `{name}`: `q` belongs to `agg = \"quantile\"` only"),
+            ))
+        }
+        (agg, None) => agg,
+    };
     Ok(FeatureSpec {
         name: name.clone(),
-        agg: Agg::from(*agg.get_ref()),
+        agg,
         of,
         by: by_fields,
         window_ms: src.duration(window)?,

@@ -354,7 +354,7 @@ fn all_manifests(shared: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
             let path = checkpoint::checkpoint_dir(&root, id).join("manifest.json");
             let Ok(text) = fs::read(&path) else { continue };
             match serde_json::from_slice::<Manifest>(&text) {
-                Ok(m) if m.format == checkpoint::FORMAT_VERSION && m.id == id => {
+                Ok(m) if checkpoint::readable(m.format) && m.id == id => {
                     out.push((root.clone(), m))
                 }
                 _ => continue,

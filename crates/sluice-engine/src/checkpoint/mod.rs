@@ -27,8 +27,18 @@ use crate::connector::Position;
 use crate::error::{Error, Result};
 use crate::state::prefetch::{prefetch, prefetch_ptr};
 
-/// Version of the checkpoint format; a checkpoint of another version is not read.
-pub const FORMAT_VERSION: u32 = 6;
+/// Version of the checkpoint format written. Format 7 added the value series (first, last,
+/// lag, quantile) to each key's registers.
+pub const FORMAT_VERSION: u32 = 7;
+
+/// Formats this build reads: 6 is 7 without value series (no pipeline of format 6 had any).
+/// A checkpoint of another format is refused, naming both.
+pub const READABLE_FORMATS: [u32; 2] = [6, 7];
+
+/// Whether a checkpoint of `format` can be read.
+pub fn readable(format: u32) -> bool {
+    READABLE_FORMATS.contains(&format)
+}
 
 /// Magic bytes at the start of a shard file.
 const SHARD_MAGIC: &[u8; 8] = b"SLUICEKG";
@@ -541,8 +551,8 @@ pub fn encode_groups(groups: &[GroupSnapshotRef<'_>], sink: &mut impl ShardSink)
     Ok(())
 }
 
-/// Decodes a shard file's body.
-fn decode_groups(body: &[u8]) -> std::result::Result<Vec<GroupSnapshot>, WireError> {
+/// Decodes a shard file's body, written in checkpoint format `format`.
+fn decode_groups(body: &[u8], format: u32) -> std::result::Result<Vec<GroupSnapshot>, WireError> {
     let mut r = Reader::new(body, 0);
     let count = r.count()?;
     let mut groups = Vec::with_capacity(count);
@@ -558,7 +568,12 @@ fn decode_groups(body: &[u8]) -> std::result::Result<Vec<GroupSnapshot>, WireErr
             let mut table = Vec::with_capacity(keys);
             for _ in 0..keys {
                 let key = r.bytes()?.to_vec();
-                table.push((key, KeyState::get(&mut r)?));
+                let state = if format >= 7 {
+                    KeyState::get(&mut r)?
+                } else {
+                    KeyState::get_without_values(&mut r)?
+                };
+                table.push((key, state));
             }
             tables.push(table);
         }
@@ -570,8 +585,8 @@ fn decode_groups(body: &[u8]) -> std::result::Result<Vec<GroupSnapshot>, WireErr
     Ok(groups)
 }
 
-/// Checks a shard file's header (magic and format version).
-fn check_header(header: &[u8], path: &Path) -> Result<()> {
+/// Checks a shard file's header (magic and format version) and returns the format.
+fn check_header(header: &[u8], path: &Path) -> Result<u32> {
     if header.len() < SHARD_MAGIC.len() + 4 || &header[..SHARD_MAGIC.len()] != SHARD_MAGIC {
         return Err(ckpt_error(format!(
             "{}: not a Sluice shard file",
@@ -579,19 +594,19 @@ fn check_header(header: &[u8], path: &Path) -> Result<()> {
         )));
     }
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if version != FORMAT_VERSION {
+    if !readable(version) {
         return Err(ckpt_error(format!(
-            "{}: format {version}, this build reads {FORMAT_VERSION}",
+            "{}: format {version}, this build reads {READABLE_FORMATS:?}",
             path.display()
         )));
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Decodes a shard file's bytes.
 pub fn decode_shard(bytes: &[u8], path: &Path) -> Result<Vec<GroupSnapshot>> {
-    check_header(bytes, path)?;
-    decode_groups(&bytes[SHARD_MAGIC.len() + 4..])
+    let format = check_header(bytes, path)?;
+    decode_groups(&bytes[SHARD_MAGIC.len() + 4..], format)
         .map_err(|e| ckpt_error(format!("{}: cannot decode state: {e}", path.display())))
 }
 
@@ -700,9 +715,9 @@ pub fn verify(root: &Path, id: u64) -> Result<Manifest> {
     })?;
     let manifest: Manifest = serde_json::from_slice(&text)
         .map_err(|e| ckpt_error(format!("{}: bad manifest: {e}", path.display())))?;
-    if manifest.format != FORMAT_VERSION || manifest.id != id {
+    if !readable(manifest.format) || manifest.id != id {
         return Err(ckpt_error(format!(
-            "{}: format {} id {}, expected format {FORMAT_VERSION} id {id}",
+            "{}: format {} id {}, expected a format in {READABLE_FORMATS:?} and id {id}",
             path.display(),
             manifest.format,
             manifest.id
@@ -836,7 +851,7 @@ mod tests {
 
     /// Two keys of a pipeline with every kind of register, a few events each.
     fn states() -> Vec<(Vec<u8>, KeyState)> {
-        use sluice_core::{DistinctScratch, FeatureSpec, FeatureValue, FieldObs, Plan};
+        use sluice_core::{FeatureSpec, FeatureValue, FieldObs, Plan};
         let f = |name: &str, agg: &str, of: Option<&str>, window_ms| FeatureSpec {
             name: name.into(),
             agg: agg.parse().expect("agg"),
@@ -866,7 +881,7 @@ mod tests {
                 .position(|f| f == "device")
                 .expect("device"),
         );
-        let mut scratch = DistinctScratch::default();
+        let mut scratch = sluice_core::Scratch::default();
         let mut out = vec![FeatureValue::Null; spec.features.len()];
         (0..2u8)
             .map(|k| {

@@ -2,7 +2,7 @@
 
 use sluice_core::derived::{Input, Output};
 use sluice_core::expr::{Compiled, Val, Value};
-use sluice_core::{FeatureValue, Plan};
+use sluice_core::{canonical_parts, Agg, FeatureValue, Plan};
 use smallvec::SmallVec;
 
 use crate::codec::parse::slot_text;
@@ -159,15 +159,19 @@ impl OutputLayout {
     pub fn new(plan: &Plan) -> Self {
         let n = plan.features.len();
         let mut origin = vec![(0, 0); n];
-        let mut own_field = vec![None; n];
         for (k, key) in plan.keys.iter().enumerate() {
             for (slot, &f) in key.features.iter().enumerate() {
                 origin[f] = (k, slot);
             }
-            for &(slot, field, _) in &key.own {
-                own_field[key.features[slot]] = Some(field);
-            }
         }
+        let own_field = plan
+            .features
+            .iter()
+            .map(|f| match (f.agg, &f.of) {
+                (Agg::Last, Some(of)) => plan.fields.iter().position(|x| x == of),
+                _ => None,
+            })
+            .collect();
         let key_of = |name: &str| {
             let mut k = Vec::new();
             escape_json_str(&mut k, name);
@@ -225,22 +229,22 @@ impl OutputLayout {
     }
 
     /// Appends the enriched event: its body, then `"features":{...}}` and a newline.
-    /// `value(k, slot)` gives the value computed for key spec `k`, or `None` if the event has no
-    /// such key.
-    pub fn write_event(
+    /// `value(k, slot)` gives the value computed for key spec `k` and the text its
+    /// [`FeatureValue::Text`] points into, or `None` if the event has no such key.
+    pub fn write_event<'t>(
         &self,
         out: &mut Vec<u8>,
         batch: &ParsedBatch,
         event: usize,
         n_fields: usize,
-        value: impl Fn(usize, usize) -> Option<FeatureValue>,
+        value: impl Fn(usize, usize) -> Option<(FeatureValue, &'t [u8])>,
     ) {
         let e = &batch.events[event];
         let body = batch.bytes(e.body);
         out.extend_from_slice(body);
         let feature = |f: usize| {
             let (k, slot) = self.origin[f];
-            value(k, slot).unwrap_or(FeatureValue::Null)
+            value(k, slot).unwrap_or((FeatureValue::Null, &[]))
         };
         let derived = if self.derived.is_empty() {
             Vec::new()
@@ -256,7 +260,8 @@ impl OutputLayout {
             out.extend_from_slice(key);
             match *output {
                 Output::Feature(f) => {
-                    self.write_feature(out, batch, event, n_fields, f, feature(f))
+                    let (value, text) = feature(f);
+                    self.write_feature(out, batch, event, n_fields, f, value, text)
                 }
                 Output::Derived(d) => derived[d].write(out),
             }
@@ -264,8 +269,10 @@ impl OutputLayout {
         out.extend_from_slice(b"}}\n");
     }
 
-    /// Writes the value of aggregated feature `f`.
+    /// Writes the value of aggregated feature `f` (`text`: what a [`FeatureValue::Text`]
+    /// points into).
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     fn write_feature(
         &self,
         out: &mut Vec<u8>,
@@ -274,8 +281,10 @@ impl OutputLayout {
         n_fields: usize,
         f: usize,
         value: FeatureValue,
+        text: &[u8],
     ) {
         match value {
+            FeatureValue::Text { start, len } => write_canonical(out, text_at(text, start, len)),
             FeatureValue::Null | FeatureValue::Beyond => out.extend_from_slice(b"null"),
             FeatureValue::Int(n) => {
                 let mut b = itoa::Buffer::new();
@@ -305,12 +314,12 @@ impl OutputLayout {
     /// The derived features of one event (indexed like `plan.derived`), each computed after
     /// those it reads.
     #[inline(never)]
-    fn derive(
+    fn derive<'t>(
         &self,
         batch: &ParsedBatch,
         event: usize,
         n_fields: usize,
-        feature: &impl Fn(usize) -> FeatureValue,
+        feature: &impl Fn(usize) -> (FeatureValue, &'t [u8]),
     ) -> Vec<DerivedValue> {
         let mut values = vec![DerivedValue::Null; self.derived.len()];
         for &d in &self.derived_order {
@@ -320,7 +329,8 @@ impl OutputLayout {
                     .iter()
                     .map(|source| match *source {
                         Input::Feature(f) => {
-                            self.feature_input(batch, event, n_fields, f, feature(f))
+                            let (value, text) = feature(f);
+                            self.feature_input(batch, event, n_fields, f, value, text)
                         }
                         Input::Derived(j) => values[j].as_value(),
                         Input::Field(i) => {
@@ -344,8 +354,10 @@ impl OutputLayout {
         n_fields: usize,
         f: usize,
         value: FeatureValue,
+        text: &'b [u8],
     ) -> Value<'b> {
         match value {
+            FeatureValue::Text { start, len } => canonical_value(text_at(text, start, len)),
             FeatureValue::Null | FeatureValue::Beyond => Value::Missing,
             FeatureValue::Int(n) => Value::Num(n as f64),
             FeatureValue::Num(v) | FeatureValue::Exact(v) => Value::Num(v),
@@ -356,6 +368,35 @@ impl OutputLayout {
                 None => Value::Missing,
             },
         }
+    }
+}
+
+/// The canonical bytes at `start..start + len` of `text` (none if out of range).
+fn text_at(text: &[u8], start: u32, len: u32) -> &[u8] {
+    text.get(start as usize..start as usize + len as usize)
+        .unwrap_or_default()
+}
+
+/// Appends canonical value bytes ([`sluice_core::KeyEncoder`]) as JSON: a string, a number, a
+/// boolean, or `null` for bytes that are not one value.
+pub fn write_canonical(out: &mut Vec<u8>, canonical: &[u8]) {
+    match canonical_parts(canonical) {
+        Some((b's', text)) => escape_json_bytes(out, text),
+        Some((b'n' | b'b', text)) => out.extend_from_slice(text),
+        _ => out.extend_from_slice(b"null"),
+    }
+}
+
+/// Canonical value bytes as an expression reads them.
+fn canonical_value(canonical: &[u8]) -> Value<'_> {
+    match canonical_parts(canonical) {
+        Some((b's', text)) => std::str::from_utf8(text).map_or(Value::Missing, Value::Str),
+        Some((b'n', text)) => std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .map_or(Value::Missing, Value::Num),
+        Some((b'b', text)) => Value::Bool(text == b"true"),
+        _ => Value::Missing,
     }
 }
 

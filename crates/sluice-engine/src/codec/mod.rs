@@ -9,5 +9,5 @@ pub(crate) mod paths;
 pub(crate) mod scan;
 pub(crate) mod time;
 
-pub use format::{escape_json_str, write_computed, write_exact};
+pub use format::{escape_json_str, write_canonical, write_computed, write_exact};
 pub use time::TimeFormat;

@@ -573,8 +573,7 @@ impl Extractor {
     }
 }
 
-/// Per `of` field of `plan`: `None` when a feature without a filter aggregates it (or copies
-/// it, `last`), else the filters (bit `i`: `plan.filters[i]`) of the features that do.
+/// Per `of` field of `plan`: `None` when a feature without a filter aggregates it, else the filters (bit `i`: `plan.filters[i]`) of the features that do.
 fn field_filters(plan: &Plan) -> Vec<Option<u64>> {
     let mut masks = vec![Some(0u64); plan.fields.len()];
     let mut add = |field: usize, filter: Option<usize>| {
@@ -588,9 +587,6 @@ fn field_filters(plan: &Plan) -> Vec<Option<u64>> {
             if let Some(field) = s.of {
                 add(field, s.filter);
             }
-        }
-        for &(_, field, filter) in &key.own {
-            add(field, filter);
         }
     }
     masks

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
-use sluice_core::{group_of, shard_of, FeatureValue, Plan};
+use sluice_core::{group_of, shard_of, Plan};
 
 use crate::checkpoint::Barrier;
 use crate::connector::Position;
+use crate::dataflow::shard::ShardValues;
 use crate::dataflow::writer::{FormatJob, WriterMsg};
 use crate::error::{Error, Result};
 
@@ -207,7 +208,7 @@ pub(crate) enum RouterMsg {
     ShardDone {
         seq: u64,
         shard: usize,
-        values: Result<Vec<FeatureValue>>,
+        values: Result<ShardValues>,
     },
     End {
         batches: u64,
@@ -260,7 +261,7 @@ impl CheckpointTimer {
 
 struct Pending {
     batch: Arc<RoutedBatch>,
-    results: Vec<Option<Vec<FeatureValue>>>,
+    results: Vec<Option<ShardValues>>,
     remaining: usize,
 }
 

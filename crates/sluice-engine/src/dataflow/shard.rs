@@ -7,14 +7,24 @@ use crate::dataflow::router::RoutedBatch;
 use crate::error::Result;
 use crate::state::{StateBackend, Update};
 
-/// Applies shard `shard`'s items of a routed batch and returns their feature values, in item
-/// order (`plan.keys[item.key_spec].features.len()` values per item).
+/// One shard's answer for a batch: the feature values of its items, in item order
+/// (`plan.keys[item.key_spec].features.len()` values per item), and the text their
+/// [`FeatureValue::Text`] values point into.
+#[derive(Debug, Clone, Default)]
+pub struct ShardValues {
+    /// The values.
+    pub values: Vec<FeatureValue>,
+    /// Canonical bytes of kept strings (`first`, `last`, `lag`).
+    pub text: Vec<u8>,
+}
+
+/// Applies shard `shard`'s items of a routed batch and returns their feature values.
 pub fn process<B: StateBackend>(
     plan: &Plan,
     backend: &mut B,
     batch: &RoutedBatch,
     shard: usize,
-) -> Result<Vec<FeatureValue>> {
+) -> Result<ShardValues> {
     let items = &batch.items[shard];
     let parsed = &batch.parsed;
     let n_keys = plan.keys.len();
@@ -65,5 +75,8 @@ pub fn process<B: StateBackend>(
         .sum();
     let mut out = Vec::with_capacity(values);
     backend.apply(plan, &updates, &mut out)?;
-    Ok(out)
+    Ok(ShardValues {
+        values: out,
+        text: backend.take_text(),
+    })
 }

@@ -18,12 +18,13 @@ use crate::dataflow::batch::{RawBatch, Rejection};
 use crate::dataflow::pool::BufferPool;
 use crate::dataflow::router::RoutedBatch;
 use crate::dataflow::run::Stats;
+use crate::dataflow::shard::ShardValues;
 use crate::error::{Error, Result};
 
 /// A batch whose shards have all answered.
 pub(crate) struct FormatJob {
     pub(crate) batch: Arc<RoutedBatch>,
-    pub(crate) results: Vec<Vec<FeatureValue>>,
+    pub(crate) results: Vec<ShardValues>,
 }
 
 /// A formatted batch, ready to write.
@@ -96,7 +97,7 @@ pub(crate) fn format_batch(
         let beyond = (0..n_keys).any(|k| {
             let (shard, offset) = at[i * n_keys + k];
             shard != u32::MAX
-                && job.results[shard as usize][offset as usize..][..layout.per_key(k)]
+                && job.results[shard as usize].values[offset as usize..][..layout.per_key(k)]
                     .contains(&FeatureValue::Beyond)
         });
         if beyond {
@@ -116,7 +117,13 @@ pub(crate) fn format_batch(
         let start = events.len();
         layout.write_event(&mut events, batch, i, n_fields, |k, slot| {
             let (shard, offset) = at[i * n_keys + k];
-            (shard != u32::MAX).then(|| job.results[shard as usize][offset as usize + slot])
+            (shard != u32::MAX).then(|| {
+                let result = &job.results[shard as usize];
+                (
+                    result.values[offset as usize + slot],
+                    result.text.as_slice(),
+                )
+            })
         });
         each(Written::Event(start..events.len()));
         if let Some(keys) = keys.as_mut() {

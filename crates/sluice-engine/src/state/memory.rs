@@ -3,9 +3,7 @@
 
 use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
-use sluice_core::{
-    group_of, key_hash, DistinctScratch, FeatureValue, KeySpec, KeyState, Plan, KEY_GROUPS,
-};
+use sluice_core::{group_of, key_hash, FeatureValue, KeySpec, KeyState, Plan, Scratch, KEY_GROUPS};
 use smallvec::SmallVec;
 
 use super::prefetch::prefetch;
@@ -37,7 +35,7 @@ struct GroupState {
 #[derive(Debug)]
 pub struct MemoryBackend {
     groups: Vec<Option<Box<GroupState>>>,
-    scratch: DistinctScratch,
+    scratch: Scratch,
     live: usize,
     since_sweep: usize,
     floor: i64,
@@ -50,7 +48,7 @@ impl Default for MemoryBackend {
     fn default() -> Self {
         MemoryBackend {
             groups: (0..KEY_GROUPS).map(|_| None).collect(),
-            scratch: DistinctScratch::default(),
+            scratch: Scratch::default(),
             live: 0,
             since_sweep: 0,
             floor: i64::MIN,
@@ -314,6 +312,10 @@ impl StateBackend for MemoryBackend {
         self.live
     }
 
+    fn take_text(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.scratch.values.text)
+    }
+
     fn peek(
         &mut self,
         plan: &Plan,
@@ -330,13 +332,25 @@ impl StateBackend for MemoryBackend {
                 .map(|e| &*e.state)
         });
         if let Some(state) = cached {
-            return Ok(peek_state(&plan.keys[key_spec], Some(state), at, out));
+            return Ok(peek_state(
+                &plan.keys[key_spec],
+                Some(state),
+                at,
+                &mut self.scratch,
+                out,
+            ));
         }
         let on_disk = match self.spill.as_ref() {
             Some(spill) => spill.peek(group, key_spec, &plan.keys[key_spec], key)?,
             None => None,
         };
-        Ok(peek_state(&plan.keys[key_spec], on_disk.as_ref(), at, out))
+        Ok(peek_state(
+            &plan.keys[key_spec],
+            on_disk.as_ref(),
+            at,
+            &mut self.scratch,
+            out,
+        ))
     }
 
     fn snapshot<S: ShardSink>(&self, plan: &Plan, sink: &mut S) -> Result<()> {
@@ -369,12 +383,13 @@ pub(crate) fn peek_state(
     spec: &KeySpec,
     state: Option<&KeyState>,
     at: Option<i64>,
+    scratch: &mut Scratch,
     out: &mut [FeatureValue],
 ) -> Option<i64> {
     let at = at.or_else(|| state.and_then(KeyState::newest));
     match state {
-        Some(state) => state.peek(spec, at.unwrap_or(i64::MIN), out),
-        None => KeyState::new(spec).peek(spec, at.unwrap_or(i64::MIN), out),
+        Some(state) => state.peek(spec, at.unwrap_or(i64::MIN), scratch, out),
+        None => KeyState::new(spec).peek(spec, at.unwrap_or(i64::MIN), scratch, out),
     }
     at
 }

@@ -58,6 +58,10 @@ pub trait StateBackend: Send {
     /// Number of keys held.
     fn live_keys(&self) -> usize;
 
+    /// Takes the text that the [`FeatureValue::Text`] values written since the last call point
+    /// into (kept strings of `first`, `last` and `lag`).
+    fn take_text(&mut self) -> Vec<u8>;
+
     /// A feature query: writes into `out` the values of key spec `key_spec`'s features for
     /// `key` at `at` (default: the key's newest event time), without adding an event. Returns
     /// the time used; `None` when neither `at` was given nor the key holds anything (the
@@ -185,6 +189,13 @@ impl StateBackend for Backend {
         match self {
             Backend::Memory(m) => m.live_keys(),
             Backend::Redis(r) => r.live_keys(),
+        }
+    }
+
+    fn take_text(&mut self) -> Vec<u8> {
+        match self {
+            Backend::Memory(m) => m.take_text(),
+            Backend::Redis(r) => r.take_text(),
         }
     }
 

@@ -230,7 +230,7 @@ impl Spill {
 
 #[cfg(test)]
 mod tests {
-    use sluice_core::{Agg, DistinctScratch, FeatureSpec, FeatureValue, FieldObs, Plan};
+    use sluice_core::{Agg, FeatureSpec, FeatureValue, FieldObs, Plan, Scratch};
 
     use super::*;
 
@@ -274,7 +274,7 @@ mod tests {
             &fields,
             0,
             0,
-            &mut DistinctScratch::default(),
+            &mut Scratch::default(),
             &mut out,
         );
         spill.put(7, 0, b"u1", &state).expect("stores");

@@ -344,13 +344,6 @@ fn describe(p: &PipelineConfig) -> String {
                 ));
             }
         }
-        for &(slot, field, filter) in &key.own {
-            let filter = filter.map_or(String::new(), |i| format!(" where {}", plan.filters[i]));
-            s.push_str(&format!(
-                "    {} (last): the event's own `{}`{filter}\n",
-                plan.features[key.features[slot]].name, plan.fields[field]
-            ));
-        }
     }
     for (name, toml) in &p.fql_forms {
         s.push_str(&format!("  fql feature `{name}`, as TOML:\n"));

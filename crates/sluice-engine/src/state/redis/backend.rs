@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashMap;
 use redis::Value;
-use sluice_core::{DistinctScratch, FeatureValue, KeyState, Plan};
+use sluice_core::{FeatureValue, KeyState, Plan, Scratch};
 
 use super::cluster::{Cluster, ClusterOptions, Request, Traffic};
 use super::layout::{horizon, KeyLayout};
@@ -97,7 +97,7 @@ pub struct RedisBackend {
     ttl_ms: Vec<i64>,
     flush_keys: usize,
     cache: HashMap<(usize, Vec<u8>), Cached>,
-    scratch: DistinctScratch,
+    scratch: Scratch,
     writer: u64,
     seq: u64,
     since_sweep: usize,
@@ -145,7 +145,7 @@ impl RedisBackend {
             ttl_ms,
             flush_keys: options.flush_keys.max(1),
             cache: HashMap::new(),
-            scratch: DistinctScratch::default(),
+            scratch: Scratch::default(),
             writer,
             seq: 0,
             since_sweep: 0,
@@ -498,6 +498,7 @@ impl StateBackend for RedisBackend {
             &plan.keys[key_spec],
             state,
             at,
+            &mut self.scratch,
             out,
         ))
     }
@@ -553,5 +554,9 @@ impl StateBackend for RedisBackend {
 
     fn live_keys(&self) -> usize {
         self.cache.len()
+    }
+
+    fn take_text(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.scratch.values.text)
     }
 }

@@ -56,8 +56,7 @@ impl KeyLayout {
         }
         // The matched bits are numbered by the plan's filters: their list is part of the
         // entries' meaning.
-        let filtered =
-            key.series.iter().any(|s| s.filter.is_some()) || key.own.iter().any(|o| o.2.is_some());
+        let filtered = key.series.iter().any(|s| s.filter.is_some());
         if filtered {
             identity.push_str(&format!(";filters={:?}", plan.filters));
         }
