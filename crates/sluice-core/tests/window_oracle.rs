@@ -338,7 +338,8 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expe
     let mut max = i64::MIN;
     let mut distinct: HashSet<Vec<u8>> = HashSet::new();
     // (bucket, event) of the oldest and the newest event in the window, and every amount.
-    let (mut first, mut last): (Option<(i64, usize)>, Option<(i64, usize)>) = (None, None);
+    let mut first: Option<(i64, usize)> = None;
+    let mut last: Option<(i64, usize)> = None;
     let mut amounts = Vec::new();
     for &j in list {
         let x = &events[j];
