@@ -12,6 +12,9 @@
 //!   units `U`=1s, `T`=2s, `A`=5s, `B`=10s, `C`=15s, `D`=20s, `E`=25s, `F`=30s.
 //! - `F_ABS`, `F_ADD`, `F_MINUS`, `F_MULTIPLY`, `F_DIVIDE`, `F_POW`, `F_SQRT`, `F_EXP`,
 //!   `F_LOG` over operators or numbers.
+//! - `DIFF(W, T, x, k...)`: the event's own `x` minus the previous one (`lag`) of its key, as
+//!   `SQL`'s `x - LAG(x)`: null at an event that is not of type `T`, lacks `x`, or has no
+//!   previous value in the window.
 
 use crate::agg::Agg;
 use crate::path::FieldPath;
@@ -157,35 +160,17 @@ fn expression(
         }),
         Term::Call { name, args, at } => {
             if aggregation(name).is_some() {
-                let hidden = format!("{feature}#{}", parts.len());
-                let mut part = aggregation_of(term, hidden, type_field)?;
-                let same = parts.iter().find(|p| {
-                    Aggregation {
-                        name: part.name.clone(),
-                        ..(*p).clone()
-                    } == part
-                });
-                return Ok(match same {
-                    Some(p) => format!("`{}`", p.name),
-                    None => {
-                        part.name = format!("{feature}#{}", parts.len());
-                        let reference = format!("`{}`", part.name);
-                        parts.push(part);
-                        reference
-                    }
-                });
+                let part = aggregation_of(term, String::new(), type_field)?;
+                return Ok(add_part(part, feature, parts));
             }
             if name == "DIFF" {
-                return Err(FqlError {
-                    offset: *at,
-                    message: "DIFF needs the `lag` aggregation, which Sluice does not have yet"
-                        .into(),
-                });
+                return diff(term, feature, type_field, parts);
             }
             let Some(&(_, form, arity)) = FUNCTIONS.iter().find(|(f, _, _)| f == name) else {
                 let known: Vec<&str> = AGGREGATIONS
                     .iter()
                     .map(|(o, _)| *o)
+                    .chain(["DIFF"])
                     .chain(FUNCTIONS.iter().map(|(f, _, _)| *f))
                     .collect();
                 return Err(FqlError {
@@ -211,16 +196,74 @@ fn expression(
     }
 }
 
+/// Adds `part` to `parts` unless an equal one is there, and returns how an expression reads it.
+fn add_part(mut part: Aggregation, feature: &str, parts: &mut Vec<Aggregation>) -> String {
+    let same = parts.iter().find(|p| {
+        Aggregation {
+            name: part.name.clone(),
+            ..(*p).clone()
+        } == part
+    });
+    match same {
+        Some(p) => format!("`{}`", p.name),
+        None => {
+            part.name = format!("{feature}#{}", parts.len());
+            let reference = format!("`{}`", part.name);
+            parts.push(part);
+            reference
+        }
+    }
+}
+
+/// `DIFF(W, T, x, k...)`: `x - lag(x)` when the event is of type `T` and has `x` (the parts
+/// are `last(x)`, which is then the event's own `x`, and `lag(x)`), else null.
+fn diff(
+    term: &Term,
+    feature: &str,
+    type_field: Option<&str>,
+    parts: &mut Vec<Aggregation>,
+) -> Result<String, FqlError> {
+    let last = aggregation_as(term, Agg::Last, String::new(), type_field)?;
+    let lag = Aggregation {
+        agg: Agg::Lag,
+        ..last.clone()
+    };
+    let of = last.of.clone().expect("DIFF has a field");
+    let mut condition = format!("has({of})");
+    if let Some(filter) = &last.filter {
+        condition = format!("{condition} && {filter}");
+    }
+    let (last, lag) = (
+        add_part(last, feature, parts),
+        add_part(lag, feature, parts),
+    );
+    Ok(format!("({condition} ? {last} - {lag} : null)"))
+}
+
 /// The aggregation of an operator call `term`, named `name`.
 fn aggregation_of(
     term: &Term,
     name: String,
     type_field: Option<&str>,
 ) -> Result<Aggregation, FqlError> {
-    let Term::Call { name: op, args, at } = term else {
+    let Term::Call { name: op, .. } = term else {
         unreachable!("called on operator calls");
     };
     let agg = aggregation(op).expect("checked by the caller");
+    aggregation_as(term, agg, name, type_field)
+}
+
+/// The aggregation `agg` of an operator call `term` in the book's argument order, named
+/// `name`.
+fn aggregation_as(
+    term: &Term,
+    agg: Agg,
+    name: String,
+    type_field: Option<&str>,
+) -> Result<Aggregation, FqlError> {
+    let Term::Call { name: op, args, at } = term else {
+        unreachable!("called on operator calls");
+    };
     let err = |offset: usize, message: String| FqlError { offset, message };
     if args.len() < 3 || (agg != Agg::Count && args.len() < 4) {
         let shape = if agg == Agg::Count {
@@ -500,6 +543,26 @@ mod tests {
     }
 
     #[test]
+    fn diff_is_the_own_value_minus_the_previous_one() {
+        let t = translate("d", "DIFF(1d, transaction, amount, user_id)", Some("type"))
+            .expect("translates");
+        let aggs: Vec<Agg> = t.aggregations.iter().map(|a| a.agg).collect();
+        assert_eq!(aggs, [Agg::Last, Agg::Lag]);
+        assert!(t
+            .aggregations
+            .iter()
+            .all(|a| a.of.as_deref() == Some("amount")
+                && a.by == ["user_id"]
+                && a.filter.as_deref() == Some(r#"type == "transaction""#)));
+        assert_eq!(
+            t.expr.as_deref(),
+            Some(r#"(has(amount) && type == "transaction" ? `d#0` - `d#1` : null)"#)
+        );
+        // The expression is one the derived features accept.
+        crate::expr::parse(t.expr.as_deref().expect("an expression")).expect("parses");
+    }
+
+    #[test]
     fn mistakes_say_where_and_what() {
         let e = |text: &str, ty: Option<&str>| translate("f", text, ty).expect_err(text);
         assert!(e("SUM(1d, tx, amount, u)", None)
@@ -511,7 +574,9 @@ mod tests {
         assert!(e("HIST(1d, *, a, u)", None)
             .message
             .contains("unknown operator"));
-        assert!(e("DIFF(SUM(1d, *, a, u))", None).message.contains("lag"));
+        assert!(e("DIFF(SUM(1d, *, a, u))", None)
+            .message
+            .contains("DIFF needs at least"));
         assert!(e("SUM(1d, *, amount)", None).message.contains("needs"));
         let unclosed = e("SUM(1d, *, amount, u", None);
         assert_eq!(unclosed.offset, 20);

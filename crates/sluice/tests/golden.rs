@@ -278,7 +278,7 @@ fn fql_features_equal_their_toml_form() {
     assert!(!fql.is_empty());
     for (i, (f, t)) in fql.iter().zip(&toml).enumerate() {
         let f = f.as_object().expect("features");
-        assert_eq!(f.len(), 5, "line {}: hidden parts are not written", i + 1);
+        assert_eq!(f.len(), 6, "line {}: hidden parts are not written", i + 1);
         for (name, value) in f {
             assert_eq!(Some(value), t.get(name), "line {}: `{name}`", i + 1);
         }

@@ -407,12 +407,13 @@ fn redis_state_serves_the_same_results() {
     assert_eq!(got, want);
 }
 
-/// Filters, derived features and nested fields over HTTP: the golden cases' events, posted as
-/// one array and one by one, get exactly the golden outputs of `sluice run`.
+/// Filters, derived features, nested fields, kept values and StreamFQL over HTTP: the golden
+/// cases' events, posted as one array and one by one, get exactly the golden outputs of
+/// `sluice run`.
 #[test]
 fn filters_and_derived_features_are_served_like_the_golden_runs() {
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/pipelines");
-    for case in ["filters", "derived", "nested_fields"] {
+    for case in ["filters", "derived", "nested_fields", "kept_values", "fql"] {
         let dir = cases.join(case);
         let lines = common::lines(&dir.join("input.jsonl"));
         let want: Vec<String> = common::lines(&dir.join("expected.jsonl"));
@@ -436,6 +437,26 @@ fn filters_and_derived_features_are_served_like_the_golden_runs() {
                     .collect();
             }
             assert_eq!(got, want, "{case} (one by one: {one_by_one})");
+            if case == "kept_values" {
+                // A query reads the windows at the newest time (12500) without adding an
+                // event: the kept number and string of the newest event, for `lag` too.
+                let q = http.get("/v1/features?user_id=u1");
+                assert_eq!(q.status, 200, "{}", q.text());
+                let q: serde_json::Value = serde_json::from_slice(&q.body).expect("json");
+                let f = &q["keys"][0]["features"];
+                assert_eq!(q["keys"][0]["at"], 12500);
+                assert_eq!(f["first_amount"], 40);
+                assert_eq!(f["prev_amount"], 40);
+                assert_eq!(f["prev_device"], "d1");
+                assert_eq!(f["p90_amount"], 40);
+                assert_eq!(f["last_ok_device"], serde_json::Value::Null);
+                let q = http.get("/v1/features?user_id=u1&at=9000");
+                let q: serde_json::Value = serde_json::from_slice(&q.body).expect("json");
+                let f = &q["keys"][0]["features"];
+                assert_eq!(f["prev_device"], "d3", "{f}");
+                assert_eq!(f["last_ok_device"], "d3", "{f}");
+                assert_eq!(f["p50_amount"], 10, "{f}");
+            }
         }
     }
 }
