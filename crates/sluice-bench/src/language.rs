@@ -11,8 +11,12 @@ use serde::Serialize;
 use crate::e2e::{ensure_data, ensure_generated, run_child, BenchOptions, BENCH_PIPELINE};
 use crate::gen::GenKind;
 
-/// The language benchmark pipeline: 21 features over `sluice gen --kind nested` events.
-pub const LANGUAGE_PIPELINE: &str = r#"# The language benchmark pipeline: 21 features over nested logins, transactions and
+/// Number of features written by [`LANGUAGE_PIPELINE`].
+pub const LANGUAGE_FEATURES: usize = 25;
+
+/// The language benchmark pipeline: [`LANGUAGE_FEATURES`] features over `sluice gen --kind
+/// nested` events.
+pub const LANGUAGE_PIPELINE: &str = r#"# The language benchmark pipeline: 25 features over nested logins, transactions and
 # registers (`sluice gen --kind nested`): where filters, nested paths, derived features and
 # every aggregation.
 [event]
@@ -115,6 +119,30 @@ window = "1d"
 where = "type == 'transaction'"
 
 [[feature]]
+name = "user_tx_p90_7d"
+agg = "quantile"
+q = 0.9
+of = "payload.amount"
+by = "user.id"
+window = "7d"
+where = "type == 'transaction'"
+
+[[feature]]
+name = "user_tx_stddev_7d"
+agg = "stddev"
+of = "payload.amount"
+by = "user.id"
+window = "7d"
+where = "type == 'transaction'"
+
+[[feature]]
+name = "user_prev_device"
+agg = "lag"
+of = "device.id"
+by = "user.id"
+window = "1d"
+
+[[feature]]
 name = "user_channel"
 agg = "last"
 of = "channel"
@@ -170,6 +198,10 @@ expr = """min(100,
     + (user_login_devices_7d > 3 ? 15 : 0)
     + max(coalesce(device_registers_1d, 0) - 2, 0) * 5
     + (has(device.id) ? 0 : 10))"""
+
+[[feature]]
+name = "device_changed"
+expr = "has(device.id) && has(user_prev_device) && device.id != user_prev_device"
 
 [[feature]]
 name = "risk_level"
@@ -334,8 +366,9 @@ fn print_table(r: &LanguageResult) {
             mb(s.peak_memory_mb)
         );
         println!(
-            "| {} | language, 21 features, nested | {:.0} | {:.0} | {} | {:.2}x | {:.2}x |",
+            "| {} | language, {} features, nested | {:.0} | {:.0} | {} | {:.2}x | {:.2}x |",
             row.workers,
+            LANGUAGE_FEATURES,
             l.best_events_per_sec,
             l.median_events_per_sec,
             mb(l.peak_memory_mb),
@@ -349,24 +382,28 @@ fn print_table(r: &LanguageResult) {
 mod tests {
     use sluice_core::Agg;
 
-    use super::LANGUAGE_PIPELINE;
+    use super::{LANGUAGE_FEATURES, LANGUAGE_PIPELINE};
+    use sluice_core::agg::AGG_NAMES;
 
     /// The pipeline's behaviour is tested in `sluice` (which can parse and run it:
     /// `crates/sluice/tests/language_pipeline.rs`); here, its shape.
     #[test]
-    fn language_pipeline_has_21_features_and_every_aggregation() {
-        assert_eq!(LANGUAGE_PIPELINE.matches("[[feature]]").count(), 21);
-        assert_eq!(LANGUAGE_PIPELINE.matches("expr = ").count(), 4);
-        for agg in [
-            "count",
-            "sum",
-            "avg",
-            "min",
-            "max",
-            "distinct_count",
-            "last",
-        ] {
-            let _: Agg = agg.parse().expect("an aggregation");
+    fn language_pipeline_has_its_features_and_every_aggregation() {
+        assert_eq!(
+            LANGUAGE_PIPELINE.matches("[[feature]]").count(),
+            LANGUAGE_FEATURES
+        );
+        assert!(LANGUAGE_PIPELINE.contains(&format!("{LANGUAGE_FEATURES} features")));
+        assert_eq!(LANGUAGE_PIPELINE.matches("expr = ").count(), 5);
+        // Variants that share the registers of a benchmarked one (`stddev`, `lag`).
+        let alike = [
+            "variance",
+            "variance_pop",
+            "stddev_pop",
+            "first",
+            "distinct_count_approx",
+        ];
+        for agg in AGG_NAMES.into_iter().filter(|a| !alike.contains(a)) {
             assert!(
                 LANGUAGE_PIPELINE.contains(&format!("agg = \"{agg}\"")),
                 "{agg} is not benchmarked"

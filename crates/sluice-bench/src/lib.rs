@@ -18,4 +18,4 @@ pub mod redis;
 pub mod serve;
 
 pub use e2e::{BenchOptions, RunReport, BENCH_PIPELINE};
-pub use language::LANGUAGE_PIPELINE;
+pub use language::{LANGUAGE_FEATURES, LANGUAGE_PIPELINE};

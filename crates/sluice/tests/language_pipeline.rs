@@ -5,7 +5,7 @@
 use serde_json::Value;
 use sluice::Pipeline;
 use sluice_bench::gen::{write_nested, GenFormat, GenOptions};
-use sluice_bench::LANGUAGE_PIPELINE;
+use sluice_bench::{LANGUAGE_FEATURES, LANGUAGE_PIPELINE};
 
 const EVENTS: u64 = 20_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -62,7 +62,11 @@ fn language_pipeline_runs_over_nested_events() {
     let mut levels = [0usize; 3];
     for (i, (e, o)) in events.iter().zip(&out).enumerate() {
         let f = &o["features"];
-        assert_eq!(f.as_object().map(|m| m.len()), Some(21), "{o}");
+        assert_eq!(
+            f.as_object().map(|m| m.len()),
+            Some(LANGUAGE_FEATURES),
+            "{o}"
+        );
         // Failed logins of the user in the past hour, among the events received so far,
         // counted by brute force.
         let user = e["user"]["id"].as_str().expect("user.id");
