@@ -380,8 +380,6 @@ fn print_table(r: &LanguageResult) {
 
 #[cfg(test)]
 mod tests {
-    use sluice_core::Agg;
-
     use super::{LANGUAGE_FEATURES, LANGUAGE_PIPELINE};
     use sluice_core::agg::AGG_NAMES;
 
