@@ -6,11 +6,11 @@
 //! - `hot/100k`: one global key (every event), 100 000 events a day each with a new value,
 //!   a window of a day in minutes (1440 buckets of about 70 values).
 //! - `hot/1m`: the same key with a million events a day drawn from 100 000 values (1440
-//!   buckets of about 660 values, each a full sketch).
+//!   buckets of about 660 values, each a register array).
 //! - `sparse`: a key with one event a minute, each a new value, over a day in minutes: every
 //!   event opens a bucket and one leaves the window, so every event rebuilds the window.
 //! - `late`: the hot key (100k) where every 100th event is a minute late (out of order: its
-//!   value is merged from its window's 1440 buckets).
+//!   value is merged from the blocks and buckets of its range).
 //!
 //! State is warmed for longer than the window, and time moves on as measured, so windows
 //! slide and evict as in production (the day of events is replayed day after day). Memory

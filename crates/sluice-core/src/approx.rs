@@ -50,9 +50,28 @@
 //!   windows that fill and slide through 400 to 100 000 values: at most 3.7% off, 1.2% in
 //!   the mean; the test fails beyond 6% (3.7 standard errors).
 //! - The value is a function of the set of values in the window alone: not of event order,
-//!   out-of-order arrival, buckets or restores (registers are a maximum per register, and the
-//!   composite estimate, unlike DataSketches' default HIP estimate, reads only registers).
-//!   Replays from a Redis log and restores from checkpoints give the same values.
+//!   out-of-order arrival, buckets or restores. Registers are a maximum per register, and
+//!   the composite estimate (unlike DataSketches' default HIP estimate) reads only them: the
+//!   number of zero registers and the sums of 2^-register, which are exact in an f64. Replays
+//!   from a Redis log and restores from checkpoints give the same values; test
+//!   `large_values_depend_on_the_set_alone` checks it against one sketch fed the window.
+//!
+//! # Cost and memory
+//!
+//! Measured (`benches/approx.rs`), per observe: 0.56 µs for a small key (3 values, an event
+//! every 5 minutes, windows of an hour and a day in minutes: every event opens a bucket, and
+//! both windows lose one); 0.68 µs for a global key with 100 000 events a day, each a new
+//! value (a day in minutes: 1440 buckets of 70 values); 0.35 µs for one with a million events
+//! a day over 100 000 values (buckets of 660 values, each a register array); 1.7 µs for a key
+//! with a new value every minute (each event rebuilds its window around a sketch of the
+//! day); 2.7 µs for the 100 000-a-day key when every 100th event is a minute late (a late
+//! event merges its range from blocks and buckets: about 200 µs).
+//!
+//! A set takes at most about 4.2 KiB (3 KiB of hashes, or 4 KiB of registers), so a series at
+//! most that many times its buckets, blocks and twice its windows. Measured for one window of
+//! a day in minutes: 184 bytes for one value; 392 bytes for 10 values in one bucket, 1.2 KiB
+//! a minute apart; 8.4 KiB for 1000 values in one bucket, 54 KiB a minute apart; 1.4 MiB and
+//! 6.1 MiB for the two global keys above.
 //!
 //! # Binary form
 //!

@@ -108,10 +108,13 @@ pub fn block_ms(spec: &SeriesSpec) -> i64 {
 /// The buckets of a series and the blocks over them.
 #[derive(Debug, Clone)]
 pub struct Held {
+    /// The buckets, oldest first.
     pub buckets: Buckets,
     /// Per block (time-aligned, `block_ms` wide) of two buckets or more, the union of its
     /// buckets; none until the window unions are built (`block_ms` 0).
     pub blocks: Vec<Bucket>,
+    /// The width of a block ([`block_ms`] of the series' spec), or 0 before the blocks are
+    /// built.
     pub block_ms: i64,
     /// Buckets before this time have been dropped: a block that starts before it may still
     /// hold their values, so its union is not used.
@@ -217,8 +220,11 @@ impl Held {
         }
         let start = self.block_of(self.buckets[i].ts);
         let first = i == 0 || self.buckets[i - 1].ts < start;
+        if !first || start < self.horizon {
+            return None;
+        }
         let end = self.first_from(start.saturating_add(self.block_ms));
-        if !first || start < self.horizon || end > hi || end - i < 2 {
+        if end > hi || end - i < 2 {
             return None;
         }
         let block = self.blocks.get(first_from(&self.blocks, start))?;

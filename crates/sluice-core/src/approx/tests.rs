@@ -67,7 +67,7 @@ fn round_trip(spec: &SeriesSpec, series: &ApproxSeries, base: i64) -> ApproxSeri
 // ---------------------------------------------------------------------------------------------
 // Small sets: exact, against a brute-force oracle.
 
-/// Most distinct values the oracle test uses: below the 384 a sketch counts exactly.
+/// Most distinct values the oracle test uses: below the 384 counted exactly.
 const UNIVERSE: u64 = 300;
 
 /// What the harness does with one generated event.
@@ -367,7 +367,7 @@ fn memory_is_small_for_small_sets_and_bounded() {
 // ---------------------------------------------------------------------------------------------
 // The binary form.
 
-/// A series with buckets of every kind: a few hashes, a sketch of coupons, registers.
+/// A series with buckets of every kind: a few hashes, many hashes, a sketch.
 fn every_kind() -> (SeriesSpec, ApproxSeries) {
     let spec = spec(MINUTE, &[HOUR, DAY]);
     let mut series = ApproxSeries::new(&spec);
@@ -381,6 +381,7 @@ fn every_kind() -> (SeriesSpec, ApproxSeries) {
     (spec, series)
 }
 
+/// The binary form of `series`, with times relative to 0.
 fn encode(series: &ApproxSeries) -> Vec<u8> {
     let mut buf = Vec::new();
     series.put(&mut Writer::new(&mut buf, 0));
@@ -442,8 +443,8 @@ fn another_version_or_damaged_sketches_are_errors() {
 
 #[test]
 fn sketch_images_of_coupons_are_checked() {
-    // A sketch written before it reaches its register array (which only two values with one
-    // coupon make happen here) is a list or a set of coupons.
+    // A sketch written before it reaches its register array (which, past 384 values, only
+    // two values with one coupon make happen) is a list or a set of coupons.
     let mut sketch = HllSketch::new(set::LG_K, HllType::Hll8).expect("valid");
     for v in 0..3 {
         sketch.update_with_coupon(set::coupon(v));
