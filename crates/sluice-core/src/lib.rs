@@ -19,12 +19,14 @@
 //! - [`numeric`]: count/sum/avg/min/max/variance registers over sliding windows.
 //! - [`path`]: field paths into nested events (`user.id`, `` payload.`geo.ip` ``).
 //! - [`distinct`]: exact distinct-count registers over sliding windows.
+//! - [`approx`]: approximate distinct-count registers (HyperLogLog) over sliding windows.
 //! - [`state`]: the registers of one key, fed one event at a time.
 //! - [`value`]: the value of one feature for one event.
 //! - [`values`]: value registers (the values themselves) for first, last, lag and quantile.
 //! - [`wire`]: the compact binary form of registers, for checkpoints and the embedded store.
 
 pub mod agg;
+pub mod approx;
 pub mod deque;
 pub mod derived;
 pub mod distinct;
@@ -46,6 +48,7 @@ pub mod variance;
 pub mod wire;
 
 pub use agg::Agg;
+pub use approx::ApproxSeries;
 pub use distinct::{DistinctScratch, DistinctSeries};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use key::{group_of, key_group, key_hash, partition_group, shard_of, KeyEncoder, KEY_GROUPS};
