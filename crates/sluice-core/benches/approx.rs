@@ -61,6 +61,8 @@ fn spec(g: i64, widths: &[i64]) -> SeriesSpec {
         needs_values: false,
         needs_squares: false,
         filter: None,
+        numbers: false,
+        every_value: false,
     }
 }
 

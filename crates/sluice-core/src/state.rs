@@ -3,6 +3,7 @@
 //! This is the feature logic every state backend shares: a backend only decides where a
 //! [`KeyState`] lives (memory, disk, a remote store) and in which key group.
 
+use crate::approx::ApproxSeries;
 use crate::bucket_start;
 use crate::distinct::{DistinctScratch, DistinctSeries};
 use crate::numeric::{NumericSeries, Squares};
@@ -49,8 +50,8 @@ fn null_outputs(s: &crate::plan::SeriesSpec, out: &mut [FeatureValue]) {
 /// pipeline (two numeric series, one distinct): a key is one block of memory.
 ///
 /// What fewer pipelines need is kept apart, behind one pointer (absent when the key spec has
-/// none of it): the sums of squares of numeric series with a variance feature, and the value
-/// series. A numeric series stays as small as it is without them, and the key grows by that
+/// none of it): the sums of squares of numeric series with a variance feature, the value
+/// series and the sketch series. A numeric series stays as small as it is without them, and the key grows by that
 /// pointer only (504 to 512 bytes, which is still the allocation size class of the memory
 /// backend's boxed states).
 #[derive(Debug, Clone)]
@@ -68,20 +69,24 @@ struct Extra {
     squares: SeriesSquares,
     /// The value series (first, last, lag, quantile), in the key spec's order.
     values: SmallVec<[ValueSeries; 1]>,
+    /// The sketch series (distinct_count_approx), in the key spec's order.
+    approx: SmallVec<[ApproxSeries; 1]>,
 }
 
 /// The sums of squares of a key's numeric series, by position.
 type SeriesSquares = SmallVec<[Option<Squares>; 2]>;
 
-/// The sums of squares and the value series of a key, to walk alongside its series.
+/// The sums of squares, the value series and the sketch series of a key, to walk alongside
+/// its series.
 type ExtraIter<'a> = (
     Option<std::slice::IterMut<'a, Option<Squares>>>,
     std::slice::IterMut<'a, ValueSeries>,
+    std::slice::IterMut<'a, ApproxSeries>,
 );
 
 impl Extra {
     fn is_empty(&self) -> bool {
-        self.squares.is_empty() && self.values.is_empty()
+        self.squares.is_empty() && self.values.is_empty() && self.approx.is_empty()
     }
 }
 
@@ -99,14 +104,20 @@ impl KeyState {
         self.extra.as_deref().map_or(&[], |x| x.values.as_slice())
     }
 
+    /// The sketch series.
+    fn approx(&self) -> &[ApproxSeries] {
+        self.extra.as_deref().map_or(&[], |x| x.approx.as_slice())
+    }
+
     /// The sums of squares (if any) and the value series of `extra`, for an update.
     fn extra_mut(extra: &mut Option<Box<Extra>>) -> ExtraIter<'_> {
         match extra.as_deref_mut() {
             Some(x) => (
                 (!x.squares.is_empty()).then(|| x.squares.iter_mut()),
                 x.values.iter_mut(),
+                x.approx.iter_mut(),
             ),
-            None => (None, Default::default()),
+            None => (None, Default::default(), Default::default()),
         }
     }
 
@@ -125,6 +136,7 @@ impl KeyState {
             values: of_kind(SeriesKind::Values)
                 .map(|_| ValueSeries::new())
                 .collect(),
+            approx: of_kind(SeriesKind::Approx).map(ApproxSeries::new).collect(),
         };
         KeyState {
             numeric: of_kind(SeriesKind::Numeric)
@@ -160,7 +172,7 @@ impl KeyState {
     ) {
         let matches = |filter: Option<usize>| filter.is_none_or(|i| matched >> i & 1 == 1);
         let (mut numeric, mut distinct) = (self.numeric.iter_mut(), self.distinct.iter_mut());
-        let (mut squares, mut values) = Self::extra_mut(&mut self.extra);
+        let (mut squares, mut values, mut approx) = Self::extra_mut(&mut self.extra);
         for s in &spec.series {
             let field = s.of.map(|i| fields[i]).unwrap_or(FieldObs {
                 present: true,
@@ -200,7 +212,11 @@ impl KeyState {
                     Some(series) => series.read_at(s, ts, &mut scratch.values, out),
                     None => null_outputs(s, out),
                 },
-                SeriesKind::Approx => null_outputs(s, out),
+                SeriesKind::Approx => match approx.next() {
+                    Some(series) if adds => series.observe(s, ts, field.bytes, floor, out),
+                    Some(series) => series.read_at(s, ts, out),
+                    None => null_outputs(s, out),
+                },
             }
         }
     }
@@ -213,6 +229,7 @@ impl KeyState {
         let (mut numeric, mut distinct) = (self.numeric.iter(), self.distinct.iter());
         let mut squares = self.squares().map(|v| v.iter());
         let mut values = self.values().iter();
+        let mut approx = self.approx().iter();
         for s in &spec.series {
             match s.kind {
                 SeriesKind::Numeric => {
@@ -234,7 +251,11 @@ impl KeyState {
                         series.read_at(s, at, &mut scratch.values, out);
                     }
                 }
-                SeriesKind::Approx => {}
+                SeriesKind::Approx => {
+                    if let Some(series) = approx.next() {
+                        series.peek(s, at, out);
+                    }
+                }
             }
         }
     }
@@ -244,13 +265,14 @@ impl KeyState {
     pub fn is_expired(&self, spec: &KeySpec, floor: i64) -> bool {
         let (mut numeric, mut distinct) = (self.numeric.iter(), self.distinct.iter());
         let mut values = self.values().iter();
+        let mut approx = self.approx().iter();
         spec.series.iter().all(|s| {
             let horizon = bucket_start(floor, s.granularity_ms).saturating_sub(s.max_window_ms());
             let newest = match s.kind {
                 SeriesKind::Numeric => numeric.next().and_then(NumericSeries::newest),
                 SeriesKind::Distinct => distinct.next().and_then(DistinctSeries::newest),
                 SeriesKind::Values => values.next().and_then(ValueSeries::newest),
-                SeriesKind::Approx => None,
+                SeriesKind::Approx => approx.next().and_then(ApproxSeries::newest),
             };
             newest.is_none_or(|t| t < horizon)
         })
@@ -262,7 +284,8 @@ impl KeyState {
         let numeric = self.numeric.iter().filter_map(NumericSeries::newest);
         let distinct = self.distinct.iter().filter_map(DistinctSeries::newest);
         let values = self.values().iter().filter_map(ValueSeries::newest);
-        numeric.chain(distinct).chain(values).max()
+        let approx = self.approx().iter().filter_map(ApproxSeries::newest);
+        numeric.chain(distinct).chain(values).chain(approx).max()
     }
 
     /// Checks registers decoded from bytes against the key spec they are used with: one series
@@ -276,6 +299,7 @@ impl KeyState {
     pub fn check(&self, spec: &KeySpec) -> Result<(), WireError> {
         let (mut numeric, mut distinct) = (self.numeric.iter(), self.distinct.iter());
         let mut values = self.values().iter();
+        let mut approx = self.approx().iter();
         let squares = self.squares();
         if squares.is_some_and(|v| v.len() != self.numeric.len()) {
             return Err(WireError(
@@ -303,11 +327,17 @@ impl KeyState {
                     .next()
                     .ok_or(WireError("fewer value series than in the plan"))?
                     .check(s)?,
-                SeriesKind::Approx => {}
+                SeriesKind::Approx => approx
+                    .next()
+                    .ok_or(WireError("fewer sketch series than in the plan"))?
+                    .check(s)?,
             }
         }
         if values.next().is_some() {
             return Err(WireError("more value series than in the plan"));
+        }
+        if approx.next().is_some() {
+            return Err(WireError("more sketch series than in the plan"));
         }
         if numeric.next().is_some() {
             return Err(WireError("more numeric series than in the plan"));
@@ -341,11 +371,13 @@ impl KeyState {
         self.numeric.iter().map(NumericSeries::len).sum::<usize>()
             + self.distinct.iter().map(DistinctSeries::len).sum::<usize>()
             + self.values().iter().map(ValueSeries::len).sum::<usize>()
+            + self.approx().iter().map(ApproxSeries::len).sum::<usize>()
     }
 }
 
 /// The newest time (absolute), then the numeric series (each with its sums of squares, if
-/// any), the distinct series and the value series with times relative to it. Decoding checks each series' inner
+/// any), the distinct series, the value series and the sketch series with times relative to
+/// it. Decoding checks each series' inner
 /// consistency and that the base time is the newest time held, but not the plan: see
 /// [`KeyState::decode`].
 impl Wire for KeyState {
@@ -361,6 +393,7 @@ impl Wire for KeyState {
         }
         w.seq(&self.distinct);
         w.seq(self.values());
+        w.seq(self.approx());
     }
 
     fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
@@ -369,13 +402,13 @@ impl Wire for KeyState {
 }
 
 impl KeyState {
-    /// Reads registers written before value series existed (checkpoint format 6): the same
-    /// encoding without the value series.
+    /// Reads registers written before value and sketch series existed (checkpoint format 6):
+    /// the same encoding without them.
     pub fn get_without_values(r: &mut Reader<'_>) -> Result<Self, WireError> {
         Self::read(r, false)
     }
 
-    /// [`Wire::get`]; `values`: whether the encoding has the value series.
+    /// [`Wire::get`]; `values`: whether the encoding has the value and sketch series.
     fn read(r: &mut Reader<'_>, values: bool) -> Result<Self, WireError> {
         r.set_base(0);
         let base = r.i()?;
@@ -396,6 +429,7 @@ impl KeyState {
                 SmallVec::new()
             },
             values: if values { r.seq()? } else { SmallVec::new() },
+            approx: if values { r.seq()? } else { SmallVec::new() },
         };
         let state = KeyState {
             numeric,
@@ -645,12 +679,13 @@ mod tests {
         w.u(0); // no extremes
         w.u(0); // no distinct series
         w.u(0); // no value series
+        w.u(0); // no sketch series
         bytes
     }
 
     /// Registers without sums of squares keep the layout they had before variances existed
     /// (written here field by field), both ways; the layout of checkpoint format 6 is the same
-    /// without the (empty) list of value series, and still reads back.
+    /// without the (empty) lists of value and sketch series, and still reads back.
     #[test]
     fn the_layout_without_variances_is_unchanged() {
         let plan = Plan::new(vec![feature("n", Agg::Count, None, &["u"], 100)], 0).expect("valid");
@@ -658,7 +693,7 @@ mod tests {
         let bytes = numeric_state(&[(10, 1), (20, 2)], (i64::MIN, 0, 3));
         let state = KeyState::from_bytes(spec, &bytes).expect("decodes");
         assert_eq!(encode(&state), bytes);
-        let format6 = &bytes[..bytes.len() - 1];
+        let format6 = &bytes[..bytes.len() - 2];
         let mut r = Reader::new(format6, 0);
         let old = KeyState::get_without_values(&mut r).expect("format 6 decodes");
         assert!(r.rest().is_empty());
@@ -743,6 +778,7 @@ mod tests {
         w.u(0);
         w.u(values.iter().filter(|v| v.2 > 0).count() as u64);
         w.u(0); // no value series
+        w.u(0); // no sketch series
         bytes
     }
 

@@ -22,7 +22,7 @@ fn feature(name: &str, agg: Agg, of: Option<&str>, window_ms: i64, g: i64) -> Fe
 /// One key spec with every kind of register: two numeric series (one with min and max over
 /// two windows), a distinct series with two windows, and a coarser series with sums of
 /// squares (a variance and a standard deviation over two windows), and two value series
-/// (numbers for a quantile, text for a first and a lag).
+/// (numbers for a quantile, text for a first and a lag) and a sketch series.
 fn plan() -> Plan {
     plan_with(true)
 }
@@ -54,6 +54,7 @@ fn plan_with(squares: bool) -> Plan {
             ),
             feature("f", Agg::First, Some("device"), 100, 10),
             feature("l", Agg::Lag, Some("device"), 300, 10),
+            feature("a", Agg::DistinctCountApprox, Some("device"), 300, 10),
         ],
         40,
     )

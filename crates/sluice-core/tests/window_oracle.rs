@@ -390,7 +390,8 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expe
         }
         Agg::Avg | Agg::Min | Agg::Max if count == 0 => Expected::Null,
         Agg::Count => Expected::Int(count),
-        Agg::DistinctCount => Expected::Int(distinct.len() as u64),
+        // Exact below 384 values (far more than a case has).
+        Agg::DistinctCount | Agg::DistinctCountApprox => Expected::Int(distinct.len() as u64),
         Agg::Sum => Expected::Num {
             cents,
             divisor: 1,
@@ -410,7 +411,6 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expe
             Expected::Exact(amounts[q.rank(amounts.len()) - 1] as f64 / 100.0)
         }
         Agg::Quantile(_) => Expected::Null,
-        Agg::DistinctCountApprox => unreachable!("not generated"),
     }
 }
 
@@ -562,7 +562,7 @@ struct Payload {
 }
 
 /// `(aggregation, of)` choices: several aggregations over the same field, so series are shared.
-const AGGS: [(Agg, Option<&str>); 23] = [
+const AGGS: [(Agg, Option<&str>); 25] = [
     (Agg::Count, None),
     (Agg::Count, Some("amount")),
     (Agg::Sum, Some("amount")),
@@ -586,6 +586,8 @@ const AGGS: [(Agg, Option<&str>); 23] = [
     (Agg::Lag, Some("merchant")),
     (Agg::Quantile(Quantile(500_000_000)), Some("amount")),
     (Agg::Quantile(Quantile(900_000_000)), Some("amount")),
+    (Agg::DistinctCountApprox, Some("device")),
+    (Agg::DistinctCountApprox, Some("amount")),
 ];
 
 /// Key specs; the empty one is the global key.
@@ -710,7 +712,12 @@ impl Case {
             .iter()
             .enumerate()
             .map(|(i, &(agg, by, window, coarse))| {
-                let (agg, of) = AGGS[agg];
+                let (mut agg, of) = AGGS[agg];
+                // Sketches are per bucket: an exact case counts exactly instead.
+                let coarse = coarse || agg == Agg::DistinctCountApprox;
+                if agg == Agg::DistinctCountApprox && self.granularity == 1 {
+                    agg = Agg::DistinctCount;
+                }
                 FeatureSpec {
                     name: format!("f{i}"),
                     agg,

@@ -114,7 +114,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 2_000)]
     naive_events: u64,
     /// Benchmark the feature language instead: the six-feature pipeline over the transactions
-    /// and a 25-feature pipeline over nested events (`sluice gen --kind nested`: `where`
+    /// and a 27-feature pipeline over nested events (`sluice gen --kind nested`: `where`
     /// filters, nested paths, derived features, every aggregation), interleaved run by run,
     /// with the ratio of their events/s.
     #[arg(long, conflicts_with_all = ["against", "redis", "checkpoints", "kafka", "serve"])]
