@@ -250,6 +250,7 @@ impl ApproxSeries {
     /// Adds an event at `ts` with value `value` (its canonical bytes) and writes the
     /// approximate distinct counts of its windows into `out`. `floor` as for
     /// [`crate::NumericSeries::observe`].
+    #[inline(never)] // off the path of pipelines without them
     pub fn observe(
         &mut self,
         spec: &SeriesSpec,
@@ -284,6 +285,7 @@ impl ApproxSeries {
     /// Writes the approximate distinct counts its windows have for an event at `ts` that is
     /// not added: as [`ApproxSeries::peek`], but an event in time order moves the window
     /// unions on to it instead of merging its range.
+    #[inline(never)] // off the path of pipelines without them
     pub fn read_at(&mut self, spec: &SeriesSpec, ts: i64, out: &mut [FeatureValue]) {
         let t = bucket_start(ts, spec.granularity_ms);
         if !self.in_order(t) {

@@ -124,20 +124,28 @@ impl KeyState {
     /// Empty registers for `spec`.
     pub fn new(spec: &KeySpec) -> Self {
         let of_kind = |kind| spec.series.iter().filter(move |s| s.kind == kind);
-        let squares = if spec.series.iter().any(|s| s.needs_squares) {
-            of_kind(SeriesKind::Numeric)
-                .map(|s| s.needs_squares.then(|| Squares::new(s)))
-                .collect()
-        } else {
-            SmallVec::new()
-        };
-        let extra = Extra {
-            squares,
-            values: of_kind(SeriesKind::Values)
-                .map(|_| ValueSeries::new())
-                .collect(),
-            approx: of_kind(SeriesKind::Approx).map(ApproxSeries::new).collect(),
-        };
+        // Most keys have no extra registers: not even an empty `Extra` is built for them
+        // (a new key is made for every first event of a key).
+        let has_extra = spec
+            .series
+            .iter()
+            .any(|s| s.needs_squares || matches!(s.kind, SeriesKind::Values | SeriesKind::Approx));
+        let extra = has_extra.then(|| {
+            let squares = if spec.series.iter().any(|s| s.needs_squares) {
+                of_kind(SeriesKind::Numeric)
+                    .map(|s| s.needs_squares.then(|| Squares::new(s)))
+                    .collect()
+            } else {
+                SmallVec::new()
+            };
+            Box::new(Extra {
+                squares,
+                values: of_kind(SeriesKind::Values)
+                    .map(|_| ValueSeries::new())
+                    .collect(),
+                approx: of_kind(SeriesKind::Approx).map(ApproxSeries::new).collect(),
+            })
+        });
         KeyState {
             numeric: of_kind(SeriesKind::Numeric)
                 .map(NumericSeries::new)
@@ -145,7 +153,7 @@ impl KeyState {
             distinct: of_kind(SeriesKind::Distinct)
                 .map(DistinctSeries::new)
                 .collect(),
-            extra: (!extra.is_empty()).then(|| Box::new(extra)),
+            extra,
         }
     }
 

@@ -73,6 +73,7 @@ impl ValueSeries {
     /// Adds an event at `ts` with `value` and writes its windows' values into `out`. `floor`
     /// as for [`crate::NumericSeries::observe`]: entries no later event's window can reach are
     /// dropped.
+    #[inline(never)] // off the path of pipelines without them
     pub fn observe(
         &mut self,
         spec: &SeriesSpec,
@@ -113,6 +114,7 @@ impl ValueSeries {
 
     /// Writes the values its windows have for an event at `ts` that is not added (`lag` is
     /// then the newest value, like `last`).
+    #[inline(never)] // off the path of pipelines without them
     pub fn read_at(
         &self,
         spec: &SeriesSpec,

@@ -229,27 +229,31 @@ impl OutputLayout {
     }
 
     /// Appends the enriched event: its body, then `"features":{...}}` and a newline.
-    /// `value(k, slot)` gives the value computed for key spec `k` and the text its
-    /// [`FeatureValue::Text`] points into, or `None` if the event has no such key.
+    /// `value(k, slot)` gives the value computed for key spec `k`, or `None` if the event has
+    /// no such key; `text(k)` the text that key spec's [`FeatureValue::Text`] values point
+    /// into (asked only for those).
+    #[inline]
     pub fn write_event<'t>(
         &self,
         out: &mut Vec<u8>,
         batch: &ParsedBatch,
         event: usize,
         n_fields: usize,
-        value: impl Fn(usize, usize) -> Option<(FeatureValue, &'t [u8])>,
+        value: impl Fn(usize, usize) -> Option<FeatureValue>,
+        text: impl Fn(usize) -> &'t [u8],
     ) {
         let e = &batch.events[event];
         let body = batch.bytes(e.body);
         out.extend_from_slice(body);
         let feature = |f: usize| {
             let (k, slot) = self.origin[f];
-            value(k, slot).unwrap_or((FeatureValue::Null, &[]))
+            value(k, slot).unwrap_or(FeatureValue::Null)
         };
+        let text_of = |f: usize| text(self.origin[f].0);
         let derived = if self.derived.is_empty() {
             Vec::new()
         } else {
-            self.derive(batch, event, n_fields, &feature)
+            self.derive(batch, event, n_fields, &feature, &text_of)
         };
         // A body holds at least the time field, so the object is never empty here.
         out.extend_from_slice(b",\"features\":{");
@@ -259,20 +263,19 @@ impl OutputLayout {
             }
             out.extend_from_slice(key);
             match *output {
-                Output::Feature(f) => {
-                    let (value, text) = feature(f);
-                    self.write_feature(out, batch, event, n_fields, f, value, text)
-                }
+                Output::Feature(f) => match feature(f) {
+                    FeatureValue::Text { start, len } => write_text(out, text_of(f), start, len),
+                    value => self.write_feature(out, batch, event, n_fields, f, value),
+                },
                 Output::Derived(d) => derived[d].write(out),
             }
         }
         out.extend_from_slice(b"}}\n");
     }
 
-    /// Writes the value of aggregated feature `f` (`text`: what a [`FeatureValue::Text`]
-    /// points into).
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
+    /// Writes the value of aggregated feature `f` (not a [`FeatureValue::Text`]: see
+    /// [`write_text`]).
+    #[inline(always)]
     fn write_feature(
         &self,
         out: &mut Vec<u8>,
@@ -281,10 +284,9 @@ impl OutputLayout {
         n_fields: usize,
         f: usize,
         value: FeatureValue,
-        text: &[u8],
     ) {
         match value {
-            FeatureValue::Text { start, len } => write_canonical(out, text_at(text, start, len)),
+            FeatureValue::Text { .. } => out.extend_from_slice(b"null"),
             FeatureValue::Null | FeatureValue::Beyond => out.extend_from_slice(b"null"),
             FeatureValue::Int(n) => {
                 let mut b = itoa::Buffer::new();
@@ -319,7 +321,8 @@ impl OutputLayout {
         batch: &ParsedBatch,
         event: usize,
         n_fields: usize,
-        feature: &impl Fn(usize) -> (FeatureValue, &'t [u8]),
+        feature: &impl Fn(usize) -> FeatureValue,
+        text_of: &impl Fn(usize) -> &'t [u8],
     ) -> Vec<DerivedValue> {
         let mut values = vec![DerivedValue::Null; self.derived.len()];
         for &d in &self.derived_order {
@@ -328,10 +331,12 @@ impl OutputLayout {
                 let inputs: SmallVec<[Value<'_>; 8]> = sources
                     .iter()
                     .map(|source| match *source {
-                        Input::Feature(f) => {
-                            let (value, text) = feature(f);
-                            self.feature_input(batch, event, n_fields, f, value, text)
-                        }
+                        Input::Feature(f) => match feature(f) {
+                            FeatureValue::Text { start, len } => {
+                                canonical_value(text_at(text_of(f), start, len))
+                            }
+                            value => self.feature_input(batch, event, n_fields, f, value),
+                        },
                         Input::Derived(j) => values[j].as_value(),
                         Input::Field(i) => {
                             let slot = &batch.expr_values[event * self.n_expr_fields + i];
@@ -354,10 +359,9 @@ impl OutputLayout {
         n_fields: usize,
         f: usize,
         value: FeatureValue,
-        text: &'b [u8],
     ) -> Value<'b> {
         match value {
-            FeatureValue::Text { start, len } => canonical_value(text_at(text, start, len)),
+            FeatureValue::Text { .. } => Value::Missing,
             FeatureValue::Null | FeatureValue::Beyond => Value::Missing,
             FeatureValue::Int(n) => Value::Num(n as f64),
             FeatureValue::Num(v) | FeatureValue::Exact(v) => Value::Num(v),
@@ -369,6 +373,12 @@ impl OutputLayout {
             },
         }
     }
+}
+
+/// Writes a [`FeatureValue::Text`]: the canonical bytes at `start..start + len` of `text`.
+#[cold]
+fn write_text(out: &mut Vec<u8>, text: &[u8], start: u32, len: u32) {
+    write_canonical(out, text_at(text, start, len));
 }
 
 /// The canonical bytes at `start..start + len` of `text` (none if out of range).

@@ -115,16 +115,23 @@ pub(crate) fn format_batch(
             continue;
         }
         let start = events.len();
-        layout.write_event(&mut events, batch, i, n_fields, |k, slot| {
-            let (shard, offset) = at[i * n_keys + k];
-            (shard != u32::MAX).then(|| {
-                let result = &job.results[shard as usize];
-                (
-                    result.values[offset as usize + slot],
-                    result.text.as_slice(),
-                )
-            })
-        });
+        layout.write_event(
+            &mut events,
+            batch,
+            i,
+            n_fields,
+            |k, slot| {
+                let (shard, offset) = at[i * n_keys + k];
+                (shard != u32::MAX)
+                    .then(|| job.results[shard as usize].values[offset as usize + slot])
+            },
+            |k| {
+                let (shard, _) = at[i * n_keys + k];
+                job.results
+                    .get(shard as usize)
+                    .map_or(&[][..], |r| r.text.as_slice())
+            },
+        );
         each(Written::Event(start..events.len()));
         if let Some(keys) = keys.as_mut() {
             keys.push(batch.output_keys[i].map(|(a, b)| &batch.arena[a..b]));
