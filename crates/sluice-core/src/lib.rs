@@ -23,6 +23,7 @@
 //! - [`state`]: the registers of one key, fed one event at a time.
 //! - [`value`]: the value of one feature for one event.
 //! - [`values`]: value registers (the values themselves) for first, last, lag and quantile.
+//! - [`ranked`]: an ordered multiset with k-th lookup, the running window of a quantile.
 //! - [`wire`]: the compact binary form of registers, for checkpoints and the embedded store.
 
 pub mod agg;
@@ -38,6 +39,7 @@ pub mod minmax;
 pub mod numeric;
 pub mod path;
 pub mod plan;
+pub mod ranked;
 pub mod square;
 pub mod state;
 pub mod sum;

@@ -63,6 +63,11 @@ impl SquareSum {
         }
         self.add_float(-other.float);
         self.add_float(-other.compensation);
+        // Removing what was added leaves the float part and its compensation as `-c` and `c`
+        // (zero, in two parts, which the variance would read as a float part present): the
+        // same value as one rounded part and its exact error, so an exact cancellation is 0.
+        let Dd { hi, lo } = Dd::two_sum(self.float, self.compensation);
+        (self.float, self.compensation) = (hi, lo);
     }
 
     /// Resets to exactly zero (used when a window becomes empty).

@@ -256,7 +256,7 @@ impl KeyState {
                 }
                 SeriesKind::Values => {
                     if let Some(series) = values.next() {
-                        series.read_at(s, at, &mut scratch.values, out);
+                        series.peek(s, at, &mut scratch.values, out);
                     }
                 }
                 SeriesKind::Approx => {

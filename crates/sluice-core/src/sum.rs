@@ -109,6 +109,9 @@ impl ExactSum {
         }
         self.add_float(-other.sum);
         self.add_float(-other.compensation);
+        // As for sums of squares: an exact cancellation leaves both parts 0, not `-c` and `c`.
+        let Dd { hi, lo } = Dd::two_sum(self.sum, self.compensation);
+        (self.sum, self.compensation) = (hi, lo);
     }
 
     /// Resets to exactly zero (used when a window becomes empty).

@@ -9,12 +9,20 @@
 //! Without a quantile, only two entries per time are ever read (the first and the newest
 //! arrival), so a series without one keeps at most two per time: a key that sends many events
 //! within one bucket holds two values for it, not all of them.
+//!
+//! With a quantile, each window also keeps its running range's numbers in a [`Ranked`]
+//! multiset while events come in time order: an event adds its number and removes those that
+//! left the window, and the k-th smallest is a walk over sorted blocks, so a hot key with
+//! thousands of values in its window is not re-selected on every event. An event out of
+//! order selects from its own range. The running ranges are derived: not stored, rebuilt at
+//! the first event in time order after a restore.
 
 use std::collections::VecDeque;
 
 use crate::agg::Agg;
 use crate::bucket_start;
 use crate::plan::{SeriesSpec, WindowSpec};
+use crate::ranked::Ranked;
 use crate::value::FeatureValue;
 use crate::wire::{Reader, Wire, WireError, Writer};
 
@@ -47,6 +55,17 @@ pub struct ValueScratch {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ValueSeries {
     entries: VecDeque<Entry>,
+    /// For a series with a quantile, per window: its running range (empty until built).
+    running: Vec<Running>,
+}
+
+/// The running range of one window: the entries from `lo` on, whose times are at or after
+/// `start`, and their numbers.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Running {
+    start: i64,
+    lo: usize,
+    numbers: Ranked,
 }
 
 impl ValueSeries {
@@ -96,6 +115,10 @@ impl ValueSeries {
             let lag = previous.filter(|&i| self.entries[i].ts >= lo);
             self.write_lag(w, lag, scratch, out);
         }
+        let in_order = self.slides_to(spec, t);
+        if let Stored::Num(v) = value {
+            self.enter_running(t, v);
+        }
         let end = if replaces {
             self.entries[at - 1] = Entry { ts: t, value };
             at
@@ -103,32 +126,141 @@ impl ValueSeries {
             self.entries.insert(at, Entry { ts: t, value });
             at + 1
         };
-        for w in &spec.windows {
+        if in_order {
+            self.slide(spec, t);
+        }
+        for (j, w) in spec.windows.iter().enumerate() {
             let start = self.start_of(t, w);
-            self.write_range(w, start..end, Some(end - 1), scratch, out);
+            let running = self.running.get(j).filter(|_| in_order);
+            self.write_range(w, start..end, Some(end - 1), running, scratch, out);
         }
         let horizon = bucket_start(floor, spec.granularity_ms).saturating_sub(spec.max_window_ms());
         let old = self.entries.partition_point(|e| e.ts < horizon);
         self.entries.drain(..old);
+        self.drained(old);
+    }
+
+    /// Whether an event at aligned time `t` is in time order for the running ranges: a series
+    /// with a quantile, `t` at or after every entry, and every window able to slide to it.
+    fn slides_to(&self, spec: &SeriesSpec, t: i64) -> bool {
+        spec.every_value
+            && self.newest().is_none_or(|newest| t >= newest)
+            && (self.running.len() != spec.windows.len()
+                || crate::numeric::windows_slide_to(spec, self.running.iter().map(|r| r.start), t))
+    }
+
+    /// A number added at `t`, before its entry is inserted: into each running range that
+    /// covers `t`, else the range's first entry moves one place on.
+    fn enter_running(&mut self, t: i64, v: f64) {
+        for run in &mut self.running {
+            if t >= run.start {
+                run.numbers.insert(v);
+            } else {
+                run.lo += 1;
+            }
+        }
+    }
+
+    /// Slides (or, after a restore, builds) each window's running range to end at `t`.
+    fn slide(&mut self, spec: &SeriesSpec, t: i64) {
+        if self.running.len() != spec.windows.len() {
+            self.running = spec
+                .windows
+                .iter()
+                .map(|w| {
+                    let start = t.saturating_sub(w.width_ms);
+                    let lo = self.entries.partition_point(|e| e.ts < start);
+                    let mut numbers = Ranked::new();
+                    for e in self.entries.range(lo..) {
+                        if let Stored::Num(v) = e.value {
+                            numbers.insert(v);
+                        }
+                    }
+                    Running { start, lo, numbers }
+                })
+                .collect();
+            return;
+        }
+        for (w, run) in spec.windows.iter().zip(&mut self.running) {
+            run.start = t.saturating_sub(w.width_ms);
+            while let Some(e) = self.entries.get(run.lo).filter(|e| e.ts < run.start) {
+                if let Stored::Num(v) = e.value {
+                    run.numbers.remove(v);
+                }
+                run.lo += 1;
+            }
+        }
+    }
+
+    /// `old` entries were dropped from the front: none of them was in a running range (they
+    /// are older than every window of a later event), so each range's first entry moves back.
+    fn drained(&mut self, old: usize) {
+        if old == 0 {
+            return;
+        }
+        if self.running.iter().any(|run| run.lo < old) {
+            // Not expected; rebuilt at the next event in time order rather than trusted.
+            self.running.clear();
+        }
+        for run in &mut self.running {
+            run.lo -= old;
+        }
     }
 
     /// Writes the values its windows have for an event at `ts` that is not added (`lag` is
-    /// then the newest value, like `last`).
+    /// then the newest value, like `last`): as [`ValueSeries::peek`], but an event in time
+    /// order slides the running ranges of a quantile instead of selecting.
     #[inline(never)] // off the path of pipelines without them
     pub fn read_at(
-        &self,
+        &mut self,
         spec: &SeriesSpec,
         ts: i64,
         scratch: &mut ValueScratch,
         out: &mut [FeatureValue],
     ) {
         let t = bucket_start(ts, spec.granularity_ms);
+        let in_order = self.slides_to(spec, t);
+        if in_order {
+            self.slide(spec, t);
+        }
+        self.read(spec, t, in_order, scratch, out);
+    }
+
+    /// Writes the values its windows would have for an event at `at` without adding one.
+    /// Read-only.
+    pub fn peek(
+        &self,
+        spec: &SeriesSpec,
+        at: i64,
+        scratch: &mut ValueScratch,
+        out: &mut [FeatureValue],
+    ) {
+        self.read(
+            spec,
+            bucket_start(at, spec.granularity_ms),
+            false,
+            scratch,
+            out,
+        );
+    }
+
+    /// The values of the windows ending at aligned time `t`; `running`: the running ranges
+    /// end at `t`.
+    fn read(
+        &self,
+        spec: &SeriesSpec,
+        t: i64,
+        running: bool,
+        scratch: &mut ValueScratch,
+        out: &mut [FeatureValue],
+    ) {
         let end = self.entries.partition_point(|e| e.ts <= t);
-        for w in &spec.windows {
+        for (j, w) in spec.windows.iter().enumerate() {
             let start = self.start_of(t, w).min(end);
             let newest = (start < end).then(|| end - 1);
             self.write_lag(w, newest, scratch, out);
-            self.write_range(w, start..end, None, scratch, out);
+            let run = self.running.get(j).filter(|_| running);
+            self.write_range(w, start..end, None, run, scratch, out);
         }
     }
 
@@ -157,12 +289,14 @@ impl ValueSeries {
 
     /// Writes window `w`'s `first`, `last` and quantile features over the entries in `range`.
     /// `own`: the index of the event's own entry, when it was just added (its `last` is then
-    /// its own value, which the output copies from the event).
+    /// its own value, which the output copies from the event). `running`: the window's running
+    /// range when it is exactly `range` (quantiles then read its ranks).
     fn write_range(
         &self,
         w: &WindowSpec,
         range: std::ops::Range<usize>,
         own: Option<usize>,
+        running: Option<&Running>,
         scratch: &mut ValueScratch,
         out: &mut [FeatureValue],
     ) {
@@ -176,6 +310,12 @@ impl ValueSeries {
                     Stored::Text(_) => FeatureValue::Own,
                 },
                 Agg::Last => self.entries[range.end - 1].value.write(&mut scratch.text),
+                Agg::Quantile(q) if running.is_some_and(|r| r.numbers.len() == range.len()) => {
+                    let numbers = &running.expect("checked").numbers;
+                    numbers
+                        .kth(q.rank(numbers.len()))
+                        .map_or(FeatureValue::Null, FeatureValue::Exact)
+                }
                 Agg::Quantile(q) => {
                     if !gathered {
                         scratch.nums.clear();
@@ -274,6 +414,9 @@ impl Wire for ValueSeries {
         {
             return Err(WireError("values out of time order"));
         }
-        Ok(ValueSeries { entries })
+        Ok(ValueSeries {
+            entries,
+            running: Vec::new(),
+        })
     }
 }

@@ -1381,3 +1381,27 @@ fn huge_windows_do_not_overflow() {
     };
     assert_eq!(got, vec![row(1, 1.0, 1), row(2, 3.0, 2), row(2, 4.01, 1)]);
 }
+
+/// Found by the restore property: a value beyond the exact range (10 000 000.01) leaves the
+/// window; the equal amounts left must have a variance of exactly 0. (Removing its square from
+/// the window's float part left the parts `-c` and `c`, which read as about 6e-36.)
+#[test]
+fn a_large_value_leaving_the_window_leaves_an_exact_variance() {
+    let plan =
+        Plan::new(vec![feature("v", Agg::Variance, Some("amount"), 50, 1)], 0).expect("valid");
+    let mut h = Harness::new(plan, 1);
+    let values: Vec<FeatureValue> = [
+        at(50, 1_000_000_001),
+        at(51, 2),
+        at(60, 2),
+        at(101, 2),
+        at(101, 2),
+    ]
+    .iter()
+    .map(|e| h.push(e).expect("in order")[0])
+    .collect();
+    assert_eq!(
+        &values[3..],
+        [FeatureValue::Num(0.0), FeatureValue::Num(0.0)]
+    );
+}
