@@ -166,6 +166,15 @@ fn expression(
             if name == "DIFF" {
                 return diff(term, feature, type_field, parts);
             }
+            if name == "HIST" || name == "F_QUANTILE" {
+                return Err(FqlError {
+                    offset: *at,
+                    message: format!(
+                        "{name} is not supported: write the feature in TOML with \
+                         agg = \"quantile\" and q (exact, where the book's histogram estimated)"
+                    ),
+                });
+            }
             let Some(&(_, form, arity)) = FUNCTIONS.iter().find(|(f, _, _)| f == name) else {
                 let known: Vec<&str> = AGGREGATIONS
                     .iter()
@@ -571,9 +580,10 @@ mod tests {
         assert!(e("SUM(1x, *, amount, u)", None)
             .message
             .contains("unknown unit"));
-        assert!(e("HIST(1d, *, a, u)", None)
+        assert!(e("F_QUANTILE(HIST(1d, *, a, u), 0.9)", None)
             .message
-            .contains("unknown operator"));
+            .contains("agg = \"quantile\""));
+        assert!(e("M_RISK(1d)", None).message.contains("unknown operator"));
         assert!(e("DIFF(SUM(1d, *, a, u))", None)
             .message
             .contains("DIFF needs at least"));

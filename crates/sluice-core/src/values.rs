@@ -4,7 +4,7 @@
 //! A series keeps one entry per added event, ordered by (aligned time, arrival): the window of an
 //! event is then a contiguous range found by two binary searches. `first` is the range's first
 //! entry, `last` its last, `lag` the last entry before the event is added, and a quantile
-//! selects the k-th smallest number of the range (O(n) in the window's values).
+//! the k-th smallest number of the range.
 //!
 //! Without a quantile, only two entries per time are ever read (the first and the newest
 //! arrival), so a series without one keeps at most two per time: a key that sends many events
