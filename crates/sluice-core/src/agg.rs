@@ -40,7 +40,13 @@ pub enum Agg {
     Quantile(Quantile),
     /// Approximate number of distinct values (HyperLogLog over the window's buckets).
     DistinctCountApprox,
+    /// The distinct values themselves, sorted (numbers, then strings, then booleans), the
+    /// smallest `limit` of them, as a JSON array.
+    Set(u32),
 }
+
+/// The default `limit` of a `set`.
+pub const SET_LIMIT: u32 = 100;
 
 /// The `q` of a quantile, in billionths: `q` is read to nine decimal places, so that the rank
 /// `ceil(q * n)` is computed exactly in integers (in binary floating point `0.7 * 10` is
@@ -78,7 +84,7 @@ impl Quantile {
 }
 
 /// Every aggregation name, as written in a pipeline file.
-pub const AGG_NAMES: [&str; 15] = [
+pub const AGG_NAMES: [&str; 16] = [
     "count",
     "sum",
     "avg",
@@ -94,6 +100,7 @@ pub const AGG_NAMES: [&str; 15] = [
     "lag",
     "quantile",
     "distinct_count_approx",
+    "set",
 ];
 
 impl Agg {
@@ -115,6 +122,7 @@ impl Agg {
             Agg::Lag => "lag",
             Agg::Quantile(_) => "quantile",
             Agg::DistinctCountApprox => "distinct_count_approx",
+            Agg::Set(_) => "set",
         }
     }
 
@@ -177,7 +185,7 @@ impl fmt::Display for Agg {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown aggregation `{0}`; valid: count, sum, avg, min, max, distinct_count, last, \
-     variance, stddev, variance_pop, stddev_pop, first, lag, quantile, distinct_count_approx"
+     variance, stddev, variance_pop, stddev_pop, first, lag, quantile, distinct_count_approx, set"
 )]
 pub struct UnknownAgg(pub String);
 
@@ -201,6 +209,7 @@ impl FromStr for Agg {
             "lag" => Agg::Lag,
             "quantile" => Agg::Quantile(Quantile::default()),
             "distinct_count_approx" => Agg::DistinctCountApprox,
+            "set" => Agg::Set(SET_LIMIT),
             other => return Err(UnknownAgg(other.to_owned())),
         })
     }

@@ -314,6 +314,58 @@ impl DistinctSeries {
         }
     }
 
+    /// Writes the `set` features of its windows for an event at `at` (after the event, if it
+    /// was added): the distinct values of `[bucket(at) - width, bucket(at)]`, sorted
+    /// ([`crate::value::canonical_cmp`]), the smallest `limit`, as a JSON array appended to
+    /// `text`. It lists the window's entries: O(n log n) in the window's distinct values.
+    pub fn write_sets(
+        &self,
+        spec: &SeriesSpec,
+        at: i64,
+        text: &mut Vec<u8>,
+        out: &mut [FeatureValue],
+    ) {
+        let t = bucket_start(at, spec.granularity_ms);
+        let end = self.entries.partition_point(|e| e.ts <= t);
+        let mut ids: Vec<u32> = Vec::new();
+        for w in &spec.windows {
+            let limits = w.outputs.iter().filter_map(|&(agg, slot)| match agg {
+                Agg::Set(limit) => Some((limit, slot)),
+                _ => None,
+            });
+            let mut listed: Option<Vec<&[u8]>> = None;
+            for (limit, slot) in limits {
+                let values = listed.get_or_insert_with(|| {
+                    let start = self
+                        .entries
+                        .partition_point(|e| e.ts < t.saturating_sub(w.width_ms));
+                    ids.clear();
+                    ids.extend(self.entries.range(start..end.max(start)).map(|e| e.id));
+                    ids.sort_unstable();
+                    ids.dedup();
+                    let mut values: Vec<&[u8]> = ids
+                        .iter()
+                        .map(|&id| self.values.slots[id as usize].bytes.as_slice())
+                        .collect();
+                    values.sort_by(|a, b| crate::value::canonical_cmp(a, b));
+                    values
+                });
+                if values.is_empty() {
+                    // An empty window: null, as for every aggregation but the counts and sums.
+                    out[slot] = FeatureValue::Null;
+                    continue;
+                }
+                let start = text.len() as u32;
+                let listed = values.iter().take(limit as usize).copied();
+                crate::value::write_json_array(text, listed);
+                out[slot] = FeatureValue::Text {
+                    start,
+                    len: text.len() as u32 - start,
+                };
+            }
+        }
+    }
+
     /// Index of the entry for `(t, id)` among entries `..end` that share time `t`, if any.
     fn find_entry(&self, end: usize, t: i64, id: u32) -> Option<usize> {
         (0..end)

@@ -5,7 +5,8 @@
 //!
 //! - `COUNT(W, T, a, b...)`: events of type `T` by key `[a, b...]` (the target is part of the
 //!   key); `SUM`, `AVG`, `MAX`, `MIN`, `VARIANCE` (population) and `COUNT_DISTINCT(W, T, x,
-//!   k...)`: of field `x` by key `[k...]`.
+//!   k...)`: of field `x` by key `[k...]`; `SET(W, T, x, k...)` the distinct values of `x`
+//!   (`agg = "set"`).
 //! - `T` is `___ALL___` or `*` for every type; an `on` argument `f="v"` is an equality filter
 //!   and not part of the key.
 //! - `W` is `<n><unit>` with `m`, `h`, `d`, `M` (30 days), or the book's one-letter second
@@ -84,7 +85,7 @@ impl Term {
 }
 
 /// The operators and what they translate to.
-const AGGREGATIONS: [(&str, &str); 7] = [
+const AGGREGATIONS: [(&str, &str); 8] = [
     ("COUNT", "count"),
     ("SUM", "sum"),
     ("AVG", "avg"),
@@ -92,6 +93,7 @@ const AGGREGATIONS: [(&str, &str); 7] = [
     ("MIN", "min"),
     ("VARIANCE", "variance_pop"),
     ("COUNT_DISTINCT", "distinct_count"),
+    ("SET", "set"),
 ];
 
 /// The functions, their expression form and arity.
@@ -165,6 +167,15 @@ fn expression(
             }
             if name == "DIFF" {
                 return diff(term, feature, type_field, parts);
+            }
+            if name.starts_with("FLAT_") {
+                return Err(FqlError {
+                    offset: *at,
+                    message: format!(
+                        "{name} (a relation feature across entities) is not supported yet; \
+                         SET(...) alone is"
+                    ),
+                });
             }
             if name == "HIST" || name == "F_QUANTILE" {
                 return Err(FqlError {
@@ -549,6 +560,21 @@ mod tests {
         .expect("translates");
         assert_eq!(t.aggregations.len(), 1);
         assert_eq!(t.expr.as_deref(), Some("(sqrt(`g#0`) + `g#0`)"));
+    }
+
+    #[test]
+    fn set_lists_values_and_flat_operators_are_refused() {
+        let set = one("SET(7d, register, user_id, device_id)");
+        assert_eq!(set.agg, Agg::Set(crate::agg::SET_LIMIT));
+        assert_eq!(set.of.as_deref(), Some("user_id"));
+        assert_eq!(set.by, ["device_id"]);
+        let e = translate(
+            "f",
+            "FLAT_COUNT_DISTINCT(7d, login, device_id, SET(7d, register, user_id, device_id))",
+            Some("type"),
+        )
+        .expect_err("not yet");
+        assert!(e.message.contains("not supported yet"), "{e}");
     }
 
     #[test]

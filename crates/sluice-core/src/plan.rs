@@ -81,6 +81,8 @@ pub struct SeriesSpec {
     /// For a value series: whether a quantile needs every value (else only the first and the
     /// newest of each time are kept).
     pub every_value: bool,
+    /// For a distinct series: whether a `set` lists the window's values.
+    pub lists: bool,
 }
 
 impl SeriesSpec {
@@ -140,8 +142,8 @@ pub struct PlanError {
     pub feature: usize,
     /// Its name.
     pub name: String,
-    /// The setting at fault: `name`, `of`, `by`, `window`, `granularity`, `q`, `where` or
-    /// `expr`.
+    /// The setting at fault: `name`, `of`, `by`, `window`, `granularity`, `q`, `limit`, `where`
+    /// or `expr`.
     pub field: &'static str,
     /// What is wrong and what would be valid.
     pub message: String,
@@ -205,6 +207,9 @@ impl Plan {
             }
             if f.window_ms <= 0 {
                 return Err(err("window", "the window must be positive".into()));
+            }
+            if matches!(f.agg, Agg::Set(0)) {
+                return Err(err("limit", "a `set` needs a `limit` of at least 1".into()));
             }
             if f.agg == Agg::DistinctCountApprox && f.granularity_ms == 1 {
                 return Err(err(
@@ -331,8 +336,10 @@ impl Plan {
                 });
         if let Some(of) = of {
             self.numeric_fields[of] |= f.agg.is_numeric();
-            self.distinct_fields[of] |=
-                matches!(f.agg, Agg::DistinctCount | Agg::DistinctCountApprox);
+            self.distinct_fields[of] |= matches!(
+                f.agg,
+                Agg::DistinctCount | Agg::DistinctCountApprox | Agg::Set(_)
+            );
         }
         let key = match self.keys.iter().position(|k| k.by == f.by) {
             Some(k) => &mut self.keys[k],
@@ -348,7 +355,7 @@ impl Plan {
         let slot = key.features.len();
         key.features.push(index);
         let kind = match f.agg {
-            Agg::DistinctCount => SeriesKind::Distinct,
+            Agg::DistinctCount | Agg::Set(_) => SeriesKind::Distinct,
             Agg::DistinctCountApprox => SeriesKind::Approx,
             agg if agg.keeps_values() => SeriesKind::Values,
             _ => SeriesKind::Numeric,
@@ -371,6 +378,7 @@ impl Plan {
                     filter,
                     numbers: false,
                     every_value: false,
+                    lists: false,
                 });
                 key.series.last_mut().expect("just pushed")
             }
@@ -378,6 +386,7 @@ impl Plan {
         series.needs_values |= f.agg.is_numeric();
         series.needs_squares |= f.agg.needs_squares();
         series.every_value |= matches!(f.agg, Agg::Quantile(_));
+        series.lists |= matches!(f.agg, Agg::Set(_));
         let window = match series
             .windows
             .iter()

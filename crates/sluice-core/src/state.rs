@@ -202,10 +202,16 @@ impl KeyState {
                     }
                 }
                 SeriesKind::Distinct => match distinct.next() {
-                    Some(series) if adds => {
-                        series.observe(s, ts, field.bytes, floor, &mut scratch.distinct, out)
+                    Some(series) => {
+                        if adds {
+                            series.observe(s, ts, field.bytes, floor, &mut scratch.distinct, out)
+                        } else {
+                            series.read_at(s, ts, out)
+                        }
+                        if s.lists {
+                            series.write_sets(s, ts, &mut scratch.values.text, out);
+                        }
                     }
-                    Some(series) => series.read_at(s, ts, out),
                     None => null_outputs(s, out),
                 },
                 SeriesKind::Values => match values.next() {
@@ -252,6 +258,9 @@ impl KeyState {
                 SeriesKind::Distinct => {
                     if let Some(series) = distinct.next() {
                         series.peek(s, at, out);
+                        if s.lists {
+                            series.write_sets(s, at, &mut scratch.values.text, out);
+                        }
                     }
                 }
                 SeriesKind::Values => {

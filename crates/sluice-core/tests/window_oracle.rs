@@ -270,6 +270,8 @@ enum Expected {
     Exact(f64),
     /// The `of` value of accepted event `j` (first, last, lag).
     Of(usize),
+    /// A `set`: its canonical form (a JSON array).
+    Set(Vec<u8>),
 }
 
 impl Oracle {
@@ -411,6 +413,15 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expe
             Expected::Exact(amounts[q.rank(amounts.len()) - 1] as f64 / 100.0)
         }
         Agg::Quantile(_) => Expected::Null,
+        Agg::Set(_) if distinct.is_empty() => Expected::Null,
+        Agg::Set(limit) => {
+            let mut values: Vec<Vec<u8>> = distinct.into_iter().collect();
+            values.sort_by(|a, b| sluice_core::value::canonical_cmp(a, b));
+            let mut text = Vec::new();
+            let listed = values.iter().take(limit as usize).map(Vec::as_slice);
+            sluice_core::value::write_json_array(&mut text, listed);
+            Expected::Set(text)
+        }
     }
 }
 
@@ -479,6 +490,9 @@ fn matches_value(
     of: Option<&str>,
     own: Option<usize>,
 ) -> bool {
+    if let (Expected::Set(want), FeatureValue::Text { start, len }) = (expected, got) {
+        return text.get(*start as usize..(*start + *len) as usize) == Some(&want[..]);
+    }
     let Expected::Of(j) = *expected else {
         return matches(expected, got);
     };
@@ -562,7 +576,7 @@ struct Payload {
 }
 
 /// `(aggregation, of)` choices: several aggregations over the same field, so series are shared.
-const AGGS: [(Agg, Option<&str>); 25] = [
+const AGGS: [(Agg, Option<&str>); 28] = [
     (Agg::Count, None),
     (Agg::Count, Some("amount")),
     (Agg::Sum, Some("amount")),
@@ -588,6 +602,9 @@ const AGGS: [(Agg, Option<&str>); 25] = [
     (Agg::Quantile(Quantile(900_000_000)), Some("amount")),
     (Agg::DistinctCountApprox, Some("device")),
     (Agg::DistinctCountApprox, Some("amount")),
+    (Agg::Set(3), Some("device")),
+    (Agg::Set(100), Some("merchant")),
+    (Agg::Set(2), Some("amount")),
 ];
 
 /// Key specs; the empty one is the global key.

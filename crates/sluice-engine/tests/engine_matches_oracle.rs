@@ -381,7 +381,16 @@ fn agg_of() -> impl Strategy<Value = (Agg, Option<&'static str>)> {
         (select(&[Agg::DistinctCount, Agg::Last][..]), select(ANY))
             .prop_map(|(agg, of)| (agg, Some(of))),
         (
-            select(&[Agg::First, Agg::Last, Agg::Lag, Agg::DistinctCountApprox][..]),
+            select(
+                &[
+                    Agg::First,
+                    Agg::Last,
+                    Agg::Lag,
+                    Agg::DistinctCountApprox,
+                    Agg::Set(2),
+                    Agg::Set(100)
+                ][..]
+            ),
             select(ANY)
         )
             .prop_map(|(agg, of)| (agg, Some(of))),
@@ -613,6 +622,8 @@ enum Expect {
     Spread(f64),
     /// `first`, `last`, `lag`: a kept value.
     Value(Val),
+    /// `set`: the JSON array.
+    Set(Value),
 }
 
 #[derive(Debug, Default)]
@@ -762,6 +773,40 @@ fn feature_value(f: &FeatureSpec, accepted: &[Accepted]) -> Expect {
         Agg::Max => Expect::Exact(nums().fold(f64::NEG_INFINITY, f64::max)),
         Agg::Variance | Agg::Stddev | Agg::VariancePop | Agg::StddevPop => {
             spread(f.agg, nums().map(cents))
+        }
+        Agg::Set(_) if n == 0 => Expect::Null,
+        Agg::Set(limit) => {
+            let mut values: Vec<Val> = Vec::new();
+            for v in of_values.iter().flatten() {
+                if !values.iter().any(|w| w.canon() == v.canon()) {
+                    values.push(v.clone());
+                }
+            }
+            // Numbers by value, then strings by UTF-8 bytes, then false before true.
+            let rank = |v: &Val| match v {
+                Val::Num(_) => 0,
+                Val::Str(_) => 1,
+                Val::Bool(_) => 2,
+            };
+            values.sort_by(|a, b| {
+                rank(a).cmp(&rank(b)).then_with(|| match (a, b) {
+                    (Val::Num(x), Val::Num(y)) => x.total_cmp(y),
+                    (Val::Str(x), Val::Str(y)) => x.as_bytes().cmp(y.as_bytes()),
+                    (Val::Bool(x), Val::Bool(y)) => x.cmp(y),
+                    _ => std::cmp::Ordering::Equal,
+                })
+            });
+            Expect::Set(Value::Array(
+                values
+                    .into_iter()
+                    .take(limit as usize)
+                    .map(|v| match v {
+                        Val::Num(x) => serde_json::json!(x),
+                        Val::Str(s) => Value::String(s),
+                        Val::Bool(b) => Value::Bool(b),
+                    })
+                    .collect(),
+            ))
         }
         Agg::First => kept(first),
         Agg::Last | Agg::Lag => kept(last),
@@ -945,6 +990,17 @@ fn matches(expect: &Expect, got: &Value) -> bool {
         Expect::Value(Val::Num(x)) => got.as_f64() == Some(*x),
         Expect::Value(Val::Str(s)) => got.as_str() == Some(s),
         Expect::Value(Val::Bool(b)) => got.as_bool() == Some(*b),
+        Expect::Set(Value::Array(want)) => got.as_array().is_some_and(|got| {
+            got.len() == want.len()
+                && got
+                    .iter()
+                    .zip(want)
+                    .all(|(g, w)| match (g.as_f64(), w.as_f64()) {
+                        (Some(g), Some(w)) => g == w,
+                        _ => g == w,
+                    })
+        }),
+        Expect::Set(_) => false,
     }
 }
 

@@ -165,6 +165,8 @@ struct FeatureSection {
     granularity: Option<Spanned<String>>,
     /// The quantile of `agg = "quantile"`, in (0, 1].
     q: Option<Spanned<f64>>,
+    /// How many values a `set` lists at most (default 100).
+    limit: Option<Spanned<i64>>,
     /// Which events are added to the feature's state (a CEL-subset condition).
     #[serde(rename = "where")]
     filter: Option<Spanned<String>>,
@@ -253,7 +255,7 @@ choice_enum!(
     /// `[[feature]] agg`: the names of [`Agg`], in the order of `AGG_NAMES`.
     AggName, "aggregation", [
         Count, Sum, Avg, Min, Max, DistinctCount, Last, Variance, Stddev, VariancePop, StddevPop,
-        First, Lag, Quantile, DistinctCountApprox
+        First, Lag, Quantile, DistinctCountApprox, Set
     ]
 );
 
@@ -276,6 +278,7 @@ impl From<AggName> for Agg {
             // `q` comes from its own key (checked where the feature is read).
             AggName::Quantile => Agg::Quantile(Default::default()),
             AggName::DistinctCountApprox => Agg::DistinctCountApprox,
+            AggName::Set => Agg::Set(sluice_core::agg::SET_LIMIT),
         }
     }
 }
@@ -825,6 +828,7 @@ fn plan_config(
                 .map(Spanned::span),
             "where" => f.filter.as_ref().map(Spanned::span),
             "q" => f.q.as_ref().map(Spanned::span),
+            "limit" => f.limit.as_ref().map(Spanned::span),
             _ => None,
         };
         src.error(Some(span.unwrap_or(f.name.span())), e.to_string())
@@ -859,6 +863,7 @@ fn fql_feature(
         ("granularity", f.granularity.as_ref().map(Spanned::span)),
         ("where", f.filter.as_ref().map(Spanned::span)),
         ("q", f.q.as_ref().map(Spanned::span)),
+        ("limit", f.limit.as_ref().map(Spanned::span)),
         ("expr", f.expr.as_ref().map(Spanned::span)),
     ];
     if let Some((name, span)) = others.into_iter().find(|(_, s)| s.is_some()) {
@@ -948,6 +953,7 @@ fn derived_feature(
         ("granularity", f.granularity.as_ref().map(Spanned::span)),
         ("where", f.filter.as_ref().map(Spanned::span)),
         ("q", f.q.as_ref().map(Spanned::span)),
+        ("limit", f.limit.as_ref().map(Spanned::span)),
     ];
     if let Some((name, span)) = settings.into_iter().find(|(_, s)| s.is_some()) {
         return Err(src.error(
@@ -1015,6 +1021,24 @@ fn aggregated_feature(src: &Source<'_>, f: &FeatureSection) -> Result<FeatureSpe
             return Err(src.error(
                 Some(q.span()),
                 format!("feature `{name}`: `q` belongs to `agg = \"quantile\"` only"),
+            ))
+        }
+        (agg, None) => agg,
+    };
+    let agg = match (agg, &f.limit) {
+        (Agg::Set(_), Some(limit)) => match u32::try_from(*limit.get_ref()) {
+            Ok(n) if n >= 1 => Agg::Set(n),
+            _ => {
+                return Err(src.error(
+                    Some(limit.span()),
+                    format!("feature `{name}`: `limit` must be a whole number of at least 1, e.g. limit = 100"),
+                ))
+            }
+        },
+        (_, Some(limit)) => {
+            return Err(src.error(
+                Some(limit.span()),
+                format!("feature `{name}`: `limit` belongs to `agg = \"set\"` only"),
             ))
         }
         (agg, None) => agg,

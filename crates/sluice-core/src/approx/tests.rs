@@ -36,6 +36,7 @@ fn spec(g: i64, widths: &[i64]) -> SeriesSpec {
         filter: None,
         numbers: false,
         every_value: false,
+        lists: false,
     }
 }
 

@@ -142,7 +142,8 @@ fn value(
             | Agg::First
             | Agg::Lag
             | Agg::Quantile(_)
-            | Agg::DistinctCountApprox,
+            | Agg::DistinctCountApprox
+            | Agg::Set(_),
             _,
         ) => return None,
         (_, 0) => FeatureValue::Null,

@@ -13,39 +13,7 @@ pub fn escape_json_str(out: &mut Vec<u8>, s: &str) {
     escape_json_bytes(out, s.as_bytes());
 }
 
-/// Appends UTF-8 bytes as a JSON string literal.
-pub fn escape_json_bytes(out: &mut Vec<u8>, s: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let mut start = 0;
-    for (i, &c) in s.iter().enumerate() {
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&s[start..i]);
-        if esc.is_empty() {
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(c >> 4)],
-                HEX[usize::from(c & 15)],
-            ]);
-        } else {
-            out.extend_from_slice(esc);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&s[start..]);
-    out.push(b'"');
-}
+pub use sluice_core::value::escape_json_bytes;
 
 const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
@@ -388,11 +356,11 @@ fn text_at(text: &[u8], start: u32, len: u32) -> &[u8] {
 }
 
 /// Appends canonical value bytes ([`sluice_core::KeyEncoder`]) as JSON: a string, a number, a
-/// boolean, or `null` for bytes that are not one value.
+/// boolean, a `set`'s array (tag `j`), or `null` for bytes that are not one value.
 pub fn write_canonical(out: &mut Vec<u8>, canonical: &[u8]) {
     match canonical_parts(canonical) {
         Some((b's', text)) => escape_json_bytes(out, text),
-        Some((b'n' | b'b', text)) => out.extend_from_slice(text),
+        Some((b'n' | b'b' | b'j', text)) => out.extend_from_slice(text),
         _ => out.extend_from_slice(b"null"),
     }
 }
@@ -406,6 +374,8 @@ fn canonical_value(canonical: &[u8]) -> Value<'_> {
             .and_then(|t| t.parse().ok())
             .map_or(Value::Missing, Value::Num),
         Some((b'b', text)) => Value::Bool(text == b"true"),
+        // A `set`: a JSON array, present but equal to nothing.
+        Some((b'j', _)) => Value::Other,
         _ => Value::Missing,
     }
 }
