@@ -410,8 +410,9 @@ mod tests {
         );
         assert!(LANGUAGE_PIPELINE.contains(&format!("{LANGUAGE_FEATURES} features")));
         assert_eq!(LANGUAGE_PIPELINE.matches("expr = ").count(), 5);
-        // Variants that share the registers of a benchmarked one (`stddev`, `lag`).
-        let alike = ["variance", "variance_pop", "stddev_pop", "first"];
+        // Variants that share the registers of a benchmarked one (`stddev`, `lag`,
+        // `distinct_count`).
+        let alike = ["variance", "variance_pop", "stddev_pop", "first", "set"];
         for agg in AGG_NAMES.into_iter().filter(|a| !alike.contains(a)) {
             assert!(
                 LANGUAGE_PIPELINE.contains(&format!("agg = \"{agg}\"")),
