@@ -43,6 +43,11 @@ pub enum Agg {
     /// The distinct values themselves, sorted (numbers, then strings, then booleans), the
     /// smallest `limit` of them, as a JSON array.
     Set(u32),
+    /// Distinct `of` values over the events linked to the entity through `via` (two hops:
+    /// [`crate::relation`]).
+    LinkedDistinctCount,
+    /// Number of events linked to the entity through `via`.
+    LinkedCount,
 }
 
 /// The default `limit` of a `set`.
@@ -84,7 +89,7 @@ impl Quantile {
 }
 
 /// Every aggregation name, as written in a pipeline file.
-pub const AGG_NAMES: [&str; 16] = [
+pub const AGG_NAMES: [&str; 18] = [
     "count",
     "sum",
     "avg",
@@ -101,6 +106,8 @@ pub const AGG_NAMES: [&str; 16] = [
     "quantile",
     "distinct_count_approx",
     "set",
+    "linked_distinct_count",
+    "linked_count",
 ];
 
 impl Agg {
@@ -123,12 +130,19 @@ impl Agg {
             Agg::Quantile(_) => "quantile",
             Agg::DistinctCountApprox => "distinct_count_approx",
             Agg::Set(_) => "set",
+            Agg::LinkedDistinctCount => "linked_distinct_count",
+            Agg::LinkedCount => "linked_count",
         }
     }
 
     /// Whether the aggregation needs an `of` field.
     pub fn needs_of(self) -> bool {
-        self != Agg::Count
+        !matches!(self, Agg::Count | Agg::LinkedCount)
+    }
+
+    /// Whether the aggregation is a relation feature (computed over links, not registers).
+    pub fn is_linked(self) -> bool {
+        matches!(self, Agg::LinkedDistinctCount | Agg::LinkedCount)
     }
 
     /// Whether the `of` field must hold numbers.
@@ -158,7 +172,12 @@ impl Agg {
     pub fn is_zero_when_empty(self) -> bool {
         matches!(
             self,
-            Agg::Count | Agg::Sum | Agg::DistinctCount | Agg::DistinctCountApprox
+            Agg::Count
+                | Agg::Sum
+                | Agg::DistinctCount
+                | Agg::DistinctCountApprox
+                | Agg::LinkedDistinctCount
+                | Agg::LinkedCount
         )
     }
 
@@ -185,7 +204,8 @@ impl fmt::Display for Agg {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "unknown aggregation `{0}`; valid: count, sum, avg, min, max, distinct_count, last, \
-     variance, stddev, variance_pop, stddev_pop, first, lag, quantile, distinct_count_approx, set"
+     variance, stddev, variance_pop, stddev_pop, first, lag, quantile, distinct_count_approx, set, \
+     linked_distinct_count, linked_count"
 )]
 pub struct UnknownAgg(pub String);
 
@@ -210,6 +230,8 @@ impl FromStr for Agg {
             "quantile" => Agg::Quantile(Quantile::default()),
             "distinct_count_approx" => Agg::DistinctCountApprox,
             "set" => Agg::Set(SET_LIMIT),
+            "linked_distinct_count" => Agg::LinkedDistinctCount,
+            "linked_count" => Agg::LinkedCount,
             other => return Err(UnknownAgg(other.to_owned())),
         })
     }

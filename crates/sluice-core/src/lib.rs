@@ -24,6 +24,7 @@
 //! - [`value`]: the value of one feature for one event.
 //! - [`values`]: value registers (the values themselves) for first, last, lag and quantile.
 //! - [`ranked`]: an ordered multiset with k-th lookup, the running window of a quantile.
+//! - [`relation`]: relation features, links across entities over two hops.
 //! - [`wire`]: the compact binary form of registers, for checkpoints and the embedded store.
 
 pub mod agg;
@@ -40,6 +41,7 @@ pub mod numeric;
 pub mod path;
 pub mod plan;
 pub mod ranked;
+pub mod relation;
 pub mod square;
 pub mod state;
 pub mod sum;

@@ -129,6 +129,8 @@ pub struct Plan {
     pub outputs: Vec<crate::derived::Output>,
     /// Aggregated features computed but not written (the parts of StreamFQL functions).
     pub hidden: Vec<usize>,
+    /// Relation features (two hops over links), in pipeline order among themselves.
+    pub relations: Vec<crate::relation::Relation>,
     /// How far behind the newest event time an event may be and still be accepted.
     pub lateness_ms: i64,
 }
@@ -169,6 +171,7 @@ impl Plan {
                 .map(crate::derived::Output::Feature)
                 .collect(),
             hidden: Vec::new(),
+            relations: Vec::new(),
             lateness_ms: lateness_ms.max(0),
         };
         let mut canonical = Vec::with_capacity(features.len());
@@ -312,7 +315,7 @@ impl Plan {
         format!("{:016x}", crate::key_hash(&out))
     }
 
-    fn field_index(&mut self, name: &str) -> usize {
+    pub(crate) fn field_index(&mut self, name: &str) -> usize {
         if let Some(i) = self.fields.iter().position(|f| f == name) {
             return i;
         }
@@ -323,6 +326,10 @@ impl Plan {
     }
 
     fn add(&mut self, index: usize, f: &FeatureSpec) {
+        if f.agg.is_linked() {
+            // Computed over links by [`Plan::with_relations`], not by a key's registers.
+            return;
+        }
         let of = f.of.as_deref().map(|name| self.field_index(name));
         let filter =
             f.filter

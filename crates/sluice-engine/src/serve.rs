@@ -96,12 +96,13 @@ impl ServeEngine {
         source: &str,
     ) -> Result<Self> {
         let backend = Backend::open(&plan, state, 0, 1, Vec::new(), i64::MIN)?;
+        let plan = Arc::new(plan);
         Ok(ServeEngine {
             extractor: Extractor::new(&plan, time_field, time_format),
             scratch: ParseScratch::default(),
-            router: Router::new(1, plan.lateness_ms),
+            router: Router::new(1, plan.lateness_ms).with_links(&plan),
             layout: OutputLayout::new(&plan),
-            plan: Arc::new(plan),
+            plan,
             backend,
             pool: BufferPool::new(4),
             source: source.to_owned(),

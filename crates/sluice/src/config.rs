@@ -167,6 +167,12 @@ struct FeatureSection {
     q: Option<Spanned<f64>>,
     /// How many values a `set` lists at most (default 100).
     limit: Option<Spanned<i64>>,
+    /// A relation feature's linking field.
+    via: Option<Spanned<String>>,
+    /// Which events make links (hop 1) of a relation feature.
+    via_where: Option<Spanned<String>>,
+    /// Most linked events a relation feature reads for one value (default 100 000).
+    link_limit: Option<Spanned<i64>>,
     /// Which events are added to the feature's state (a CEL-subset condition).
     #[serde(rename = "where")]
     filter: Option<Spanned<String>>,
@@ -255,7 +261,7 @@ choice_enum!(
     /// `[[feature]] agg`: the names of [`Agg`], in the order of `AGG_NAMES`.
     AggName, "aggregation", [
         Count, Sum, Avg, Min, Max, DistinctCount, Last, Variance, Stddev, VariancePop, StddevPop,
-        First, Lag, Quantile, DistinctCountApprox, Set
+        First, Lag, Quantile, DistinctCountApprox, Set, LinkedDistinctCount, LinkedCount
     ]
 );
 
@@ -279,6 +285,8 @@ impl From<AggName> for Agg {
             AggName::Quantile => Agg::Quantile(Default::default()),
             AggName::DistinctCountApprox => Agg::DistinctCountApprox,
             AggName::Set => Agg::Set(sluice_core::agg::SET_LIMIT),
+            AggName::LinkedDistinctCount => Agg::LinkedDistinctCount,
+            AggName::LinkedCount => Agg::LinkedCount,
         }
     }
 }
@@ -673,6 +681,37 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
         Some(t) => Some(src.path(t.get_ref(), t.span())?),
     };
     let (plan, fql_forms) = plan_config(&src, &file.feature, lateness_ms, type_field.as_deref())?;
+    if let Some(r) = plan.relations.first() {
+        let name = &plan.features[r.feature].name;
+        let refuse = |span: Option<Range<usize>>, what: &str| {
+            src.error(
+                span,
+                format!(
+                    "feature `{name}` is a relation feature, computed by one process over every \
+                     event it reads: {what} is not supported with relation features yet"
+                ),
+            )
+        };
+        if matches!(state, StateConfig::Redis(_)) {
+            let span = file
+                .state
+                .as_ref()
+                .and_then(|s| s.backend.as_ref())
+                .map(Spanned::span);
+            return Err(refuse(span, "Redis state (shared by several processes)"));
+        }
+        if let Some(c) = &file.checkpoint {
+            return Err(refuse(Some(c.path.span()), "[checkpoint]"));
+        }
+        if matches!(source, Some(SourceConfig::Kafka(_))) {
+            let span = file
+                .source
+                .as_ref()
+                .and_then(|s| s.kind.as_ref())
+                .map(Spanned::span);
+            return Err(refuse(span, "a Kafka source (a group may split it)"));
+        }
+    }
     Ok(PipelineConfig {
         path: path.to_owned(),
         plan,
@@ -777,6 +816,7 @@ fn plan_config(
     // The hidden parts of StreamFQL features, after every written feature.
     let mut hidden: Vec<(usize, FeatureSpec)> = Vec::new();
     let mut fql_forms = Vec::new();
+    let mut links = Vec::new();
     for (position, f) in features.iter().enumerate() {
         if let Some(fql) = &f.fql {
             let t = fql_feature(src, f, fql, type_field)?;
@@ -804,6 +844,9 @@ fn plan_config(
             continue;
         }
         aggregated.push(position);
+        if let Some(link) = link_spec(src, f, specs.len())? {
+            links.push(link);
+        }
         specs.push(aggregated_feature(src, f)?);
     }
     let hidden_names: Vec<String> = hidden.iter().map(|(_, s)| s.name.clone()).collect();
@@ -830,6 +873,20 @@ fn plan_config(
             "q" => f.q.as_ref().map(Spanned::span),
             "limit" => f.limit.as_ref().map(Spanned::span),
             _ => None,
+        };
+        src.error(Some(span.unwrap_or(f.name.span())), e.to_string())
+    })?;
+    let plan = plan.with_relations(links).map_err(|e| {
+        let f = &features[aggregated[e.feature]];
+        let span = match e.field {
+            "via_where" => f.via_where.as_ref().map(Spanned::span),
+            "where" => f.filter.as_ref().map(Spanned::span),
+            "granularity" => f.granularity.as_ref().map(Spanned::span),
+            _ => f
+                .via
+                .as_ref()
+                .map(Spanned::span)
+                .or(f.agg.as_ref().map(Spanned::span)),
         };
         src.error(Some(span.unwrap_or(f.name.span())), e.to_string())
     })?;
@@ -864,6 +921,9 @@ fn fql_feature(
         ("where", f.filter.as_ref().map(Spanned::span)),
         ("q", f.q.as_ref().map(Spanned::span)),
         ("limit", f.limit.as_ref().map(Spanned::span)),
+        ("via", f.via.as_ref().map(Spanned::span)),
+        ("via_where", f.via_where.as_ref().map(Spanned::span)),
+        ("link_limit", f.link_limit.as_ref().map(Spanned::span)),
         ("expr", f.expr.as_ref().map(Spanned::span)),
     ];
     if let Some((name, span)) = others.into_iter().find(|(_, s)| s.is_some()) {
@@ -954,6 +1014,9 @@ fn derived_feature(
         ("where", f.filter.as_ref().map(Spanned::span)),
         ("q", f.q.as_ref().map(Spanned::span)),
         ("limit", f.limit.as_ref().map(Spanned::span)),
+        ("via", f.via.as_ref().map(Spanned::span)),
+        ("via_where", f.via_where.as_ref().map(Spanned::span)),
+        ("link_limit", f.link_limit.as_ref().map(Spanned::span)),
     ];
     if let Some((name, span)) = settings.into_iter().find(|(_, s)| s.is_some()) {
         return Err(src.error(
@@ -970,6 +1033,44 @@ fn derived_feature(
         expr: expr.get_ref().clone(),
         position,
     })
+}
+
+/// The relation settings of aggregated feature `f` (index `feature` among them), if it has
+/// `via`; `via_where` and `link_limit` without `via` are errors.
+fn link_spec(
+    src: &Source<'_>,
+    f: &FeatureSection,
+    feature: usize,
+) -> Result<Option<sluice_core::relation::LinkSpec>, ConfigError> {
+    let name = f.name.get_ref();
+    let Some(via) = &f.via else {
+        let stray = f.via_where.as_ref().map(Spanned::span);
+        if let Some(span) = stray.or(f.link_limit.as_ref().map(Spanned::span)) {
+            return Err(src.error(
+                Some(span),
+                format!("feature `{name}`: `via_where` and `link_limit` belong to relation features, which need `via`"),
+            ));
+        }
+        return Ok(None);
+    };
+    let limit = match &f.link_limit {
+        None => sluice_core::relation::LINK_LIMIT,
+        Some(l) => match usize::try_from(*l.get_ref()) {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return Err(src.error(
+                    Some(l.span()),
+                    format!("feature `{name}`: `link_limit` must be a whole number of at least 1, e.g. link_limit = 100000"),
+                ))
+            }
+        },
+    };
+    Ok(Some(sluice_core::relation::LinkSpec {
+        feature,
+        via: src.path(via.get_ref(), via.span())?,
+        via_filter: f.via_where.as_ref().map(|w| w.get_ref().clone()),
+        limit,
+    }))
 }
 
 /// An aggregated feature: `agg`, `by` and `window` are required.

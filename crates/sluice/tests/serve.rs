@@ -413,7 +413,14 @@ fn redis_state_serves_the_same_results() {
 #[test]
 fn filters_and_derived_features_are_served_like_the_golden_runs() {
     let cases = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/pipelines");
-    for case in ["filters", "derived", "nested_fields", "kept_values", "fql"] {
+    for case in [
+        "filters",
+        "derived",
+        "nested_fields",
+        "kept_values",
+        "fql",
+        "relations",
+    ] {
         let dir = cases.join(case);
         let lines = common::lines(&dir.join("input.jsonl"));
         let want: Vec<String> = common::lines(&dir.join("expected.jsonl"));

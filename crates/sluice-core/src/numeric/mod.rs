@@ -143,7 +143,9 @@ fn value(
             | Agg::Lag
             | Agg::Quantile(_)
             | Agg::DistinctCountApprox
-            | Agg::Set(_),
+            | Agg::Set(_)
+            | Agg::LinkedDistinctCount
+            | Agg::LinkedCount,
             _,
         ) => return None,
         (_, 0) => FeatureValue::Null,

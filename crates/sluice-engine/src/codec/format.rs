@@ -8,6 +8,10 @@ use smallvec::SmallVec;
 use crate::codec::parse::slot_text;
 use crate::dataflow::batch::{FieldKind, FieldSlot, ParsedBatch, Rejection};
 
+/// The key spec of [`OutputLayout::write_event`]'s `value` that names a relation feature
+/// (its slot: the index in `plan.relations`).
+pub const RELATION: usize = usize::MAX;
+
 /// Appends `s` as a JSON string literal.
 pub fn escape_json_str(out: &mut Vec<u8>, s: &str) {
     escape_json_bytes(out, s.as_bytes());
@@ -114,7 +118,8 @@ pub struct OutputLayout {
     derived_order: Vec<usize>,
     /// Fields read by derived features, per event.
     n_expr_fields: usize,
-    /// For each feature: (key spec, slot) where its value is computed.
+    /// For each feature: (key spec, slot) where its value is computed; `(RELATION, r)` for
+    /// relation feature `r`.
     origin: Vec<(usize, usize)>,
     /// For each feature of aggregation `last`: the field it copies.
     own_field: Vec<Option<usize>>,
@@ -131,6 +136,9 @@ impl OutputLayout {
             for (slot, &f) in key.features.iter().enumerate() {
                 origin[f] = (k, slot);
             }
+        }
+        for (r, relation) in plan.relations.iter().enumerate() {
+            origin[relation.feature] = (RELATION, r);
         }
         let own_field = plan
             .features
@@ -197,8 +205,8 @@ impl OutputLayout {
     }
 
     /// Appends the enriched event: its body, then `"features":{...}}` and a newline.
-    /// `value(k, slot)` gives the value computed for key spec `k`, or `None` if the event has
-    /// no such key; `text(k)` the text that key spec's [`FeatureValue::Text`] values point
+    /// `value(k, slot)` gives the value computed for key spec `k` (or relation feature `slot`
+    /// when `k` is [`RELATION`]), or `None` if the event has no such key; `text(k)` the text that key spec's [`FeatureValue::Text`] values point
     /// into (asked only for those).
     #[inline]
     pub fn write_event<'t>(

@@ -589,6 +589,12 @@ fn field_filters(plan: &Plan) -> Vec<Option<u64>> {
             }
         }
     }
+    // Relation features read their fields on every event (each hop has its own filter).
+    for r in &plan.relations {
+        for &field in r.by.iter().chain([&r.via]).chain(r.of.as_ref()) {
+            add(field, None);
+        }
+    }
     masks
 }
 

@@ -5,6 +5,7 @@
 //! ```
 
 pub(crate) mod batch;
+pub(crate) mod links;
 pub(crate) mod pool;
 pub(crate) mod router;
 pub(crate) mod run;

@@ -10,6 +10,7 @@ use sluice_core::{group_of, shard_of, Plan};
 
 use crate::checkpoint::Barrier;
 use crate::connector::Position;
+use crate::dataflow::links::LinkStage;
 use crate::dataflow::shard::ShardValues;
 use crate::dataflow::writer::{FormatJob, WriterMsg};
 use crate::error::{Error, Result};
@@ -37,6 +38,11 @@ pub struct RoutedBatch {
     /// When state follows the partitions of the source: the key group of each event's keys
     /// (its partition's). Empty otherwise: a key's group is its hash's.
     pub groups: Vec<u32>,
+    /// The relation features' values, `plan.relations.len()` per event (null for a rejected
+    /// one), computed by the router in input order.
+    pub links: Vec<sluice_core::FeatureValue>,
+    /// Relation values of this batch that were null because a hub exceeded its limit.
+    pub link_overflows: u64,
 }
 
 /// Event-time bookkeeping across batches.
@@ -55,6 +61,8 @@ pub struct Router {
     newest_by: std::collections::HashMap<u32, i64>,
     /// Keys live in their partition's key group (see [`Router::grouping_by_partition`]).
     by_partition: bool,
+    /// The relation features' link indexes, if the plan has any.
+    links: Option<Box<LinkStage>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -76,7 +84,14 @@ impl Router {
             newest: None,
             newest_by: std::collections::HashMap::new(),
             by_partition: false,
+            links: None,
         }
+    }
+
+    /// The same router, computing the relation features of `plan` (if it has any).
+    pub fn with_links(mut self, plan: &Arc<Plan>) -> Self {
+        self.links = LinkStage::new(Arc::clone(plan)).map(Box::new);
+        self
     }
 
     /// The same router, putting the keys of each partition in that partition's key group
@@ -176,11 +191,17 @@ impl Router {
             groups.resize(parsed.events.len(), u32::MAX);
         }
         parsed.partitions = partition_of;
+        let (links, link_overflows) = match self.links.as_deref_mut() {
+            Some(stage) => stage.batch(&parsed, &floors),
+            None => (Vec::new(), 0),
+        };
         RoutedBatch {
             parsed,
             floors,
             items,
             groups,
+            links,
+            link_overflows,
         }
     }
 }

@@ -143,6 +143,8 @@ pub struct Stats {
     pub spill_moves: AtomicU64,
     /// Longest time a shard stopped processing to snapshot its state, in microseconds.
     pub snapshot_stall_us: AtomicU64,
+    /// Relation feature values that were null because a hub exceeded its `limit`.
+    pub link_overflows: AtomicU64,
     /// Remote state traffic, summed over shards when they finish.
     pub traffic: std::sync::Mutex<Option<Traffic>>,
 }
@@ -363,6 +365,7 @@ pub fn run_resumed(
         started: 0,
     });
     let router = Router::new(n, plan.lateness_ms)
+        .with_links(&plan)
         .resuming(start.newest)
         .resuming_partitions(&start.newest_by)
         .grouping_by_partition(by_partition);

@@ -12,7 +12,7 @@ use crate::checkpoint::{
     self, Barrier, CheckpointConfig, FileEntry, Manifest, PartitionPosition, SinkPosition,
     SourceCheckpoint, SourcePosition, FORMAT_VERSION,
 };
-use crate::codec::format::{write_dead_letter, OutputLayout};
+use crate::codec::format::{write_dead_letter, OutputLayout, RELATION};
 use crate::connector::{Acknowledge, Position, RecordKeys, Sink};
 use crate::dataflow::batch::{RawBatch, Rejection};
 use crate::dataflow::pool::BufferPool;
@@ -39,6 +39,8 @@ pub(crate) struct Formatted {
     n_events: u64,
     n_dead: u64,
     n_late: u64,
+    /// Relation values null because a hub exceeded its limit.
+    n_link_overflows: u64,
 }
 
 /// Where one record of a formatted batch went: the byte range of its line (newline included)
@@ -66,6 +68,7 @@ pub(crate) fn format_batch(
     let batch = &routed.parsed;
     let n_keys = plan.keys.len();
     let n_fields = plan.fields.len();
+    let n_links = plan.relations.len();
     // Where each (event, key spec) value block sits in the shard results.
     let mut at: Vec<(u32, u32)> = vec![(u32::MAX, 0); batch.events.len() * n_keys];
     for (shard, items) in routed.items.iter().enumerate() {
@@ -121,6 +124,9 @@ pub(crate) fn format_batch(
             i,
             n_fields,
             |k, slot| {
+                if k == RELATION {
+                    return routed.links.get(i * n_links + slot).copied();
+                }
                 let (shard, offset) = at[i * n_keys + k];
                 (shard != u32::MAX)
                     .then(|| job.results[shard as usize].values[offset as usize + slot])
@@ -140,6 +146,7 @@ pub(crate) fn format_batch(
     }
     let seq = batch.seq;
     let end = batch.end.clone();
+    let n_link_overflows = routed.link_overflows;
     // The input buffer is free once the last holder of the batch is done with it.
     if let Ok(routed) = Arc::try_unwrap(job.batch) {
         if let RawBatch::Lines { data, .. } = routed.parsed.raw {
@@ -155,6 +162,7 @@ pub(crate) fn format_batch(
         n_events,
         n_dead,
         n_late,
+        n_link_overflows,
     }
 }
 
@@ -371,6 +379,9 @@ pub(crate) fn write_all(
                 .fetch_add(f.n_events, Ordering::Relaxed);
             stats.dead_letters.fetch_add(f.n_dead, Ordering::Relaxed);
             stats.late.fetch_add(f.n_late, Ordering::Relaxed);
+            stats
+                .link_overflows
+                .fetch_add(f.n_link_overflows, Ordering::Relaxed);
             pool.give(f.events);
             let _ = tokens.send(());
             next += 1;

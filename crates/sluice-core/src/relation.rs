@@ -1,0 +1,455 @@
+//! Relation features: links across entities, two hops (`linked_distinct_count`,
+//! `linked_count`).
+//!
+//! For an event `e` with key `k` at time `t`, over window `W`:
+//!
+//! - hop 1, the links: `L = { x.via : x received no later than e, x.by = k, via_where(x),
+//!   t - W <= x.t <= t }`;
+//! - hop 2: the events `y` received no later than `e` with `y.via` in `L`, `where(y)` and
+//!   `t - W <= y.t <= t`; `linked_distinct_count` is the number of distinct `y.of` among them,
+//!   `linked_count` their number.
+//!
+//! A [`LinkIndex`] holds both hops of one feature: per entity key its `(time, via)` links, and
+//! per via value its `(time, of)` events, each in time order. It is fed every event in input
+//! order by one owner (the engine's router), so an event sees exactly the events received
+//! before it and itself, whatever the number of workers: the definition, evaluated directly.
+//!
+//! Cost: an event reads its links and, for each, the linked events in the window. At a hub (a
+//! device shared by 10 000 users) that is unbounded, so the events read per value are capped
+//! (`limit`): beyond it the value is `null` (never a wrong number) and the overflow is counted.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::value::FeatureValue;
+
+/// Which number a relation feature gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LinkAgg {
+    /// Distinct `of` values of the linked events.
+    DistinctCount,
+    /// Number of linked events.
+    Count,
+}
+
+/// One relation feature, planned: its fields and filters as indices into the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Relation {
+    /// Index of the feature in [`crate::Plan::features`].
+    pub feature: usize,
+    /// What it counts.
+    pub agg: LinkAgg,
+    /// The entity's key fields (indices into [`crate::Plan::fields`]); none: one global key.
+    pub by: Vec<usize>,
+    /// The linking field (index into [`crate::Plan::fields`]).
+    pub via: usize,
+    /// The counted field (index into [`crate::Plan::fields`]); `None` for a `linked_count`
+    /// of every linked event.
+    pub of: Option<usize>,
+    /// Window width in milliseconds.
+    pub window_ms: i64,
+    /// Which events make links (hop 1): index into [`crate::Plan::filters`].
+    pub via_filter: Option<usize>,
+    /// Which linked events count (hop 2): index into [`crate::Plan::filters`].
+    pub filter: Option<usize>,
+    /// Most linked events read for one value; beyond, the value is null.
+    pub limit: usize,
+}
+
+/// Default [`Relation::limit`].
+pub const LINK_LIMIT: usize = 100_000;
+
+/// One event as a relation feature sees it: canonical bytes of its fields (`None`: missing).
+#[derive(Debug, Clone, Copy)]
+pub struct LinkEvent<'a> {
+    /// Event time.
+    pub ts: i64,
+    /// The encoded entity key, if every `by` field is present.
+    pub key: Option<&'a [u8]>,
+    /// The `via` value.
+    pub via: Option<&'a [u8]>,
+    /// The `of` value.
+    pub of: Option<&'a [u8]>,
+    /// Whether it matches `via_where`.
+    pub via_matches: bool,
+    /// Whether it matches `where`.
+    pub matches: bool,
+}
+
+/// Values by a canonical value (an entity key or a via value), each list in time order.
+type TimedLists = HashMap<Box<[u8]>, VecDeque<(i64, Box<[u8]>)>>;
+
+/// The links and linked events of one relation feature.
+#[derive(Debug, Clone, Default)]
+pub struct LinkIndex {
+    /// Per entity key: `(time, via)` of its linking events, in time order.
+    links: TimedLists,
+    /// Per via value: `(time, of)` of the events that carry it and count, in time order (`of`
+    /// empty for a `linked_count` without `of`).
+    linked: TimedLists,
+    /// Events since the last sweep of expired entries.
+    since_sweep: usize,
+    /// Values that were null because a hub exceeded the limit.
+    pub overflows: u64,
+}
+
+/// Inserts `item` at time `ts` after every entry at or before `ts`.
+fn insert_in_time<T>(list: &mut VecDeque<(i64, T)>, ts: i64, item: T) {
+    let at = list.partition_point(|e| e.0 <= ts);
+    list.insert(at, (ts, item));
+}
+
+impl LinkIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds event `e` (if it makes a link or counts) and returns the feature's value for it.
+    /// `floor`: the oldest time a later event may have; entries no later window reaches are
+    /// dropped now and then.
+    pub fn observe(&mut self, r: &Relation, e: &LinkEvent<'_>, floor: i64) -> FeatureValue {
+        if let (Some(key), Some(via), true) = (e.key, e.via, e.via_matches) {
+            let list = self.links.entry(key.into()).or_default();
+            insert_in_time(list, e.ts, via.into());
+        }
+        let counts = e.matches && (r.of.is_none() || e.of.is_some());
+        if let (Some(via), true) = (e.via, counts) {
+            let list = self.linked.entry(via.into()).or_default();
+            insert_in_time(list, e.ts, e.of.unwrap_or_default().into());
+        }
+        let value = match e.key {
+            Some(key) => self.value(r, key, e.ts),
+            None => FeatureValue::Null,
+        };
+        self.since_sweep += 1;
+        if self.since_sweep >= (4 * (self.links.len() + self.linked.len())).max(4096) {
+            self.sweep(floor.saturating_sub(r.window_ms));
+        }
+        value
+    }
+
+    /// The value for key `key` at time `t`, without adding anything.
+    pub fn value(&mut self, r: &Relation, key: &[u8], t: i64) -> FeatureValue {
+        let lo = t.saturating_sub(r.window_ms);
+        let Some(links) = self.links.get(key) else {
+            return FeatureValue::Int(0);
+        };
+        let mut vias: Vec<&[u8]> = links
+            .range(links.partition_point(|l| l.0 < lo)..links.partition_point(|l| l.0 <= t))
+            .map(|l| &*l.1)
+            .collect();
+        vias.sort_unstable();
+        vias.dedup();
+        let mut read = 0usize;
+        let mut count = 0u64;
+        let mut distinct: HashSet<&[u8]> = HashSet::new();
+        for via in vias {
+            let Some(events) = self.linked.get(via) else {
+                continue;
+            };
+            let range = events.partition_point(|y| y.0 < lo)..events.partition_point(|y| y.0 <= t);
+            read += range.len();
+            if read > r.limit {
+                self.overflows += 1;
+                return FeatureValue::Null;
+            }
+            count += range.len() as u64;
+            if r.agg == LinkAgg::DistinctCount {
+                distinct.extend(events.range(range).map(|y| &*y.1));
+            }
+        }
+        FeatureValue::Int(match r.agg {
+            LinkAgg::DistinctCount => distinct.len() as u64,
+            LinkAgg::Count => count,
+        })
+    }
+
+    /// Drops entries older than `horizon`, and keys left with none.
+    fn sweep(&mut self, horizon: i64) {
+        for map in [&mut self.links, &mut self.linked] {
+            map.retain(|_, list| {
+                let old = list.partition_point(|e| e.0 < horizon);
+                list.drain(..old);
+                !list.is_empty()
+            });
+        }
+        self.since_sweep = 0;
+    }
+
+    /// Entities and via values held (a measure of memory).
+    pub fn len(&self) -> usize {
+        self.links.len() + self.linked.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty() && self.linked.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One generated event: time, entity, via, of, and the two filter bits.
+    type Ev = (i64, Option<u8>, Option<u8>, Option<u8>, bool, bool);
+
+    fn relation(agg: LinkAgg, limit: usize) -> Relation {
+        Relation {
+            feature: 0,
+            agg,
+            by: vec![0],
+            via: 1,
+            of: Some(2),
+            window_ms: 10,
+            via_filter: None,
+            filter: None,
+            limit,
+        }
+    }
+
+    /// The definition, evaluated over every event so far (the last is the current one).
+    fn brute(r: &Relation, events: &[Ev]) -> FeatureValue {
+        let &(t, key, ..) = events.last().expect("the event itself");
+        let Some(key) = key else {
+            return FeatureValue::Null;
+        };
+        let inside = |x: &Ev| t - r.window_ms <= x.0 && x.0 <= t;
+        let links: HashSet<u8> = events
+            .iter()
+            .filter(|x| inside(x) && x.1 == Some(key) && x.4)
+            .filter_map(|x| x.2)
+            .collect();
+        let ys: Vec<&Ev> = events
+            .iter()
+            .filter(|y| inside(y) && y.5 && y.2.is_some_and(|v| links.contains(&v)))
+            .filter(|y| r.of.is_none() || y.3.is_some())
+            .collect();
+        FeatureValue::Int(match r.agg {
+            LinkAgg::Count => ys.len() as u64,
+            LinkAgg::DistinctCount => {
+                ys.iter().filter_map(|y| y.3).collect::<HashSet<_>>().len() as u64
+            }
+        })
+    }
+
+    fn events() -> impl Strategy<Value = Vec<Ev>> {
+        prop::collection::vec(
+            (
+                prop_oneof![3 => 0i64..4, 1 => -8i64..0],
+                prop::option::weighted(0.9, 0u8..6),
+                prop::option::weighted(0.9, prop_oneof![4 => 0u8..4, 1 => Just(9u8)]),
+                prop::option::weighted(0.9, 0u8..8),
+                prop::bool::weighted(0.8),
+                prop::bool::weighted(0.8),
+            ),
+            1..150,
+        )
+        .prop_map(|steps| {
+            // Times drift forward with some disorder (a negative step) and equal times.
+            let mut t = 0;
+            steps
+                .into_iter()
+                .map(|(dt, k, v, o, a, b)| {
+                    t = (t + dt).max(0);
+                    (t, k, v, o, a, b)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        /// Every event's value equals the definition over the events so far, for both
+        /// aggregations; via value 9 is a hub most entities link to.
+        #[test]
+        fn link_values_match_the_definition(events in events(), distinct in any::<bool>()) {
+            let agg = if distinct { LinkAgg::DistinctCount } else { LinkAgg::Count };
+            let r = relation(agg, LINK_LIMIT);
+            let mut index = LinkIndex::new();
+            for i in 0..events.len() {
+                let (ts, k, v, o, a, b) = events[i];
+                let (key, via, of) = ([k.unwrap_or(0)], [v.unwrap_or(0)], [o.unwrap_or(0)]);
+                let e = LinkEvent {
+                    ts,
+                    key: k.map(|_| &key[..]),
+                    via: v.map(|_| &via[..]),
+                    of: o.map(|_| &of[..]),
+                    via_matches: a,
+                    matches: b,
+                };
+                // No eviction here: the floor stays below every window.
+                let got = index.observe(&r, &e, i64::MIN / 2);
+                prop_assert_eq!(got, brute(&r, &events[..=i]), "event {}", i);
+            }
+        }
+    }
+
+    #[test]
+    fn a_hub_beyond_the_limit_is_null_and_counted() {
+        let r = relation(LinkAgg::DistinctCount, 5);
+        let mut index = LinkIndex::new();
+        let mut last = FeatureValue::Null;
+        for user in 0u8..8 {
+            let e = LinkEvent {
+                ts: 1,
+                key: Some(&[user][..]),
+                via: Some(b"hub"),
+                of: Some(&[user][..]),
+                via_matches: true,
+                matches: true,
+            };
+            last = index.observe(&r, &e, 0);
+        }
+        assert_eq!(last, FeatureValue::Null);
+        assert_eq!(
+            index.overflows, 3,
+            "users 6, 7 and 8 read 6, 7 and 8 linked events"
+        );
+    }
+
+    #[test]
+    fn expired_entries_are_dropped() {
+        let r = relation(LinkAgg::Count, LINK_LIMIT);
+        let mut index = LinkIndex::new();
+        for ts in 0..10_000 {
+            let key = [(ts % 7) as u8];
+            let e = LinkEvent {
+                ts,
+                key: Some(&key),
+                via: Some(&key),
+                of: Some(&key),
+                via_matches: true,
+                matches: true,
+            };
+            index.observe(&r, &e, ts);
+        }
+        let held: usize = index.links.values().map(VecDeque::len).sum();
+        assert!(held < 5_000, "{held} links held");
+    }
+}
+
+/// The relation settings of one `linked_*` feature, as written: its other settings (`by`,
+/// `of`, `window`, `where`) are those of its [`crate::FeatureSpec`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkSpec {
+    /// Index of the feature in the pipeline's features.
+    pub feature: usize,
+    /// The linking field (a path).
+    pub via: String,
+    /// Which events make links (`via_where`), as written.
+    pub via_filter: Option<String>,
+    /// Most linked events read for one value ([`LINK_LIMIT`] by default).
+    pub limit: usize,
+}
+
+impl crate::Plan {
+    /// Plans the relation features: each `linked_*` feature with its [`LinkSpec`]. Their
+    /// fields are extracted as canonical values and their filters join the plan's.
+    pub fn with_relations(mut self, links: Vec<LinkSpec>) -> Result<Self, crate::PlanError> {
+        for link in &links {
+            let f = &self.features[link.feature];
+            if !f.agg.is_linked() {
+                return Err(crate::PlanError {
+                    feature: link.feature,
+                    name: f.name.clone(),
+                    field: "via",
+                    message: format!(
+                        "`via` belongs to `linked_distinct_count` and `linked_count`, not `{}`",
+                        f.agg
+                    ),
+                });
+            }
+        }
+        for i in 0..self.features.len() {
+            let f = self.features[i].clone();
+            if !f.agg.is_linked() {
+                continue;
+            }
+            let err = |field: &'static str, message: String| crate::PlanError {
+                feature: i,
+                name: f.name.clone(),
+                field,
+                message,
+            };
+            if f.granularity_ms != 1 {
+                return Err(err(
+                    "granularity",
+                    "relation features are exact: they take no `granularity`".into(),
+                ));
+            }
+            let Some(link) = links.iter().find(|l| l.feature == i) else {
+                return Err(err(
+                    "via",
+                    format!(
+                        "`{}` needs `via`, the field that links entities, e.g. via = \"device.id\"",
+                        f.agg
+                    ),
+                ));
+            };
+            let via_filter = match &link.via_filter {
+                Some(text) => {
+                    let ast = crate::expr::parse_filter(text)
+                        .map_err(|e| err("via_where", format!("`via_where`: {e}")))?;
+                    Some(self.filter_index(&ast.to_string()).ok_or_else(|| {
+                        err(
+                            "via_where",
+                            format!(
+                                "more than {} distinct filters in one pipeline",
+                                crate::plan::MAX_FILTERS
+                            ),
+                        )
+                    })?)
+                }
+                None => None,
+            };
+            let filter = match &f.filter {
+                Some(text) => Some(self.filter_index(text).ok_or_else(|| {
+                    err(
+                        "where",
+                        format!(
+                            "more than {} distinct filters in one pipeline",
+                            crate::plan::MAX_FILTERS
+                        ),
+                    )
+                })?),
+                None => None,
+            };
+            let mut canonical = |name: &str| {
+                let field = self.field_index(name);
+                self.distinct_fields[field] = true;
+                field
+            };
+            let relation = Relation {
+                feature: i,
+                agg: if f.agg == crate::Agg::LinkedCount {
+                    LinkAgg::Count
+                } else {
+                    LinkAgg::DistinctCount
+                },
+                by: f.by.iter().map(|b| canonical(b)).collect(),
+                via: canonical(&link.via),
+                of: f.of.as_deref().map(&mut canonical),
+                window_ms: f.window_ms,
+                via_filter,
+                filter,
+                limit: link.limit.max(1),
+            };
+            self.relations.push(relation);
+        }
+        Ok(self)
+    }
+
+    /// The index of filter `text` (canonical) in [`crate::Plan::filters`], added if new;
+    /// `None` when the plan already has the most filters.
+    fn filter_index(&mut self, text: &str) -> Option<usize> {
+        if let Some(i) = self.filters.iter().position(|t| t == text) {
+            return Some(i);
+        }
+        if self.filters.len() == crate::plan::MAX_FILTERS {
+            return None;
+        }
+        self.filters.push(text.to_owned());
+        Some(self.filters.len() - 1)
+    }
+}
