@@ -45,6 +45,18 @@ pub struct Aggregation {
     pub window: String,
     /// The filter: the event type and the `on` conditions (canonical expression text).
     pub filter: Option<String>,
+    /// For a relation feature (`FLAT_*` over a `SET`): the linking field and which events
+    /// make links.
+    pub link: Option<Link>,
+}
+
+/// The hop-1 side of a relation feature written as `FLAT_*(..., SET(W, T1, via, by...))`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    /// The linking field: the `SET`'s target.
+    pub via: String,
+    /// Which events make links: the `SET`'s type and conditions (canonical expression text).
+    pub via_filter: Option<String>,
 }
 
 /// Why a StreamFQL text cannot be translated: the byte offset in the text and what is wrong.
@@ -122,6 +134,10 @@ pub fn translate(name: &str, text: &str, type_field: Option<&str>) -> Result<Tra
             let a = aggregation_of(&term, name.to_owned(), type_field)?;
             out.aggregations.push(a);
         }
+        Term::Call { name: op, .. } if op.starts_with("FLAT_") => {
+            out.aggregations
+                .push(flat(&term, name.to_owned(), type_field)?);
+        }
         _ => {
             let expr = expression(&term, name, type_field, &mut out.aggregations)?;
             out.expr = Some(expr);
@@ -169,13 +185,8 @@ fn expression(
                 return diff(term, feature, type_field, parts);
             }
             if name.starts_with("FLAT_") {
-                return Err(FqlError {
-                    offset: *at,
-                    message: format!(
-                        "{name} (a relation feature across entities) is not supported yet; \
-                         SET(...) alone is"
-                    ),
-                });
+                let part = flat(term, String::new(), type_field)?;
+                return Ok(add_part(part, feature, parts));
             }
             if name == "HIST" || name == "F_QUANTILE" {
                 return Err(FqlError {
@@ -260,6 +271,81 @@ fn diff(
     Ok(format!("({condition} ? {last} - {lag} : null)"))
 }
 
+/// A relation feature: `FLAT_COUNT_DISTINCT(W, T2, x, SET(W, T1, via, by...))` (distinct `x`
+/// over the `T2` events whose `via` is among the `via` values of the entity's `T1` events)
+/// or `FLAT_COUNT(W, T2, [x,] SET(...))` (their number), named `name`.
+fn flat(term: &Term, name: String, type_field: Option<&str>) -> Result<Aggregation, FqlError> {
+    let Term::Call { name: op, args, at } = term else {
+        unreachable!("called on operator calls");
+    };
+    let err = |offset: usize, message: String| FqlError { offset, message };
+    let agg = match op.as_str() {
+        "FLAT_COUNT_DISTINCT" => Agg::LinkedDistinctCount,
+        "FLAT_COUNT" => Agg::LinkedCount,
+        _ => {
+            return Err(err(
+                *at,
+                format!("{op} is not supported; valid: FLAT_COUNT_DISTINCT, FLAT_COUNT"),
+            ))
+        }
+    };
+    let shape = format!("{op}(window, event_type, field, SET(window, event_type, via, key...))");
+    let Some((Term::Call { name: set, .. }, outer)) = args.split_last() else {
+        return Err(err(*at, format!("{op} needs: {shape}")));
+    };
+    if set != "SET" || outer.len() < 2 || outer.len() > 3 {
+        return Err(err(*at, format!("{op} needs: {shape}")));
+    }
+    let inner = aggregation_of(args.last().expect("split above"), String::new(), type_field)?;
+    // The outer operator in the book's order, with the SET's keys as its own: its target (if
+    // any) is what is counted.
+    let mut outer_args = outer.to_vec();
+    if outer.len() == 2 && agg == Agg::LinkedDistinctCount {
+        return Err(err(*at, format!("{op} needs the field to count: {shape}")));
+    }
+    // A placeholder key (and field) so that the outer operator reads in the book's order.
+    while outer_args.len() < 4 {
+        outer_args.push(Term::Word {
+            text: "_".into(),
+            at: *at,
+        });
+    }
+    let as_sum = Term::Call {
+        name: "SUM".into(),
+        args: outer_args,
+        at: *at,
+    };
+    let hop2 = aggregation_as(&as_sum, Agg::Sum, name.clone(), type_field)?;
+    let window = if hop2.window == inner.window {
+        hop2.window.clone()
+    } else {
+        return Err(err(
+            *at,
+            format!(
+                "{op} and its SET have one window (the relation's): found {} and {}",
+                hop2.window, inner.window
+            ),
+        ));
+    };
+    let of = if outer.len() == 3 {
+        hop2.of.clone()
+    } else {
+        None
+    };
+    Ok(Aggregation {
+        name,
+        agg,
+        of,
+        by: inner.by,
+        window,
+        filter: hop2.filter,
+        link: Some(Link {
+            via: inner.of.expect("SET has a field"),
+            via_filter: inner.filter,
+        }),
+    })
+}
+
 /// The aggregation of an operator call `term`, named `name`.
 fn aggregation_of(
     term: &Term,
@@ -340,6 +426,7 @@ fn aggregation_as(
         by,
         window,
         filter: (!conditions.is_empty()).then(|| conditions.join(" && ")),
+        link: None,
     })
 }
 
@@ -563,18 +650,28 @@ mod tests {
     }
 
     #[test]
-    fn set_lists_values_and_flat_operators_are_refused() {
+    fn set_lists_values_and_flat_operators_link_entities() {
         let set = one("SET(7d, register, user_id, device_id)");
         assert_eq!(set.agg, Agg::Set(crate::agg::SET_LIMIT));
         assert_eq!(set.of.as_deref(), Some("user_id"));
         assert_eq!(set.by, ["device_id"]);
-        let e = translate(
-            "f",
-            "FLAT_COUNT_DISTINCT(7d, login, device_id, SET(7d, register, user_id, device_id))",
-            Some("type"),
-        )
-        .expect_err("not yet");
-        assert!(e.message.contains("not supported yet"), "{e}");
+        // The book's example: devices logged into by the users who registered on this device.
+        let flat =
+            one("FLAT_COUNT_DISTINCT(7d, login, device_id, SET(7d, register, user_id, device_id))");
+        assert_eq!(flat.agg, Agg::LinkedDistinctCount);
+        assert_eq!(flat.by, ["device_id"]);
+        assert_eq!(flat.of.as_deref(), Some("device_id"));
+        assert_eq!(flat.filter.as_deref(), Some(r#"type == "login""#));
+        let link = flat.link.expect("a relation");
+        assert_eq!(link.via, "user_id");
+        assert_eq!(link.via_filter.as_deref(), Some(r#"type == "register""#));
+        let count = one("FLAT_COUNT(1d, *, SET(1d, *, device_id, user_id))");
+        assert_eq!(
+            (count.agg, count.of, count.filter),
+            (Agg::LinkedCount, None, None)
+        );
+        let e = translate("f", "FLAT_COUNT(1d, *, SET(2d, *, d, u))", None).expect_err("windows");
+        assert!(e.message.contains("one window"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use sluice_connectors::kafka::{KafkaSink, KafkaSource, Start};
 use sluice_core::agg::Quantile;
 use sluice_core::derived::DerivedSpec;
+use sluice_core::fql::Link;
 use sluice_core::{parse_duration, Agg, FeatureSpec, FieldPath, Plan};
 use sluice_engine::checkpoint::CheckpointConfig;
 use sluice_engine::state::redis::{ClusterOptions, RedisOptions};
@@ -814,7 +815,7 @@ fn plan_config(
     let mut aggregated = Vec::new();
     let mut derived = Vec::new();
     // The hidden parts of StreamFQL features, after every written feature.
-    let mut hidden: Vec<(usize, FeatureSpec)> = Vec::new();
+    let mut hidden: Vec<(usize, FeatureSpec, Option<Link>)> = Vec::new();
     let mut fql_forms = Vec::new();
     let mut links = Vec::new();
     for (position, f) in features.iter().enumerate() {
@@ -826,6 +827,9 @@ fn plan_config(
                 None => {
                     let a = parts.next().expect("one aggregation without an expression");
                     aggregated.push(position);
+                    if let Some(link) = a.link.clone() {
+                        links.push(fql_link(link, specs.len()));
+                    }
                     specs.push(fql_spec(src, fql, a)?);
                 }
                 Some(expr) => derived.push(DerivedSpec {
@@ -835,7 +839,8 @@ fn plan_config(
                 }),
             }
             for part in parts {
-                hidden.push((position, fql_spec(src, fql, part)?));
+                let link = part.link.clone();
+                hidden.push((position, fql_spec(src, fql, part)?, link));
             }
             continue;
         }
@@ -849,9 +854,12 @@ fn plan_config(
         }
         specs.push(aggregated_feature(src, f)?);
     }
-    let hidden_names: Vec<String> = hidden.iter().map(|(_, s)| s.name.clone()).collect();
-    for (position, spec) in hidden {
+    let hidden_names: Vec<String> = hidden.iter().map(|(_, s, _)| s.name.clone()).collect();
+    for (position, spec, link) in hidden {
         aggregated.push(position);
+        if let Some(link) = link {
+            links.push(fql_link(link, specs.len()));
+        }
         specs.push(spec);
     }
     let plan = Plan::new(specs, lateness_ms).map_err(|e| {
@@ -943,6 +951,17 @@ fn fql_feature(
     })
 }
 
+/// The relation settings of a StreamFQL relation feature (index `feature` among the
+/// aggregated features).
+fn fql_link(link: Link, feature: usize) -> sluice_core::relation::LinkSpec {
+    sluice_core::relation::LinkSpec {
+        feature,
+        via: link.via,
+        via_filter: link.via_filter,
+        limit: sluice_core::relation::LINK_LIMIT,
+    }
+}
+
 /// One aggregation of a StreamFQL feature as a feature spec.
 fn fql_spec(
     src: &Source<'_>,
@@ -984,6 +1003,12 @@ fn fql_toml(name: &str, t: &sluice_core::fql::Translated) -> String {
         ));
         if let Some(of) = &a.of {
             out.push_str(&format!("of = {}\n", quote(of)));
+        }
+        if let Some(link) = &a.link {
+            out.push_str(&format!("via = {}\n", quote(&link.via)));
+            if let Some(w) = &link.via_filter {
+                out.push_str(&format!("via_where = {}\n", quote(w)));
+            }
         }
         let by: Vec<String> = a.by.iter().map(|b| quote(b)).collect();
         out.push_str(&format!(

@@ -248,39 +248,50 @@ fn diff_names_the_first_differing_line() {
     assert!(d.contains("<no newline at end>"), "{d}");
 }
 
-/// Each StreamFQL feature of `fql/` equals its TOML form (`fql/as_toml.toml`, as `sluice check`
-/// prints it): the same value on every event.
+/// Each StreamFQL feature of `fql/` and `relations_fql/` equals its TOML form (`as_toml.toml`,
+/// as `sluice check` prints it): the same value on every event.
 #[test]
 fn fql_features_equal_their_toml_form() {
-    let case = cases_dir().join("fql");
-    let run = |pipeline: &str| -> Vec<serde_json::Value> {
-        let tmp = tempfile::tempdir().expect("temp dir");
-        let out = tmp.path().join("out.jsonl");
-        let result = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .current_dir(&case)
-            .args(["run", pipeline, "--input", "input.jsonl", "--quiet"])
-            .arg("--output")
-            .arg(&out)
-            .output()
-            .expect("run the sluice binary");
-        assert!(result.status.success(), "{pipeline}: {result:?}");
-        std::fs::read_to_string(&out)
-            .expect("output")
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).expect("json")["features"].clone()
-            })
-            .collect()
-    };
-    let fql = run("pipeline.toml");
-    let toml = run("as_toml.toml");
-    assert_eq!(fql.len(), toml.len());
-    assert!(!fql.is_empty());
-    for (i, (f, t)) in fql.iter().zip(&toml).enumerate() {
-        let f = f.as_object().expect("features");
-        assert_eq!(f.len(), 6, "line {}: hidden parts are not written", i + 1);
-        for (name, value) in f {
-            assert_eq!(Some(value), t.get(name), "line {}: `{name}`", i + 1);
+    for dir in ["fql", "relations_fql"] {
+        let case = cases_dir().join(dir);
+        let run = |pipeline: &str| -> Vec<serde_json::Value> {
+            let tmp = tempfile::tempdir().expect("temp dir");
+            let out = tmp.path().join("out.jsonl");
+            let result = Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .current_dir(&case)
+                .args(["run", pipeline, "--input", "input.jsonl", "--quiet"])
+                .arg("--output")
+                .arg(&out)
+                .output()
+                .expect("run the sluice binary");
+            assert!(result.status.success(), "{dir}/{pipeline}: {result:?}");
+            std::fs::read_to_string(&out)
+                .expect("output")
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).expect("json")["features"].clone()
+                })
+                .collect()
+        };
+        let written = std::fs::read_to_string(case.join("pipeline.toml"))
+            .expect("pipeline")
+            .matches("[[feature]]")
+            .count();
+        let fql = run("pipeline.toml");
+        let toml = run("as_toml.toml");
+        assert_eq!(fql.len(), toml.len());
+        assert!(!fql.is_empty());
+        for (i, (f, t)) in fql.iter().zip(&toml).enumerate() {
+            let f = f.as_object().expect("features");
+            assert_eq!(
+                f.len(),
+                written,
+                "{dir} line {}: hidden parts are not written",
+                i + 1
+            );
+            for (name, value) in f {
+                assert_eq!(Some(value), t.get(name), "{dir} line {}: `{name}`", i + 1);
+            }
         }
     }
 }

@@ -160,6 +160,8 @@ pub struct Summary {
     pub dead_letters: u64,
     /// Of which late.
     pub late: u64,
+    /// Relation feature values that were null because a hub exceeded its `link_limit`.
+    pub link_overflows: u64,
     /// Wall time.
     pub elapsed: Duration,
     /// Round trips and commands sent to remote state (`None` for memory state).
@@ -434,6 +436,7 @@ pub fn run_resumed(
         events: stats.events_written.load(Ordering::Relaxed),
         dead_letters: stats.dead_letters.load(Ordering::Relaxed),
         late: stats.late.load(Ordering::Relaxed),
+        link_overflows: stats.link_overflows.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
         traffic: stats.traffic.lock().map(|t| *t).unwrap_or(None),
     })

@@ -345,6 +345,29 @@ fn describe(p: &PipelineConfig) -> String {
             }
         }
     }
+    if !plan.relations.is_empty() {
+        s.push_str("  relation features (two hops, computed in input order by the router):\n");
+        for r in &plan.relations {
+            let f = &plan.features[r.feature];
+            let field = |i: usize| format!("`{}`", plan.fields[i]);
+            let by: Vec<String> = r.by.iter().map(|&i| field(i)).collect();
+            let filter = |i: Option<usize>| {
+                i.map_or(String::new(), |i| format!(" where {}", plan.filters[i]))
+            };
+            s.push_str(&format!(
+                "    {} ({}): key [{}], links via {}{}, counts {}{} over {}, at most {} linked events read\n",
+                f.name,
+                f.agg,
+                by.join(", "),
+                field(r.via),
+                filter(r.via_filter),
+                r.of.map_or("events".to_owned(), field),
+                filter(r.filter),
+                format_duration(r.window_ms),
+                r.limit
+            ));
+        }
+    }
     for (name, toml) in &p.fql_forms {
         s.push_str(&format!("  fql feature `{name}`, as TOML:\n"));
         for line in toml.lines() {

@@ -249,6 +249,12 @@ fn report(
     if let Some(mb) = peak_mb {
         line.push_str(&format!(", peak memory {mb} MB"));
     }
+    if summary.link_overflows > 0 {
+        line.push_str(&format!(
+            ", {} relation values null at hubs over their link_limit",
+            summary.link_overflows
+        ));
+    }
     #[cfg(feature = "kafka")]
     if let Some(first) = sluice_connectors::kafka::first_message() {
         let after = first.saturating_duration_since(Instant::now() - summary.elapsed);

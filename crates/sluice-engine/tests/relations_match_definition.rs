@@ -1,0 +1,259 @@
+//! Relation features through the whole engine against their definition, for several worker
+//! counts and batch sizes, in memory and in the embedded store.
+//!
+//! Random JSONL streams of users on devices (a few hub devices shared by most users, events
+//! without a user or a device, out-of-order and equal times, a type field the filters test),
+//! with `linked_distinct_count` and `linked_count` features over random windows, `via_where`
+//! and `where`. The expected value of each feature for each event is the definition of
+//! `docs/semantics.md` evaluated by brute force over the events received so far; the output
+//! must match it and be byte-identical for every worker count.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use proptest::prelude::*;
+use serde_json::Value;
+use sluice_core::relation::{LinkSpec, LINK_LIMIT};
+use sluice_core::{Agg, FeatureSpec, Plan};
+use sluice_engine::state::EmbeddedOptions;
+use sluice_engine::{run, InputFormat, Job, Outputs, StateConfig, Stats, StreamSource, TimeFormat};
+
+/// One generated event.
+#[derive(Debug, Clone)]
+struct Ev {
+    ts: i64,
+    user: Option<u8>,
+    device: Option<u8>,
+    kind: bool,
+}
+
+/// One generated relation feature: distinct or count, window, and which of the two hops
+/// filter on `kind`.
+#[derive(Debug, Clone)]
+struct Rel {
+    distinct: bool,
+    window_ms: i64,
+    via_where: bool,
+    filter: bool,
+}
+
+fn line(e: &Ev) -> String {
+    let mut fields = vec![format!("\"ts\":{}", e.ts), format!("\"kind\":{}", e.kind)];
+    if let Some(u) = e.user {
+        fields.push(format!("\"user\":\"u{u}\""));
+    }
+    if let Some(d) = e.device {
+        // Hub devices are numbers, others strings: both are values.
+        fields.push(if d >= 8 {
+            format!("\"device\":{d}")
+        } else {
+            format!("\"device\":\"d{d}\"")
+        });
+    }
+    format!("{{{}}}", fields.join(","))
+}
+
+/// The definition, for the last of `events` (all accepted so far, in arrival order).
+fn expected(r: &Rel, events: &[Ev]) -> Value {
+    let e = events.last().expect("the event itself");
+    let Some(user) = e.user else {
+        return Value::Null;
+    };
+    let t = e.ts;
+    let inside = |x: &Ev| t - r.window_ms <= x.ts && x.ts <= t;
+    let links: HashSet<u8> = events
+        .iter()
+        .filter(|x| inside(x) && x.user == Some(user) && (!r.via_where || x.kind))
+        .filter_map(|x| x.device)
+        .collect();
+    let linked: Vec<&Ev> = events
+        .iter()
+        .filter(|y| inside(y) && (!r.filter || y.kind))
+        .filter(|y| y.device.is_some_and(|d| links.contains(&d)))
+        .collect();
+    if r.distinct {
+        // `of` is the user: events without one are not counted.
+        let users: HashSet<u8> = linked.iter().filter_map(|y| y.user).collect();
+        Value::from(users.len())
+    } else {
+        Value::from(linked.len())
+    }
+}
+
+fn plan(rels: &[Rel]) -> Plan {
+    let features = rels
+        .iter()
+        .enumerate()
+        .map(|(i, r)| FeatureSpec {
+            name: format!("r{i}"),
+            agg: if r.distinct {
+                Agg::LinkedDistinctCount
+            } else {
+                Agg::LinkedCount
+            },
+            of: r.distinct.then(|| "user".to_owned()),
+            by: vec!["user".into()],
+            window_ms: r.window_ms,
+            granularity_ms: 1,
+            filter: r.filter.then(|| "kind == true".to_owned()),
+        })
+        .collect();
+    let links = rels
+        .iter()
+        .enumerate()
+        .map(|(i, r)| LinkSpec {
+            feature: i,
+            via: "device".into(),
+            via_filter: r.via_where.then(|| "kind".to_owned()),
+            limit: LINK_LIMIT,
+        })
+        .collect();
+    Plan::new(features, 1_000_000)
+        .expect("valid")
+        .with_relations(links)
+        .expect("valid relations")
+}
+
+struct Chunks {
+    data: Vec<u8>,
+    pos: usize,
+    chunk: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.chunk).min(self.data.len() - self.pos);
+        buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The enriched events of a run.
+fn run_engine(
+    plan: &Plan,
+    input: &str,
+    workers: usize,
+    chunk: usize,
+    state: StateConfig,
+) -> String {
+    let mut job = Job::new(plan.clone(), "ts", TimeFormat::EpochMs, workers).with_state(state);
+    job.batch_bytes = 200;
+    let events = Shared::default();
+    let outputs = Outputs::writers(Box::new(events.clone()), Box::new(io::sink()));
+    let mut source = StreamSource::new(
+        Box::new(Chunks {
+            data: input.as_bytes().to_vec(),
+            pos: 0,
+            chunk,
+        }),
+        "in.jsonl",
+        InputFormat::Jsonl,
+    );
+    run(&job, &mut source, outputs, Arc::new(Stats::default())).expect("the run succeeds");
+    let text = events.0.lock().expect("lock").clone();
+    String::from_utf8(text).expect("UTF-8")
+}
+
+fn events() -> impl Strategy<Value = Vec<Ev>> {
+    prop::collection::vec(
+        (
+            prop_oneof![4 => 0i64..30, 1 => -40i64..0, 1 => Just(0)],
+            prop::option::weighted(0.9, 0u8..10),
+            prop::option::weighted(0.85, prop_oneof![3 => 0u8..8, 2 => 8u8..10]),
+            prop::bool::weighted(0.7),
+        ),
+        1..120,
+    )
+    .prop_map(|steps| {
+        let mut t = 1_000;
+        steps
+            .into_iter()
+            .map(|(dt, user, device, kind)| {
+                t = (t + dt).max(0);
+                Ev {
+                    ts: t,
+                    user,
+                    device,
+                    kind,
+                }
+            })
+            .collect()
+    })
+}
+
+fn rels() -> impl Strategy<Value = Vec<Rel>> {
+    prop::collection::vec(
+        (
+            any::<bool>(),
+            prop::sample::select(vec![5i64, 40, 200, 100_000]),
+            prop::bool::weighted(0.3),
+            prop::bool::weighted(0.3),
+        )
+            .prop_map(|(distinct, window_ms, via_where, filter)| Rel {
+                distinct,
+                window_ms,
+                via_where,
+                filter,
+            }),
+        1..4,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn relation_features_match_their_definition_for_any_worker_count(
+        events in events(),
+        rels in rels(),
+        chunk in 7usize..300,
+    ) {
+        let plan = plan(&rels);
+        let input: String = events.iter().map(|e| line(e) + "\n").collect();
+        let one = run_engine(&plan, &input, 1, chunk, StateConfig::Memory);
+        let lines: Vec<Value> = one
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("JSON"))
+            .collect();
+        prop_assert_eq!(lines.len(), events.len(), "no event is late (lateness 1000 s)");
+        for (i, got) in lines.iter().enumerate() {
+            for (j, r) in rels.iter().enumerate() {
+                let want = expected(r, &events[..=i]);
+                prop_assert_eq!(
+                    &got["features"][format!("r{j}")],
+                    &want,
+                    "event {} ({}), feature {:?}",
+                    i,
+                    line(&events[i]),
+                    r
+                );
+            }
+        }
+        for workers in [2, 4] {
+            let other = run_engine(&plan, &input, workers, chunk, StateConfig::Memory);
+            prop_assert_eq!(&other, &one, "{} workers", workers);
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let embedded = StateConfig::Embedded(EmbeddedOptions {
+            dir: dir.path().to_owned(),
+            memory_cap: 1,
+        });
+        prop_assert_eq!(&run_engine(&plan, &input, 3, chunk, embedded), &one, "embedded");
+    }
+}
