@@ -312,6 +312,21 @@ impl Plan {
                 }
             }
         }
+        // Relation features likewise: what their links mean (`via` and `via_where`).
+        if !self.relations.is_empty() {
+            out.extend_from_slice(b"relations\0");
+            for r in &self.relations {
+                out.extend_from_slice(&(r.feature as u64).to_le_bytes());
+                text(&mut out, &self.fields[r.via]);
+                match r.via_filter {
+                    None => out.push(0),
+                    Some(i) => {
+                        out.push(1);
+                        text(&mut out, &self.filters[i]);
+                    }
+                }
+            }
+        }
         format!("{:016x}", crate::key_hash(&out))
     }
 

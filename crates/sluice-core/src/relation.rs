@@ -21,6 +21,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use crate::value::FeatureValue;
+use crate::wire::{Reader, Wire, WireError, Writer};
 
 /// Which number a relation feature gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,6 +188,56 @@ impl LinkIndex {
     }
 }
 
+/// The overflow count, then the links and the linked events: each map as its number of keys,
+/// then per key its bytes and its list (the number of entries, then each time and value).
+/// Times are absolute (the writer's base is not used). Decoding checks that every list is in
+/// time order.
+impl Wire for LinkIndex {
+    fn put(&self, w: &mut Writer<'_>) {
+        w.u(self.overflows);
+        for map in [&self.links, &self.linked] {
+            w.u(map.len() as u64);
+            for (key, list) in map {
+                w.bytes(key);
+                w.u(list.len() as u64);
+                for (ts, value) in list {
+                    w.i(*ts);
+                    w.bytes(value);
+                }
+            }
+        }
+    }
+
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let overflows = r.u()?;
+        let mut maps = [TimedLists::new(), TimedLists::new()];
+        for map in &mut maps {
+            for _ in 0..r.count()? {
+                let key: Box<[u8]> = r.bytes()?.into();
+                let n = r.count()?;
+                let mut list = VecDeque::with_capacity(n);
+                for _ in 0..n {
+                    let ts = r.i()?;
+                    if list.back().is_some_and(|&(last, _)| last > ts) {
+                        return Err(WireError("links out of time order"));
+                    }
+                    list.push_back((ts, r.bytes()?.into()));
+                }
+                if map.insert(key, list).is_some() {
+                    return Err(WireError("a link key stored twice"));
+                }
+            }
+        }
+        let [links, linked] = maps;
+        Ok(LinkIndex {
+            links,
+            linked,
+            since_sweep: 0,
+            overflows,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +357,36 @@ mod tests {
             index.overflows, 3,
             "users 6, 7 and 8 read 6, 7 and 8 linked events"
         );
+    }
+
+    #[test]
+    fn an_index_restored_from_its_bytes_goes_on_alike() {
+        let r = relation(LinkAgg::DistinctCount, LINK_LIMIT);
+        let (mut a, mut b) = (LinkIndex::new(), LinkIndex::new());
+        for i in 0u8..40 {
+            let (key, via, of) = ([i % 5], [i % 3], [i % 7]);
+            let e = LinkEvent {
+                ts: i64::from(i),
+                key: Some(&key),
+                via: Some(&via),
+                of: Some(&of),
+                via_matches: true,
+                matches: i % 4 != 0,
+            };
+            let want = a.observe(&r, &e, 0);
+            let mut bytes = Vec::new();
+            b.put(&mut Writer::new(&mut bytes, 0));
+            b = LinkIndex::get(&mut Reader::new(&bytes, 0)).expect("decodes");
+            assert_eq!(b.observe(&r, &e, 0), want, "event {i}");
+        }
+        let mut bytes = Vec::new();
+        a.put(&mut Writer::new(&mut bytes, 0));
+        for len in 0..bytes.len() {
+            assert!(
+                LinkIndex::get(&mut Reader::new(&bytes[..len], 0)).is_err(),
+                "cut at {len}"
+            );
+        }
     }
 
     #[test]

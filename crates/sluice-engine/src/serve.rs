@@ -100,7 +100,7 @@ impl ServeEngine {
         Ok(ServeEngine {
             extractor: Extractor::new(&plan, time_field, time_format),
             scratch: ParseScratch::default(),
-            router: Router::new(1, plan.lateness_ms).with_links(&plan),
+            router: Router::new(1, plan.lateness_ms).with_links(&plan, None)?,
             layout: OutputLayout::new(&plan),
             plan,
             backend,

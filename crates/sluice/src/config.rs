@@ -701,9 +701,6 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
                 .map(Spanned::span);
             return Err(refuse(span, "Redis state (shared by several processes)"));
         }
-        if let Some(c) = &file.checkpoint {
-            return Err(refuse(Some(c.path.span()), "[checkpoint]"));
-        }
         if matches!(source, Some(SourceConfig::Kafka(_))) {
             let span = file
                 .source

@@ -44,10 +44,42 @@ by = ["merchant_id"]
 window = "1h"
 "#;
 
+/// [`FEATURES`] and relation features over the same events: users linked to a user through
+/// shared devices, and their events, in the past hour.
+const RELATION_FEATURES: &str = r#"
+[event]
+time = "ts"
+lateness = "1m"
+
+[[feature]]
+name = "amount_1d"
+agg = "sum"
+of = "amount"
+by = "user_id"
+window = "1d"
+
+[[feature]]
+name = "users_linked_by_device_1h"
+agg = "linked_distinct_count"
+by = "user_id"
+via = "device_id"
+of = "user_id"
+window = "1h"
+
+[[feature]]
+name = "events_linked_by_merchant_1h"
+agg = "linked_count"
+by = "user_id"
+via = "merchant_id"
+window = "1h"
+where = "amount > 50"
+"#;
+
 struct Case {
     dir: tempfile::TempDir,
     input: PathBuf,
     pipeline: PathBuf,
+    features: &'static str,
 }
 
 impl Case {
@@ -59,6 +91,11 @@ impl Case {
 
     /// The same with a `[state]` section.
     fn with_state(events: u32, interval: &str, state: &str) -> Case {
+        Case::with(events, interval, state, FEATURES)
+    }
+
+    /// The same with other features.
+    fn with(events: u32, interval: &str, state: &str, features: &'static str) -> Case {
         let dir = tempfile::tempdir().expect("temp dir");
         let generated = dir.path().join("gen.jsonl");
         let out = sluice()
@@ -91,7 +128,7 @@ impl Case {
         std::fs::write(
             &pipeline,
             format!(
-                "{FEATURES}\n[checkpoint]\npath = \"ckpt\"\ninterval = \"{interval}\"\nkeep = 2\n{state}"
+                "{features}\n[checkpoint]\npath = \"ckpt\"\ninterval = \"{interval}\"\nkeep = 2\n{state}"
             ),
         )
         .expect("write pipeline");
@@ -99,6 +136,7 @@ impl Case {
             dir,
             input: input_path,
             pipeline,
+            features,
         }
     }
 
@@ -122,7 +160,7 @@ impl Case {
     /// own checkpoint directory is the same pipeline).
     fn reference(&self) -> (Vec<u8>, Vec<u8>) {
         let pipeline = self.path("reference.toml");
-        std::fs::write(&pipeline, FEATURES).expect("write");
+        std::fs::write(&pipeline, self.features).expect("write");
         let out = sluice_run(
             &pipeline,
             &self.input,
@@ -292,6 +330,33 @@ fn a_checkpoint_restores_with_another_number_of_workers() {
     let reference = case.reference();
     for (tag, from, to) in [("four-to-one", 4, 1), ("one-to-three", 1, 3)] {
         case.kill_after_a_checkpoint(tag, from, &["--fresh"]);
+        let stderr = case.finish(tag, to, &[]);
+        assert!(
+            stderr.contains("resuming from checkpoint"),
+            "{tag}: {stderr}"
+        );
+        case.assert_same(tag, &reference);
+    }
+}
+
+/// Relation features keep their links in the router: a checkpoint holds them (`links.bin`),
+/// and a run killed after a checkpoint and resumed with another number of workers writes what
+/// an uninterrupted run writes.
+#[test]
+fn relation_features_checkpoint_and_restore_their_links() {
+    let case = Case::with(150_000, "20ms", "", RELATION_FEATURES);
+    let reference = case.reference();
+    for (tag, from, to) in [
+        ("relations-two-to-one", 2, 1),
+        ("relations-one-to-three", 1, 3),
+    ] {
+        case.kill_after_a_checkpoint(tag, from, &["--fresh"]);
+        let latest = complete_checkpoints(&case.path("ckpt"));
+        let links = case
+            .path("ckpt")
+            .join(format!("chk-{latest:010}"))
+            .join("links.bin");
+        assert!(links.is_file(), "{tag}: {} is missing", links.display());
         let stderr = case.finish(tag, to, &[]);
         assert!(
             stderr.contains("resuming from checkpoint"),

@@ -289,6 +289,8 @@ impl Partitions {
                 .filter_map(|p| Some((p.partition, p.newest?)))
                 .collect(),
             groups,
+            // Relation features are refused with a Kafka source.
+            links: None,
         }))
     }
 

@@ -40,6 +40,38 @@ pub fn readable(format: u32) -> bool {
     READABLE_FORMATS.contains(&format)
 }
 
+/// The file of a checkpoint holding the relation features' link indexes (written by the
+/// router; every other file is a shard file).
+pub const LINKS_FILE: &str = "links.bin";
+
+/// Magic bytes at the start of the links file.
+const LINKS_MAGIC: &[u8; 8] = b"SLUICELK";
+
+/// Writes the links file of a checkpoint: the magic, the format version, then `body`.
+pub fn write_links(dir: &Path, body: &[u8]) -> Result<FileEntry> {
+    let mut bytes = Vec::with_capacity(body.len() + 12);
+    bytes.extend_from_slice(LINKS_MAGIC);
+    bytes.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(body);
+    write_file(dir, LINKS_FILE, &bytes)
+}
+
+/// The body of a verified checkpoint's links file, if it has one.
+pub fn load_links(root: &Path, manifest: &Manifest) -> Result<Option<Vec<u8>>> {
+    if !manifest.files.iter().any(|f| f.name == LINKS_FILE) {
+        return Ok(None);
+    }
+    let path = checkpoint_dir(root, manifest.id).join(LINKS_FILE);
+    let bytes = fs::read(&path).map_err(|e| io_error("read", &path, e))?;
+    if bytes.len() < 12 || &bytes[..8] != LINKS_MAGIC {
+        return Err(ckpt_error(format!(
+            "{}: not a Sluice links file",
+            path.display()
+        )));
+    }
+    Ok(Some(bytes[12..].to_vec()))
+}
+
 /// Magic bytes at the start of a shard file.
 const SHARD_MAGIC: &[u8; 8] = b"SLUICEKG";
 
@@ -236,6 +268,8 @@ pub struct Resume {
     pub newest_by: Vec<(u32, i64)>,
     /// Its key groups.
     pub groups: Vec<GroupSnapshot>,
+    /// The relation features' link indexes, if the pipeline has relation features.
+    pub links: Option<Vec<u8>>,
 }
 
 impl Resume {
@@ -267,6 +301,7 @@ impl Resume {
                 .filter_map(|p| Some((p.partition, p.newest?)))
                 .collect(),
             groups,
+            links: None,
         }
     }
 
@@ -760,6 +795,7 @@ pub fn load_groups(root: &Path, manifest: &Manifest) -> Result<Vec<GroupSnapshot
         let handles: Vec<_> = manifest
             .files
             .iter()
+            .filter(|f| f.name != LINKS_FILE)
             .map(|f| {
                 let path = dir.join(&f.name);
                 scope.spawn(move || read_shard(&path))
@@ -811,12 +847,15 @@ pub fn find_resume(
     }
     let started = std::time::Instant::now();
     let groups = load_groups(&config.dir, &manifest)?;
+    let links = load_links(&config.dir, &manifest)?;
     tracing::info!(
         id = manifest.id,
         millis = started.elapsed().as_millis() as u64,
         "checkpoint loaded"
     );
-    Ok((Some(Resume::new(&manifest, groups)), skipped))
+    let mut resume = Resume::new(&manifest, groups);
+    resume.links = links;
+    Ok((Some(resume), skipped))
 }
 
 #[cfg(test)]

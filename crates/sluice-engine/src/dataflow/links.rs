@@ -8,7 +8,10 @@
 //! features; the shards compute the others in parallel as before.
 
 use sluice_core::relation::{LinkEvent, LinkIndex};
+use sluice_core::wire::{Reader, Wire, Writer};
 use sluice_core::{FeatureValue, Plan};
+
+use crate::error::{Error, Result};
 
 use crate::dataflow::batch::{FieldKind, ParsedBatch};
 
@@ -29,6 +32,43 @@ impl LinkStage {
             plan,
             key: Vec::new(),
         })
+    }
+
+    /// The link indexes, encoded for a checkpoint: their number, then each
+    /// ([`sluice_core::relation::LinkIndex`]'s binary form).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out, 0);
+        w.u(self.indexes.len() as u64);
+        for index in &self.indexes {
+            index.put(&mut w);
+        }
+        out
+    }
+
+    /// The same stage with the link indexes of a checkpoint (`bytes` from
+    /// [`LinkStage::encode`]).
+    pub fn restore(mut self, bytes: &[u8]) -> Result<Self> {
+        let bad = |why: String| {
+            Error::Checkpoint(format!(
+                "cannot restore the relation features' links: {why}"
+            ))
+        };
+        let mut r = Reader::new(bytes, 0);
+        let n = r.count().map_err(|e| bad(e.to_string()))?;
+        if n != self.indexes.len() {
+            return Err(bad(format!(
+                "{n} link indexes, the plan has {} relation features",
+                self.indexes.len()
+            )));
+        }
+        for index in &mut self.indexes {
+            *index = LinkIndex::get(&mut r).map_err(|e| bad(e.to_string()))?;
+        }
+        if !r.rest().is_empty() {
+            return Err(bad("bytes after the last index".into()));
+        }
+        Ok(self)
     }
 
     /// Values that were null because a hub exceeded its `limit`, so far.

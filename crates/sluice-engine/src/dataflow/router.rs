@@ -88,10 +88,19 @@ impl Router {
         }
     }
 
-    /// The same router, computing the relation features of `plan` (if it has any).
-    pub fn with_links(mut self, plan: &Arc<Plan>) -> Self {
-        self.links = LinkStage::new(Arc::clone(plan)).map(Box::new);
-        self
+    /// The same router, computing the relation features of `plan` (if it has any), from the
+    /// link indexes of a checkpoint when `restored` holds them.
+    pub fn with_links(mut self, plan: &Arc<Plan>, restored: Option<&[u8]>) -> Result<Self> {
+        self.links = match (LinkStage::new(Arc::clone(plan)), restored) {
+            (Some(stage), Some(bytes)) => Some(Box::new(stage.restore(bytes)?)),
+            (stage, _) => stage.map(Box::new),
+        };
+        Ok(self)
+    }
+
+    /// The link indexes, encoded for a checkpoint (`None` without relation features).
+    fn encoded_links(&self) -> Option<Vec<u8>> {
+        self.links.as_deref().map(LinkStage::encode)
     }
 
     /// The same router, putting the keys of each partition in that partition's key group
@@ -221,6 +230,10 @@ pub(crate) struct CheckpointTimer {
     /// previous one is complete, so checkpoints of a large state never pile up.
     pub(crate) completed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub(crate) started: u64,
+    /// Where checkpoints go (the router writes the relation features' links file there).
+    pub(crate) dir: std::path::PathBuf,
+    /// The number of shards: the links file is reported as file number `shards`.
+    pub(crate) shards: usize,
 }
 
 /// What the router thread receives.
@@ -269,12 +282,25 @@ impl CheckpointTimer {
         self.started += 1;
         let started = barrier.started;
         let shared = Arc::new(barrier.clone());
+        let id = barrier.id;
         self.writer
             .send(WriterMsg::Barrier(barrier))
             .map_err(|_| Error::Stage("writer"))?;
         for tx in shard_txs {
             tx.send(ShardMsg::Checkpoint(Arc::clone(&shared)))
                 .map_err(|_| Error::Stage("shard"))?;
+        }
+        // The relation features' links as of this barrier: every batch before it is routed.
+        if let Some(bytes) = router.encoded_links() {
+            let dir = crate::checkpoint::checkpoint_dir(&self.dir, id);
+            let file = crate::checkpoint::write_links(&dir, &bytes);
+            self.writer
+                .send(WriterMsg::ShardFile {
+                    id,
+                    shard: self.shards,
+                    file,
+                })
+                .map_err(|_| Error::Stage("writer"))?;
         }
         Ok(started)
     }

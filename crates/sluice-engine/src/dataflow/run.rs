@@ -224,6 +224,8 @@ pub fn run(
 /// number of the next checkpoint.
 struct Start {
     backends: Vec<Backend>,
+    /// The relation features' link indexes of a resumed checkpoint.
+    links: Option<Vec<u8>>,
     newest: Option<i64>,
     newest_by: Vec<(u32, i64)>,
     next_checkpoint: u64,
@@ -241,9 +243,9 @@ impl Start {
             (None, Some(c)) => checkpoint::list(&c.dir)?.into_iter().max().unwrap_or(0) + 1,
             (None, None) => 1,
         };
-        let (newest, newest_by, position, groups) = match resume {
-            Some(r) => (r.newest, r.newest_by, r.position, r.groups),
-            None => (None, Vec::new(), Position::START, Vec::new()),
+        let (newest, newest_by, position, groups, links) = match resume {
+            Some(r) => (r.newest, r.newest_by, r.position, r.groups, r.links),
+            None => (None, Vec::new(), Position::START, Vec::new(), None),
         };
         let mut restored: Vec<Vec<GroupSnapshot>> = (0..n).map(|_| Vec::new()).collect();
         for g in groups {
@@ -265,6 +267,7 @@ impl Start {
         }
         Ok(Start {
             backends,
+            links,
             newest,
             newest_by,
             next_checkpoint,
@@ -357,6 +360,7 @@ pub fn run_resumed(
         config: c.clone(),
         plan: plan_fingerprint(&plan),
         shards: n,
+        links: usize::from(!plan.relations.is_empty()),
         completed: Arc::clone(&completed_checkpoints),
     });
     let timer = job.checkpoint.as_ref().map(|c| CheckpointTimer {
@@ -365,9 +369,11 @@ pub fn run_resumed(
         writer: channels.written.0.clone(),
         completed: Arc::clone(&completed_checkpoints),
         started: 0,
+        dir: c.dir.clone(),
+        shards: n,
     });
     let router = Router::new(n, plan.lateness_ms)
-        .with_links(&plan)
+        .with_links(&plan, start.links.as_deref())?
         .resuming(start.newest)
         .resuming_partitions(&start.newest_by)
         .grouping_by_partition(by_partition);

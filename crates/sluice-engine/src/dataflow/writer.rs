@@ -213,6 +213,8 @@ pub(crate) struct WriterCheckpoints {
     pub(crate) config: CheckpointConfig,
     pub(crate) plan: String,
     pub(crate) shards: usize,
+    /// 1 when the plan has relation features (the router writes their links file), else 0.
+    pub(crate) links: usize,
     /// Completed checkpoints, read by the router before it starts another.
     pub(crate) completed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -351,7 +353,8 @@ pub(crate) fn write_all(
                 waiting.insert(f.seq, f);
             }
             Some(WriterMsg::Barrier(barrier)) => in_flight.push_back(InFlight {
-                files: vec![None; sink.checkpoints.map_or(0, |c| c.shards)],
+                // One file per shard, and the router's links file.
+                files: vec![None; sink.checkpoints.map_or(0, |c| c.shards + c.links)],
                 barrier,
                 sink: None,
                 synced: false,
