@@ -225,6 +225,51 @@ name = "risk_level"
 expr = "risk_score >= 50 ? 'high' : (risk_score >= 20 ? 'medium' : 'low')"
 "#;
 
+/// Number of features written by [`RELATION_PIPELINE`].
+pub const RELATION_FEATURES: usize = 4;
+
+/// The relation benchmark pipeline (`sluice bench --relations`): relation features over the
+/// nested events' shared devices (1% of logins and transactions come from eight hub devices),
+/// with a per-user feature beside them.
+pub const RELATION_PIPELINE: &str = r#"# The relation benchmark pipeline: 4 features over nested events
+# (`sluice gen --kind nested`), links between users through shared devices.
+[event]
+time = "ts"
+
+[[feature]]
+name = "users_linked_by_device_1d"
+agg = "linked_distinct_count"
+by = "user.id"
+via = "device.id"
+of = "user.id"
+window = "1d"
+
+[[feature]]
+name = "logins_linked_by_device_1d"
+agg = "linked_count"
+by = "user.id"
+via = "device.id"
+window = "1d"
+where = "type == 'login'"
+
+[[feature]]
+name = "devices_of_device_users_7d"
+agg = "linked_distinct_count"
+by = "device.id"
+via = "user.id"
+of = "device.id"
+window = "7d"
+via_where = "type == 'register'"
+where = "type == 'login'"
+
+[[feature]]
+name = "user_devices_1d"
+agg = "set"
+of = "device.id"
+by = "user.id"
+window = "1d"
+"#;
+
 /// One pipeline's runs at one worker count.
 #[derive(Debug, Default, Serialize)]
 struct Side {
@@ -271,8 +316,47 @@ struct Case {
     data: PathBuf,
 }
 
+/// Which pipeline runs against the six-feature one.
+#[derive(Debug, Clone, Copy)]
+pub struct Contender {
+    /// Its name in the log.
+    pub name: &'static str,
+    /// Its label in the table.
+    pub label: &'static str,
+    /// Its number of features.
+    pub features: usize,
+    /// Its pipeline file.
+    pub pipeline: &'static str,
+    /// The file name it is written to under the bench directory.
+    pub file: &'static str,
+}
+
+/// The language pipeline ([`LANGUAGE_PIPELINE`]).
+pub const LANGUAGE: Contender = Contender {
+    name: "language",
+    label: "language",
+    features: LANGUAGE_FEATURES,
+    pipeline: LANGUAGE_PIPELINE,
+    file: "language.toml",
+};
+
+/// The relation pipeline ([`RELATION_PIPELINE`]).
+pub const RELATIONS: Contender = Contender {
+    name: "relations",
+    label: "relations",
+    features: RELATION_FEATURES,
+    pipeline: RELATION_PIPELINE,
+    file: "relations.toml",
+};
+
 /// Runs the language benchmark and prints a table.
 pub fn run(opts: &BenchOptions) -> Result<()> {
+    run_against(opts, LANGUAGE)
+}
+
+/// Runs `contender` over the nested events against the six-feature pipeline over the
+/// transactions, interleaved, and prints a table.
+pub fn run_against(opts: &BenchOptions, contender: Contender) -> Result<()> {
     let cases = [
         Case {
             name: "six-feature",
@@ -280,13 +364,13 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
             data: ensure_data(opts)?,
         },
         Case {
-            name: "language",
-            pipeline: opts.dir.join("language.toml"),
+            name: contender.name,
+            pipeline: opts.dir.join(contender.file),
             data: ensure_generated(opts, GenKind::Nested)?,
         },
     ];
     std::fs::write(&cases[0].pipeline, BENCH_PIPELINE)?;
-    std::fs::write(&cases[1].pipeline, LANGUAGE_PIPELINE)?;
+    std::fs::write(&cases[1].pipeline, contender.pipeline)?;
     let exe = std::env::current_exe().context("cannot find the sluice executable")?;
     let mut rows = Vec::new();
     for &workers in &opts.workers {
@@ -299,9 +383,10 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
                 measure(&exe, opts, &cases[i], workers, side)?;
             }
             eprintln!(
-                "bench: workers {workers} run {run}/{}: six-feature {:.0}, language {:.0} events/s",
+                "bench: workers {workers} run {run}/{}: six-feature {:.0}, {} {:.0} events/s",
                 opts.runs,
                 six.rates.last().copied().unwrap_or(0.0),
+                contender.name,
                 language.rates.last().copied().unwrap_or(0.0)
             );
         }
@@ -325,7 +410,7 @@ pub fn run(opts: &BenchOptions) -> Result<()> {
         nested_mb: megabytes(&cases[1].data)?,
         runs: rows,
     };
-    print_table(&result);
+    print_table(&result, contender);
     if let Some(path) = &opts.json {
         std::fs::write(path, serde_json::to_string_pretty(&result)?)?;
     }
@@ -362,7 +447,7 @@ fn megabytes(path: &Path) -> Result<f64> {
         / 1e6)
 }
 
-fn print_table(r: &LanguageResult) {
+fn print_table(r: &LanguageResult, contender: Contender) {
     println!(
         "{} events, {} users, {} days, seed {}, disorder {} ms \
          ({:.0} MB of transactions JSONL, {:.0} MB of nested JSONL)",
@@ -383,9 +468,10 @@ fn print_table(r: &LanguageResult) {
             mb(s.peak_memory_mb)
         );
         println!(
-            "| {} | language, {} features, nested | {:.0} | {:.0} | {} | {:.2}x | {:.2}x |",
+            "| {} | {}, {} features, nested | {:.0} | {:.0} | {} | {:.2}x | {:.2}x |",
             row.workers,
-            LANGUAGE_FEATURES,
+            contender.label,
+            contender.features,
             l.best_events_per_sec,
             l.median_events_per_sec,
             mb(l.peak_memory_mb),

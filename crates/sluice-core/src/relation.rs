@@ -18,7 +18,9 @@
 //! device shared by 10 000 users) that is unbounded, so the events read per value are capped
 //! (`limit`): beyond it the value is `null` (never a wrong number) and the overflow is counted.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
 
 use crate::value::FeatureValue;
 use crate::wire::{Reader, Wire, WireError, Writer};
@@ -56,6 +58,10 @@ pub struct Relation {
     pub limit: usize,
 }
 
+/// Fewest events between two sweeps of expired entries (few in unit tests, so that their
+/// streams sweep often).
+const MIN_SWEEP: usize = if cfg!(test) { 8 } else { 4096 };
+
 /// Default [`Relation::limit`].
 pub const LINK_LIMIT: usize = 100_000;
 
@@ -76,17 +82,45 @@ pub struct LinkEvent<'a> {
     pub matches: bool,
 }
 
-/// Values by a canonical value (an entity key or a via value), each list in time order.
-type TimedLists = HashMap<Box<[u8]>, VecDeque<(i64, Box<[u8]>)>>;
+/// Interned canonical values: each distinct value once, named by a small id.
+#[derive(Debug, Clone, Default)]
+struct Values {
+    ids: FxHashMap<Box<[u8]>, u32>,
+    bytes: Vec<Box<[u8]>>,
+}
+
+impl Values {
+    /// The id of `value`, interned if new.
+    fn id(&mut self, value: &[u8]) -> u32 {
+        if let Some(&id) = self.ids.get(value) {
+            return id;
+        }
+        let id = self.bytes.len() as u32;
+        self.bytes.push(value.into());
+        self.ids.insert(value.into(), id);
+        id
+    }
+}
+
+/// Time-ordered `(time, value id)` lists.
+type Timed = VecDeque<(i64, u32)>;
 
 /// The links and linked events of one relation feature.
+///
+/// Via and `of` values are interned ([`Values`]): the lists hold ids, an event's read marks
+/// ids in an array (no hashing per linked event), and the table is rebuilt from the live
+/// entries at each sweep, so values that left every window are forgotten.
 #[derive(Debug, Clone, Default)]
 pub struct LinkIndex {
-    /// Per entity key: `(time, via)` of its linking events, in time order.
-    links: TimedLists,
-    /// Per via value: `(time, of)` of the events that carry it and count, in time order (`of`
-    /// empty for a `linked_count` without `of`).
-    linked: TimedLists,
+    values: Values,
+    /// Per entity key: `(time, via id)` of its linking events.
+    links: FxHashMap<Box<[u8]>, Timed>,
+    /// Per via id: `(time, of id)` of the events that carry it and count (for a
+    /// `linked_count` without `of`, the id of the empty value).
+    linked: FxHashMap<u32, Timed>,
+    /// Per value id: the read (`epoch`) that last counted it.
+    marks: Vec<u32>,
+    epoch: u32,
     /// Events since the last sweep of expired entries.
     since_sweep: usize,
     /// Values that were null because a hub exceeded the limit.
@@ -94,9 +128,14 @@ pub struct LinkIndex {
 }
 
 /// Inserts `item` at time `ts` after every entry at or before `ts`.
-fn insert_in_time<T>(list: &mut VecDeque<(i64, T)>, ts: i64, item: T) {
+fn insert_in_time(list: &mut Timed, ts: i64, item: u32) {
     let at = list.partition_point(|e| e.0 <= ts);
     list.insert(at, (ts, item));
+}
+
+/// The entries of `list` in `[lo, hi]`.
+fn in_window(list: &Timed, lo: i64, hi: i64) -> std::ops::Range<usize> {
+    list.partition_point(|e| e.0 < lo)..list.partition_point(|e| e.0 <= hi)
 }
 
 impl LinkIndex {
@@ -110,20 +149,26 @@ impl LinkIndex {
     /// dropped now and then.
     pub fn observe(&mut self, r: &Relation, e: &LinkEvent<'_>, floor: i64) -> FeatureValue {
         if let (Some(key), Some(via), true) = (e.key, e.via, e.via_matches) {
-            let list = self.links.entry(key.into()).or_default();
-            insert_in_time(list, e.ts, via.into());
+            let via = self.values.id(via);
+            match self.links.get_mut(key) {
+                Some(list) => insert_in_time(list, e.ts, via),
+                None => {
+                    self.links.insert(key.into(), VecDeque::from([(e.ts, via)]));
+                }
+            }
         }
         let counts = e.matches && (r.of.is_none() || e.of.is_some());
         if let (Some(via), true) = (e.via, counts) {
-            let list = self.linked.entry(via.into()).or_default();
-            insert_in_time(list, e.ts, e.of.unwrap_or_default().into());
+            let via = self.values.id(via);
+            let of = self.values.id(e.of.unwrap_or_default());
+            insert_in_time(self.linked.entry(via).or_default(), e.ts, of);
         }
         let value = match e.key {
             Some(key) => self.value(r, key, e.ts),
             None => FeatureValue::Null,
         };
         self.since_sweep += 1;
-        if self.since_sweep >= (4 * (self.links.len() + self.linked.len())).max(4096) {
+        if self.since_sweep >= (4 * (self.links.len() + self.linked.len())).max(MIN_SWEEP) {
             self.sweep(floor.saturating_sub(r.window_ms));
         }
         value
@@ -135,20 +180,23 @@ impl LinkIndex {
         let Some(links) = self.links.get(key) else {
             return FeatureValue::Int(0);
         };
-        let mut vias: Vec<&[u8]> = links
-            .range(links.partition_point(|l| l.0 < lo)..links.partition_point(|l| l.0 <= t))
-            .map(|l| &*l.1)
-            .collect();
+        let mut vias: Vec<u32> = links.range(in_window(links, lo, t)).map(|l| l.1).collect();
         vias.sort_unstable();
         vias.dedup();
-        let mut read = 0usize;
-        let mut count = 0u64;
-        let mut distinct: HashSet<&[u8]> = HashSet::new();
+        if self.marks.len() < self.values.bytes.len() {
+            self.marks.resize(self.values.bytes.len(), 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.fill(0);
+            self.epoch = 1;
+        }
+        let (mut read, mut count, mut distinct) = (0usize, 0u64, 0u64);
         for via in vias {
-            let Some(events) = self.linked.get(via) else {
+            let Some(events) = self.linked.get(&via) else {
                 continue;
             };
-            let range = events.partition_point(|y| y.0 < lo)..events.partition_point(|y| y.0 <= t);
+            let range = in_window(events, lo, t);
             read += range.len();
             if read > r.limit {
                 self.overflows += 1;
@@ -156,24 +204,49 @@ impl LinkIndex {
             }
             count += range.len() as u64;
             if r.agg == LinkAgg::DistinctCount {
-                distinct.extend(events.range(range).map(|y| &*y.1));
+                for &(_, of) in events.range(range) {
+                    let mark = &mut self.marks[of as usize];
+                    distinct += u64::from(*mark != self.epoch);
+                    *mark = self.epoch;
+                }
             }
         }
         FeatureValue::Int(match r.agg {
-            LinkAgg::DistinctCount => distinct.len() as u64,
+            LinkAgg::DistinctCount => distinct,
             LinkAgg::Count => count,
         })
     }
 
-    /// Drops entries older than `horizon`, and keys left with none.
+    /// Drops entries older than `horizon` and keys left with none, and re-interns the values
+    /// still referred to.
     fn sweep(&mut self, horizon: i64) {
-        for map in [&mut self.links, &mut self.linked] {
-            map.retain(|_, list| {
-                let old = list.partition_point(|e| e.0 < horizon);
-                list.drain(..old);
-                !list.is_empty()
-            });
+        let mut kept = Values::default();
+        let old = std::mem::take(&mut self.values.bytes);
+        let remap = |id: u32, kept: &mut Values| kept.id(&old[id as usize]);
+        self.links.retain(|_, list| {
+            let gone = list.partition_point(|e| e.0 < horizon);
+            list.drain(..gone);
+            !list.is_empty()
+        });
+        for list in self.links.values_mut() {
+            for entry in list.iter_mut() {
+                entry.1 = remap(entry.1, &mut kept);
+            }
         }
+        let linked = std::mem::take(&mut self.linked);
+        for (via, mut list) in linked {
+            let gone = list.partition_point(|e| e.0 < horizon);
+            list.drain(..gone);
+            if list.is_empty() {
+                continue;
+            }
+            for entry in list.iter_mut() {
+                entry.1 = remap(entry.1, &mut kept);
+            }
+            self.linked.insert(remap(via, &mut kept), list);
+        }
+        self.values = kept;
+        self.marks.clear();
         self.since_sweep = 0;
     }
 
@@ -189,52 +262,64 @@ impl LinkIndex {
 }
 
 /// The overflow count, then the links and the linked events: each map as its number of keys,
-/// then per key its bytes and its list (the number of entries, then each time and value).
-/// Times are absolute (the writer's base is not used). Decoding checks that every list is in
-/// time order.
+/// then per key its bytes (the via value's, for the linked events) and its list (the number
+/// of entries, then each time and value's bytes). Times are absolute (the writer's base is not
+/// used). Decoding checks that every list is in time order.
 impl Wire for LinkIndex {
     fn put(&self, w: &mut Writer<'_>) {
-        w.u(self.overflows);
-        for map in [&self.links, &self.linked] {
-            w.u(map.len() as u64);
-            for (key, list) in map {
-                w.bytes(key);
-                w.u(list.len() as u64);
-                for (ts, value) in list {
-                    w.i(*ts);
-                    w.bytes(value);
-                }
+        let bytes = |id: u32| &*self.values.bytes[id as usize];
+        let put_list = |w: &mut Writer<'_>, list: &Timed| {
+            w.u(list.len() as u64);
+            for &(ts, id) in list {
+                w.i(ts);
+                w.bytes(bytes(id));
             }
+        };
+        w.u(self.overflows);
+        w.u(self.links.len() as u64);
+        for (key, list) in &self.links {
+            w.bytes(key);
+            put_list(w, list);
+        }
+        w.u(self.linked.len() as u64);
+        for (&via, list) in &self.linked {
+            w.bytes(bytes(via));
+            put_list(w, list);
         }
     }
 
     fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
-        let overflows = r.u()?;
-        let mut maps = [TimedLists::new(), TimedLists::new()];
-        for map in &mut maps {
-            for _ in 0..r.count()? {
-                let key: Box<[u8]> = r.bytes()?.into();
-                let n = r.count()?;
-                let mut list = VecDeque::with_capacity(n);
-                for _ in 0..n {
-                    let ts = r.i()?;
-                    if list.back().is_some_and(|&(last, _)| last > ts) {
-                        return Err(WireError("links out of time order"));
-                    }
-                    list.push_back((ts, r.bytes()?.into()));
+        let mut index = LinkIndex {
+            overflows: r.u()?,
+            ..LinkIndex::default()
+        };
+        let get_list = |r: &mut Reader<'_>, values: &mut Values| -> Result<Timed, WireError> {
+            let n = r.count()?;
+            let mut list = VecDeque::with_capacity(n);
+            for _ in 0..n {
+                let ts = r.i()?;
+                if list.back().is_some_and(|&(last, _)| last > ts) {
+                    return Err(WireError("links out of time order"));
                 }
-                if map.insert(key, list).is_some() {
-                    return Err(WireError("a link key stored twice"));
-                }
+                list.push_back((ts, values.id(r.bytes()?)));
+            }
+            Ok(list)
+        };
+        for _ in 0..r.count()? {
+            let key: Box<[u8]> = r.bytes()?.into();
+            let list = get_list(r, &mut index.values)?;
+            if index.links.insert(key, list).is_some() {
+                return Err(WireError("a link key stored twice"));
             }
         }
-        let [links, linked] = maps;
-        Ok(LinkIndex {
-            links,
-            linked,
-            since_sweep: 0,
-            overflows,
-        })
+        for _ in 0..r.count()? {
+            let via = index.values.id(r.bytes()?);
+            let list = get_list(r, &mut index.values)?;
+            if index.linked.insert(via, list).is_some() {
+                return Err(WireError("a linked value stored twice"));
+            }
+        }
+        Ok(index)
     }
 }
 
@@ -242,6 +327,7 @@ impl Wire for LinkIndex {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::collections::HashSet;
 
     /// One generated event: time, entity, via, of, and the two filter bits.
     type Ev = (i64, Option<u8>, Option<u8>, Option<u8>, bool, bool);
@@ -329,8 +415,11 @@ mod tests {
                     via_matches: a,
                     matches: b,
                 };
-                // No eviction here: the floor stays below every window.
-                let got = index.observe(&r, &e, i64::MIN / 2);
+                // The floor: the oldest time of this and every later event, as the engine's
+                // lateness guarantees; sweeping what is older than their windows changes
+                // nothing.
+                let floor = events[i..].iter().map(|e| e.0).min().unwrap_or(ts);
+                let got = index.observe(&r, &e, floor);
                 prop_assert_eq!(got, brute(&r, &events[..=i]), "event {}", i);
             }
         }
@@ -406,6 +495,10 @@ mod tests {
             index.observe(&r, &e, ts);
         }
         let held: usize = index.links.values().map(VecDeque::len).sum();
+        assert!(
+            index.values.bytes.len() < 100,
+            "values are forgotten at sweeps"
+        );
         assert!(held < 5_000, "{held} links held");
     }
 }

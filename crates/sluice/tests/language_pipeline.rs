@@ -5,6 +5,7 @@
 use serde_json::Value;
 use sluice::Pipeline;
 use sluice_bench::gen::{write_nested, GenFormat, GenOptions};
+use sluice_bench::language::{RELATION_FEATURES, RELATION_PIPELINE};
 use sluice_bench::{LANGUAGE_FEATURES, LANGUAGE_PIPELINE};
 
 const EVENTS: u64 = 20_000;
@@ -114,4 +115,30 @@ fn flattened_csv_gives_the_same_features() {
     for (a, b) in a.iter().zip(&b) {
         assert_eq!(a["features"], b["features"], "{a}\n{b}");
     }
+}
+
+/// The relation benchmark's pipeline runs over the same events without a dead letter, and an
+/// event with a user and a device is linked to at least its own user.
+#[test]
+fn relation_pipeline_runs_over_nested_events() {
+    let pipeline = Pipeline::from_toml(RELATION_PIPELINE).expect("the pipeline loads");
+    let input = nested(GenFormat::Jsonl);
+    let out = run(&pipeline, input);
+    assert_eq!(out.len(), EVENTS as usize);
+    let mut linked = 0;
+    for o in &out {
+        let f = &o["features"];
+        assert_eq!(
+            f.as_object().map(|m| m.len()),
+            Some(RELATION_FEATURES),
+            "{o}"
+        );
+        let has = |path: &str| o.pointer(path).is_some_and(|v| !v.is_null());
+        if has("/user/id") && has("/device/id") {
+            let n = f["users_linked_by_device_1d"].as_u64().expect("a count");
+            assert!(n >= 1, "{o}");
+            linked += usize::from(n > 1);
+        }
+    }
+    assert!(linked > 0, "no user shares a device with another");
 }

@@ -119,6 +119,11 @@ struct BenchArgs {
     /// with the ratio of their events/s.
     #[arg(long, conflicts_with_all = ["against", "redis", "checkpoints", "kafka", "serve"])]
     language: bool,
+    /// Benchmark relation features instead: the six-feature pipeline over the transactions
+    /// and a relation pipeline over nested events (links through shared and hub devices),
+    /// interleaved run by run, with the ratio of their events/s.
+    #[arg(long, conflicts_with_all = ["against", "redis", "checkpoints", "kafka", "serve", "language"])]
+    relations: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -262,6 +267,8 @@ pub fn main() -> ExitCode {
                     .and_then(|p| sluice_bench::checkpoints::run(&opts, &p.plan, args.keys))
             } else if args.language {
                 sluice_bench::language::run(&opts)
+            } else if args.relations {
+                sluice_bench::language::run_against(&opts, sluice_bench::language::RELATIONS)
             } else if args.redis.is_empty() {
                 sluice_bench::e2e::run(&opts)
             } else {
