@@ -17,6 +17,9 @@ use sluice_core::relation::{LinkAgg, LinkEvent, LinkIndex, Relation, LINK_LIMIT}
 
 const DAY: i64 = 86_400_000;
 
+/// `(user, device)` of step `i` of a stream.
+type Shape = fn(u64) -> (u64, u64);
+
 /// A stream of events at one key and via value per step.
 struct Stream {
     index: LinkIndex,
@@ -24,12 +27,12 @@ struct Stream {
     step: u64,
     /// Events per day.
     per_day: u64,
-    /// `(user, device)` of step `i`.
-    shape: fn(u64) -> (u64, u64),
+    /// `(user, device)` of each step.
+    shape: Shape,
 }
 
 impl Stream {
-    fn new(per_day: u64, shape: fn(u64) -> (u64, u64)) -> Stream {
+    fn new(per_day: u64, shape: Shape) -> Stream {
         Stream {
             index: LinkIndex::new(),
             relation: Relation {
@@ -80,7 +83,7 @@ fn relation(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(300));
     group.measurement_time(Duration::from_secs(3));
-    let cases: [(&str, u64, fn(u64) -> (u64, u64)); 2] = [
+    let cases: [(&str, u64, Shape); 2] = [
         // 100k users, each on 3 of 100k devices: a device has about 3 users.
         ("typical", 1_000_000, |i| {
             let user = (i * 7919) % 100_000;
