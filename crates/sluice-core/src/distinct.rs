@@ -303,15 +303,18 @@ impl DistinctSeries {
         let end = self.entries.partition_point(|e| e.ts <= t);
         let mut ids: Vec<u32> = Vec::new();
         for w in &spec.windows {
-            let start = self
-                .entries
-                .partition_point(|e| e.ts < t.saturating_sub(w.width_ms));
-            ids.clear();
-            ids.extend(self.entries.range(start..end.max(start)).map(|e| e.id));
-            ids.sort_unstable();
-            ids.dedup();
+            self.window_ids(t.saturating_sub(w.width_ms), end, &mut ids);
             write(w.outputs.as_slice(), ids.len() as u64, out);
         }
+    }
+
+    /// The distinct value ids of entries `..end` with times from `lo` on, into `ids`.
+    fn window_ids(&self, lo: i64, end: usize, ids: &mut Vec<u32>) {
+        let start = self.entries.partition_point(|e| e.ts < lo);
+        ids.clear();
+        ids.extend(self.entries.range(start..end.max(start)).map(|e| e.id));
+        ids.sort_unstable();
+        ids.dedup();
     }
 
     /// Writes the `set` features of its windows for an event at `at` (after the event, if it
@@ -336,13 +339,7 @@ impl DistinctSeries {
             let mut listed: Option<Vec<&[u8]>> = None;
             for (limit, slot) in limits {
                 let values = listed.get_or_insert_with(|| {
-                    let start = self
-                        .entries
-                        .partition_point(|e| e.ts < t.saturating_sub(w.width_ms));
-                    ids.clear();
-                    ids.extend(self.entries.range(start..end.max(start)).map(|e| e.id));
-                    ids.sort_unstable();
-                    ids.dedup();
+                    self.window_ids(t.saturating_sub(w.width_ms), end, &mut ids);
                     let mut values: Vec<&[u8]> = ids
                         .iter()
                         .map(|&id| self.values.slots[id as usize].bytes.as_slice())
