@@ -118,8 +118,10 @@ pub struct LinkIndex {
     /// Per via id: `(time, of id)` of the events that carry it and count (for a
     /// `linked_count` without `of`, the id of the empty value).
     linked: FxHashMap<u32, Timed>,
-    /// Per value id: the read (`epoch`) that last counted it.
+    /// Per value id: the read (`epoch`) that last counted it as an `of` value.
     marks: Vec<u32>,
+    /// Per value id: the read that last followed it as a via value.
+    via_marks: Vec<u32>,
     epoch: u32,
     /// Events since the last sweep of expired entries.
     since_sweep: usize,
@@ -180,19 +182,25 @@ impl LinkIndex {
         let Some(links) = self.links.get(key) else {
             return FeatureValue::Int(0);
         };
-        let mut vias: Vec<u32> = links.range(in_window(links, lo, t)).map(|l| l.1).collect();
-        vias.sort_unstable();
-        vias.dedup();
-        if self.marks.len() < self.values.bytes.len() {
-            self.marks.resize(self.values.bytes.len(), 0);
+        let n = self.values.bytes.len();
+        if self.marks.len() < n {
+            self.marks.resize(n, 0);
+            self.via_marks.resize(n, 0);
         }
         self.epoch = self.epoch.wrapping_add(1);
         if self.epoch == 0 {
             self.marks.fill(0);
+            self.via_marks.fill(0);
             self.epoch = 1;
         }
         let (mut read, mut count, mut distinct) = (0usize, 0u64, 0u64);
-        for via in vias {
+        for &(_, via) in links.range(in_window(links, lo, t)) {
+            // Each via value once, however many links to it the window holds.
+            let seen = &mut self.via_marks[via as usize];
+            if *seen == self.epoch {
+                continue;
+            }
+            *seen = self.epoch;
             let Some(events) = self.linked.get(&via) else {
                 continue;
             };
@@ -247,6 +255,7 @@ impl LinkIndex {
         }
         self.values = kept;
         self.marks.clear();
+        self.via_marks.clear();
         self.since_sweep = 0;
     }
 
