@@ -11,9 +11,8 @@ use sluice_core::relation::{LinkEvent, LinkIndex};
 use sluice_core::wire::{Reader, Wire, Writer};
 use sluice_core::{FeatureValue, Plan};
 
-use crate::error::{Error, Result};
-
 use crate::dataflow::batch::{FieldKind, ParsedBatch};
+use crate::error::{Error, Result};
 
 /// The link indexes of a pipeline's relation features.
 #[derive(Debug, Clone)]
