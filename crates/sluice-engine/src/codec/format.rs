@@ -206,8 +206,8 @@ impl OutputLayout {
 
     /// Appends the enriched event: its body, then `"features":{...}}` and a newline.
     /// `value(k, slot)` gives the value computed for key spec `k` (or relation feature `slot`
-    /// when `k` is [`RELATION`]), or `None` if the event has no such key; `text(k)` the text that key spec's [`FeatureValue::Text`] values point
-    /// into (asked only for those).
+    /// when `k` is [`RELATION`]), or `None` if the event has no such key; `text(k)` the text
+    /// that key spec's [`FeatureValue::Text`] values point into (asked only for those).
     #[inline]
     pub fn write_event<'t>(
         &self,

@@ -132,6 +132,9 @@ pub(crate) fn format_batch(
                     .then(|| job.results[shard as usize].values[offset as usize + slot])
             },
             |k| {
+                if k == RELATION {
+                    return &[][..];
+                }
                 let (shard, _) = at[i * n_keys + k];
                 job.results
                     .get(shard as usize)
