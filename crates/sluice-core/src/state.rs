@@ -51,9 +51,9 @@ fn null_outputs(s: &crate::plan::SeriesSpec, out: &mut [FeatureValue]) {
 ///
 /// What fewer pipelines need is kept apart, behind one pointer (absent when the key spec has
 /// none of it): the sums of squares of numeric series with a variance feature, the value
-/// series and the sketch series. A numeric series stays as small as it is without them, and the key grows by that
-/// pointer only (504 to 512 bytes, which is still the allocation size class of the memory
-/// backend's boxed states).
+/// series and the sketch series. A numeric series stays as small as it is without them, and
+/// the key grows by that pointer only (504 to 512 bytes, which is still the allocation size
+/// class of the memory backend's boxed states).
 #[derive(Debug, Clone)]
 pub struct KeyState {
     numeric: SmallVec<[NumericSeries; 2]>,
@@ -109,7 +109,8 @@ impl KeyState {
         self.extra.as_deref().map_or(&[], |x| x.approx.as_slice())
     }
 
-    /// The sums of squares (if any) and the value series of `extra`, for an update.
+    /// The sums of squares (if any), the value series and the sketch series of `extra`, for
+    /// an update.
     fn extra_mut(extra: &mut Option<Box<Extra>>) -> ExtraIter<'_> {
         match extra.as_deref_mut() {
             Some(x) => (
