@@ -573,7 +573,9 @@ impl Extractor {
     }
 }
 
-/// Per `of` field of `plan`: `None` when a feature without a filter aggregates it, else the filters (bit `i`: `plan.filters[i]`) of the features that do.
+/// Per `of` field of `plan`: `None` when a feature without a filter aggregates it (or a
+/// relation feature reads it), else the filters (bit `i`: `plan.filters[i]`) of the features
+/// that do.
 fn field_filters(plan: &Plan) -> Vec<Option<u64>> {
     let mut masks = vec![Some(0u64); plan.fields.len()];
     let mut add = |field: usize, filter: Option<usize>| {
