@@ -203,6 +203,8 @@ struct Running {
 pub struct DistinctScratch {
     marks: Vec<u32>,
     epoch: u32,
+    /// The ids of a window listed by a `set`.
+    ids: Vec<u32>,
 }
 
 /// Distinct-count registers of one key and field: every window of a distinct [`SeriesSpec`].
@@ -325,12 +327,13 @@ impl DistinctSeries {
         &self,
         spec: &SeriesSpec,
         at: i64,
+        scratch: &mut DistinctScratch,
         text: &mut Vec<u8>,
         out: &mut [FeatureValue],
     ) {
         let t = bucket_start(at, spec.granularity_ms);
         let end = self.entries.partition_point(|e| e.ts <= t);
-        let mut ids: Vec<u32> = Vec::new();
+        let ids = &mut scratch.ids;
         for w in &spec.windows {
             let limits = w.outputs.iter().filter_map(|&(agg, slot)| match agg {
                 Agg::Set(limit) => Some((limit, slot)),
@@ -339,7 +342,7 @@ impl DistinctSeries {
             let mut listed: Option<Vec<&[u8]>> = None;
             for (limit, slot) in limits {
                 let values = listed.get_or_insert_with(|| {
-                    self.window_ids(t.saturating_sub(w.width_ms), end, &mut ids);
+                    self.window_ids(t.saturating_sub(w.width_ms), end, ids);
                     let mut values: Vec<&[u8]> = ids
                         .iter()
                         .map(|&id| self.values.slots[id as usize].bytes.as_slice())

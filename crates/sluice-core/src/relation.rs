@@ -150,8 +150,13 @@ impl LinkIndex {
     /// `floor`: the oldest time a later event may have; entries no later window reaches are
     /// dropped now and then.
     pub fn observe(&mut self, r: &Relation, e: &LinkEvent<'_>, floor: i64) -> FeatureValue {
-        if let (Some(key), Some(via), true) = (e.key, e.via, e.via_matches) {
-            let via = self.values.id(via);
+        let counts = e.matches && (r.of.is_none() || e.of.is_some());
+        // Interned once, for either hop.
+        let via = e
+            .via
+            .filter(|_| e.via_matches || counts)
+            .map(|v| self.values.id(v));
+        if let (Some(key), Some(via), true) = (e.key, via, e.via_matches) {
             match self.links.get_mut(key) {
                 Some(list) => insert_in_time(list, e.ts, via),
                 None => {
@@ -159,9 +164,7 @@ impl LinkIndex {
                 }
             }
         }
-        let counts = e.matches && (r.of.is_none() || e.of.is_some());
-        if let (Some(via), true) = (e.via, counts) {
-            let via = self.values.id(via);
+        if let (Some(via), true) = (via, counts) {
             let of = self.values.id(e.of.unwrap_or_default());
             insert_in_time(self.linked.entry(via).or_default(), e.ts, of);
         }

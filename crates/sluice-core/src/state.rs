@@ -210,7 +210,13 @@ impl KeyState {
                             series.read_at(s, ts, out)
                         }
                         if s.lists {
-                            series.write_sets(s, ts, &mut scratch.values.text, out);
+                            series.write_sets(
+                                s,
+                                ts,
+                                &mut scratch.distinct,
+                                &mut scratch.values.text,
+                                out,
+                            );
                         }
                     }
                     None => null_outputs(s, out),
@@ -260,7 +266,13 @@ impl KeyState {
                     if let Some(series) = distinct.next() {
                         series.peek(s, at, out);
                         if s.lists {
-                            series.write_sets(s, at, &mut scratch.values.text, out);
+                            series.write_sets(
+                                s,
+                                at,
+                                &mut scratch.distinct,
+                                &mut scratch.values.text,
+                                out,
+                            );
                         }
                     }
                 }

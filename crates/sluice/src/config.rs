@@ -179,6 +179,27 @@ struct FeatureSection {
     filter: Option<Spanned<String>>,
 }
 
+impl FeatureSection {
+    /// The settings of an aggregated feature, each with its span if it is given: a derived
+    /// or StreamFQL feature takes none of them.
+    fn aggregation_settings(&self) -> [(&'static str, Option<Range<usize>>); 11] {
+        let f = self;
+        [
+            ("agg", f.agg.as_ref().map(Spanned::span)),
+            ("of", f.of.as_ref().map(Spanned::span)),
+            ("by", f.by.as_ref().map(Spanned::span)),
+            ("window", f.window.as_ref().map(Spanned::span)),
+            ("granularity", f.granularity.as_ref().map(Spanned::span)),
+            ("where", f.filter.as_ref().map(Spanned::span)),
+            ("q", f.q.as_ref().map(Spanned::span)),
+            ("limit", f.limit.as_ref().map(Spanned::span)),
+            ("via", f.via.as_ref().map(Spanned::span)),
+            ("via_where", f.via_where.as_ref().map(Spanned::span)),
+            ("link_limit", f.link_limit.as_ref().map(Spanned::span)),
+        ]
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {
@@ -917,20 +938,8 @@ fn fql_feature(
     fql: &Spanned<String>,
     type_field: Option<&str>,
 ) -> Result<sluice_core::fql::Translated, ConfigError> {
-    let others = [
-        ("agg", f.agg.as_ref().map(Spanned::span)),
-        ("of", f.of.as_ref().map(Spanned::span)),
-        ("by", f.by.as_ref().map(Spanned::span)),
-        ("window", f.window.as_ref().map(Spanned::span)),
-        ("granularity", f.granularity.as_ref().map(Spanned::span)),
-        ("where", f.filter.as_ref().map(Spanned::span)),
-        ("q", f.q.as_ref().map(Spanned::span)),
-        ("limit", f.limit.as_ref().map(Spanned::span)),
-        ("via", f.via.as_ref().map(Spanned::span)),
-        ("via_where", f.via_where.as_ref().map(Spanned::span)),
-        ("link_limit", f.link_limit.as_ref().map(Spanned::span)),
-        ("expr", f.expr.as_ref().map(Spanned::span)),
-    ];
+    let expr = ("expr", f.expr.as_ref().map(Spanned::span));
+    let others = f.aggregation_settings().into_iter().chain([expr]);
     if let Some((name, span)) = others.into_iter().find(|(_, s)| s.is_some()) {
         return Err(src.error(
             span,
@@ -1027,19 +1036,7 @@ fn derived_feature(
     expr: &Spanned<String>,
     position: usize,
 ) -> Result<DerivedSpec, ConfigError> {
-    let settings = [
-        ("agg", f.agg.as_ref().map(Spanned::span)),
-        ("of", f.of.as_ref().map(Spanned::span)),
-        ("by", f.by.as_ref().map(Spanned::span)),
-        ("window", f.window.as_ref().map(Spanned::span)),
-        ("granularity", f.granularity.as_ref().map(Spanned::span)),
-        ("where", f.filter.as_ref().map(Spanned::span)),
-        ("q", f.q.as_ref().map(Spanned::span)),
-        ("limit", f.limit.as_ref().map(Spanned::span)),
-        ("via", f.via.as_ref().map(Spanned::span)),
-        ("via_where", f.via_where.as_ref().map(Spanned::span)),
-        ("link_limit", f.link_limit.as_ref().map(Spanned::span)),
-    ];
+    let settings = f.aggregation_settings();
     if let Some((name, span)) = settings.into_iter().find(|(_, s)| s.is_some()) {
         return Err(src.error(
             span,
