@@ -228,6 +228,26 @@ impl LinkIndex {
         })
     }
 
+    /// Inserts a stored link: entity `key` had an event carrying `via` at `ts` (for an index
+    /// rebuilt from shared state, before the events that follow it are observed).
+    pub fn load_link(&mut self, key: &[u8], ts: i64, via: &[u8]) {
+        let via = self.values.id(via);
+        match self.links.get_mut(key) {
+            Some(list) => insert_in_time(list, ts, via),
+            None => {
+                self.links.insert(key.into(), VecDeque::from([(ts, via)]));
+            }
+        }
+    }
+
+    /// Inserts a stored linked event: an event carrying `via` and counted, with `of` (empty
+    /// for a `linked_count` without `of`) at `ts`.
+    pub fn load_linked(&mut self, via: &[u8], ts: i64, of: &[u8]) {
+        let via = self.values.id(via);
+        let of = self.values.id(of);
+        insert_in_time(self.linked.entry(via).or_default(), ts, of);
+    }
+
     /// Drops entries older than `horizon` and keys left with none, and re-interns the values
     /// still referred to.
     fn sweep(&mut self, horizon: i64) {

@@ -100,7 +100,7 @@ impl ServeEngine {
         Ok(ServeEngine {
             extractor: Extractor::new(&plan, time_field, time_format),
             scratch: ParseScratch::default(),
-            router: Router::new(1, plan.lateness_ms).with_links(&plan, None)?,
+            router: Router::new(1, plan.lateness_ms).with_links(&plan, None, state)?,
             layout: OutputLayout::new(&plan),
             plan,
             backend,
@@ -130,7 +130,7 @@ impl ServeEngine {
         let parsed = self.extractor.parse_batch(self.seq, raw, &mut self.scratch);
         self.seq += 1;
         self.next_line += parsed.events.len() as u64;
-        let routed = self.router.route(parsed, self.plan.keys.len());
+        let routed = self.router.route(parsed, self.plan.keys.len())?;
         let values = crate::dataflow::shard::process(&self.plan, &mut self.backend, &routed, 0)?;
         let job = FormatJob {
             batch: Arc::new(routed),

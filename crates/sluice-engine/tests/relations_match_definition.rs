@@ -1,5 +1,5 @@
 //! Relation features through the whole engine against their definition, for several worker
-//! counts and batch sizes, in memory and in the embedded store.
+//! counts and batch sizes, in memory, in the embedded store and in a Redis Cluster.
 //!
 //! Random JSONL streams of users on devices (a few hub devices shared by most users, events
 //! without a user or a device, out-of-order and equal times, a type field the filters test),
@@ -10,12 +10,14 @@
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
 use serde_json::Value;
 use sluice_core::relation::{LinkSpec, LINK_LIMIT};
 use sluice_core::{Agg, FeatureSpec, Plan};
+use sluice_engine::state::redis::{ClusterOptions, RedisOptions};
 use sluice_engine::state::EmbeddedOptions;
 use sluice_engine::{run, InputFormat, Job, Outputs, StateConfig, Stats, StreamSource, TimeFormat};
 
@@ -152,10 +154,21 @@ fn run_engine(
     chunk: usize,
     state: StateConfig,
 ) -> String {
+    run_with_dead_letters(plan, input, workers, chunk, state).0
+}
+
+/// The enriched events and the dead letters of a run.
+fn run_with_dead_letters(
+    plan: &Plan,
+    input: &str,
+    workers: usize,
+    chunk: usize,
+    state: StateConfig,
+) -> (String, String) {
     let mut job = Job::new(plan.clone(), "ts", TimeFormat::EpochMs, workers).with_state(state);
     job.batch_bytes = 200;
-    let events = Shared::default();
-    let outputs = Outputs::writers(Box::new(events.clone()), Box::new(io::sink()));
+    let (events, dead) = (Shared::default(), Shared::default());
+    let outputs = Outputs::writers(Box::new(events.clone()), Box::new(dead.clone()));
     let mut source = StreamSource::new(
         Box::new(Chunks {
             data: input.as_bytes().to_vec(),
@@ -166,8 +179,8 @@ fn run_engine(
         InputFormat::Jsonl,
     );
     run(&job, &mut source, outputs, Arc::new(Stats::default())).expect("the run succeeds");
-    let text = events.0.lock().expect("lock").clone();
-    String::from_utf8(text).expect("UTF-8")
+    let text = |s: Shared| String::from_utf8(s.0.lock().expect("lock").clone()).expect("UTF-8");
+    (text(events), text(dead))
 }
 
 fn events() -> impl Strategy<Value = Vec<Ev>> {
@@ -223,6 +236,7 @@ proptest! {
         events in events(),
         rels in rels(),
         chunk in 7usize..300,
+        split in any::<prop::sample::Index>(),
     ) {
         let plan = plan(&rels);
         let input: String = events.iter().map(|e| line(e) + "\n").collect();
@@ -255,5 +269,102 @@ proptest! {
             memory_cap: 1,
         });
         prop_assert_eq!(&run_engine(&plan, &input, 3, chunk, embedded), &one, "embedded");
+
+        // Redis: the links live in the cluster. One run, then the stream in two runs (a
+        // restart with another worker count) that share the namespace.
+        if let Some(urls) = redis_urls() {
+            let options = redis_options(urls);
+            let redis = run_engine(&plan, &input, 2, chunk, StateConfig::Redis(options));
+            prop_assert_eq!(&redis, &one, "Redis state");
+            let cut = split.index(events.len() + 1);
+            let (first, second) = events.split_at(cut);
+            let text = |evs: &[Ev]| evs.iter().map(|e| line(e) + "\n").collect::<String>();
+            let options = redis_options(redis_urls().unwrap_or_default());
+            let mut both = run_engine(&plan, &text(first), 1, chunk, StateConfig::Redis(options.clone()));
+            both += &run_engine(&plan, &text(second), 3, chunk, StateConfig::Redis(options));
+            prop_assert_eq!(&both, &one, "Redis state, restarted after {} events", cut);
+        }
+    }
+}
+
+/// With Redis state, a writer whose windows reach below where another writer (ahead in event
+/// time) trimmed the shared links gets no wrong value: such an event is a `late` dead letter.
+#[test]
+fn a_window_below_another_writers_trim_is_late() {
+    let Some(urls) = redis_urls() else {
+        return;
+    };
+    let rel = Rel {
+        distinct: false,
+        window_ms: 10,
+        via_where: false,
+        filter: false,
+    };
+    let mut plan = plan(&[rel]);
+    plan.lateness_ms = 0;
+    let options = redis_options(urls);
+    let ev = |ts| {
+        line(&Ev {
+            ts,
+            user: Some(1),
+            device: Some(1),
+            kind: true,
+        }) + "\n"
+    };
+    let state = || StateConfig::Redis(options.clone());
+    // The first writer reaches time 200: links older than 190 can no longer be read.
+    let (out, dead) = run_with_dead_letters(&plan, &(ev(100) + &ev(200)), 1, 1000, state());
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(dead.is_empty(), "{dead}");
+    let (out, dead) =
+        run_with_dead_letters(&plan, &(ev(150) + &ev(195) + &ev(205)), 1, 1000, state());
+    let dead: Vec<Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(dead.iter().all(|d| d["reason"] == "late"), "{dead:?}");
+    assert_eq!(dead[0]["line"], 1);
+    assert_eq!(dead[1]["line"], 2);
+    let out: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0]["features"]["r0"], 2,
+        "the events at 200 and 205: {out:?}"
+    );
+}
+
+/// URLs of the test Redis Cluster (see `scripts/test.sh`), or `None` to skip; required (a
+/// panic) when `SLUICE_REQUIRE_REDIS` or `CI` is set.
+fn redis_urls() -> Option<Vec<String>> {
+    match std::env::var("SLUICE_REDIS_URLS") {
+        Ok(u) if !u.trim().is_empty() => Some(u.split(',').map(|s| s.trim().to_owned()).collect()),
+        _ => {
+            assert!(
+                std::env::var_os("SLUICE_REQUIRE_REDIS").is_none()
+                    && std::env::var_os("CI").is_none(),
+                "this test needs a Redis Cluster but SLUICE_REDIS_URLS is not set; run scripts/test.sh"
+            );
+            None
+        }
+    }
+}
+
+static NAMESPACES: AtomicU64 = AtomicU64::new(0);
+
+/// Redis settings with a namespace no other run uses.
+fn redis_options(urls: Vec<String>) -> RedisOptions {
+    RedisOptions {
+        urls,
+        namespace: format!(
+            "relations-{}-{}",
+            std::process::id(),
+            NAMESPACES.fetch_add(1, Ordering::Relaxed)
+        ),
+        flush_keys: 64,
+        cluster: ClusterOptions::default(),
     }
 }

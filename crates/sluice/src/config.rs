@@ -704,31 +704,24 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
     };
     let (plan, fql_forms) = plan_config(&src, &file.feature, lateness_ms, type_field.as_deref())?;
     if let Some(r) = plan.relations.first() {
-        let name = &plan.features[r.feature].name;
-        let refuse = |span: Option<Range<usize>>, what: &str| {
-            src.error(
-                span,
-                format!(
-                    "feature `{name}` is a relation feature, computed by one process over every \
-                     event it reads: {what} is not supported with relation features yet"
-                ),
-            )
-        };
-        if matches!(state, StateConfig::Redis(_)) {
-            let span = file
-                .state
-                .as_ref()
-                .and_then(|s| s.backend.as_ref())
-                .map(Spanned::span);
-            return Err(refuse(span, "Redis state (shared by several processes)"));
-        }
-        if matches!(source, Some(SourceConfig::Kafka(_))) {
+        // A consumer group splits a topic's partitions among processes, and a relation
+        // feature's links cross keys: they must be where every process reads them.
+        let local = !matches!(state, StateConfig::Redis(_));
+        if local && matches!(source, Some(SourceConfig::Kafka(_))) {
             let span = file
                 .source
                 .as_ref()
                 .and_then(|s| s.kind.as_ref())
                 .map(Spanned::span);
-            return Err(refuse(span, "a Kafka source (a group may split it)"));
+            return Err(src.error(
+                span,
+                format!(
+                    "feature `{}` is a relation feature: with a Kafka source it needs \
+                     [state] backend = \"redis\", since a consumer group splits the partitions \
+                     among processes and the links of every event must be in one place",
+                    plan.features[r.feature].name
+                ),
+            ));
         }
     }
     Ok(PipelineConfig {

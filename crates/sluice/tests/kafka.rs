@@ -233,6 +233,84 @@ fn topic_to_topic_equals_a_file_run() {
     kafka_run("0 events written, 0 dead letters");
 }
 
+/// Relation features cross keys, so with a Kafka source (whose group may split the
+/// partitions) they need Redis state and are refused without it. With it, a topic of one
+/// partition gives the output of a file run in memory, event for event.
+#[test]
+fn relation_features_from_a_topic_on_redis_equal_a_file_run() {
+    let (Some(brokers), Some(urls)) = (common::kafka_brokers(), common::redis_urls()) else {
+        return;
+    };
+    let tag = common::unique_namespace("kr");
+    create_topics(
+        &brokers,
+        &[(&format!("{tag}-in"), 1), (&format!("{tag}-out"), 1)],
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dir.path().join("events.jsonl");
+    let lines = common::gen_lines(
+        &input,
+        &[
+            "--events", "2000", "--users", "50", "--days", "1", "--seed", "8",
+        ],
+    );
+    produce(&brokers, &format!("{tag}-in"), &lines);
+    let features = r#"
+[event]
+time = "ts"
+
+[[feature]]
+name = "users_sharing_devices_1d"
+agg = "linked_distinct_count"
+of = "user_id"
+by = "user_id"
+via = "device_id"
+window = "1d"
+
+[[feature]]
+name = "linked_events_1h"
+agg = "linked_count"
+by = "user_id"
+via = "device_id"
+window = "1h"
+"#;
+    let topics = format!(
+        "[source]\nkind = \"kafka\"\nbrokers = [\"{brokers}\"]\ntopic = \"{tag}-in\"\n\
+         group = \"{tag}-group\"\n[sink]\nkind = \"kafka\"\nbrokers = [\"{brokers}\"]\n\
+         topic = \"{tag}-out\"\n"
+    );
+    let local = dir.path().join("local.toml");
+    std::fs::write(&local, format!("{topics}{features}")).expect("pipeline");
+    let out = common::sluice()
+        .arg("check")
+        .arg(&local)
+        .output()
+        .expect("check");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("backend = \"redis\""), "{stderr}");
+
+    let file = dir.path().join("file.toml");
+    std::fs::write(&file, features).expect("pipeline");
+    let want = file_run_sorted(&file, &input, dir.path());
+
+    let shared = dir.path().join("shared.toml");
+    let state = common::redis_state(&urls, &tag, "");
+    std::fs::write(&shared, format!("{topics}{features}{state}")).expect("pipeline");
+    let out = common::sluice()
+        .arg("run")
+        .arg(&shared)
+        .args(["--until-end", "--quiet", "--workers", "2"])
+        .output()
+        .expect("kafka run");
+    let stderr = common::assert_success(&out);
+    assert!(stderr.contains("2000 events written"), "{stderr}");
+    let mut got = consume_all(&brokers, &format!("{tag}-out"));
+    got.sort();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "topic output differs from the file run");
+}
+
 /// A `sluice run` process whose stderr is collected; killed when dropped.
 struct Run {
     child: std::process::Child,

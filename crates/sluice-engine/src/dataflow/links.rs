@@ -7,20 +7,77 @@
 //! number of workers (`sluice_core::relation`). The cost is one core for all relation
 //! features; the shards compute the others in parallel as before.
 
-use sluice_core::relation::{LinkEvent, LinkIndex};
+use std::collections::{HashMap, HashSet};
+
+use sluice_core::relation::{LinkEvent, LinkIndex, Relation};
 use sluice_core::wire::{Reader, Wire, Writer};
 use sluice_core::{FeatureValue, Plan};
 
 use crate::dataflow::batch::{FieldKind, ParsedBatch};
 use crate::error::{Error, Result};
+use crate::state::redis::links::{Append, Hop};
+use crate::state::redis::{RedisLinks, RedisOptions};
 
 /// The link indexes of a pipeline's relation features.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LinkStage {
     plan: std::sync::Arc<Plan>,
     indexes: Vec<LinkIndex>,
     /// The encoded entity key of the event being processed.
     key: Vec<u8>,
+    /// With Redis state: the shared link sets, from which each batch's indexes are rebuilt.
+    redis: Option<RedisLinks>,
+    /// Overflows of the indexes of earlier batches (with Redis state).
+    past_overflows: u64,
+}
+
+/// The fields of accepted event `i` of `batch` that relation `r` reads (`key`: where to
+/// encode the entity key).
+fn link_event<'a>(
+    plan: &Plan,
+    batch: &'a ParsedBatch,
+    i: usize,
+    r: &Relation,
+    key: &'a mut Vec<u8>,
+) -> LinkEvent<'a> {
+    let n_fields = plan.fields.len();
+    let field = |f: usize| {
+        let slot = &batch.fields[i * n_fields + f];
+        (slot.kind != FieldKind::Missing).then(|| &batch.arena[slot.start..slot.end])
+    };
+    let matched = batch.matched.get(i).copied().unwrap_or(0);
+    let matches = |filter: Option<usize>| filter.is_none_or(|b| matched >> b & 1 == 1);
+    // Canonical field values concatenated are the canonical encoding of the key.
+    key.clear();
+    let mut complete = true;
+    for &f in &r.by {
+        match field(f) {
+            Some(bytes) => key.extend_from_slice(bytes),
+            None => complete = false,
+        }
+    }
+    LinkEvent {
+        ts: batch.events[i].ts,
+        key: complete.then_some(key.as_slice()),
+        via: field(r.via),
+        of: r.of.and_then(field),
+        via_matches: matches(r.via_filter),
+        matches: matches(r.filter),
+    }
+}
+
+/// One link set: the relation (index into `Plan::relations`), the hop, and the entity key or
+/// via value.
+type SetId = (usize, Hop, Vec<u8>);
+
+/// `(time, value)` entries of a link set.
+type Entries = Vec<(i64, Vec<u8>)>;
+
+/// Whether an event makes a link, and whether it counts as a linked event.
+fn roles(r: &Relation, e: &LinkEvent<'_>) -> (bool, bool) {
+    let links = e.key.is_some() && e.via.is_some() && e.via_matches;
+    let counts = e.via.is_some() && e.matches && (r.of.is_none() || e.of.is_some());
+    (links, counts)
 }
 
 impl LinkStage {
@@ -30,7 +87,15 @@ impl LinkStage {
             indexes: plan.relations.iter().map(|_| LinkIndex::new()).collect(),
             plan,
             key: Vec::new(),
+            redis: None,
+            past_overflows: 0,
         })
+    }
+
+    /// The same stage keeping its links in the Redis Cluster of `options`.
+    pub fn in_redis(mut self, options: &RedisOptions) -> Result<Self> {
+        self.redis = Some(RedisLinks::connect(&self.plan, options)?);
+        Ok(self)
     }
 
     /// The link indexes, encoded for a checkpoint: their number, then each
@@ -72,60 +137,162 @@ impl LinkStage {
 
     /// Values that were null because a hub exceeded its `limit`, so far.
     pub fn overflows(&self) -> u64 {
-        self.indexes.iter().map(|i| i.overflows).sum()
+        self.past_overflows + self.indexes.iter().map(|i| i.overflows).sum::<u64>()
     }
 
     /// The relation values of every event of a routed batch (`floors[i]`: event `i`'s floor,
     /// `i64::MIN` for a rejected one, which gets nulls), and how many were null for a hub.
-    pub fn batch(&mut self, batch: &ParsedBatch, floors: &[i64]) -> (Vec<FeatureValue>, u64) {
-        let before = self.overflows();
-        let mut out = Vec::with_capacity(batch.events.len() * self.plan.relations.len());
-        for (i, event) in batch.events.iter().enumerate() {
-            if event.rejection.is_some() {
-                out.extend(self.plan.relations.iter().map(|_| FeatureValue::Null));
-            } else {
-                self.apply(batch, i, event.ts, floors[i], &mut out);
-            }
-        }
-        (out, self.overflows() - before)
-    }
-
-    /// Adds accepted event `i` of `batch` (at `ts`; `floor`: the oldest time a later event may
-    /// have) and appends its value of every relation feature to `out`.
-    pub fn apply(
+    pub fn batch(
         &mut self,
         batch: &ParsedBatch,
-        i: usize,
-        ts: i64,
-        floor: i64,
-        out: &mut Vec<FeatureValue>,
-    ) {
-        let n_fields = self.plan.fields.len();
-        let field = |f: usize| {
-            let slot = &batch.fields[i * n_fields + f];
-            (slot.kind != FieldKind::Missing).then(|| &batch.arena[slot.start..slot.end])
-        };
-        let matched = batch.matched.get(i).copied().unwrap_or(0);
-        let matches = |filter: Option<usize>| filter.is_none_or(|b| matched >> b & 1 == 1);
-        for (r, index) in self.plan.relations.iter().zip(&mut self.indexes) {
-            // Canonical field values concatenated are the canonical encoding of the key.
-            self.key.clear();
-            let mut complete = true;
-            for &f in &r.by {
-                match field(f) {
-                    Some(bytes) => self.key.extend_from_slice(bytes),
-                    None => complete = false,
+        floors: &[i64],
+    ) -> Result<(Vec<FeatureValue>, u64)> {
+        let before = self.overflows();
+        let out = if let Some(mut redis) = self.redis.take() {
+            let out = self.batch_in_redis(&mut redis, batch, floors);
+            self.redis = Some(redis);
+            out?
+        } else {
+            let mut out = Vec::with_capacity(batch.events.len() * self.plan.relations.len());
+            for (i, event) in batch.events.iter().enumerate() {
+                if event.rejection.is_some() {
+                    out.extend(self.plan.relations.iter().map(|_| FeatureValue::Null));
+                    continue;
+                }
+                for (r, index) in self.plan.relations.iter().zip(&mut self.indexes) {
+                    let e = link_event(&self.plan, batch, i, r, &mut self.key);
+                    out.push(index.observe(r, &e, floors[i]));
                 }
             }
-            let event = LinkEvent {
-                ts,
-                key: complete.then_some(self.key.as_slice()),
-                via: field(r.via),
-                of: r.of.and_then(field),
-                via_matches: matches(r.via_filter),
-                matches: matches(r.filter),
-            };
-            out.push(index.observe(r, &event, floor));
+            out
+        };
+        Ok((out, self.overflows() - before))
+    }
+
+    /// [`LinkStage::batch`] over the link sets in Redis: read the sets of the batch's
+    /// entities and via values (round trip 1) and of the via values they link to (round trip
+    /// 2), rebuild the indexes from them, compute every event in input order, and append the
+    /// batch's links and linked events (round trip 3) before any value is output.
+    ///
+    /// An event whose window reaches below where another writer trimmed a set it reads gets
+    /// [`FeatureValue::Beyond`] (a `late` dead letter) and adds nothing.
+    fn batch_in_redis(
+        &mut self,
+        redis: &mut RedisLinks,
+        batch: &ParsedBatch,
+        floors: &[i64],
+    ) -> Result<Vec<FeatureValue>> {
+        let plan = std::sync::Arc::clone(&self.plan);
+        let n_rel = plan.relations.len();
+        let accepted = || (0..batch.events.len()).filter(|&i| batch.events[i].rejection.is_none());
+        // Per relation, the oldest time a window of this batch reaches.
+        let mut lo = vec![i64::MAX; n_rel];
+        let mut sets: Vec<SetId> = Vec::new();
+        let mut known: HashSet<SetId> = HashSet::new();
+        let mut want = |set: SetId, sets: &mut Vec<_>| {
+            if known.insert(set.clone()) {
+                sets.push(set);
+            }
+        };
+        for i in accepted() {
+            for (ri, r) in plan.relations.iter().enumerate() {
+                let e = link_event(&plan, batch, i, r, &mut self.key);
+                lo[ri] = lo[ri].min(e.ts.saturating_sub(r.window_ms));
+                if let Some(key) = e.key {
+                    want((ri, Hop::Links, key.to_vec()), &mut sets);
+                }
+                if let (Some(via), (true, _)) = (e.via, roles(r, &e)) {
+                    want((ri, Hop::Linked, via.to_vec()), &mut sets);
+                }
+            }
         }
+        let refs: Vec<(usize, Hop, &[u8])> =
+            sets.iter().map(|(r, h, k)| (*r, *h, &k[..])).collect();
+        let mut stored = redis.read(&refs)?;
+        // Round trip 2: the via values the entities link to within the batch's windows.
+        let first = sets.len();
+        for (set, got) in sets[..first].to_vec().iter().zip(&stored) {
+            if set.1 == Hop::Links {
+                for (ts, via) in &got.entries {
+                    if *ts >= lo[set.0] {
+                        want((set.0, Hop::Linked, via.clone()), &mut sets);
+                    }
+                }
+            }
+        }
+        let refs: Vec<(usize, Hop, &[u8])> = sets[first..]
+            .iter()
+            .map(|(r, h, k)| (*r, *h, &k[..]))
+            .collect();
+        stored.extend(redis.read(&refs)?);
+
+        self.past_overflows = self.overflows();
+        let mut trimmed = vec![i64::MIN; n_rel];
+        self.indexes = (0..n_rel).map(|_| LinkIndex::new()).collect();
+        for ((r, hop, key), got) in sets.iter().zip(&stored) {
+            if let Some(h) = got.trimmed {
+                trimmed[*r] = trimmed[*r].max(h);
+            }
+            let index = &mut self.indexes[*r];
+            for (ts, value) in &got.entries {
+                match hop {
+                    Hop::Links => index.load_link(key, *ts, value),
+                    Hop::Linked => index.load_linked(key, *ts, value),
+                }
+            }
+        }
+
+        let mut out = Vec::with_capacity(batch.events.len() * n_rel);
+        // New entries per set, in order of first appearance.
+        let mut appends: Vec<(SetId, Entries)> = Vec::new();
+        let mut at: HashMap<SetId, usize> = HashMap::new();
+        let mut push = |set: SetId, entry: (i64, Vec<u8>)| {
+            let n = appends.len();
+            let slot = *at.entry(set.clone()).or_insert(n);
+            if slot == n {
+                appends.push((set, Vec::new()));
+            }
+            appends[slot].1.push(entry);
+        };
+        let mut horizon = i64::MIN;
+        for (i, event) in batch.events.iter().enumerate() {
+            if event.rejection.is_some() {
+                out.extend(plan.relations.iter().map(|_| FeatureValue::Null));
+                continue;
+            }
+            horizon = floors[i];
+            for (ri, r) in plan.relations.iter().enumerate() {
+                let e = link_event(&plan, batch, i, r, &mut self.key);
+                if e.ts.saturating_sub(r.window_ms) < trimmed[ri] {
+                    out.push(FeatureValue::Beyond);
+                    continue;
+                }
+                out.push(self.indexes[ri].observe(r, &e, floors[i]));
+                let (links, counts) = roles(r, &e);
+                if let (true, Some(key), Some(via)) = (links, e.key, e.via) {
+                    push((ri, Hop::Links, key.to_vec()), (e.ts, via.to_vec()));
+                }
+                if let (true, Some(via)) = (counts, e.via) {
+                    let of = e.of.unwrap_or_default().to_vec();
+                    push((ri, Hop::Linked, via.to_vec()), (e.ts, of));
+                }
+            }
+        }
+        let appends: Vec<Append<'_>> = appends
+            .iter()
+            .map(|((r, hop, key), entries)| Append {
+                relation: *r,
+                hop: *hop,
+                key,
+                horizon: if horizon == i64::MIN {
+                    i64::MIN
+                } else {
+                    horizon.saturating_sub(plan.relations[*r].window_ms)
+                },
+                entries: entries.iter().map(|(ts, v)| (*ts, &v[..])).collect(),
+            })
+            .collect();
+        redis.append(&appends)?;
+        Ok(out)
     }
 }

@@ -14,6 +14,7 @@ use crate::dataflow::links::LinkStage;
 use crate::dataflow::shard::ShardValues;
 use crate::dataflow::writer::{FormatJob, WriterMsg};
 use crate::error::{Error, Result};
+use crate::state::StateConfig;
 
 use crate::dataflow::batch::{ParsedBatch, Rejection};
 
@@ -52,7 +53,6 @@ pub struct RoutedBatch {
 /// more than the lateness behind the newest time of its own partition. State is kept for the
 /// slowest partition: the floor is the oldest of the partitions' newest times, minus the
 /// lateness.
-#[derive(Clone)]
 pub struct Router {
     shards: usize,
     lateness_ms: i64,
@@ -90,10 +90,19 @@ impl Router {
 
     /// The same router, computing the relation features of `plan` (if it has any), from the
     /// link indexes of a checkpoint when `restored` holds them.
-    pub fn with_links(mut self, plan: &Arc<Plan>, restored: Option<&[u8]>) -> Result<Self> {
-        self.links = match (LinkStage::new(Arc::clone(plan)), restored) {
-            (Some(stage), Some(bytes)) => Some(Box::new(stage.restore(bytes)?)),
-            (stage, _) => stage.map(Box::new),
+    /// With Redis state the links live in the cluster instead (and nothing is restored).
+    pub fn with_links(
+        mut self,
+        plan: &Arc<Plan>,
+        restored: Option<&[u8]>,
+        state: &StateConfig,
+    ) -> Result<Self> {
+        self.links = match (LinkStage::new(Arc::clone(plan)), restored, state) {
+            (Some(stage), _, StateConfig::Redis(options)) => {
+                Some(Box::new(stage.in_redis(options)?))
+            }
+            (Some(stage), Some(bytes), _) => Some(Box::new(stage.restore(bytes)?)),
+            (stage, ..) => stage.map(Box::new),
         };
         Ok(self)
     }
@@ -138,7 +147,7 @@ impl Router {
     }
 
     /// Routes the next batch (batches must come in input order).
-    pub fn route(&mut self, mut parsed: ParsedBatch, n_keys: usize) -> RoutedBatch {
+    pub fn route(&mut self, mut parsed: ParsedBatch, n_keys: usize) -> Result<RoutedBatch> {
         let mut floors = Vec::with_capacity(parsed.events.len());
         let mut items: Vec<Vec<Item>> = (0..self.shards).map(|_| Vec::new()).collect();
         let mut groups = Vec::new();
@@ -201,17 +210,17 @@ impl Router {
         }
         parsed.partitions = partition_of;
         let (links, link_overflows) = match self.links.as_deref_mut() {
-            Some(stage) => stage.batch(&parsed, &floors),
+            Some(stage) => stage.batch(&parsed, &floors)?,
             None => (Vec::new(), 0),
         };
-        RoutedBatch {
+        Ok(RoutedBatch {
             parsed,
             floors,
             items,
             groups,
             links,
             link_overflows,
-        }
+        })
     }
 }
 
@@ -388,7 +397,7 @@ pub(crate) fn route_all(
                         digest = batch.digest;
                     }
                     position.advance(&batch.end);
-                    let routed = Arc::new(router.route(batch, n_keys));
+                    let routed = Arc::new(router.route(batch, n_keys)?);
                     let mut p = Pending {
                         batch: Arc::clone(&routed),
                         results: vec![None; shards],
@@ -487,14 +496,14 @@ mod tests {
         ];
         let mut stream_wide = Router::new(1, 60_000);
         assert_eq!(
-            late(&stream_wide.route(batch(&times), 0)),
+            late(&stream_wide.route(batch(&times), 0).expect("routes")),
             [false, false, true, false, true, false, true, true]
         );
         // Odd lines from partition 1, even lines from partition 0.
         let mut per_partition = Router::new(1, 60_000);
         let mut odd_even = batch(&times);
         odd_even.partitions = (1..=times.len() as u32).map(|l| l % 2).collect();
-        let routed = per_partition.route(odd_even, 0);
+        let routed = per_partition.route(odd_even, 0).expect("routes");
         // Within its own partition 500 is 1.5 s behind 2,000: not late; 3,000,000 is ten
         // minutes behind 3,602,000: late.
         assert_eq!(

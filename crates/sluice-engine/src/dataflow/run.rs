@@ -373,7 +373,7 @@ pub fn run_resumed(
         shards: n,
     });
     let router = Router::new(n, plan.lateness_ms)
-        .with_links(&plan, start.links.as_deref())?
+        .with_links(&plan, start.links.as_deref(), &job.state)?
         .resuming(start.newest)
         .resuming_partitions(&start.newest_by)
         .grouping_by_partition(by_partition);

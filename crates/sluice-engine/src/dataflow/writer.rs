@@ -102,7 +102,10 @@ pub(crate) fn format_batch(
             shard != u32::MAX
                 && job.results[shard as usize].values[offset as usize..][..layout.per_key(k)]
                     .contains(&FeatureValue::Beyond)
-        });
+        }) || routed
+            .links
+            .get(i * n_links..(i + 1) * n_links)
+            .is_some_and(|l| l.contains(&FeatureValue::Beyond));
         if beyond {
             let rejection = Rejection {
                 reason: "late",

@@ -87,26 +87,7 @@ impl KeyLayout {
         if self.by.is_empty() {
             out.extend_from_slice(self.global_tag.as_bytes());
         }
-        let values = split_encoded(encoded);
-        for (i, name) in self.by.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            escape_into(&mut out, name.as_bytes(), false);
-            out.push(b'=');
-            match values.get(i) {
-                Some((b's', text)) => escape_into(&mut out, text, true),
-                Some((b'b', text)) => {
-                    out.push(b'!');
-                    out.extend_from_slice(text);
-                }
-                Some((_, text)) => {
-                    out.push(b'#');
-                    out.extend_from_slice(text);
-                }
-                None => {}
-            }
-        }
+        push_fields(&mut out, &self.by, encoded);
         out.push(b'}');
         out
     }
@@ -185,6 +166,31 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+/// Appends `name=value,...` for the fields `names` of an encoded key (canonical values
+/// concatenated), written readably and injectively as [`KeyLayout::redis_key`] describes.
+pub fn push_fields(out: &mut Vec<u8>, names: &[String], encoded: &[u8]) {
+    let values = split_encoded(encoded);
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        escape_into(out, name.as_bytes(), false);
+        out.push(b'=');
+        match values.get(i) {
+            Some((b's', text)) => escape_into(out, text, true),
+            Some((b'b', text)) => {
+                out.push(b'!');
+                out.extend_from_slice(text);
+            }
+            Some((_, text)) => {
+                out.push(b'#');
+                out.extend_from_slice(text);
+            }
+            None => {}
+        }
     }
 }
 

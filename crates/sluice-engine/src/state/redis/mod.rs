@@ -6,14 +6,17 @@
 //!   redirections and failures.
 //! - `layout`: key names (one hash tag per entity key) and log entries.
 //! - `scripts`: the server-side read and conditional-append scripts.
+//! - `links`: the relation features' link sets.
 //! - `backend`: the [`crate::StateBackend`] on top of them.
 
 pub(crate) mod backend;
 pub(crate) mod cluster;
 pub(crate) mod layout;
+pub(crate) mod links;
 pub(crate) mod scripts;
 pub(crate) mod slot;
 
 pub use backend::{RedisBackend, RedisOptions};
 pub use cluster::{Cluster, ClusterOptions, Request, Traffic};
+pub use links::RedisLinks;
 pub use slot::slot_of;
