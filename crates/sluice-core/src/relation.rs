@@ -228,6 +228,14 @@ impl LinkIndex {
         })
     }
 
+    /// The time of entity `key`'s newest link, if it has any.
+    pub fn newest_link(&self, key: &[u8]) -> Option<i64> {
+        self.links
+            .get(key)
+            .and_then(|list| list.back())
+            .map(|e| e.0)
+    }
+
     /// Inserts a stored link: entity `key` had an event carrying `via` at `ts` (for an index
     /// rebuilt from shared state, before the events that follow it are observed).
     pub fn load_link(&mut self, key: &[u8], ts: i64, via: &[u8]) {

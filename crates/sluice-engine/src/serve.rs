@@ -28,6 +28,8 @@ pub struct Processed {
     pub dead: Vec<u8>,
     /// Where each record went, in input order.
     pub outcomes: Vec<Written>,
+    /// Relation feature values left null because a hub exceeded its `link_limit`.
+    pub hub_nulls: u64,
 }
 
 /// A key field's value in a feature query, typed as in events: `"42"` and `42` are different
@@ -132,6 +134,7 @@ impl ServeEngine {
         self.next_line += parsed.events.len() as u64;
         let routed = self.router.route(parsed, self.plan.keys.len())?;
         let values = crate::dataflow::shard::process(&self.plan, &mut self.backend, &routed, 0)?;
+        let hub_nulls = routed.link_overflows;
         let job = FormatJob {
             batch: Arc::new(routed),
             results: vec![values],
@@ -149,6 +152,7 @@ impl ServeEngine {
             events: formatted.events,
             dead: formatted.dead,
             outcomes,
+            hub_nulls,
         })
     }
 
@@ -206,11 +210,76 @@ impl ServeEngine {
                     .collect(),
             });
         }
+        self.query_relations(given, at, &mut answers)?;
         if answers.is_empty() {
-            return Ok(Err(QueryError::NoKey {
-                valid: plan.keys.iter().map(|k| k.by.clone()).collect(),
-            }));
+            let mut valid: Vec<Vec<String>> = plan.keys.iter().map(|k| k.by.clone()).collect();
+            for r in &plan.relations {
+                let by: Vec<String> = r.by.iter().map(|&f| plan.fields[f].clone()).collect();
+                if !valid.contains(&by) {
+                    valid.push(by);
+                }
+            }
+            return Ok(Err(QueryError::NoKey { valid }));
         }
         Ok(Ok(answers))
+    }
+
+    /// Adds the relation features whose `by` fields are all in `given` to `answers`: to the
+    /// answer with the same `by` (at its time), or to a new one (at `at`, default the
+    /// entity's newest link). Features stay in the pipeline's order.
+    fn query_relations(
+        &mut self,
+        given: &[(String, KeyValue)],
+        at: Option<i64>,
+        answers: &mut Vec<KeyFeatures>,
+    ) -> Result<()> {
+        let plan = Arc::clone(&self.plan);
+        let Some(stage) = self.router.links_mut() else {
+            return Ok(());
+        };
+        let mut key = Vec::new();
+        for (i, r) in plan.relations.iter().enumerate() {
+            if plan.hidden.contains(&r.feature) || r.by.is_empty() != given.is_empty() {
+                continue;
+            }
+            let by: Vec<String> = r.by.iter().map(|&f| plan.fields[f].clone()).collect();
+            key.clear();
+            let mut enc = KeyEncoder::new(&mut key);
+            let complete = by.iter().all(|field| {
+                match given.iter().find(|(name, _)| name == field) {
+                    Some((_, KeyValue::Str(s))) => enc.str(s),
+                    Some((_, KeyValue::Num(n))) => enc.num(*n),
+                    Some((_, KeyValue::Bool(b))) => enc.bool(*b),
+                    None => return false,
+                }
+                true
+            });
+            if !complete {
+                continue;
+            }
+            let slot = match answers.iter().position(|a| a.by == by) {
+                Some(slot) => slot,
+                None => {
+                    answers.push(KeyFeatures {
+                        by,
+                        at,
+                        features: Vec::new(),
+                        text: Vec::new(),
+                    });
+                    answers.len() - 1
+                }
+            };
+            let answer = &mut answers[slot];
+            let (value, used) = stage.query(i, &key, answer.at)?;
+            if answer.at.is_none() {
+                answer.at = used;
+            }
+            answer
+                .features
+                .push((plan.features[r.feature].name.clone(), value));
+            let position = |name: &str| plan.features.iter().position(|f| f.name == name);
+            answer.features.sort_by_key(|(name, _)| position(name));
+        }
+        Ok(())
     }
 }

@@ -108,6 +108,7 @@ fn process(
         }
     };
     metrics.batches.inc();
+    metrics.hub_nulls.inc_by(processed.hub_nulls);
     if !processed.dead.is_empty() {
         if let Some(d) = dead_letters.as_mut() {
             if let Err(e) = d.write_all(&processed.dead).and_then(|()| d.flush()) {

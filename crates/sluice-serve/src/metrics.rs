@@ -99,6 +99,9 @@ pub struct Metrics {
     pub late: Counter,
     /// `sluice_engine_batches_total`: requests with records the engine processed.
     pub batches: Counter,
+    /// `sluice_relation_hub_nulls_total`: relation feature values left null because a hub
+    /// exceeded `link_limit`.
+    pub hub_nulls: Counter,
     /// `sluice_keys`: keys in state, as of the engine's last batch.
     pub keys: CountGauge,
     /// `sluice_queue_depth`: requests in progress (holding a permit), as of the last
@@ -132,6 +135,7 @@ impl Metrics {
             dead_letters: Counter::default(),
             late: Counter::default(),
             batches: Counter::default(),
+            hub_nulls: Counter::default(),
             keys: CountGauge::default(),
             queued: CountGauge::default(),
             queue_capacity: CountGauge::default(),
@@ -155,6 +159,11 @@ impl Metrics {
                 "sluice_engine_batches",
                 "Requests with records the engine processed",
                 &metrics.batches,
+            ),
+            (
+                "sluice_relation_hub_nulls",
+                "Relation feature values left null because a hub exceeded link_limit",
+                &metrics.hub_nulls,
             ),
         ];
         for (name, help, counter) in counters {

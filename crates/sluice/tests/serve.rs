@@ -424,8 +424,23 @@ fn filters_and_derived_features_are_served_like_the_golden_runs() {
         let dir = cases.join(case);
         let lines = common::lines(&dir.join("input.jsonl"));
         let want: Vec<String> = common::lines(&dir.join("expected.jsonl"));
-        for one_by_one in [false, true] {
-            let server = Server::start(&dir.join("pipeline.toml"), &[], &[]);
+        // Relation features also with their links in Redis (a fresh namespace per server).
+        let redis = common::redis_urls().filter(|_| case == "relations");
+        let tmp = tempfile::tempdir().expect("tmp");
+        for (one_by_one, shared) in [(false, false), (true, false), (false, true), (true, true)] {
+            let pipeline = match (&redis, shared) {
+                (_, false) => dir.join("pipeline.toml"),
+                (None, true) => continue,
+                (Some(urls), true) => {
+                    let text = std::fs::read_to_string(dir.join("pipeline.toml")).expect("read");
+                    let namespace = common::unique_namespace("serve-relations");
+                    let copy = tmp.path().join(format!("redis-{one_by_one}.toml"));
+                    std::fs::write(&copy, text + &common::redis_state(urls, &namespace, ""))
+                        .expect("write");
+                    copy
+                }
+            };
+            let server = Server::start(&pipeline, &[], &[]);
             let mut http = server.connect();
             let mut got = Vec::new();
             if one_by_one {
@@ -443,7 +458,31 @@ fn filters_and_derived_features_are_served_like_the_golden_runs() {
                     .filter(|i| !is_dead_letter(i))
                     .collect();
             }
-            assert_eq!(got, want, "{case} (one by one: {one_by_one})");
+            assert_eq!(
+                got, want,
+                "{case} (one by one: {one_by_one}, Redis: {shared})"
+            );
+            if case == "relations" {
+                // u2's newest event (70000) links it to d1, which u2, u3 and an event without
+                // a user carry in the minute before.
+                let q = http.get("/v1/features?user_id=u2");
+                assert_eq!(q.status, 200, "{}", q.text());
+                let q: serde_json::Value = serde_json::from_slice(&q.body).expect("json");
+                assert_eq!(q["keys"][0]["at"], 70000, "{q}");
+                let f = &q["keys"][0]["features"];
+                assert_eq!(f["users_linked_by_device_1m"], 2, "{f}");
+                assert_eq!(f["events_linked_by_device_1m"], 3, "{f}");
+                assert_eq!(f["user_devices_1m"], serde_json::json!(["d1"]), "{f}");
+                let names: Vec<&String> = f.as_object().expect("object").keys().collect();
+                assert_eq!(names.len(), 3, "{f}");
+                let q = http.get("/v1/features?user_id=u1&at=70005");
+                let q: serde_json::Value = serde_json::from_slice(&q.body).expect("json");
+                let f = &q["keys"][0]["features"];
+                assert_eq!(f["users_linked_by_device_1m"], 1, "{f}");
+                assert_eq!(f["events_linked_by_device_1m"], 1, "{f}");
+                let m = http.get("/metrics").text();
+                assert!(m.contains("sluice_relation_hub_nulls_total 0"), "{m}");
+            }
             if case == "kept_values" {
                 // A query reads the windows at the newest time (12500) without adding an
                 // event: the kept number and string of the newest event, for `lag` too.

@@ -169,6 +169,63 @@ impl LinkStage {
         Ok((out, self.overflows() - before))
     }
 
+    /// Relation feature `r`'s value for the entity with encoded key `key` at time `at`
+    /// (default: the entity's newest link; without links the value is 0), without adding
+    /// anything; and the time used. With Redis state the entity's links and their linked
+    /// events are read from the cluster (two round trips); a window below another writer's
+    /// trim mark gives null.
+    pub fn query(
+        &mut self,
+        r: usize,
+        key: &[u8],
+        at: Option<i64>,
+    ) -> Result<(FeatureValue, Option<i64>)> {
+        let relation = &self.plan.relations[r];
+        let Some(redis) = self.redis.as_mut() else {
+            let index = &mut self.indexes[r];
+            return Ok(match at.or_else(|| index.newest_link(key)) {
+                Some(t) => (index.value(relation, key, t), Some(t)),
+                None => (FeatureValue::Int(0), None),
+            });
+        };
+        let links = redis
+            .read(&[(r, Hop::Links, key)])?
+            .pop()
+            .unwrap_or_default();
+        let Some(t) = at.or_else(|| links.entries.iter().map(|e| e.0).max()) else {
+            return Ok((FeatureValue::Int(0), None));
+        };
+        let lo = t.saturating_sub(relation.window_ms);
+        let mut vias: Vec<&[u8]> = links
+            .entries
+            .iter()
+            .filter(|(ts, _)| (lo..=t).contains(ts))
+            .map(|(_, via)| &via[..])
+            .collect();
+        vias.sort_unstable();
+        vias.dedup();
+        let sets: Vec<(usize, Hop, &[u8])> = vias.iter().map(|&v| (r, Hop::Linked, v)).collect();
+        let linked = redis.read(&sets)?;
+        let marks = std::iter::once(&links)
+            .chain(&linked)
+            .filter_map(|s| s.trimmed);
+        if marks.max().is_some_and(|h| lo < h) {
+            return Ok((FeatureValue::Null, Some(t)));
+        }
+        let mut index = LinkIndex::new();
+        for (ts, via) in &links.entries {
+            index.load_link(key, *ts, via);
+        }
+        for (via, set) in vias.iter().zip(&linked) {
+            for (ts, of) in &set.entries {
+                index.load_linked(via, *ts, of);
+            }
+        }
+        let value = index.value(relation, key, t);
+        self.past_overflows += index.overflows;
+        Ok((value, Some(t)))
+    }
+
     /// [`LinkStage::batch`] over the link sets in Redis: read the sets of the batch's
     /// entities and via values (round trip 1) and of the via values they link to (round trip
     /// 2), rebuild the indexes from them, compute every event in input order, and append the

@@ -107,6 +107,11 @@ impl Router {
         Ok(self)
     }
 
+    /// The relation stage, if the plan has relation features.
+    pub fn links_mut(&mut self) -> Option<&mut LinkStage> {
+        self.links.as_deref_mut()
+    }
+
     /// The link indexes, encoded for a checkpoint (`None` without relation features).
     fn encoded_links(&self) -> Option<Vec<u8>> {
         self.links.as_deref().map(LinkStage::encode)
