@@ -16,7 +16,11 @@ use redis::Value;
 use sluice_engine::state::redis::slot_of;
 use sluice_engine::state::redis::{Cluster, ClusterOptions, Request};
 
-use crate::e2e::{ensure_data, run_child, BenchOptions, RunReport, BENCH_PIPELINE};
+use crate::e2e::{
+    ensure_data, ensure_generated, run_child, BenchOptions, RunReport, BENCH_PIPELINE,
+};
+use crate::gen::GenKind;
+use crate::language::RELATION_PIPELINE;
 
 /// Runs the Redis benchmark and prints a table.
 pub fn run(opts: &BenchOptions, urls: &[String], naive_events: u64) -> Result<()> {
@@ -115,6 +119,100 @@ pub fn run(opts: &BenchOptions, urls: &[String], naive_events: u64) -> Result<()
     println!(
         "| redis, naive layout ({naive_events} events) | 1 | {naive_rate:.0} | {naive_trips:.1} | {naive_trips:.1} | 1x |"
     );
+    Ok(())
+}
+
+/// `sluice bench --relations --redis URLS`: the relation pipeline with its links in memory and
+/// in the Redis Cluster, interleaved per run (each Redis run under a fresh namespace, deleted
+/// after it), and prints a table.
+pub fn run_relations(opts: &BenchOptions, urls: &[String]) -> Result<()> {
+    let data = ensure_generated(opts, GenKind::Nested)?;
+    let exe = std::env::current_exe().context("cannot find the sluice executable")?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let quoted: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    let cluster = Cluster::connect(urls, &[], ClusterOptions::default())?;
+    let memory_pipeline = opts.dir.join("relations.toml");
+    std::fs::write(&memory_pipeline, RELATION_PIPELINE)?;
+    let mut rows = Vec::new();
+    for &w in &opts.workers {
+        let (mut memory, mut redis) = (Vec::new(), Vec::new());
+        for run in 1..=opts.runs {
+            let namespace = format!("bench-relations-{stamp}-{w}-{run}");
+            let pipeline = opts.dir.join("relations-redis.toml");
+            std::fs::write(
+                &pipeline,
+                format!(
+                    "{RELATION_PIPELINE}\n[state]\nbackend = \"redis\"\nurls = [{}]\nnamespace = \"{namespace}\"\n",
+                    quoted.join(", ")
+                ),
+            )?;
+            // Which goes first alternates, so that the machine's drift falls on both alike.
+            let order = if run % 2 == 1 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for shared in order {
+                let report = if shared {
+                    let report = run_child(&exe, &pipeline, &data, &opts.dir, w);
+                    delete_matching(&cluster, &format!("sluice:{namespace}:*"))?;
+                    report?
+                } else {
+                    run_child(&exe, &memory_pipeline, &data, &opts.dir, w)?
+                };
+                if report.events != opts.events || report.dead_letters != 0 {
+                    bail!(
+                        "a run wrote {} events and {} dead letters, expected {} and 0",
+                        report.events,
+                        report.dead_letters,
+                        opts.events
+                    );
+                }
+                if shared { &mut redis } else { &mut memory }.push(report);
+            }
+            eprintln!(
+                "bench: relations, workers {w} run {run}/{}: memory {:.0}, redis {:.0} events/s",
+                opts.runs,
+                memory.last().map_or(0.0, |r: &RunReport| r.events_per_sec),
+                redis.last().map_or(0.0, |r: &RunReport| r.events_per_sec),
+            );
+        }
+        rows.push((w, memory, redis));
+    }
+    println!(
+        "{} nested events, {} users, {} days, seed {}; Redis Cluster with {} masters",
+        opts.events,
+        opts.users,
+        opts.days,
+        opts.seed,
+        cluster.masters().len()
+    );
+    println!(
+        "| workers | links in | best events/s | median events/s | peak memory | median vs memory |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let median = |runs: &[RunReport]| {
+        let mut rates: Vec<f64> = runs.iter().map(|r| r.events_per_sec).collect();
+        rates.sort_by(f64::total_cmp);
+        (
+            rates.last().copied().unwrap_or(0.0),
+            rates.get(rates.len() / 2).copied().unwrap_or(0.0),
+        )
+    };
+    for (w, memory, redis) in &rows {
+        let (_, base) = median(memory);
+        for (name, runs) in [("memory", memory), ("redis", redis)] {
+            let (best, med) = median(runs);
+            let peak = runs.iter().filter_map(|r| r.peak_memory_mb).max();
+            println!(
+                "| {w} | {name} | {best:.0} | {med:.0} | {} | {:.2}x |",
+                peak.map_or("?".into(), |m| format!("{m} MB")),
+                med / base.max(1e-9)
+            );
+        }
+    }
     Ok(())
 }
 

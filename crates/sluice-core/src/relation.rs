@@ -236,6 +236,34 @@ impl LinkIndex {
             .map(|e| e.0)
     }
 
+    /// Forgets entity `key`'s links (before loading them again from shared state).
+    pub fn forget_links(&mut self, key: &[u8]) {
+        self.links.remove(key);
+    }
+
+    /// Forgets the linked events of via value `via` (before loading them again).
+    pub fn forget_linked(&mut self, via: &[u8]) {
+        if let Some(id) = self.values.ids.get(via) {
+            self.linked.remove(id);
+        }
+    }
+
+    /// The distinct via values entity `key` links to at `lo` or later.
+    pub fn vias_from(&self, key: &[u8], lo: i64) -> Vec<&[u8]> {
+        let Some(list) = self.links.get(key) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<u32> = list
+            .range(list.partition_point(|e| e.0 < lo)..)
+            .map(|e| e.1)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .map(|id| &*self.values.bytes[id as usize])
+            .collect()
+    }
+
     /// Inserts a stored link: entity `key` had an event carrying `via` at `ts` (for an index
     /// rebuilt from shared state, before the events that follow it are observed).
     pub fn load_link(&mut self, key: &[u8], ts: i64, via: &[u8]) {

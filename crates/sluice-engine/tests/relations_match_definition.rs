@@ -17,6 +17,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 use sluice_core::relation::{LinkSpec, LINK_LIMIT};
 use sluice_core::{Agg, FeatureSpec, Plan};
+use sluice_engine::serve::ServeEngine;
 use sluice_engine::state::redis::{ClusterOptions, RedisOptions};
 use sluice_engine::state::EmbeddedOptions;
 use sluice_engine::{run, InputFormat, Job, Outputs, StateConfig, Stats, StreamSource, TimeFormat};
@@ -237,6 +238,7 @@ proptest! {
         rels in rels(),
         chunk in 7usize..300,
         split in any::<prop::sample::Index>(),
+        turn in 1usize..20,
     ) {
         let plan = plan(&rels);
         let input: String = events.iter().map(|e| line(e) + "\n").collect();
@@ -283,6 +285,22 @@ proptest! {
             let mut both = run_engine(&plan, &text(first), 1, chunk, StateConfig::Redis(options.clone()));
             both += &run_engine(&plan, &text(second), 3, chunk, StateConfig::Redis(options));
             prop_assert_eq!(&both, &one, "Redis state, restarted after {} events", cut);
+
+            // Two writers taking turns, batch by batch: each must see the other's links
+            // (its cached sets changed versions), so together they give the one-run output.
+            let options = redis_options(redis_urls().unwrap_or_default());
+            let state = StateConfig::Redis(options);
+            let engine = || {
+                ServeEngine::new(plan.clone(), "ts", TimeFormat::EpochMs, &state, "test")
+                    .expect("engine")
+            };
+            let mut writers = [engine(), engine()];
+            let mut turns = String::new();
+            for (n, part) in events.chunks(turn).enumerate() {
+                let processed = writers[n % 2].process(text(part).into_bytes()).expect("batch");
+                turns += &String::from_utf8(processed.events).expect("UTF-8");
+            }
+            prop_assert_eq!(&turns, &one, "two writers taking turns every {} events", turn);
         }
     }
 }

@@ -15,7 +15,7 @@ use sluice_core::{FeatureValue, Plan};
 
 use crate::dataflow::batch::{FieldKind, ParsedBatch};
 use crate::error::{Error, Result};
-use crate::state::redis::links::{Append, Hop};
+use crate::state::redis::links::{Append, Hop, Stored};
 use crate::state::redis::{RedisLinks, RedisOptions};
 
 /// The link indexes of a pipeline's relation features.
@@ -27,9 +27,25 @@ pub struct LinkStage {
     key: Vec<u8>,
     /// With Redis state: the shared link sets, from which each batch's indexes are rebuilt.
     redis: Option<RedisLinks>,
-    /// Overflows of the indexes of earlier batches (with Redis state).
+    /// Overflows of indexes dropped since (with Redis state).
     past_overflows: u64,
+    /// With Redis state: the sets held in the indexes, with the version and trim mark they
+    /// were read at.
+    cached: HashMap<SetId, Cached>,
 }
+
+/// A link set held in an index.
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    /// Its version when read (or written by this process since).
+    version: Option<u64>,
+    /// Its trim mark when read.
+    mark: Option<i64>,
+}
+
+/// Most link sets a process caches before it forgets them all and reads them again as they
+/// are needed (a bound on memory).
+const CACHED_SETS: usize = 1 << 21;
 
 /// The fields of accepted event `i` of `batch` that relation `r` reads (`key`: where to
 /// encode the entity key).
@@ -89,6 +105,7 @@ impl LinkStage {
             key: Vec::new(),
             redis: None,
             past_overflows: 0,
+            cached: HashMap::new(),
         })
     }
 
@@ -189,7 +206,7 @@ impl LinkStage {
             });
         };
         let links = redis
-            .read(&[(r, Hop::Links, key)])?
+            .read_whole(&[(r, Hop::Links, key)])?
             .pop()
             .unwrap_or_default();
         let Some(t) = at.or_else(|| links.entries.iter().map(|e| e.0).max()) else {
@@ -205,7 +222,7 @@ impl LinkStage {
         vias.sort_unstable();
         vias.dedup();
         let sets: Vec<(usize, Hop, &[u8])> = vias.iter().map(|&v| (r, Hop::Linked, v)).collect();
-        let linked = redis.read(&sets)?;
+        let linked = redis.read_whole(&sets)?;
         let marks = std::iter::once(&links)
             .chain(&linked)
             .filter_map(|s| s.trimmed);
@@ -226,13 +243,16 @@ impl LinkStage {
         Ok((value, Some(t)))
     }
 
-    /// [`LinkStage::batch`] over the link sets in Redis: read the sets of the batch's
-    /// entities and via values (round trip 1) and of the via values they link to (round trip
-    /// 2), rebuild the indexes from them, compute every event in input order, and append the
-    /// batch's links and linked events (round trip 3) before any value is output.
+    /// [`LinkStage::batch`] over the link sets in Redis: bring the sets of the batch's
+    /// entities and via values up to date (round trip 1), then those of the via values they
+    /// link to (round trip 2), compute every event in input order on the indexes, and append
+    /// the batch's links and linked events (round trip 3) before any value is output.
     ///
-    /// An event whose window reaches below where another writer trimmed a set it reads gets
-    /// [`FeatureValue::Beyond`] (a `late` dead letter) and adds nothing.
+    /// The indexes cache the sets read: a set is read whole once, then only its version,
+    /// unless another writer changed it (a third read, for those sets only). An event whose
+    /// window reaches below a trim mark of the sets its batch reads (another writer, ahead in
+    /// event time, trimmed them) gets [`FeatureValue::Beyond`] (a `late` dead letter) and
+    /// adds nothing.
     fn batch_in_redis(
         &mut self,
         redis: &mut RedisLinks,
@@ -241,6 +261,9 @@ impl LinkStage {
     ) -> Result<Vec<FeatureValue>> {
         let plan = std::sync::Arc::clone(&self.plan);
         let n_rel = plan.relations.len();
+        if self.cached.len() > CACHED_SETS {
+            self.forget_all();
+        }
         let accepted = || (0..batch.events.len()).filter(|&i| batch.events[i].rejection.is_none());
         // Per relation, the oldest time a window of this batch reaches.
         let mut lo = vec![i64::MAX; n_rel];
@@ -263,39 +286,22 @@ impl LinkStage {
                 }
             }
         }
-        let refs: Vec<(usize, Hop, &[u8])> =
-            sets.iter().map(|(r, h, k)| (*r, *h, &k[..])).collect();
-        let mut stored = redis.read(&refs)?;
+        self.sync(redis, &sets)?;
         // Round trip 2: the via values the entities link to within the batch's windows.
         let first = sets.len();
-        for (set, got) in sets[..first].to_vec().iter().zip(&stored) {
-            if set.1 == Hop::Links {
-                for (ts, via) in &got.entries {
-                    if *ts >= lo[set.0] {
-                        want((set.0, Hop::Linked, via.clone()), &mut sets);
-                    }
+        for i in 0..first {
+            let (r, hop, key) = sets[i].clone();
+            if hop == Hop::Links {
+                for via in self.indexes[r].vias_from(&key, lo[r]) {
+                    want((r, Hop::Linked, via.to_vec()), &mut sets);
                 }
             }
         }
-        let refs: Vec<(usize, Hop, &[u8])> = sets[first..]
-            .iter()
-            .map(|(r, h, k)| (*r, *h, &k[..]))
-            .collect();
-        stored.extend(redis.read(&refs)?);
-
-        self.past_overflows = self.overflows();
+        self.sync(redis, &sets[first..])?;
         let mut trimmed = vec![i64::MIN; n_rel];
-        self.indexes = (0..n_rel).map(|_| LinkIndex::new()).collect();
-        for ((r, hop, key), got) in sets.iter().zip(&stored) {
-            if let Some(h) = got.trimmed {
-                trimmed[*r] = trimmed[*r].max(h);
-            }
-            let index = &mut self.indexes[*r];
-            for (ts, value) in &got.entries {
-                match hop {
-                    Hop::Links => index.load_link(key, *ts, value),
-                    Hop::Linked => index.load_linked(key, *ts, value),
-                }
+        for set in &sets {
+            if let Some(h) = self.cached.get(set).and_then(|c| c.mark) {
+                trimmed[set.0] = trimmed[set.0].max(h);
             }
         }
 
@@ -335,21 +341,113 @@ impl LinkStage {
                 }
             }
         }
-        let appends: Vec<Append<'_>> = appends
+        let versions = redis.append(
+            &appends
+                .iter()
+                .map(|((r, hop, key), entries)| Append {
+                    relation: *r,
+                    hop: *hop,
+                    key,
+                    horizon: if horizon == i64::MIN {
+                        i64::MIN
+                    } else {
+                        horizon.saturating_sub(plan.relations[*r].window_ms)
+                    },
+                    entries: entries.iter().map(|(ts, v)| (*ts, &v[..])).collect(),
+                })
+                .collect::<Vec<_>>(),
+        )?;
+        // A cached set stays valid if this write is the only one since it was read; the
+        // relations that share an owner's sets take the owner's new version.
+        let written: HashMap<(usize, Hop, &[u8]), u64> = appends
             .iter()
-            .map(|((r, hop, key), entries)| Append {
-                relation: *r,
-                hop: *hop,
-                key,
-                horizon: if horizon == i64::MIN {
-                    i64::MIN
-                } else {
-                    horizon.saturating_sub(plan.relations[*r].window_ms)
-                },
-                entries: entries.iter().map(|(ts, v)| (*ts, &v[..])).collect(),
-            })
+            .zip(&versions)
+            .filter_map(|((set, _), v)| v.map(|v| ((set.0, set.1, &set.2[..]), v)))
             .collect();
-        redis.append(&appends)?;
+        for (set, _) in &appends {
+            let Some(&version) = written.get(&(redis.owner(set.0), set.1, &set.2[..])) else {
+                continue;
+            };
+            let current = self.cached.get(set).and_then(|c| c.version).unwrap_or(0);
+            if version == current + 1 {
+                if let Some(c) = self.cached.get_mut(set) {
+                    c.version = Some(version);
+                }
+            } else {
+                self.forget(set);
+            }
+        }
         Ok(out)
+    }
+
+    /// Brings `sets` up to date in the indexes: reads the versions of those cached and the
+    /// whole of the others, then reads again the cached ones another writer changed.
+    fn sync(&mut self, redis: &mut RedisLinks, sets: &[SetId]) -> Result<()> {
+        let asks: Vec<(usize, Hop, &[u8], bool)> = sets
+            .iter()
+            .map(|s| (s.0, s.1, &s.2[..], !self.cached.contains_key(s)))
+            .collect();
+        let mut stale = Vec::new();
+        for (set, read) in sets.iter().zip(redis.read(&asks)?) {
+            match read.set {
+                Some(stored) => self.load(set, read.version, stored),
+                None if self.cached.get(set).map(|c| c.version) != Some(read.version) => {
+                    stale.push(set);
+                }
+                None => {}
+            }
+        }
+        if !stale.is_empty() {
+            let asks: Vec<(usize, Hop, &[u8], bool)> =
+                stale.iter().map(|s| (s.0, s.1, &s.2[..], true)).collect();
+            for (set, read) in stale.into_iter().zip(redis.read(&asks)?) {
+                self.load(set, read.version, read.set.unwrap_or_default());
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces a set's entries in its index with those read, at `version`.
+    fn load(&mut self, set: &SetId, version: Option<u64>, stored: Stored) {
+        let (r, hop, key) = set;
+        let index = &mut self.indexes[*r];
+        match hop {
+            Hop::Links => {
+                index.forget_links(key);
+                for (ts, via) in &stored.entries {
+                    index.load_link(key, *ts, via);
+                }
+            }
+            Hop::Linked => {
+                index.forget_linked(key);
+                for (ts, of) in &stored.entries {
+                    index.load_linked(key, *ts, of);
+                }
+            }
+        }
+        let mark = stored.trimmed;
+        self.cached.insert(set.clone(), Cached { version, mark });
+    }
+
+    /// Drops a set from the cache and its entries from its index (read whole when next
+    /// needed).
+    fn forget(&mut self, set: &SetId) {
+        self.cached.remove(set);
+        match set.1 {
+            Hop::Links => self.indexes[set.0].forget_links(&set.2),
+            Hop::Linked => self.indexes[set.0].forget_linked(&set.2),
+        }
+    }
+
+    /// Drops every cached set and starts the indexes afresh.
+    fn forget_all(&mut self) {
+        self.past_overflows = self.overflows();
+        self.cached.clear();
+        self.indexes = self
+            .plan
+            .relations
+            .iter()
+            .map(|_| LinkIndex::new())
+            .collect();
     }
 }

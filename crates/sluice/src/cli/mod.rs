@@ -121,8 +121,9 @@ struct BenchArgs {
     language: bool,
     /// Benchmark relation features instead: the six-feature pipeline over the transactions
     /// and a relation pipeline over nested events (links through shared and hub devices),
-    /// interleaved run by run, with the ratio of their events/s.
-    #[arg(long, conflicts_with_all = ["against", "redis", "checkpoints", "kafka", "serve", "language"])]
+    /// interleaved run by run, with the ratio of their events/s. With `--redis URLS`: the
+    /// relation pipeline with its links in memory and in the Redis Cluster, interleaved.
+    #[arg(long, conflicts_with_all = ["against", "checkpoints", "kafka", "serve", "language"])]
     relations: bool,
 }
 
@@ -267,6 +268,8 @@ pub fn main() -> ExitCode {
                     .and_then(|p| sluice_bench::checkpoints::run(&opts, &p.plan, args.keys))
             } else if args.language {
                 sluice_bench::language::run(&opts)
+            } else if args.relations && !args.redis.is_empty() {
+                sluice_bench::redis::run_relations(&opts, &args.redis)
             } else if args.relations {
                 sluice_bench::language::run_against(&opts, sluice_bench::language::RELATIONS)
             } else if args.redis.is_empty() {

@@ -13,7 +13,9 @@
 //! score is the event time (exact in a double: event times are within ±2^48 ms). Writer and
 //! sequence make every event's member distinct, and a resent `ZADD` adds nothing twice. The
 //! member `h` is the set's trim mark: its score is the horizon below which entries were
-//! removed.
+//! removed. Beside each set, in the same slot, `<set name>:v` counts the writes to it (its
+//! version): a process caches the sets it read and reads only the version again while it
+//! has not changed.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -53,9 +55,9 @@ struct RelationKeys {
     global: String,
     /// TTL of every write: window plus lateness, in wall-clock milliseconds.
     ttl_ms: i64,
-    /// Whether this relation writes its sets: the first of the pipeline's relations with
-    /// the same sets does, the others (the same links, another aggregation) only read them.
-    writes: bool,
+    /// The first of the pipeline's relations with the same sets (this one's index if none
+    /// before it has them): only that one writes them.
+    owner: usize,
 }
 
 /// One set read back.
@@ -65,6 +67,15 @@ pub struct Stored {
     pub trimmed: Option<i64>,
     /// `(time, value)` of each entry.
     pub entries: Vec<(i64, Vec<u8>)>,
+}
+
+/// One set's version and, when asked for, its members.
+#[derive(Debug)]
+pub struct Read {
+    /// Writes counted so far (`None`: the set does not exist).
+    pub version: Option<u64>,
+    /// The members, when the whole set was read.
+    pub set: Option<Stored>,
 }
 
 /// New entries for one set.
@@ -121,13 +132,15 @@ impl RedisLinks {
                     via: vec![name(r.via)],
                     global: format!("global-{fingerprint:08x}"),
                     ttl_ms: r.window_ms.saturating_add(plan.lateness_ms).max(1000),
-                    writes: true,
+                    owner: 0,
                 }
             })
             .collect::<Vec<RelationKeys>>();
         let mut relations = relations;
         for i in 0..relations.len() {
-            relations[i].writes = !relations[..i].iter().any(|o| o.links == relations[i].links);
+            relations[i].owner = (0..=i)
+                .find(|&o| relations[o].links == relations[i].links)
+                .unwrap_or(i);
         }
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -140,6 +153,11 @@ impl RedisLinks {
             writer,
             seq: 0,
         })
+    }
+
+    /// The first relation with the same sets as `relation` (which writes them).
+    pub fn owner(&self, relation: usize) -> usize {
+        self.relations[relation].owner
     }
 
     /// The Redis key of a set: the prefix, then the entity's fields or the via value as the
@@ -161,30 +179,65 @@ impl RedisLinks {
         out
     }
 
-    /// Reads whole sets, one pipeline per node: `(relation, hop, key)` each.
-    pub fn read(&mut self, sets: &[(usize, Hop, &[u8])]) -> Result<Vec<Stored>> {
-        let requests: Vec<Request> = sets
-            .iter()
-            .map(|&(relation, hop, key)| {
-                let name = self.name(relation, hop, key);
+    /// Reads sets, one pipeline per node: per `(relation, hop, key, whole)` its version and,
+    /// when `whole`, its members (the version is read first: a write between the two makes
+    /// the version older than the members, never newer).
+    pub fn read(&mut self, sets: &[(usize, Hop, &[u8], bool)]) -> Result<Vec<Read>> {
+        let mut requests = Vec::with_capacity(sets.len() * 2);
+        for &(relation, hop, key, whole) in sets {
+            let name = self.name(relation, hop, key);
+            let slot = slot_of(&name);
+            let mut version = redis::cmd("GET");
+            version.arg(version_name(&name));
+            requests.push(Request { slot, cmd: version });
+            if whole {
                 let mut cmd = redis::cmd("ZRANGE");
                 cmd.arg(&name).arg(0).arg(-1).arg("WITHSCORES");
-                Request {
-                    slot: slot_of(&name),
-                    cmd,
-                }
-            })
-            .collect();
-        let replies = self.cluster.exec(&requests)?;
-        replies.into_iter().map(decode_set).collect()
+                requests.push(Request { slot, cmd });
+            }
+        }
+        let mut replies = self.cluster.exec(&requests)?.into_iter();
+        let mut out = Vec::with_capacity(sets.len());
+        for &(.., whole) in sets {
+            let version = decode_version(replies.next().unwrap_or(Value::Nil))?;
+            let set = match whole {
+                true => Some(decode_set(replies.next().unwrap_or(Value::Nil))?),
+                false => None,
+            };
+            out.push(Read { version, set });
+        }
+        Ok(out)
     }
 
-    /// Adds entries, trims below each set's horizon and renews its TTL: four commands per
-    /// set, one pipeline per node. Of relations with the same sets only the first writes. Each command may be resent safely: members are distinct
-    /// per event, the mark only rises, trimming is idempotent.
-    pub fn append(&mut self, appends: &[Append<'_>]) -> Result<()> {
-        let mut requests = Vec::with_capacity(appends.len() * 4);
-        for a in appends.iter().filter(|a| self.relations[a.relation].writes) {
+    /// Reads whole sets, without their versions.
+    pub fn read_whole(&mut self, sets: &[(usize, Hop, &[u8])]) -> Result<Vec<Stored>> {
+        let asks: Vec<_> = sets
+            .iter()
+            .map(|&(r, hop, key)| (r, hop, key, true))
+            .collect();
+        Ok(self
+            .read(&asks)?
+            .into_iter()
+            .map(|read| read.set.unwrap_or_default())
+            .collect())
+    }
+
+    /// Adds entries, trims below each set's horizon, counts the write in its version and
+    /// renews the TTLs: up to six commands per set, one pipeline per node; returns each
+    /// set's new version. (One Lua script per set instead took longer on the server, by
+    /// `INFO commandstats`: 28 µs per call against about 12 µs for the six commands.) Each command may be
+    /// resent safely after a lost reply: members are distinct per event (writer and
+    /// sequence), the mark only rises, trimming is idempotent, and a resent `INCR` makes the
+    /// version jump, which only makes readers read the set again. Of relations with
+    /// the same sets only the first writes (the others' versions come back as `None`).
+    pub fn append(&mut self, appends: &[Append<'_>]) -> Result<Vec<Option<u64>>> {
+        let mut requests = Vec::with_capacity(appends.len() * 6);
+        let mut versions = Vec::with_capacity(appends.len());
+        for a in appends {
+            if self.owner(a.relation) != a.relation {
+                versions.push(None);
+                continue;
+            }
             let name = self.name(a.relation, a.hop, a.key);
             let slot = slot_of(&name);
             let ttl_ms = self.relations[a.relation].ttl_ms;
@@ -197,27 +250,63 @@ impl RedisLinks {
                 requests.push(Request { slot, cmd: mark });
                 requests.push(Request { slot, cmd: trim });
             }
-            if !a.entries.is_empty() {
-                let mut add = redis::cmd("ZADD");
-                add.arg(&name);
-                for &(ts, value) in &a.entries {
-                    let mut member = Vec::with_capacity(25 + value.len());
-                    member.push(b'e');
-                    member.extend_from_slice(&ts.to_le_bytes());
-                    member.extend_from_slice(&self.writer.to_le_bytes());
-                    member.extend_from_slice(&self.seq.to_le_bytes());
-                    member.extend_from_slice(value);
-                    self.seq += 1;
-                    add.arg(ts).arg(member);
-                }
-                requests.push(Request { slot, cmd: add });
+            let mut add = redis::cmd("ZADD");
+            add.arg(&name);
+            for &(ts, value) in &a.entries {
+                let mut member = Vec::with_capacity(25 + value.len());
+                member.push(b'e');
+                member.extend_from_slice(&ts.to_le_bytes());
+                member.extend_from_slice(&self.writer.to_le_bytes());
+                member.extend_from_slice(&self.seq.to_le_bytes());
+                member.extend_from_slice(value);
+                self.seq += 1;
+                add.arg(ts).arg(member);
             }
-            let mut expire = redis::cmd("PEXPIRE");
-            expire.arg(&name).arg(ttl_ms);
-            requests.push(Request { slot, cmd: expire });
+            requests.push(Request { slot, cmd: add });
+            // The version after the entries: a reader that sees the new version sees them.
+            let version = version_name(&name);
+            let mut incr = redis::cmd("INCR");
+            incr.arg(&version);
+            versions.push(Some(requests.len()));
+            requests.push(Request { slot, cmd: incr });
+            for key in [&name, &version] {
+                let mut expire = redis::cmd("PEXPIRE");
+                expire.arg(key).arg(ttl_ms);
+                requests.push(Request { slot, cmd: expire });
+            }
         }
-        self.cluster.exec(&requests)?;
-        Ok(())
+        let replies = self.cluster.exec(&requests)?;
+        versions
+            .into_iter()
+            .map(|at| match at {
+                None => Ok(None),
+                Some(i) => decode_version(replies[i].clone()),
+            })
+            .collect()
+    }
+}
+
+/// The name of a set's version counter: the set's name and `:v` (same hash tag, same slot).
+fn version_name(name: &[u8]) -> Vec<u8> {
+    let mut out = name.to_vec();
+    out.extend_from_slice(b":v");
+    out
+}
+
+/// A `GET` or `INCR` reply as a version (`None`: the counter does not exist).
+fn decode_version(reply: Value) -> Result<Option<u64>> {
+    let bad = || Error::Backend {
+        backend: "redis",
+        message: "a relation feature's link set has a version that is not a number".into(),
+    };
+    match reply {
+        Value::Nil => Ok(None),
+        Value::Int(i) => u64::try_from(i).map(Some).map_err(|_| bad()),
+        Value::BulkString(b) => String::from_utf8_lossy(&b)
+            .parse()
+            .map(Some)
+            .map_err(|_| bad()),
+        _ => Err(bad()),
     }
 }
 
