@@ -6,6 +6,9 @@
 //! gives each event exactly the links of the events received before it (and itself), for any
 //! number of workers (`sluice_core::relation`). The cost is one core for all relation
 //! features; the shards compute the others in parallel as before.
+//!
+//! With Redis state the links live in the cluster (`state::redis::links`): the indexes cache
+//! the sets read, checked by version each batch (see `docs/redis.md`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -25,7 +28,7 @@ pub struct LinkStage {
     indexes: Vec<LinkIndex>,
     /// The encoded entity key of the event being processed.
     key: Vec<u8>,
-    /// With Redis state: the shared link sets, from which each batch's indexes are rebuilt.
+    /// With Redis state: the shared link sets, which the indexes cache.
     redis: Option<RedisLinks>,
     /// Overflows of indexes dropped since (with Redis state).
     past_overflows: u64,
