@@ -1,10 +1,12 @@
-//! Relation features (`linked_distinct_count`): time per event.
+//! Relation features (`linked_distinct_count`, and `linked_distinct_count_approx` in buckets of
+//! a minute: `/approx`): time per event.
 //!
 //! - `typical`: users on a few devices each, each device shared by about three users; an event
 //!   reads its user's devices and their few events.
 //! - `hub/10k`: every event comes from one device shared by 10,000 users within the window
 //!   (a day, 10,000 events): each event links its user to the hub and reads the hub's 10,000
-//!   events of the day (distinct users: 10,000), the cost `link_limit` bounds.
+//!   events of the day (distinct users: 10,000), the cost `link_limit` bounds. The
+//!   approximation reads the hub's window union instead.
 //!
 //! State is warmed for a window first and time moves on as measured, so the window slides and
 //! evicts as in production. Run with `cargo bench -p sluice-core --bench relation`.
@@ -32,12 +34,12 @@ struct Stream {
 }
 
 impl Stream {
-    fn new(per_day: u64, shape: Shape) -> Stream {
+    fn new(per_day: u64, shape: Shape, agg: LinkAgg) -> Stream {
         Stream {
             index: LinkIndex::new(),
             relation: Relation {
                 feature: 0,
-                agg: LinkAgg::DistinctCount,
+                agg,
                 by: vec![0],
                 via: 1,
                 of: Some(0),
@@ -83,19 +85,27 @@ fn relation(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(300));
     group.measurement_time(Duration::from_secs(3));
-    let cases: [(&str, u64, Shape); 2] = [
-        // 100k users, each on 3 of 100k devices: a device has about 3 users.
-        ("typical", 1_000_000, |i| {
-            let user = (i * 7919) % 100_000;
-            (user, (user * 3 + i % 3) % 100_000)
-        }),
-        ("hub/10k", 10_000, |i| (i % 10_000, 0)),
+    // 100k users, each on 3 of 100k devices: a device has about 3 users.
+    let typical: Shape = |i| {
+        let user = (i * 7919) % 100_000;
+        (user, (user * 3 + i % 3) % 100_000)
+    };
+    let hub: Shape = |i| (i % 10_000, 0);
+    let exact = LinkAgg::DistinctCount;
+    let approx = LinkAgg::DistinctCountApprox {
+        granularity_ms: 60_000,
+    };
+    let cases: [(&str, u64, Shape, LinkAgg); 4] = [
+        ("typical", 1_000_000, typical, exact),
+        ("hub/10k", 10_000, hub, exact),
+        ("typical/approx", 1_000_000, typical, approx),
+        ("hub/10k/approx", 10_000, hub, approx),
     ];
-    for (name, per_day, shape) in cases {
+    for (name, per_day, shape, agg) in cases {
         let mut stream: Option<Stream> = None;
         group.bench_function(name, |b| {
             let s = stream.get_or_insert_with(|| {
-                let s = Stream::new(per_day, shape);
+                let s = Stream::new(per_day, shape, agg);
                 if quick {
                     s
                 } else {

@@ -48,6 +48,9 @@ pub enum Agg {
     LinkedDistinctCount,
     /// Number of events linked to the entity through `via`.
     LinkedCount,
+    /// [`Agg::LinkedDistinctCount`] estimated from HyperLogLog value sets per via value and
+    /// bucket (exact up to 384 values): bounded cost at hubs.
+    LinkedDistinctCountApprox,
 }
 
 /// The default `limit` of a `set`.
@@ -89,7 +92,7 @@ impl Quantile {
 }
 
 /// Every aggregation name, as written in a pipeline file.
-pub const AGG_NAMES: [&str; 18] = [
+pub const AGG_NAMES: [&str; 19] = [
     "count",
     "sum",
     "avg",
@@ -108,6 +111,7 @@ pub const AGG_NAMES: [&str; 18] = [
     "set",
     "linked_distinct_count",
     "linked_count",
+    "linked_distinct_count_approx",
 ];
 
 impl Agg {
@@ -132,6 +136,7 @@ impl Agg {
             Agg::Set(_) => "set",
             Agg::LinkedDistinctCount => "linked_distinct_count",
             Agg::LinkedCount => "linked_count",
+            Agg::LinkedDistinctCountApprox => "linked_distinct_count_approx",
         }
     }
 
@@ -142,7 +147,10 @@ impl Agg {
 
     /// Whether the aggregation is a relation feature (computed over links, not registers).
     pub fn is_linked(self) -> bool {
-        matches!(self, Agg::LinkedDistinctCount | Agg::LinkedCount)
+        matches!(
+            self,
+            Agg::LinkedDistinctCount | Agg::LinkedCount | Agg::LinkedDistinctCountApprox
+        )
     }
 
     /// Whether the `of` field must hold numbers.
@@ -178,6 +186,7 @@ impl Agg {
                 | Agg::DistinctCountApprox
                 | Agg::LinkedDistinctCount
                 | Agg::LinkedCount
+                | Agg::LinkedDistinctCountApprox
         )
     }
 
@@ -205,7 +214,7 @@ impl fmt::Display for Agg {
 #[error(
     "unknown aggregation `{0}`; valid: count, sum, avg, min, max, distinct_count, last, \
      variance, stddev, variance_pop, stddev_pop, first, lag, quantile, distinct_count_approx, set, \
-     linked_distinct_count, linked_count"
+     linked_distinct_count, linked_count, linked_distinct_count_approx"
 )]
 pub struct UnknownAgg(pub String);
 
@@ -232,6 +241,7 @@ impl FromStr for Agg {
             "set" => Agg::Set(SET_LIMIT),
             "linked_distinct_count" => Agg::LinkedDistinctCount,
             "linked_count" => Agg::LinkedCount,
+            "linked_distinct_count_approx" => Agg::LinkedDistinctCountApprox,
             other => return Err(UnknownAgg(other.to_owned())),
         })
     }

@@ -82,9 +82,12 @@
 //! recomputed), so damaged bytes give a [`WireError`], never a panic later.
 //!
 //! - `set`: value sets, their unions and their binary form;
-//! - `held`: the buckets and the blocks over them.
+//! - `held`: the buckets and the blocks over them;
+//! - `hub`: the same series as a relation feature's hub (`linked_distinct_count_approx`,
+//!   [`crate::relation`]): one window, whose union is read rather than its estimate.
 
 mod held;
+mod hub;
 mod set;
 
 use smallvec::SmallVec;
@@ -96,7 +99,7 @@ use crate::wire::{Reader, Wire, WireError, Writer};
 use crate::Agg;
 use held::{block_ms, Bucket, Buckets, Held};
 pub use set::EXACT;
-use set::{Union, Value, ValueSet};
+pub(crate) use set::{Union, Value, ValueSet};
 
 /// The first item of the binary form: a new tag for a new encoding.
 pub const VERSION: u64 = 1;

@@ -214,12 +214,19 @@ impl Plan {
             if matches!(f.agg, Agg::Set(0)) {
                 return Err(err("limit", "a `set` needs a `limit` of at least 1".into()));
             }
-            if f.agg == Agg::DistinctCountApprox && f.granularity_ms == 1 {
+            let exact = match f.agg {
+                Agg::DistinctCountApprox => Some(Agg::DistinctCount),
+                Agg::LinkedDistinctCountApprox => Some(Agg::LinkedDistinctCount),
+                _ => None,
+            };
+            if let (Some(exact), 1) = (exact, f.granularity_ms) {
                 return Err(err(
                     "granularity",
-                    "`distinct_count_approx` keeps one sketch per bucket and needs a \
-                     `granularity`, e.g. granularity = \"1m\" (exact counts: `distinct_count`)"
-                        .into(),
+                    format!(
+                        "`{}` keeps one sketch per bucket and needs a `granularity`, e.g. \
+                         granularity = \"1m\" (exact counts: `{exact}`)",
+                        f.agg
+                    ),
                 ));
             }
             if f.granularity_ms <= 0 || f.window_ms % f.granularity_ms != 0 {

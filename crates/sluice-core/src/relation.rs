@@ -17,6 +17,10 @@
 //! Cost: an event reads its links and, for each, the linked events in the window. At a hub (a
 //! device shared by 10 000 users) that is unbounded, so the events read per value are capped
 //! (`limit`): beyond it the value is `null` (never a wrong number) and the overflow is counted.
+//!
+//! `linked_distinct_count_approx` reads the same index over windows of whole buckets and
+//! counts the distinct `of` values with HyperLogLog value sets kept per hub and bucket, so
+//! that a hub costs a union of its window's sets, not a scan of its events (`sketch`).
 
 use std::collections::VecDeque;
 
@@ -25,6 +29,8 @@ use rustc_hash::FxHashMap;
 use crate::value::FeatureValue;
 use crate::wire::{Reader, Wire, WireError, Writer};
 
+mod sketch;
+
 /// Which number a relation feature gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LinkAgg {
@@ -32,6 +38,23 @@ pub enum LinkAgg {
     DistinctCount,
     /// Number of linked events.
     Count,
+    /// Distinct `of` values of the linked events, estimated (exact up to 384), over windows
+    /// of whole buckets of `granularity_ms` (the window a multiple of it).
+    DistinctCountApprox {
+        /// Bucket width in milliseconds.
+        granularity_ms: i64,
+    },
+}
+
+impl LinkAgg {
+    /// The bucket width of the windows: 1 ms (exact) but for
+    /// [`LinkAgg::DistinctCountApprox`].
+    pub fn granularity_ms(self) -> i64 {
+        match self {
+            LinkAgg::DistinctCountApprox { granularity_ms } => granularity_ms,
+            LinkAgg::DistinctCount | LinkAgg::Count => 1,
+        }
+    }
 }
 
 /// One relation feature, planned: its fields and filters as indices into the plan.
@@ -54,8 +77,17 @@ pub struct Relation {
     pub via_filter: Option<usize>,
     /// Which linked events count (hop 2): index into [`crate::Plan::filters`].
     pub filter: Option<usize>,
-    /// Most linked events read for one value; beyond, the value is null.
+    /// Most linked events read for one value (for [`LinkAgg::DistinctCountApprox`], most
+    /// links: the entity's linking events in the window); beyond, the value is null.
     pub limit: usize,
+}
+
+impl Relation {
+    /// The oldest time the window of an event at `t` reaches: `t - W`, or for an approximate
+    /// relation the start of `t`'s bucket minus `W`.
+    pub fn window_start(&self, t: i64) -> i64 {
+        crate::bucket_start(t, self.agg.granularity_ms()).saturating_sub(self.window_ms)
+    }
 }
 
 /// Fewest events between two sweeps of expired entries (few in unit tests, so that their
@@ -123,6 +155,8 @@ pub struct LinkIndex {
     /// Per value id: the read that last followed it as a via value.
     via_marks: Vec<u32>,
     epoch: u32,
+    /// The value sets of hubs, for [`LinkAgg::DistinctCountApprox`] (derived from `linked`).
+    sketches: sketch::Sketches,
     /// Events since the last sweep of expired entries.
     since_sweep: usize,
     /// Values that were null because a hub exceeded the limit.
@@ -167,6 +201,7 @@ impl LinkIndex {
         if let (Some(via), true) = (via, counts) {
             let of = self.values.id(e.of.unwrap_or_default());
             insert_in_time(self.linked.entry(via).or_default(), e.ts, of);
+            self.sketches.add(via, e.ts, e.of.unwrap_or_default());
         }
         let value = match e.key {
             Some(key) => self.value(r, key, e.ts),
@@ -174,13 +209,17 @@ impl LinkIndex {
         };
         self.since_sweep += 1;
         if self.since_sweep >= (4 * (self.links.len() + self.linked.len())).max(MIN_SWEEP) {
-            self.sweep(floor.saturating_sub(r.window_ms));
+            let g = r.agg.granularity_ms();
+            self.sweep(crate::bucket_start(floor, g).saturating_sub(r.window_ms));
         }
         value
     }
 
     /// The value for key `key` at time `t`, without adding anything.
     pub fn value(&mut self, r: &Relation, key: &[u8], t: i64) -> FeatureValue {
+        if let LinkAgg::DistinctCountApprox { granularity_ms } = r.agg {
+            return self.approx_value(r, granularity_ms, key, t);
+        }
         let lo = t.saturating_sub(r.window_ms);
         let Some(links) = self.links.get(key) else {
             return FeatureValue::Int(0);
@@ -223,8 +262,8 @@ impl LinkIndex {
             }
         }
         FeatureValue::Int(match r.agg {
-            LinkAgg::DistinctCount => distinct,
             LinkAgg::Count => count,
+            _ => distinct,
         })
     }
 
@@ -243,8 +282,9 @@ impl LinkIndex {
 
     /// Forgets the linked events of via value `via` (before loading them again).
     pub fn forget_linked(&mut self, via: &[u8]) {
-        if let Some(id) = self.values.ids.get(via) {
-            self.linked.remove(id);
+        if let Some(&id) = self.values.ids.get(via) {
+            self.linked.remove(&id);
+            self.sketches.forget(id);
         }
     }
 
@@ -284,8 +324,8 @@ impl LinkIndex {
         insert_in_time(self.linked.entry(via).or_default(), ts, of);
     }
 
-    /// Drops entries older than `horizon` and keys left with none, and re-interns the values
-    /// still referred to.
+    /// Drops entries older than `horizon` (for an approximate relation, a bucket start) and
+    /// keys left with none, and re-interns the values still referred to.
     fn sweep(&mut self, horizon: i64) {
         let mut kept = Values::default();
         let old = std::mem::take(&mut self.values.bytes);
@@ -301,6 +341,7 @@ impl LinkIndex {
             }
         }
         let linked = std::mem::take(&mut self.linked);
+        let mut hubs = self.sketches.take();
         for (via, mut list) in linked {
             let gone = list.partition_point(|e| e.0 < horizon);
             list.drain(..gone);
@@ -310,7 +351,11 @@ impl LinkIndex {
             for entry in list.iter_mut() {
                 entry.1 = remap(entry.1, &mut kept);
             }
-            self.linked.insert(remap(via, &mut kept), list);
+            let id = remap(via, &mut kept);
+            if let Some(hub) = hubs.remove(&via) {
+                self.sketches.carry(hub, id, gone, list.len(), horizon);
+            }
+            self.linked.insert(id, list);
         }
         self.values = kept;
         self.marks.clear();
@@ -332,7 +377,8 @@ impl LinkIndex {
 /// The overflow count, then the links and the linked events: each map as its number of keys,
 /// then per key its bytes (the via value's, for the linked events) and its list (the number
 /// of entries, then each time and value's bytes). Times are absolute (the writer's base is not
-/// used). Decoding checks that every list is in time order.
+/// used). Decoding checks that every list is in time order. The value sets of an approximate
+/// relation are derived from the linked events: not stored, built again when first read.
 impl Wire for LinkIndex {
     fn put(&self, w: &mut Writer<'_>) {
         let bytes = |id: u32| &*self.values.bytes[id as usize];
@@ -433,9 +479,7 @@ mod tests {
             .collect();
         FeatureValue::Int(match r.agg {
             LinkAgg::Count => ys.len() as u64,
-            LinkAgg::DistinctCount => {
-                ys.iter().filter_map(|y| y.3).collect::<HashSet<_>>().len() as u64
-            }
+            _ => ys.iter().filter_map(|y| y.3).collect::<HashSet<_>>().len() as u64,
         })
     }
 
@@ -581,7 +625,8 @@ pub struct LinkSpec {
     pub via: String,
     /// Which events make links (`via_where`), as written.
     pub via_filter: Option<String>,
-    /// Most linked events read for one value ([`LINK_LIMIT`] by default).
+    /// Most linked events read for one value, or links for `linked_distinct_count_approx`
+    /// ([`LINK_LIMIT`] by default).
     pub limit: usize,
 }
 
@@ -597,7 +642,8 @@ impl crate::Plan {
                     name: f.name.clone(),
                     field: "via",
                     message: format!(
-                        "`via` belongs to `linked_distinct_count` and `linked_count`, not `{}`",
+                        "`via` belongs to `linked_distinct_count`, `linked_count` and \
+                         `linked_distinct_count_approx`, not `{}`",
                         f.agg
                     ),
                 });
@@ -614,10 +660,16 @@ impl crate::Plan {
                 field,
                 message,
             };
-            if f.granularity_ms != 1 {
+            // `linked_distinct_count_approx` needs one (checked with the window by
+            // [`crate::Plan::new`]).
+            if f.granularity_ms != 1 && f.agg != crate::Agg::LinkedDistinctCountApprox {
                 return Err(err(
                     "granularity",
-                    "relation features are exact: they take no `granularity`".into(),
+                    format!(
+                        "`{}` is exact: it takes no `granularity` (buckets: \
+                         `linked_distinct_count_approx`)",
+                        f.agg
+                    ),
                 ));
             }
             let Some(link) = links.iter().find(|l| l.feature == i) else {
@@ -664,10 +716,12 @@ impl crate::Plan {
             };
             let relation = Relation {
                 feature: i,
-                agg: if f.agg == crate::Agg::LinkedCount {
-                    LinkAgg::Count
-                } else {
-                    LinkAgg::DistinctCount
+                agg: match f.agg {
+                    crate::Agg::LinkedCount => LinkAgg::Count,
+                    crate::Agg::LinkedDistinctCountApprox => LinkAgg::DistinctCountApprox {
+                        granularity_ms: f.granularity_ms,
+                    },
+                    _ => LinkAgg::DistinctCount,
                 },
                 by: f.by.iter().map(|b| canonical(b)).collect(),
                 via: canonical(&link.via),

@@ -413,7 +413,9 @@ fn aggregate(events: &[Event], f: &FeatureSpec, list: &[usize], hi: i64) -> Expe
             Expected::Exact(amounts[q.rank(amounts.len()) - 1] as f64 / 100.0)
         }
         Agg::Quantile(_) => Expected::Null,
-        Agg::LinkedDistinctCount | Agg::LinkedCount => unreachable!("not a key's register"),
+        Agg::LinkedDistinctCount | Agg::LinkedCount | Agg::LinkedDistinctCountApprox => {
+            unreachable!("not a key's register")
+        }
         Agg::Set(_) if distinct.is_empty() => Expected::Null,
         Agg::Set(limit) => {
             let mut values: Vec<Vec<u8>> = distinct.into_iter().collect();

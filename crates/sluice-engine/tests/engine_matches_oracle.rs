@@ -774,7 +774,9 @@ fn feature_value(f: &FeatureSpec, accepted: &[Accepted]) -> Expect {
         Agg::Variance | Agg::Stddev | Agg::VariancePop | Agg::StddevPop => {
             spread(f.agg, nums().map(cents))
         }
-        Agg::LinkedDistinctCount | Agg::LinkedCount => unreachable!("not generated here"),
+        Agg::LinkedDistinctCount | Agg::LinkedCount | Agg::LinkedDistinctCountApprox => {
+            unreachable!("not generated here")
+        }
         Agg::Set(_) if n == 0 => Expect::Null,
         Agg::Set(limit) => {
             let mut values: Vec<Val> = Vec::new();

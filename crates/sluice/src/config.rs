@@ -172,7 +172,8 @@ struct FeatureSection {
     via: Option<Spanned<String>>,
     /// Which events make links (hop 1) of a relation feature.
     via_where: Option<Spanned<String>>,
-    /// Most linked events a relation feature reads for one value (default 100 000).
+    /// Most linked events a relation feature reads for one value (default 100 000); for
+    /// `linked_distinct_count_approx`, most links.
     link_limit: Option<Spanned<i64>>,
     /// Which events are added to the feature's state (a CEL-subset condition).
     #[serde(rename = "where")]
@@ -283,7 +284,8 @@ choice_enum!(
     /// `[[feature]] agg`: the names of [`Agg`], in the order of `AGG_NAMES`.
     AggName, "aggregation", [
         Count, Sum, Avg, Min, Max, DistinctCount, Last, Variance, Stddev, VariancePop, StddevPop,
-        First, Lag, Quantile, DistinctCountApprox, Set, LinkedDistinctCount, LinkedCount
+        First, Lag, Quantile, DistinctCountApprox, Set, LinkedDistinctCount, LinkedCount,
+        LinkedDistinctCountApprox
     ]
 );
 
@@ -309,6 +311,7 @@ impl From<AggName> for Agg {
             AggName::Set => Agg::Set(sluice_core::agg::SET_LIMIT),
             AggName::LinkedDistinctCount => Agg::LinkedDistinctCount,
             AggName::LinkedCount => Agg::LinkedCount,
+            AggName::LinkedDistinctCountApprox => Agg::LinkedDistinctCountApprox,
         }
     }
 }
@@ -1724,5 +1727,46 @@ mod tests {
         assert_eq!(parse_size("64MB"), Some(64 << 20));
         assert_eq!(parse_size("2 GB"), Some(2 << 30));
         assert_eq!(parse_size("0MB"), None);
+    }
+
+    #[test]
+    fn approximate_relations_take_a_granularity() {
+        use sluice_core::relation::LinkAgg;
+        let relation = |agg: &str, more: &str| {
+            format!(
+                "[[feature]]\nname = \"r\"\nagg = \"{agg}\"\nby = \"u\"\nvia = \"d\"\nof = \"u\"\nwindow = \"1d\"\n{more}"
+            )
+        };
+        let text = relation(
+            "linked_distinct_count_approx",
+            "granularity = \"1h\"\nlink_limit = 50\n",
+        );
+        let p = parse(Path::new("p.toml"), &text).expect("valid");
+        let r = &p.plan.relations[0];
+        assert_eq!(
+            r.agg,
+            LinkAgg::DistinctCountApprox {
+                granularity_ms: 3_600_000
+            }
+        );
+        assert_eq!(r.limit, 50);
+        let e = err(&relation("linked_distinct_count_approx", ""));
+        assert!(
+            e.contains("p.toml:7:10: feature `r`: `linked_distinct_count_approx` keeps one sketch per bucket and needs a `granularity`"),
+            "{e}"
+        );
+        let e = err(&relation(
+            "linked_distinct_count_approx",
+            "granularity = \"7h\"\n",
+        ));
+        assert!(
+            e.contains("p.toml:8:15: feature `r`: the window must be a whole number of granularity buckets"),
+            "{e}"
+        );
+        let e = err(&relation("linked_distinct_count", "granularity = \"1h\"\n"));
+        assert!(
+            e.contains("p.toml:8:15: feature `r`: `linked_distinct_count` is exact: it takes no `granularity` (buckets: `linked_distinct_count_approx`)"),
+            "{e}"
+        );
     }
 }

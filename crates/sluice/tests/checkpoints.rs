@@ -45,7 +45,8 @@ window = "1h"
 "#;
 
 /// [`FEATURES`] and relation features over the same events: users linked to a user through
-/// shared devices, and their events, in the past hour.
+/// shared devices, and their events, in the past hour; users linked through merchants
+/// (hubs: hundreds of users an hour), approximately.
 const RELATION_FEATURES: &str = r#"
 [event]
 time = "ts"
@@ -73,6 +74,15 @@ by = "user_id"
 via = "merchant_id"
 window = "1h"
 where = "amount > 50"
+
+[[feature]]
+name = "users_linked_by_merchant_1h"
+agg = "linked_distinct_count_approx"
+by = "user_id"
+via = "merchant_id"
+of = "user_id"
+window = "1h"
+granularity = "1m"
 "#;
 
 struct Case {

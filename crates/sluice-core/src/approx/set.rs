@@ -163,6 +163,15 @@ impl Union {
         }
     }
 
+    /// Adds value `v`.
+    #[inline]
+    pub fn push(&mut self, v: &Value) {
+        self.hashes.push(v.hash);
+        if self.hashes.len() > 2 * EXACT {
+            self.compact();
+        }
+    }
+
     /// Sorts the gathered hashes and drops repeats; past [`EXACT`], moves them into the
     /// sketch.
     fn compact(&mut self) {
@@ -174,6 +183,16 @@ impl Union {
                 sketch.update_with_coupon(coupon(h));
             }
         }
+    }
+
+    /// The number of distinct values of every set added: [`ValueSet::estimate`] of
+    /// [`Union::finish`], without making the set when it is exact.
+    pub fn estimate(mut self) -> u64 {
+        self.compact();
+        if self.sketch.is_none() {
+            return self.hashes.len() as u64;
+        }
+        self.finish().estimate()
     }
 
     /// The union of every set added.

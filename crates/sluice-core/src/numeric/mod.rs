@@ -145,7 +145,8 @@ fn value(
             | Agg::DistinctCountApprox
             | Agg::Set(_)
             | Agg::LinkedDistinctCount
-            | Agg::LinkedCount,
+            | Agg::LinkedCount
+            | Agg::LinkedDistinctCountApprox,
             _,
         ) => return None,
         (_, 0) => FeatureValue::Null,

@@ -215,11 +215,11 @@ impl LinkStage {
         let Some(t) = at.or_else(|| links.entries.iter().map(|e| e.0).max()) else {
             return Ok((FeatureValue::Int(0), None));
         };
-        let lo = t.saturating_sub(relation.window_ms);
+        let lo = relation.window_start(t);
         let mut vias: Vec<&[u8]> = links
             .entries
             .iter()
-            .filter(|(ts, _)| (lo..=t).contains(ts))
+            .filter(|(ts, _)| *ts >= lo)
             .map(|(_, via)| &via[..])
             .collect();
         vias.sort_unstable();
@@ -280,7 +280,7 @@ impl LinkStage {
         for i in accepted() {
             for (ri, r) in plan.relations.iter().enumerate() {
                 let e = link_event(&plan, batch, i, r, &mut self.key);
-                lo[ri] = lo[ri].min(e.ts.saturating_sub(r.window_ms));
+                lo[ri] = lo[ri].min(r.window_start(e.ts));
                 if let Some(key) = e.key {
                     want((ri, Hop::Links, key.to_vec()), &mut sets);
                 }
@@ -329,7 +329,7 @@ impl LinkStage {
             horizon = floors[i];
             for (ri, r) in plan.relations.iter().enumerate() {
                 let e = link_event(&plan, batch, i, r, &mut self.key);
-                if e.ts.saturating_sub(r.window_ms) < trimmed[ri] {
+                if r.window_start(e.ts) < trimmed[ri] {
                     out.push(FeatureValue::Beyond);
                     continue;
                 }
@@ -354,7 +354,7 @@ impl LinkStage {
                     horizon: if horizon == i64::MIN {
                         i64::MIN
                     } else {
-                        horizon.saturating_sub(plan.relations[*r].window_ms)
+                        plan.relations[*r].window_start(horizon)
                     },
                     entries: entries.iter().map(|(ts, v)| (*ts, &v[..])).collect(),
                 })

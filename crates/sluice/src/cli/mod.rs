@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sluice::config::{self, PipelineConfig};
 use sluice_bench::gen::{self, GenFormat, GenKind, GenOptions};
+use sluice_core::relation::LinkAgg;
 use sluice_core::{format_duration, SeriesKind};
 
 /// Sluice: exact per-event sliding-window features over streams.
@@ -364,8 +365,18 @@ fn describe(p: &PipelineConfig) -> String {
             let filter = |i: Option<usize>| {
                 i.map_or(String::new(), |i| format!(" where {}", plan.filters[i]))
             };
+            let (buckets, limit) = match r.agg {
+                LinkAgg::DistinctCountApprox { granularity_ms } => (
+                    format!(
+                        " in {} buckets (HyperLogLog sets at hubs)",
+                        format_duration(granularity_ms)
+                    ),
+                    "links",
+                ),
+                LinkAgg::DistinctCount | LinkAgg::Count => (String::new(), "linked events"),
+            };
             s.push_str(&format!(
-                "    {} ({}): key [{}], links via {}{}, counts {}{} over {}, at most {} linked events read\n",
+                "    {} ({}): key [{}], links via {}{}, counts {}{} over {}{buckets}, at most {} {limit} read\n",
                 f.name,
                 f.agg,
                 by.join(", "),

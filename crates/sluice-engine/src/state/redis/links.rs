@@ -53,7 +53,7 @@ struct RelationKeys {
     via: Vec<String>,
     /// The hash tag of the global entity (`by = []`).
     global: String,
-    /// TTL of every write: window plus lateness, in wall-clock milliseconds.
+    /// TTL of every write: window, granularity and lateness, in wall-clock milliseconds.
     ttl_ms: i64,
     /// The first of the pipeline's relations with the same sets (this one's index if none
     /// before it has them): only that one writes them.
@@ -114,13 +114,14 @@ impl RedisLinks {
                 let filter = |f: Option<usize>| f.map_or(String::new(), |i| plan.filters[i].clone());
                 // Pipelines that agree on what the sets hold share them; any other gets its own.
                 let identity = format!(
-                    "{LINKS_VERSION};by={:?};via={};of={:?};via_where={};where={};window={};lateness={}",
+                    "{LINKS_VERSION};by={:?};via={};of={:?};via_where={};where={};window={};granularity={};lateness={}",
                     r.by.iter().map(|&f| name(f)).collect::<Vec<_>>(),
                     name(r.via),
                     r.of.map(name),
                     filter(r.via_filter),
                     filter(r.filter),
                     r.window_ms,
+                    r.agg.granularity_ms(),
                     plan.lateness_ms
                 );
                 let fingerprint = sluice_core::key_hash(identity.as_bytes()) as u32;
@@ -131,7 +132,9 @@ impl RedisLinks {
                     by: r.by.iter().map(|&f| name(f)).collect(),
                     via: vec![name(r.via)],
                     global: format!("global-{fingerprint:08x}"),
-                    ttl_ms: r.window_ms.saturating_add(plan.lateness_ms).max(1000),
+                    ttl_ms: (r.window_ms + r.agg.granularity_ms())
+                        .saturating_add(plan.lateness_ms)
+                        .max(1000),
                     owner: 0,
                 }
             })
