@@ -18,7 +18,7 @@ use sluice_core::{FeatureValue, Plan};
 
 use crate::dataflow::batch::{FieldKind, ParsedBatch};
 use crate::error::{Error, Result};
-use crate::state::redis::links::{Append, Hop, Stored};
+use crate::state::redis::links::{Append, Hop, Read, Stored};
 use crate::state::redis::{RedisLinks, RedisOptions};
 
 /// The link indexes of a pipeline's relation features.
@@ -44,6 +44,8 @@ struct Cached {
     version: Option<u64>,
     /// Its trim mark when read.
     mark: Option<i64>,
+    /// A lower bound of its entries' times (`None`: it has none).
+    oldest: Option<i64>,
 }
 
 /// Most link sets a process caches before it forgets them all and reads them again as they
@@ -344,22 +346,42 @@ impl LinkStage {
                 }
             }
         }
-        let versions = redis.append(
-            &appends
-                .iter()
-                .map(|((r, hop, key), entries)| Append {
-                    relation: *r,
-                    hop: *hop,
-                    key,
-                    horizon: if horizon == i64::MIN {
-                        i64::MIN
-                    } else {
-                        plan.relations[*r].window_start(horizon)
-                    },
-                    entries: entries.iter().map(|(ts, v)| (*ts, &v[..])).collect(),
-                })
-                .collect::<Vec<_>>(),
-        )?;
+        // Trim a set once its oldest entry is a quarter of a window behind the horizon:
+        // entries just below the horizon cost less than a trim per write.
+        let trim = |set: &SetId, cached: &HashMap<SetId, Cached>| {
+            let r = &plan.relations[set.0];
+            let horizon = (horizon > i64::MIN).then(|| r.window_start(horizon))?;
+            let oldest = cached.get(set).map_or(Some(i64::MIN), |c| c.oldest)?;
+            (oldest < horizon.saturating_sub(r.window_ms / 4)).then_some(horizon)
+        };
+        let requests: Vec<Append<'_>> = appends
+            .iter()
+            .map(|(set, entries)| Append {
+                relation: set.0,
+                hop: set.1,
+                key: &set.2,
+                trim: trim(set, &self.cached),
+                entries: entries.iter().map(|(ts, v)| (*ts, &v[..])).collect(),
+            })
+            .collect();
+        let versions = redis.append(&requests)?;
+        for (a, (set, entries)) in requests.iter().zip(&appends) {
+            if let Some(c) = self.cached.get_mut(set) {
+                // After a trim at `h` every entry left is at `h` or later.
+                let kept = match a.trim {
+                    Some(h) => c.oldest.map(|o| o.max(h)),
+                    None => c.oldest,
+                };
+                let added = entries.iter().map(|e| e.0).min();
+                c.oldest = match (kept, added) {
+                    (Some(k), Some(a)) => Some(k.min(a)),
+                    (k, a) => k.or(a),
+                };
+                if let Some(h) = a.trim {
+                    c.mark = Some(c.mark.map_or(h, |m| m.max(h)));
+                }
+            }
+        }
         // A cached set stays valid if this write is the only one since it was read; the
         // relations that share an owner's sets take the owner's new version.
         let written: HashMap<(usize, Hop, &[u8]), u64> = appends
@@ -392,26 +414,26 @@ impl LinkStage {
             .collect();
         let mut stale = Vec::new();
         for (set, read) in sets.iter().zip(redis.read(&asks)?) {
-            match read.set {
-                Some(stored) => self.load(set, read.version, stored),
-                None if self.cached.get(set).map(|c| c.version) != Some(read.version) => {
+            match read {
+                Read::Whole(stored) => self.load(set, stored),
+                Read::Version(v) if self.cached.get(set).map(|c| c.version) != Some(v) => {
                     stale.push(set);
                 }
-                None => {}
+                Read::Version(_) => {}
             }
         }
         if !stale.is_empty() {
-            let asks: Vec<(usize, Hop, &[u8], bool)> =
-                stale.iter().map(|s| (s.0, s.1, &s.2[..], true)).collect();
-            for (set, read) in stale.into_iter().zip(redis.read(&asks)?) {
-                self.load(set, read.version, read.set.unwrap_or_default());
+            let asks: Vec<(usize, Hop, &[u8])> =
+                stale.iter().map(|s| (s.0, s.1, &s.2[..])).collect();
+            for (set, stored) in stale.into_iter().zip(redis.read_whole(&asks)?) {
+                self.load(set, stored);
             }
         }
         Ok(())
     }
 
-    /// Replaces a set's entries in its index with those read, at `version`.
-    fn load(&mut self, set: &SetId, version: Option<u64>, stored: Stored) {
+    /// Replaces a set's entries in its index with those read.
+    fn load(&mut self, set: &SetId, stored: Stored) {
         let (r, hop, key) = set;
         let index = &mut self.indexes[*r];
         match hop {
@@ -428,8 +450,12 @@ impl LinkStage {
                 }
             }
         }
-        let mark = stored.trimmed;
-        self.cached.insert(set.clone(), Cached { version, mark });
+        let cached = Cached {
+            version: stored.version,
+            mark: stored.trimmed,
+            oldest: stored.entries.iter().map(|e| e.0).min(),
+        };
+        self.cached.insert(set.clone(), cached);
     }
 
     /// Drops a set from the cache and its entries from its index (read whole when next

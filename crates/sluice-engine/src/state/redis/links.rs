@@ -11,11 +11,12 @@
 //! A member is `e`, the event time, the writer's id and sequence number (8 bytes each, little
 //! endian), then the value (the via value for a link, the `of` value for a linked event); its
 //! score is the event time (exact in a double: event times are within ±2^48 ms). Writer and
-//! sequence make every event's member distinct, and a resent `ZADD` adds nothing twice. The
-//! member `h` is the set's trim mark: its score is the horizon below which entries were
-//! removed. Beside each set, in the same slot, `<set name>:v` counts the writes to it (its
-//! version): a process caches the sets it read and reads only the version again while it
-//! has not changed.
+//! sequence make every event's member distinct, and a resent `ZADD` adds nothing twice. Two
+//! more members: `h`, the trim mark, whose score is the horizon below which entries were
+//! removed, and `v`, the set's version (the writes counted so far), whose score is
+//! [`VERSION_ZERO`] minus the version: below every event time, so that trims never reach it,
+//! and read with the members in one command. A process caches the sets it read and reads
+//! only the version again while it has not changed.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -29,7 +30,14 @@ use super::RedisOptions;
 use crate::error::{Error, Result};
 
 /// Version of the member encoding, part of every key name.
-const LINKS_VERSION: &str = "l1";
+const LINKS_VERSION: &str = "l2";
+
+/// The score of member `v` at version 0; version `n` is `VERSION_ZERO - n`. Event times are
+/// within ±2.6·10^14 ms, so versions stay below them (and exact in a double up to 8·10^15).
+const VERSION_ZERO: i64 = -1_000_000_000_000_000;
+
+/// Trims remove scores from here (inclusive) to the horizon: every event time, never `v`.
+const TRIM_FROM: i64 = -500_000_000_000_000;
 
 /// Which of a relation's two sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,15 +75,17 @@ pub struct Stored {
     pub trimmed: Option<i64>,
     /// `(time, value)` of each entry.
     pub entries: Vec<(i64, Vec<u8>)>,
+    /// Writes counted so far (`None`: never written).
+    pub version: Option<u64>,
 }
 
-/// One set's version and, when asked for, its members.
+/// One set as read: its version alone, or the whole set.
 #[derive(Debug)]
-pub struct Read {
-    /// Writes counted so far (`None`: the set does not exist).
-    pub version: Option<u64>,
-    /// The members, when the whole set was read.
-    pub set: Option<Stored>,
+pub enum Read {
+    /// Only the version (`None`: the set was never written, or expired).
+    Version(Option<u64>),
+    /// The whole set.
+    Whole(Stored),
 }
 
 /// New entries for one set.
@@ -87,8 +97,8 @@ pub struct Append<'a> {
     pub hop: Hop,
     /// The encoded entity key (for [`Hop::Links`]) or the via value's canonical bytes.
     pub key: &'a [u8],
-    /// Entries older than this are removed (trimming is skipped for `i64::MIN`).
-    pub horizon: i64,
+    /// Entries older than this are removed first (`None`: no trim).
+    pub trim: Option<i64>,
     /// `(time, value)` of each new entry.
     pub entries: Vec<(i64, &'a [u8])>,
 }
@@ -182,37 +192,42 @@ impl RedisLinks {
         out
     }
 
-    /// Reads sets, one pipeline per node: per `(relation, hop, key, whole)` its version and,
-    /// when `whole`, its members (the version is read first: a write between the two makes
-    /// the version older than the members, never newer).
+    /// Reads sets, one pipeline per node: per `(relation, hop, key, whole)` the whole set
+    /// (`ZRANGE … WITHSCORES`) or only its version (`ZSCORE … v`).
     pub fn read(&mut self, sets: &[(usize, Hop, &[u8], bool)]) -> Result<Vec<Read>> {
-        let mut requests = Vec::with_capacity(sets.len() * 2);
-        for &(relation, hop, key, whole) in sets {
-            let name = self.name(relation, hop, key);
-            let slot = slot_of(&name);
-            let mut version = redis::cmd("GET");
-            version.arg(version_name(&name));
-            requests.push(Request { slot, cmd: version });
-            if whole {
-                let mut cmd = redis::cmd("ZRANGE");
-                cmd.arg(&name).arg(0).arg(-1).arg("WITHSCORES");
-                requests.push(Request { slot, cmd });
-            }
-        }
-        let mut replies = self.cluster.exec(&requests)?.into_iter();
-        let mut out = Vec::with_capacity(sets.len());
-        for &(.., whole) in sets {
-            let version = decode_version(replies.next().unwrap_or(Value::Nil))?;
-            let set = match whole {
-                true => Some(decode_set(replies.next().unwrap_or(Value::Nil))?),
-                false => None,
-            };
-            out.push(Read { version, set });
-        }
-        Ok(out)
+        let requests: Vec<Request> = sets
+            .iter()
+            .map(|&(relation, hop, key, whole)| {
+                let name = self.name(relation, hop, key);
+                let cmd = if whole {
+                    let mut cmd = redis::cmd("ZRANGE");
+                    cmd.arg(&name).arg(0).arg(-1).arg("WITHSCORES");
+                    cmd
+                } else {
+                    let mut cmd = redis::cmd("ZSCORE");
+                    cmd.arg(&name).arg("v");
+                    cmd
+                };
+                Request {
+                    slot: slot_of(&name),
+                    cmd,
+                }
+            })
+            .collect();
+        let replies = self.cluster.exec(&requests)?;
+        sets.iter()
+            .zip(replies)
+            .map(|(&(.., whole), reply)| match whole {
+                true => decode_set(reply).map(Read::Whole),
+                false => decode_score(reply)?
+                    .map(version_of)
+                    .transpose()
+                    .map(Read::Version),
+            })
+            .collect()
     }
 
-    /// Reads whole sets, without their versions.
+    /// Reads whole sets.
     pub fn read_whole(&mut self, sets: &[(usize, Hop, &[u8])]) -> Result<Vec<Stored>> {
         let asks: Vec<_> = sets
             .iter()
@@ -221,20 +236,23 @@ impl RedisLinks {
         Ok(self
             .read(&asks)?
             .into_iter()
-            .map(|read| read.set.unwrap_or_default())
+            .map(|read| match read {
+                Read::Whole(set) => set,
+                Read::Version(_) => Stored::default(),
+            })
             .collect())
     }
 
-    /// Adds entries, trims below each set's horizon, counts the write in its version and
-    /// renews the TTLs: up to six commands per set, one pipeline per node; returns each
-    /// set's new version. (One Lua script per set instead took longer on the server, by
-    /// `INFO commandstats`: 28 µs per call against about 12 µs for the six commands.) Each command may be
-    /// resent safely after a lost reply: members are distinct per event (writer and
-    /// sequence), the mark only rises, trimming is idempotent, and a resent `INCR` makes the
-    /// version jump, which only makes readers read the set again. Of relations with
-    /// the same sets only the first writes (the others' versions come back as `None`).
+    /// Adds entries (and `v` at version 0 if the set is new: `ZADD NX`, since every entry
+    /// is new too), counts the write in the version (`ZINCRBY -1 v`) and renews the TTL,
+    /// after a trim when asked (`ZADD GT` of the mark, then `ZREMRANGEBYSCORE` below it):
+    /// three or five commands per set, one pipeline per node. Returns each set's new version.
+    /// Each command may be resent after a lost reply: members are distinct per event (writer
+    /// and sequence), the mark only rises, trimming is idempotent, and a version that jumps
+    /// only makes readers read the set again. Of relations with the same sets only the first
+    /// writes (the others' versions come back as `None`).
     pub fn append(&mut self, appends: &[Append<'_>]) -> Result<Vec<Option<u64>>> {
-        let mut requests = Vec::with_capacity(appends.len() * 6);
+        let mut requests = Vec::with_capacity(appends.len() * 3);
         let mut versions = Vec::with_capacity(appends.len());
         for a in appends {
             if self.owner(a.relation) != a.relation {
@@ -243,18 +261,17 @@ impl RedisLinks {
             }
             let name = self.name(a.relation, a.hop, a.key);
             let slot = slot_of(&name);
-            let ttl_ms = self.relations[a.relation].ttl_ms;
-            if a.horizon > i64::MIN {
+            if let Some(horizon) = a.trim.filter(|&h| h > TRIM_FROM) {
                 // The mark first: a reader never sees entries gone without a mark that says so.
                 let mut mark = redis::cmd("ZADD");
-                mark.arg(&name).arg("GT").arg(a.horizon).arg("h");
+                mark.arg(&name).arg("GT").arg(horizon).arg("h");
                 let mut trim = redis::cmd("ZREMRANGEBYSCORE");
-                trim.arg(&name).arg("-inf").arg(format!("({}", a.horizon));
+                trim.arg(&name).arg(TRIM_FROM).arg(format!("({horizon}"));
                 requests.push(Request { slot, cmd: mark });
                 requests.push(Request { slot, cmd: trim });
             }
             let mut add = redis::cmd("ZADD");
-            add.arg(&name);
+            add.arg(&name).arg("NX");
             for &(ts, value) in &a.entries {
                 let mut member = Vec::with_capacity(25 + value.len());
                 member.push(b'e');
@@ -265,85 +282,91 @@ impl RedisLinks {
                 self.seq += 1;
                 add.arg(ts).arg(member);
             }
+            add.arg(VERSION_ZERO).arg("v");
             requests.push(Request { slot, cmd: add });
             // The version after the entries: a reader that sees the new version sees them.
-            let version = version_name(&name);
-            let mut incr = redis::cmd("INCR");
-            incr.arg(&version);
+            let mut incr = redis::cmd("ZINCRBY");
+            incr.arg(&name).arg(-1).arg("v");
             versions.push(Some(requests.len()));
             requests.push(Request { slot, cmd: incr });
-            for key in [&name, &version] {
-                let mut expire = redis::cmd("PEXPIRE");
-                expire.arg(key).arg(ttl_ms);
-                requests.push(Request { slot, cmd: expire });
-            }
+            let mut expire = redis::cmd("PEXPIRE");
+            expire.arg(&name).arg(self.relations[a.relation].ttl_ms);
+            requests.push(Request { slot, cmd: expire });
         }
         let replies = self.cluster.exec(&requests)?;
         versions
             .into_iter()
             .map(|at| match at {
                 None => Ok(None),
-                Some(i) => decode_version(replies[i].clone()),
+                Some(i) => match decode_score(replies[i].clone())? {
+                    Some(score) => version_of(score).map(Some),
+                    None => Err(bad_set("no version after a write")),
+                },
             })
             .collect()
     }
 }
 
-/// The name of a set's version counter: the set's name and `:v` (same hash tag, same slot).
-fn version_name(name: &[u8]) -> Vec<u8> {
-    let mut out = name.to_vec();
-    out.extend_from_slice(b":v");
-    out
+/// The error of a set that does not read as one.
+fn bad_set(why: &str) -> Error {
+    Error::Backend {
+        backend: "redis",
+        message: format!("a relation feature's link set: {why}"),
+    }
 }
 
-/// A `GET` or `INCR` reply as a version (`None`: the counter does not exist).
-fn decode_version(reply: Value) -> Result<Option<u64>> {
-    let bad = || Error::Backend {
-        backend: "redis",
-        message: "a relation feature's link set has a version that is not a number".into(),
-    };
+/// A score reply (`ZSCORE`, `ZINCRBY`, or a score in `ZRANGE … WITHSCORES`).
+fn decode_score(reply: Value) -> Result<Option<f64>> {
     match reply {
         Value::Nil => Ok(None),
-        Value::Int(i) => u64::try_from(i).map(Some).map_err(|_| bad()),
+        Value::Double(d) => Ok(Some(d)),
+        Value::Int(i) => Ok(Some(i as f64)),
         Value::BulkString(b) => String::from_utf8_lossy(&b)
             .parse()
             .map(Some)
-            .map_err(|_| bad()),
-        _ => Err(bad()),
+            .map_err(|_| bad_set("a score that is not a number")),
+        _ => Err(bad_set("a score that is not a number")),
     }
+}
+
+/// The version that the score of member `v` stands for.
+fn version_of(score: f64) -> Result<u64> {
+    let n = VERSION_ZERO as f64 - score;
+    if n < 0.0 || n.fract() != 0.0 || n > 1e15 {
+        return Err(bad_set("a version out of range"));
+    }
+    Ok(n as u64)
 }
 
 /// A `ZRANGE … WITHSCORES` reply as a [`Stored`] set.
 fn decode_set(reply: Value) -> Result<Stored> {
-    let bad = |why: &str| Error::Backend {
-        backend: "redis",
-        message: format!("a relation feature's link set: {why}"),
-    };
     let items = match reply {
         Value::Array(items) => items,
         Value::Nil => Vec::new(),
-        _ => return Err(bad("not an array")),
+        _ => return Err(bad_set("not an array")),
     };
     let mut stored = Stored::default();
     let mut items = items.into_iter();
     while let (Some(member), Some(score)) = (items.next(), items.next()) {
         let Value::BulkString(member) = member else {
-            return Err(bad("a member that is not a string"));
+            return Err(bad_set("a member that is not a string"));
         };
-        if member == b"h" {
-            let score = match score {
-                Value::BulkString(s) => String::from_utf8_lossy(&s).parse::<f64>().ok(),
-                Value::Double(d) => Some(d),
-                _ => None,
-            };
-            stored.trimmed = Some(score.ok_or_else(|| bad("a mark without a score"))? as i64);
-            continue;
+        match &member[..] {
+            b"h" | b"v" => {
+                let score =
+                    decode_score(score)?.ok_or_else(|| bad_set("a mark without a score"))?;
+                if member == b"h" {
+                    stored.trimmed = Some(score as i64);
+                } else {
+                    stored.version = Some(version_of(score)?);
+                }
+            }
+            [b'e', ..] if member.len() >= 25 => {
+                let ts = i64::from_le_bytes(member[1..9].try_into().expect("8 bytes"));
+                stored.entries.push((ts, member[25..].to_vec()));
+            }
+            _ => return Err(bad_set("a member of another layout")),
         }
-        if member.len() < 25 || member[0] != b'e' {
-            return Err(bad("a member of another layout"));
-        }
-        let ts = i64::from_le_bytes(member[1..9].try_into().expect("8 bytes"));
-        stored.entries.push((ts, member[25..].to_vec()));
     }
     Ok(stored)
 }
