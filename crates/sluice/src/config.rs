@@ -1730,6 +1730,20 @@ mod tests {
     }
 
     #[test]
+    fn relation_features_from_kafka_need_redis_state() {
+        let text = "[source]\nkind = \"kafka\"\nbrokers = [\"b:9092\"]\ntopic = \"t\"\n\
+                    [[feature]]\nname = \"r\"\nagg = \"linked_count\"\nby = \"u\"\nvia = \"d\"\n\
+                    window = \"1d\"\n";
+        let e = err(text);
+        assert!(
+            e.contains("p.toml:2:8: feature `r` is a relation feature: with a Kafka source it needs [state] backend = \"redis\""),
+            "{e}"
+        );
+        let shared = format!("{text}[state]\nbackend = \"redis\"\nurls = [\"redis://h:7000\"]\n");
+        assert!(parse(Path::new("p.toml"), &shared).is_ok());
+    }
+
+    #[test]
     fn approximate_relations_take_a_granularity() {
         use sluice_core::relation::LinkAgg;
         let relation = |agg: &str, more: &str| {

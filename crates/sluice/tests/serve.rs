@@ -473,8 +473,9 @@ fn filters_and_derived_features_are_served_like_the_golden_runs() {
                 assert_eq!(f["users_linked_by_device_1m"], 2, "{f}");
                 assert_eq!(f["events_linked_by_device_1m"], 3, "{f}");
                 assert_eq!(f["user_devices_1m"], serde_json::json!(["d1"]), "{f}");
+                assert_eq!(f["users_linked_by_device_1m_approx"], 2, "{f}");
                 let names: Vec<&String> = f.as_object().expect("object").keys().collect();
-                assert_eq!(names.len(), 3, "{f}");
+                assert_eq!(names.len(), 4, "{f}");
                 let q = http.get("/v1/features?user_id=u1&at=70005");
                 let q: serde_json::Value = serde_json::from_slice(&q.body).expect("json");
                 let f = &q["keys"][0]["features"];
