@@ -72,6 +72,79 @@ pub enum QueryError {
     },
 }
 
+/// Which key group a record is routed by in a serving cluster: that of its first entity key
+/// (in the order of the pipeline's key specs; the global key only when the pipeline has no
+/// other), so that the member owning that group computes the record.
+#[derive(Debug)]
+pub struct RouteKeys {
+    extractor: Extractor,
+    scratch: ParseScratch,
+    /// Key specs in the order they are tried.
+    order: Vec<usize>,
+    /// Each key spec's `by` fields.
+    by: Vec<Vec<String>>,
+}
+
+impl RouteKeys {
+    /// The router of `plan`'s records.
+    pub fn new(plan: &Plan, time_field: &str, time_format: TimeFormat) -> Self {
+        let mut order: Vec<usize> = (0..plan.keys.len()).collect();
+        order.sort_by_key(|&k| plan.keys[k].by.is_empty());
+        RouteKeys {
+            extractor: Extractor::new(plan, time_field, time_format),
+            scratch: ParseScratch::default(),
+            order,
+            by: plan.keys.iter().map(|k| k.by.clone()).collect(),
+        }
+    }
+
+    /// The key group a feature query for `given` is routed by: that of the first key spec
+    /// (in the same order) whose `by` fields are all given; `None` if none is.
+    pub fn query_group(&self, given: &[(String, KeyValue)]) -> Option<u32> {
+        let mut key = Vec::new();
+        self.order.iter().find_map(|&k| {
+            let by = &self.by[k];
+            if by.is_empty() != given.is_empty() {
+                return None;
+            }
+            key.clear();
+            let mut enc = KeyEncoder::new(&mut key);
+            for field in by {
+                match given.iter().find(|(name, _)| name == field)? {
+                    (_, KeyValue::Str(s)) => enc.str(s),
+                    (_, KeyValue::Num(n)) => enc.num(*n),
+                    (_, KeyValue::Bool(b)) => enc.bool(*b),
+                }
+            }
+            Some(sluice_core::group_of(sluice_core::key_hash(&key)))
+        })
+    }
+
+    /// The key group of each record of `lines` (JSONL, one record per line); `None` for a
+    /// record without a key (or one that will be a dead letter): it is computed where it
+    /// arrives.
+    pub fn groups(&mut self, lines: &[u8]) -> Vec<Option<u32>> {
+        let raw = RawBatch::Lines {
+            data: lines.to_vec(),
+            first_line: 1,
+        };
+        let parsed = self.extractor.parse_batch(0, raw, &mut self.scratch);
+        let n_keys = parsed.keys.len() / parsed.events.len().max(1);
+        (0..parsed.events.len())
+            .map(|i| {
+                if parsed.events[i].rejection.is_some() {
+                    return None;
+                }
+                self.order
+                    .iter()
+                    .map(|&k| &parsed.keys[i * n_keys + k])
+                    .find(|key| key.present)
+                    .map(|key| sluice_core::group_of(key.hash))
+            })
+            .collect()
+    }
+}
+
 /// The serving engine: one logical shard over the configured state backend.
 #[derive(Debug)]
 pub struct ServeEngine {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, Request, State};
+use axum::extract::{Query, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use sluice_engine::serve::KeyValue;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
+use crate::cluster::{Node, FORWARDED};
 use crate::engine::{Core, Reply};
 use crate::metrics::{self as m, Metrics, Route, SharedRegistry};
 
@@ -42,18 +43,22 @@ pub struct AppState {
     pub token: Option<String>,
     /// Largest request body.
     pub max_body: usize,
+    /// This member of a serving cluster, if `[cluster]` is set.
+    pub cluster: Option<Arc<Node>>,
 }
 
 type Shared = State<Arc<AppState>>;
 
 const EVENTS: &str = "/v1/events";
 const FEATURES: &str = "/v1/features";
+const CLUSTER: &str = "/v1/cluster";
 
 /// The routes, every request counted and timed by [`track`].
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(EVENTS, post(events))
         .route(FEATURES, get(features))
+        .route(CLUSTER, get(cluster))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -68,6 +73,7 @@ async fn track(State(state): Shared, request: Request, next: Next) -> Response {
     let route = match request.uri().path() {
         EVENTS => Route::Events,
         FEATURES => Route::Features,
+        CLUSTER => Route::Other,
         _ => Route::Other,
     };
     let started = Instant::now();
@@ -220,10 +226,164 @@ async fn events(State(state): Shared, headers: HeaderMap, body: Body) -> Respons
             body: b"[]".to_vec(),
         });
     }
+    if let Some(node) = state
+        .cluster
+        .as_ref()
+        .filter(|_| !headers.contains_key(FORWARDED))
+    {
+        let owners = node.route(&lines);
+        if owners.iter().any(Option::is_some) {
+            return routed_events(&state, node, permit, lines, owners, array).await;
+        }
+    }
     on_engine(&state, permit, move |core, metrics| {
         core.events(lines, records, array, metrics)
     })
     .await
+}
+
+/// The records of a request some of which other members own: each run of consecutive
+/// records with one owner is computed by it (here, or forwarded), one run after the other,
+/// so that every record sees those before it as on one server; the answers are merged in
+/// order. A member that cannot be reached (nothing was sent) leaves its run to this one: the
+/// state is Redis's, whose per-key compare-and-set keeps the result exact. One that does not
+/// answer in time fails the request with 503, since it may have applied its run.
+async fn routed_events(
+    state: &Arc<AppState>,
+    node: &Arc<Node>,
+    permit: OwnedSemaphorePermit,
+    lines: Vec<u8>,
+    owners: Vec<Option<String>>,
+    array: bool,
+) -> Response {
+    let records: Vec<&[u8]> = lines.split(|&b| b == b'\n').take(owners.len()).collect();
+    let mut items: Vec<Vec<u8>> = Vec::with_capacity(records.len());
+    let mut start = 0;
+    let permit = Arc::new(permit);
+    while start < records.len() {
+        let owner = owners[start].clone();
+        let end = (start..records.len())
+            .find(|&i| owners[i] != owner)
+            .unwrap_or(records.len());
+        let run = &records[start..end];
+        let mut answer = None;
+        if let Some(address) = &owner {
+            let mut body = b"[".to_vec();
+            body.extend_from_slice(&run.join(&b","[..]));
+            body.push(b']');
+            match node
+                .forward(
+                    address,
+                    hyper::Method::POST,
+                    EVENTS,
+                    body,
+                    state.token.as_deref(),
+                )
+                .await
+            {
+                Ok((200, body)) => answer = Some(body),
+                Ok((status, body)) => {
+                    return json(Reply { status, body });
+                }
+                Err(true) => {
+                    tracing::warn!(
+                        "cluster: {address} cannot be reached; computing its records here"
+                    );
+                }
+                Err(false) => {
+                    return json(Reply::error(
+                        503,
+                        "unavailable",
+                        &format!("member {address} did not answer in time; the request may be partly applied"),
+                    ));
+                }
+            }
+        }
+        let answer = match answer {
+            Some(answer) => answer,
+            None => {
+                let mut run_lines = run.join(&b"\n"[..]);
+                run_lines.push(b'\n');
+                let n = run.len();
+                let shared = Arc::clone(state);
+                let held = Arc::clone(&permit);
+                let local = on_engine_reply(&shared, move |core, metrics| {
+                    let _held = held;
+                    core.events(run_lines, n, true, metrics)
+                })
+                .await;
+                if local.status != 200 {
+                    return json(local);
+                }
+                local.body
+            }
+        };
+        match serde_json::from_slice::<Vec<&RawValue>>(&answer) {
+            Ok(got) if got.len() == run.len() => {
+                items.extend(got.iter().map(|item| item.get().as_bytes().to_vec()));
+            }
+            _ => {
+                return json(Reply::error(
+                    500,
+                    "internal",
+                    "a member's answer does not match the records it was sent",
+                ))
+            }
+        }
+        start = end;
+    }
+    if !array {
+        let item = items.pop().unwrap_or_default();
+        // Dead letters start with their reason (see `write_dead_letter`).
+        let status = if item.starts_with(b"{\"reason\"") {
+            400
+        } else {
+            200
+        };
+        return json(Reply { status, body: item });
+    }
+    let mut body = b"[".to_vec();
+    body.extend_from_slice(&items.join(&b","[..]));
+    body.push(b']');
+    json(Reply { status: 200, body })
+}
+
+/// Runs `work` on the engine as [`on_engine`] does, without a permit of its own, and returns
+/// its reply.
+async fn on_engine_reply(
+    state: &Arc<AppState>,
+    work: impl FnOnce(&mut Core, &Metrics) -> Reply + Send + 'static,
+) -> Reply {
+    if state.remote {
+        let state = Arc::clone(state);
+        let run = tokio::task::spawn_blocking(move || {
+            let mut core = state.core.blocking_lock();
+            work(&mut core, &state.metrics)
+        });
+        run.await
+            .unwrap_or_else(|_| Reply::error(500, "internal", "the engine failed (a panic)"))
+    } else {
+        let mut core = state.core.lock().await;
+        work(&mut core, &state.metrics)
+    }
+}
+
+/// `GET /v1/cluster`: this member and every live one (404 without `[cluster]`).
+async fn cluster(State(state): Shared, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    match &state.cluster {
+        Some(node) => json(Reply {
+            status: 200,
+            body: node.describe(),
+        }),
+        None => json(Reply::error(
+            404,
+            "not_found",
+            "this server is not a cluster member (no [cluster] section)",
+        )),
+    }
 }
 
 /// Whether `error`, or an error in its source chain, is the body limit's [`LengthLimitError`]
@@ -273,6 +433,7 @@ fn split_records(body: &[u8]) -> Result<(Vec<u8>, usize, bool), Reply> {
 async fn features(
     State(state): Shared,
     headers: HeaderMap,
+    RawQuery(raw_query): RawQuery,
     query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(permit) = Arc::clone(&state.permits).try_acquire_owned() else {
@@ -314,6 +475,25 @@ async fn features(
                     "wrong_type",
                     &format!("`{name}` must be a string, a number or a boolean, got `{value}`"),
                 ))
+            }
+        }
+    }
+    if let Some(node) = state
+        .cluster
+        .as_ref()
+        .filter(|_| !headers.contains_key(FORWARDED))
+    {
+        if let Some(address) = node.route_query(&given) {
+            let path = format!("{FEATURES}?{}", raw_query.as_deref().unwrap_or(""));
+            let token = state.token.as_deref();
+            match node
+                .forward(&address, hyper::Method::GET, &path, Vec::new(), token)
+                .await
+            {
+                Ok((status, body)) => return json(Reply { status, body }),
+                Err(_) => {
+                    tracing::warn!("cluster: {address} did not answer a query; answering here");
+                }
             }
         }
     }

@@ -13,6 +13,7 @@
 //! progress at once; beyond that a request gets 503 at once, so memory stays bounded under
 //! overload. See `docs/serve.md`.
 
+pub mod cluster;
 mod engine;
 mod http;
 pub mod metrics;
@@ -42,6 +43,20 @@ pub struct ServeConfig {
     pub max_body: usize,
     /// Requests that may wait for the engine; beyond, 503 at once.
     pub queue: usize,
+    /// `[cluster]`: membership of a serving cluster, if set.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]` of a pipeline file: `sluice serve` as one member of a serving cluster whose
+/// state and membership live in the pipeline's Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Members with the same name (and Redis namespace) form one cluster.
+    pub name: String,
+    /// How often a member renews its heartbeat.
+    pub heartbeat: std::time::Duration,
+    /// How long a member without a new heartbeat stays a member.
+    pub ttl: std::time::Duration,
 }
 
 impl Default for ServeConfig {
@@ -53,6 +68,7 @@ impl Default for ServeConfig {
             token: None,
             max_body: 1 << 20,
             queue: 1024,
+            cluster: None,
         }
     }
 }
@@ -126,6 +142,7 @@ impl Server {
             registry: Arc::clone(&registry),
             token: config.token.clone(),
             max_body: config.max_body,
+            cluster: None,
         });
         Server {
             state,
@@ -133,6 +150,45 @@ impl Server {
             metrics,
             registry,
         }
+    }
+
+    /// The same server as member `node` of a serving cluster: requests are routed to the
+    /// owners of their keys, `GET /v1/cluster` describes the membership, and the cluster's
+    /// metrics are served. Call before [`Server::serve`] (or [`Server::router`]).
+    pub fn with_cluster(mut self, node: Arc<cluster::Node>) -> Server {
+        {
+            let mut registry = self
+                .registry
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let m = &node.metrics;
+            registry.register(
+                "sluice_cluster_forwarded",
+                "Requests or parts of one sent to the member owning their keys",
+                m.forwarded.clone(),
+            );
+            registry.register(
+                "sluice_cluster_forward_failures",
+                "Forwarded requests whose member could not be reached or did not answer",
+                m.forward_failures.clone(),
+            );
+            registry.register(
+                "sluice_cluster_membership_changes",
+                "Changes of the set of live members seen",
+                m.changes.clone(),
+            );
+            registry.register("sluice_cluster_members", "Live members", m.members.clone());
+            registry.register(
+                "sluice_cluster_groups",
+                "Key groups this member owns",
+                m.groups.clone(),
+            );
+        }
+        match Arc::get_mut(&mut self.state) {
+            Some(state) => state.cluster = Some(node),
+            None => panic!("Server::with_cluster after the server's routes were taken"),
+        }
+        self
     }
 
     /// The registry `GET /metrics` renders, for other components to register their metrics
@@ -160,6 +216,16 @@ impl Server {
                 tracing::debug!("cannot set TCP_NODELAY: {e}");
             }
         });
+        // A member leaves the cluster as soon as it is asked to stop, so that the others
+        // take its groups while it finishes the requests in flight.
+        let node = self.state.cluster.clone();
+        let shutdown = async move {
+            shutdown.await;
+            if let Some(node) = node {
+                // Leaving waits for the heartbeat thread: not on the runtime's threads.
+                let _ = tokio::task::spawn_blocking(move || node.leave()).await;
+            }
+        };
         let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::de::{DeserializeOwned, Deserializer, Error as _};
 use serde::Deserialize;
@@ -17,7 +18,7 @@ use sluice_engine::checkpoint::CheckpointConfig;
 use sluice_engine::state::redis::{ClusterOptions, RedisOptions};
 use sluice_engine::state::EmbeddedOptions;
 use sluice_engine::{InputFormat, StateConfig, TimeFormat};
-pub use sluice_serve::ServeConfig;
+pub use sluice_serve::{ClusterConfig, ServeConfig};
 use toml::Spanned;
 
 /// Default lateness: how far behind the newest event time an event may arrive and still be
@@ -219,8 +220,21 @@ struct PipelineFile {
     checkpoint: Option<CheckpointSection>,
     engine: Option<EngineSection>,
     serve: Option<ServeSection>,
+    cluster: Option<ClusterSection>,
     #[serde(default)]
     feature: Vec<FeatureSection>,
+}
+
+/// `[cluster]`: `sluice serve` as a member of a serving cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterSection {
+    /// Members with the same name (and Redis namespace) form one cluster.
+    name: Option<Spanned<String>>,
+    /// How often a member renews its heartbeat. Default `1s`.
+    heartbeat: Option<Spanned<String>>,
+    /// How long a member without a heartbeat stays a member. Default `5s`.
+    ttl: Option<Spanned<String>>,
 }
 
 /// A setting that takes one of a few names: an enum whose derived `Deserialize` (with
@@ -695,7 +709,10 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
         Some(c) => Some(checkpoint_config(&src, c, &state, format, &resolve)?),
     };
 
-    let serve = serve_config(&src, file.serve.as_ref())?;
+    let mut serve = serve_config(&src, file.serve.as_ref())?;
+    if let Some(c) = &file.cluster {
+        serve.cluster = Some(cluster_config(&src, c, &state, file.state.as_ref())?);
+    }
     let (dead_letters, dead_letter_topic) = match &file.dead_letters {
         None => (None, None),
         Some(d) => dead_letters_config(&src, d, &resolve)?,
@@ -1300,6 +1317,64 @@ fn serve_config(src: &Source<'_>, s: Option<&ServeSection>) -> Result<ServeConfi
         token,
         max_body,
         queue,
+        cluster: None,
+    })
+}
+
+/// The `[cluster]` section: a name, and Redis state (which holds the membership).
+fn cluster_config(
+    src: &Source<'_>,
+    c: &ClusterSection,
+    state: &StateConfig,
+    state_section: Option<&StateSection>,
+) -> Result<ClusterConfig, ConfigError> {
+    let name = match &c.name {
+        Some(n) if !n.get_ref().trim().is_empty() && !n.get_ref().contains(['{', '}']) => {
+            n.get_ref().clone()
+        }
+        Some(n) => {
+            return Err(src.error(
+                Some(n.span()),
+                "a cluster name must be a non-empty string without `{` or `}`",
+            ))
+        }
+        None => {
+            return Err(src.error(
+                None,
+                "[cluster] needs a `name`: members with the same name form one cluster",
+            ))
+        }
+    };
+    if !matches!(state, StateConfig::Redis(_)) {
+        let span = state_section
+            .and_then(|s| s.backend.as_ref())
+            .map(Spanned::span);
+        return Err(src.error(
+            span,
+            "[cluster] needs [state] backend = \"redis\": the Redis Cluster holds the state \
+             and the membership of a serving cluster",
+        ));
+    }
+    let millis = |d: &Option<Spanned<String>>, default: u64| -> Result<Duration, ConfigError> {
+        match d {
+            None => Ok(Duration::from_millis(default)),
+            Some(d) => Ok(Duration::from_millis(src.duration(d)?.max(1) as u64)),
+        }
+    };
+    let heartbeat = millis(&c.heartbeat, 1000)?;
+    let ttl = millis(&c.ttl, 5000)?;
+    if ttl < heartbeat * 2 {
+        let span = c.ttl.as_ref().or(c.heartbeat.as_ref()).map(Spanned::span);
+        return Err(src.error(
+            span,
+            "the cluster `ttl` must be at least twice the `heartbeat`, or members drop out \
+             between two heartbeats",
+        ));
+    }
+    Ok(ClusterConfig {
+        name,
+        heartbeat,
+        ttl,
     })
 }
 

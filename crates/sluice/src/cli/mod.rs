@@ -179,6 +179,10 @@ struct ServeArgs {
     /// rejected records are answered with their reason and counted).
     #[arg(long)]
     dead_letters: Option<PathBuf>,
+    /// With `[cluster]`: the address other members reach this one at (`host:port`; default:
+    /// the address it listens on).
+    #[arg(long)]
+    advertise: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -232,6 +236,7 @@ pub fn main() -> ExitCode {
             pipeline: args.pipeline,
             listen: args.listen,
             dead_letters: args.dead_letters,
+            advertise: args.advertise,
         }),
         Command::Check { pipeline } => check(&pipeline),
         Command::Gen(args) => generate(args),

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use sluice::StateConfig;
+use sluice_engine::serve::RouteKeys;
+use sluice_serve::cluster::Node;
 use sluice_serve::TOKEN_ENV;
 
 /// What `sluice serve` was asked to do.
@@ -17,6 +20,9 @@ pub struct ServeOptions {
     /// Dead-letter file (over `[dead_letters] path`); default: none, the client gets the
     /// reason in the response.
     pub dead_letters: Option<PathBuf>,
+    /// With `[cluster]`: the address other members reach this one at (default: the address
+    /// it listens on).
+    pub advertise: Option<String>,
 }
 
 /// Runs the server until SIGTERM or ctrl-c; requests in flight finish first.
@@ -71,6 +77,22 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
+        let server = match (&config.cluster, &pipeline.config().state) {
+            (Some(cluster), StateConfig::Redis(redis)) => {
+                let c = pipeline.config();
+                let me = opts.advertise.clone().unwrap_or_else(|| addr.to_string());
+                let routes = RouteKeys::new(&c.plan, &c.time_field, c.time_format);
+                let node = tokio::task::block_in_place(|| Node::join(cluster, me.clone(), redis, routes))
+                    .with_context(|| format!("cannot join cluster `{}`", cluster.name))?;
+                eprintln!(
+                    "sluice: member {me} of cluster `{}` ({} members)",
+                    cluster.name,
+                    node.view().members.len()
+                );
+                server.with_cluster(node)
+            }
+            _ => server,
+        };
         eprintln!(
             "sluice: serving {} on http://{addr} (POST /v1/events, GET /v1/features, /healthz, /metrics)",
             opts.pipeline.display()
