@@ -8,7 +8,7 @@ use std::io::Write;
 
 use sluice_core::FeatureValue;
 use sluice_engine::codec::{escape_json_str, write_canonical, write_computed, write_exact};
-use sluice_engine::serve::{KeyFeatures, KeyValue, QueryError, ServeEngine, Written};
+use sluice_engine::serve::{KeyFeatures, KeyValue, Processed, QueryError, ServeEngine, Written};
 
 use crate::metrics::Metrics;
 
@@ -53,16 +53,22 @@ impl Core {
         array: bool,
         metrics: &Metrics,
     ) -> Reply {
-        let reply = process(
-            &mut self.engine,
+        let request = Records {
             lines,
             records,
             array,
-            metrics,
-            &mut self.dead_letters,
-        );
+        };
+        self.events_of(vec![request], metrics)
+            .pop()
+            .unwrap_or_else(|| Reply::error(500, "internal", "no answer"))
+    }
+
+    /// Enriches and adds the records of several requests as one batch, in order, and answers
+    /// each (see [`Core::events`]).
+    pub fn events_of(&mut self, requests: Vec<Records>, metrics: &Metrics) -> Vec<Reply> {
+        let replies = process(&mut self.engine, requests, metrics, &mut self.dead_letters);
         metrics.keys.set(self.engine.live_keys() as u64);
-        reply
+        replies
     }
 
     /// Answers a feature query.
@@ -80,15 +86,42 @@ impl Core {
     }
 }
 
-/// Processes the records of one request and answers it.
+/// One request's records: JSONL, how many, and whether the client sent an array.
+#[derive(Debug)]
+pub struct Records {
+    /// One record per line.
+    pub lines: Vec<u8>,
+    /// The number of records.
+    pub records: usize,
+    /// Whether the answer is an array.
+    pub array: bool,
+}
+
+/// Processes the records of several requests as one batch of the engine (one flush to a
+/// remote state: one pipelined round trip per node for all of them) and answers each.
 fn process(
     engine: &mut ServeEngine,
-    lines: Vec<u8>,
-    records: usize,
-    array: bool,
+    requests: Vec<Records>,
     metrics: &Metrics,
     dead_letters: &mut Option<Box<dyn Write + Send>>,
-) -> Reply {
+) -> Vec<Reply> {
+    let records: usize = requests.iter().map(|r| r.records).sum();
+    let mut lines = Vec::with_capacity(requests.iter().map(|r| r.lines.len() + 1).sum());
+    for r in &requests {
+        lines.extend_from_slice(&r.lines);
+        if lines.last().is_some_and(|&b| b != b'\n') {
+            lines.push(b'\n');
+        }
+    }
+    let all = |reply: Reply| {
+        requests
+            .iter()
+            .map(|_| Reply {
+                status: reply.status,
+                body: reply.body.clone(),
+            })
+            .collect()
+    };
     let processed = match engine.process(lines) {
         Ok(p) if p.outcomes.len() == records => p,
         Ok(p) => {
@@ -97,14 +130,14 @@ fn process(
                 p.outcomes.len()
             );
             tracing::error!("{message}");
-            return Reply::error(500, "internal", &message);
+            return all(Reply::error(500, "internal", &message));
         }
         Err(e) => {
-            // The state backend failed (a remote store down, a disk error): nothing of this
-            // request is acknowledged, and the server goes on.
+            // The state backend failed (a remote store down, a disk error): nothing of these
+            // requests is acknowledged, and the server goes on.
             let message = format!("the state backend failed: {e}");
             tracing::error!("{message}");
-            return Reply::error(503, "unavailable", &message);
+            return all(Reply::error(503, "unavailable", &message));
         }
     };
     metrics.batches.inc();
@@ -116,13 +149,34 @@ fn process(
             }
         }
     }
+    let mut outcomes = processed.outcomes.iter();
+    requests
+        .iter()
+        .map(|r| {
+            answer(
+                &processed,
+                outcomes.by_ref().take(r.records),
+                r.array,
+                metrics,
+            )
+        })
+        .collect()
+}
+
+/// The answer to one request from its records' `outcomes` in `processed`.
+fn answer<'a>(
+    processed: &Processed,
+    outcomes: impl Iterator<Item = &'a Written>,
+    array: bool,
+    metrics: &Metrics,
+) -> Reply {
     let (mut events, mut dead, mut late) = (0u64, 0u64, 0u64);
-    let mut body = Vec::with_capacity(processed.events.len() + processed.dead.len() + 2);
+    let mut body = Vec::new();
     let mut status = 200;
     if array {
         body.push(b'[');
     }
-    for (i, w) in processed.outcomes.iter().enumerate() {
+    for (i, w) in outcomes.enumerate() {
         let (bytes, r) = match w {
             Written::Event(r) => {
                 events += 1;

@@ -16,8 +16,9 @@ use serde_json::value::RawValue;
 use sluice_engine::serve::KeyValue;
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
+use crate::batcher::Batcher;
 use crate::cluster::{Node, FORWARDED};
-use crate::engine::{Core, Reply};
+use crate::engine::{Core, Records, Reply};
 use crate::metrics::{self as m, Metrics, Route, SharedRegistry};
 
 /// The largest `at` (in absolute value) a feature query accepts, in epoch milliseconds.
@@ -32,9 +33,6 @@ pub struct AppState {
     pub permits: Arc<Semaphore>,
     /// The number of permits.
     pub capacity: usize,
-    /// Whether state may block (Redis: the network; embedded: the disk): the engine then runs
-    /// on a blocking thread.
-    pub remote: bool,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// The registry `/metrics` renders (the server's metrics and any other component's).
@@ -45,6 +43,8 @@ pub struct AppState {
     pub max_body: usize,
     /// This member of a serving cluster, if `[cluster]` is set.
     pub cluster: Option<Arc<Node>>,
+    /// With a remote state: the queue of the engine thread, which batches requests.
+    pub batcher: Option<Batcher>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -147,29 +147,15 @@ fn overloaded() -> Response {
     r
 }
 
-/// Runs `work` on the engine: here for memory state, on a blocking thread otherwise.
-/// The request's `permit` goes with the work: a blocking task outlives a client that hangs
-/// up, and must still count against `[serve] queue`.
+/// Runs `work` on the engine, in the handler's own task (memory state; a remote state goes
+/// through the [`Batcher`] instead).
 async fn on_engine(
     state: &Arc<AppState>,
-    permit: OwnedSemaphorePermit,
+    _permit: OwnedSemaphorePermit,
     work: impl FnOnce(&mut Core, &Metrics) -> Reply + Send + 'static,
 ) -> Response {
-    if state.remote {
-        let state = Arc::clone(state);
-        let run = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let mut core = state.core.blocking_lock();
-            work(&mut core, &state.metrics)
-        });
-        match run.await {
-            Ok(reply) => json(reply),
-            Err(_) => json(Reply::error(500, "internal", "the engine failed (a panic)")),
-        }
-    } else {
-        let mut core = state.core.lock().await;
-        json(work(&mut core, &state.metrics))
-    }
+    let mut core = state.core.lock().await;
+    json(work(&mut core, &state.metrics))
 }
 
 async fn events(State(state): Shared, headers: HeaderMap, body: Body) -> Response {
@@ -236,6 +222,14 @@ async fn events(State(state): Shared, headers: HeaderMap, body: Body) -> Respons
             return routed_events(&state, node, permit, lines, owners, array).await;
         }
     }
+    if let Some(batcher) = &state.batcher {
+        let request = Records {
+            lines,
+            records,
+            array,
+        };
+        return json(batcher.events(request, Some(permit)).await);
+    }
     on_engine(&state, permit, move |core, metrics| {
         core.events(lines, records, array, metrics)
     })
@@ -259,7 +253,7 @@ async fn routed_events(
     let records: Vec<&[u8]> = lines.split(|&b| b == b'\n').take(owners.len()).collect();
     let mut items: Vec<Vec<u8>> = Vec::with_capacity(records.len());
     let mut start = 0;
-    let permit = Arc::new(permit);
+    let _permit = permit;
     while start < records.len() {
         let owner = owners[start].clone();
         let end = (start..records.len())
@@ -305,13 +299,20 @@ async fn routed_events(
                 let mut run_lines = run.join(&b"\n"[..]);
                 run_lines.push(b'\n');
                 let n = run.len();
-                let shared = Arc::clone(state);
-                let held = Arc::clone(&permit);
-                let local = on_engine_reply(&shared, move |core, metrics| {
-                    let _held = held;
-                    core.events(run_lines, n, true, metrics)
-                })
-                .await;
+                let local = match &state.batcher {
+                    Some(batcher) => {
+                        let request = Records {
+                            lines: run_lines,
+                            records: n,
+                            array: true,
+                        };
+                        batcher.events(request, None).await
+                    }
+                    None => {
+                        let mut core = state.core.lock().await;
+                        core.events(run_lines, n, true, &state.metrics)
+                    }
+                };
                 if local.status != 200 {
                     return json(local);
                 }
@@ -346,26 +347,6 @@ async fn routed_events(
     body.extend_from_slice(&items.join(&b","[..]));
     body.push(b']');
     json(Reply { status: 200, body })
-}
-
-/// Runs `work` on the engine as [`on_engine`] does, without a permit of its own, and returns
-/// its reply.
-async fn on_engine_reply(
-    state: &Arc<AppState>,
-    work: impl FnOnce(&mut Core, &Metrics) -> Reply + Send + 'static,
-) -> Reply {
-    if state.remote {
-        let state = Arc::clone(state);
-        let run = tokio::task::spawn_blocking(move || {
-            let mut core = state.core.blocking_lock();
-            work(&mut core, &state.metrics)
-        });
-        run.await
-            .unwrap_or_else(|_| Reply::error(500, "internal", "the engine failed (a panic)"))
-    } else {
-        let mut core = state.core.lock().await;
-        work(&mut core, &state.metrics)
-    }
 }
 
 /// `GET /v1/cluster`: this member and every live one (404 without `[cluster]`).
@@ -496,6 +477,9 @@ async fn features(
                 }
             }
         }
+    }
+    if let Some(batcher) = &state.batcher {
+        return json(batcher.query(given, at, Some(permit)).await);
     }
     on_engine(&state, permit, move |core, _| core.query(&given, at)).await
 }

@@ -13,6 +13,7 @@
 //! progress at once; beyond that a request gets 503 at once, so memory stays bounded under
 //! overload. See `docs/serve.md`.
 
+mod batcher;
 pub mod cluster;
 mod engine;
 mod http;
@@ -96,7 +97,8 @@ pub struct Server {
 
 impl Server {
     /// A server for `engine`. `blocking`: the engine's state may block (Redis waits for the
-    /// network, the embedded store for the disk), so it runs on blocking threads.
+    /// network, the embedded store for the disk), so it runs on an engine thread of its own
+    /// that takes queued requests in batches (group commit, see `batcher.rs`).
     /// `dead_letters`: where rejected records are written, besides the answer.
     /// Its metrics go to a registry of its own (see [`Server::registry`]).
     pub fn new(
@@ -137,12 +139,13 @@ impl Server {
             core: Arc::clone(&core),
             permits: Arc::new(tokio::sync::Semaphore::new(config.queue)),
             capacity: config.queue,
-            remote: blocking,
             metrics: Arc::clone(&metrics),
             registry: Arc::clone(&registry),
             token: config.token.clone(),
             max_body: config.max_body,
             cluster: None,
+            batcher: blocking
+                .then(|| batcher::Batcher::start(Arc::clone(&core), Arc::clone(&metrics))),
         });
         Server {
             state,

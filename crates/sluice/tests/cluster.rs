@@ -130,3 +130,96 @@ fn three_members_answer_like_one_run() {
     assert!(answers[0].contains("\"features\""), "{}", answers[0]);
     assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
 }
+
+/// Concurrent clients of one member on Redis state: their requests queue for the engine
+/// thread, which commits them together (fewer engine batches than requests), and each
+/// client's answers equal one `sluice run` over its own events (its users are its own).
+#[test]
+fn concurrent_requests_share_round_trips() {
+    let Some(urls) = common::redis_urls() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    // The clients go through the day at their own pace: lateness is judged against the
+    // newest time of all of them.
+    let features = "[event]\ntime = \"ts\"\nlateness = \"2d\"\n\n[[feature]]\nname = \"amount_1h\"\nagg = \"sum\"\n\
+                    of = \"amount\"\nby = \"user_id\"\nwindow = \"1h\"\n\n[[feature]]\nname = \"txns_1d\"\n\
+                    agg = \"count\"\nby = \"user_id\"\nwindow = \"1d\"\n";
+    let local = dir.path().join("local.toml");
+    std::fs::write(&local, features).expect("pipeline");
+    let shared = dir.path().join("shared.toml");
+    let namespace = common::unique_namespace("batch");
+    std::fs::write(
+        &shared,
+        format!("{features}{}", common::redis_state(&urls, &namespace, "")),
+    )
+    .expect("pipeline");
+    let clients = 8;
+    let streams: Vec<Vec<String>> = (0..clients)
+        .map(|c| {
+            let path = dir.path().join(format!("c{c}.jsonl"));
+            let seed = (100 + c).to_string();
+            let lines = common::gen_lines(
+                &path,
+                &[
+                    "--events", "60", "--users", "5", "--days", "1", "--seed", &seed,
+                ],
+            );
+            // Each client's users are its own.
+            lines
+                .iter()
+                .map(|l| l.replace("\"user_id\":\"u", &format!("\"user_id\":\"c{c}u")))
+                .collect()
+        })
+        .collect();
+    let server = Server::start(&shared, &[], &[]);
+    let answers: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = streams
+            .iter()
+            .map(|lines| {
+                let server = &server;
+                scope.spawn(move || {
+                    let mut http = server.connect();
+                    lines
+                        .iter()
+                        .map(|l| http.post_events(l.as_bytes()))
+                        .map(|r| {
+                            assert_eq!(r.status, 200, "{}", r.text());
+                            r.text()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client"))
+            .collect()
+    });
+    for (c, lines) in streams.iter().enumerate() {
+        let input = dir.path().join(format!("c{c}-own.jsonl"));
+        std::fs::write(&input, lines.join("\n") + "\n").expect("input");
+        let (out, dead) = (dir.path().join("out"), dir.path().join("dead"));
+        let run = common::sluice_run(&local, &input, &out, &dead, 1)
+            .output()
+            .expect("run");
+        common::assert_success(&run);
+        assert_eq!(answers[c], common::lines(&out), "client {c}");
+    }
+    let metrics = server.connect().get("/metrics").text();
+    let count = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let (batches, events) = (
+        count("sluice_engine_batches_total "),
+        count("sluice_events_total "),
+    );
+    assert!(
+        batches < events,
+        "{batches} engine batches for {events} events"
+    );
+}
