@@ -154,6 +154,7 @@ fn in_process(plan: &Plan, keys: u64, dir: &Path) -> Result<()> {
                         floor: ts - plan.lateness_ms,
                         fields: f,
                         matched: 0,
+                        id: None,
                     }
                 })
                 .collect();

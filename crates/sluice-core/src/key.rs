@@ -17,6 +17,13 @@ pub fn key_hash(encoded_key: &[u8]) -> u64 {
     xxh3_64(encoded_key)
 }
 
+/// The token of an event id (`[event] id`), from its canonical bytes: the 128-bit xxh3
+/// hash, as two halves. Two ids share a token with probability 2^-128 per pair.
+pub fn id_token(canonical_id: &[u8]) -> (u64, u64) {
+    let h = xxhash_rust::xxh3::xxh3_128(canonical_id);
+    ((h >> 64) as u64, h as u64)
+}
+
 /// The key group of a key hash: `hash mod KEY_GROUPS`.
 #[inline]
 pub fn group_of(hash: u64) -> u32 {

@@ -55,7 +55,9 @@ pub use agg::Agg;
 pub use approx::ApproxSeries;
 pub use distinct::{DistinctScratch, DistinctSeries};
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use key::{group_of, key_group, key_hash, partition_group, shard_of, KeyEncoder, KEY_GROUPS};
+pub use key::{
+    group_of, id_token, key_group, key_hash, partition_group, shard_of, KeyEncoder, KEY_GROUPS,
+};
 pub use numeric::NumericSeries;
 pub use path::{FieldPath, PathError};
 pub use plan::{FeatureSpec, KeySpec, Plan, PlanError, SeriesKind, SeriesSpec, WindowSpec};

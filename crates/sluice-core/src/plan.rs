@@ -133,6 +133,9 @@ pub struct Plan {
     pub relations: Vec<crate::relation::Relation>,
     /// How far behind the newest event time an event may be and still be accepted.
     pub lateness_ms: i64,
+    /// The field holding each event's id (`[event] id`), an index into [`Plan::fields`]:
+    /// with shared state, an event whose id a key has already applied is not applied again.
+    pub id_field: Option<usize>,
 }
 
 /// A feature that cannot be planned. `feature` is its index and `field` the offending setting,
@@ -173,6 +176,7 @@ impl Plan {
             hidden: Vec::new(),
             relations: Vec::new(),
             lateness_ms: lateness_ms.max(0),
+            id_field: None,
         };
         let mut canonical = Vec::with_capacity(features.len());
         for (i, f) in features.iter().enumerate() {
@@ -335,6 +339,15 @@ impl Plan {
             }
         }
         format!("{:016x}", crate::key_hash(&out))
+    }
+
+    /// The same plan with each event's id in field `name` (`[event] id`), extracted as
+    /// canonical bytes.
+    pub fn with_event_id(mut self, name: &str) -> Self {
+        let field = self.field_index(name);
+        self.distinct_fields[field] = true;
+        self.id_field = Some(field);
+        self
     }
 
     pub(crate) fn field_index(&mut self, name: &str) -> usize {

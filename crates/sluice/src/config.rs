@@ -43,6 +43,9 @@ struct EventSection {
     /// Field holding the event type, for StreamFQL features (`fql`).
     #[serde(rename = "type")]
     event_type: Option<Spanned<String>>,
+    /// Field holding each event's id: with Redis state, an event a key has already applied
+    /// (a retry) is not applied again, and gets its first values.
+    id: Option<Spanned<String>>,
 }
 
 /// `[source]`.
@@ -722,7 +725,29 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
         None => None,
         Some(t) => Some(src.path(t.get_ref(), t.span())?),
     };
-    let (plan, fql_forms) = plan_config(&src, &file.feature, lateness_ms, type_field.as_deref())?;
+    let (mut plan, fql_forms) =
+        plan_config(&src, &file.feature, lateness_ms, type_field.as_deref())?;
+    if let Some(id) = event.and_then(|e| e.id.as_ref()) {
+        let field = src.path(id.get_ref(), id.span())?;
+        if !matches!(state, StateConfig::Redis(_)) {
+            return Err(src.error(
+                Some(id.span()),
+                "[event] id needs [state] backend = \"redis\": ids make retries against the \
+                 shared state apply once (with local state a run is exactly once through \
+                 [checkpoint])",
+            ));
+        }
+        if let Some(r) = plan.relations.first() {
+            return Err(src.error(
+                Some(id.span()),
+                format!(
+                    "[event] id is not supported with relation features yet (feature `{}`)",
+                    plan.features[r.feature].name
+                ),
+            ));
+        }
+        plan = plan.with_event_id(&field);
+    }
     if let Some(r) = plan.relations.first() {
         // A consumer group splits a topic's partitions among processes, and a relation
         // feature's links cross keys: they must be where every process reads them.
@@ -1617,16 +1642,23 @@ mod tests {
     }
 
     #[test]
-    fn event_id_is_an_unknown_field() {
+    fn an_event_id_needs_redis_state() {
+        let features = format!("{BASE}agg = \"count\"\nwindow = \"1d\"\n");
         let e = err(&format!(
-            "[event]\ntime = \"t\"\nid = \"txn_id\"\n{BASE}agg = \"count\"\nwindow = \"1d\"\n"
+            "[event]\ntime = \"t\"\nid = \"txn_id\"\n{features}"
         ));
         assert!(
-            e.starts_with(
-                "p.toml:3:1: unknown field `id`, expected one of `time`, `time_format`, `lateness`"
-            ),
+            e.starts_with("p.toml:3:6: [event] id needs [state] backend = \"redis\""),
             "{e}"
         );
+        let redis = "[state]\nbackend = \"redis\"\nurls = [\"redis://h:7000\"]\n";
+        let p = parse(
+            Path::new("p.toml"),
+            &format!("[event]\ntime = \"t\"\nid = \"txn.id\"\n{redis}{features}"),
+        )
+        .expect("valid");
+        let id = p.plan.id_field.expect("an id field");
+        assert_eq!(p.plan.fields[id], "txn.id");
     }
 
     #[test]

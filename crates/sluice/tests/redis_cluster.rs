@@ -583,3 +583,78 @@ fn an_event_older_than_the_shared_state_is_a_late_dead_letter() {
     assert_eq!(events.lines().count(), 1, "{events}");
     assert!(events.contains("\"n_1h\":2"), "{events}");
 }
+
+/// With `[event] id`, events that keys have already applied are not applied again and get
+/// their first values: a second run over the same input (each tenth event repeated at once,
+/// as a client retry would) writes the first run's output, repeats included, and the state
+/// afterwards is that of one pass (probes equal a memory run over the input once).
+#[test]
+fn event_ids_make_a_repeated_run_apply_nothing_twice() {
+    let Some(urls) = common::redis_urls() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = gen(dir.path(), 2000, 50);
+    let text = std::fs::read_to_string(&input).expect("input");
+    let repeated: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i % 10 == 3 {
+                format!("{l}\n{l}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let retried = dir.path().join("retried.jsonl");
+    std::fs::write(&retried, &repeated).expect("write");
+    let probe_input = dir.path().join("probes.jsonl");
+    std::fs::write(&probe_input, probes(&input)).expect("write");
+
+    let namespace = common::unique_namespace("ids");
+    let shared = features("400d").replace("[event]\n", "[event]\nid = \"event_id\"\n")
+        + &common::redis_state(&urls, &namespace, "");
+    let shared = write_pipeline(dir.path(), "ids.toml", &shared);
+    let run = |input: &Path, name: &str| {
+        let output = dir.path().join(name);
+        finish(spawn_run(&shared, input, &output), name);
+        std::fs::read_to_string(&output).expect("output")
+    };
+    let first = run(&input, "first.jsonl");
+    let second = run(&retried, "second.jsonl");
+    let want: String = first
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i % 10 == 3 {
+                format!("{l}\n{l}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    if second != want {
+        let diff = second
+            .lines()
+            .zip(want.lines())
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+            .map(|(i, (a, b))| format!("line {i}:\n got  {a}\n want {b}"));
+        panic!("a repeated run gives other values: {diff:?}");
+    }
+
+    let local = write_pipeline(dir.path(), "local.toml", &features("400d"));
+    let both = dir.path().join("both.jsonl");
+    std::fs::write(&both, text + &probes(&input)).expect("write");
+    let once = dir.path().join("once.jsonl");
+    let out = sluice_run(&local, &both, &once, &dir.path().join("dead"), 1)
+        .output()
+        .expect("memory run");
+    common::assert_success(&out);
+    let once = std::fs::read_to_string(&once).expect("output");
+    let n_probes = probes(&input).lines().count();
+    let want_probes: Vec<&str> = once.lines().skip(once.lines().count() - n_probes).collect();
+    let got = run(&probe_input, "probes.out");
+    assert_eq!(got.lines().collect::<Vec<_>>(), want_probes);
+}

@@ -597,6 +597,10 @@ fn field_filters(plan: &Plan) -> Vec<Option<u64>> {
             add(field, None);
         }
     }
+    // An event's id is read on every event.
+    if let Some(field) = plan.id_field {
+        add(field, None);
+    }
     masks
 }
 

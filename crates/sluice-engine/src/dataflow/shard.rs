@@ -66,6 +66,10 @@ pub fn process<B: StateBackend>(
                 floor: batch.floors[e],
                 fields: &fields[i * n_fields..(i + 1) * n_fields],
                 matched: parsed.matched.get(e).copied().unwrap_or(0),
+                id: plan.id_field.and_then(|f| {
+                    let id = &fields[i * n_fields + f];
+                    id.present.then(|| sluice_core::id_token(id.bytes))
+                }),
             }
         })
         .collect();

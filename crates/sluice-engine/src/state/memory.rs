@@ -553,6 +553,7 @@ mod tests {
                     floor: 0,
                     fields: &fields,
                     matched: 0,
+                    id: None,
                 }
             })
             .collect();

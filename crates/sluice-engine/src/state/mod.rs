@@ -42,6 +42,9 @@ pub struct Update<'a> {
     pub fields: &'a [FieldObs<'a>],
     /// The filters the event matched: bit `i` for [`sluice_core::Plan::filters`]`[i]`.
     pub matched: u64,
+    /// The token of the event's id ([`sluice_core::id_token`]), when the pipeline names an
+    /// `[event] id` and the event has one.
+    pub id: Option<(u64, u64)>,
 }
 
 /// Where the registers of keys live.

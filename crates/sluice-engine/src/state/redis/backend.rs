@@ -18,7 +18,7 @@
 //! So a flush costs one round trip when its keys are cached, two when some are not, whatever
 //! the number of events in it.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hashbrown::HashMap;
@@ -69,6 +69,20 @@ struct Cached {
     trimmed: Option<i64>,
     /// Event time of each held entry, `base..version`.
     times: VecDeque<i64>,
+    /// With `[event] id`: the token of each held entry, and the set of them.
+    tokens: VecDeque<(u64, u64)>,
+    seen: HashSet<(u64, u64)>,
+}
+
+/// An update whose event id its key had already applied: its values are those of the first
+/// application, read back from the log once the flush is committed.
+#[derive(Debug)]
+struct Repeat {
+    spec: usize,
+    key: Vec<u8>,
+    token: (u64, u64),
+    /// Where its values go in the flush's output.
+    at: usize,
 }
 
 /// A flush's work on one key: the indices of its updates, in order.
@@ -103,6 +117,10 @@ pub struct RedisBackend {
     since_sweep: usize,
     floor: i64,
     conflicts: u64,
+    /// Whether events carry ids (`[event] id`): keys then remember their entries' tokens.
+    ids: bool,
+    /// Per work of the current flush, its repeated events (recomputed with the work).
+    repeats: HashMap<usize, Vec<Repeat>>,
 }
 
 fn backend_error(message: impl Into<String>) -> Error {
@@ -151,6 +169,8 @@ impl RedisBackend {
             since_sweep: 0,
             floor: i64::MIN,
             conflicts: 0,
+            ids: plan.id_field.is_some(),
+            repeats: HashMap::new(),
         })
     }
 
@@ -202,6 +222,8 @@ impl RedisBackend {
             base: 0,
             trimmed: None,
             times: VecDeque::new(),
+            tokens: VecDeque::new(),
+            seen: HashSet::new(),
         };
         let epoch = bytes(
             log.first()
@@ -226,14 +248,14 @@ impl RedisBackend {
             let Value::BulkString(entry) = entry else {
                 return Err(backend_error(format!("unexpected log entry {entry:?}")));
             };
-            let (_, ts, matched) = layout
+            let (token, ts, matched) = layout
                 .decode_entry(entry, plan.fields.len(), &mut fields)
                 .ok_or_else(|| {
-                    backend_error(format!(
-                        "malformed log entry in {}",
-                        String::from_utf8_lossy(&cached.name)
-                    ))
-                })?;
+                backend_error(format!(
+                    "malformed log entry in {}",
+                    String::from_utf8_lossy(&cached.name)
+                ))
+            })?;
             cached.state.observe(
                 key_spec,
                 ts,
@@ -244,6 +266,10 @@ impl RedisBackend {
                 &mut out,
             );
             cached.times.push_back(ts);
+            if self.ids {
+                cached.tokens.push_back(token);
+                cached.seen.insert(token);
+            }
         }
         Ok(cached)
     }
@@ -316,7 +342,13 @@ impl RedisBackend {
             .arg(&new_epoch);
         let mut floor = i64::MIN;
         let mut entries = Vec::with_capacity(work.updates.len());
-        let first_token = (self.writer, self.seq);
+        let mut repeats = Vec::new();
+        let first_token = work
+            .updates
+            .first()
+            .and_then(|&i| updates[i].id)
+            .filter(|_| self.ids)
+            .unwrap_or((self.writer, self.seq));
         for &i in &work.updates {
             let u = &updates[i];
             if cached.trimmed.is_some_and(|t| t >= horizon(key_spec, u.ts)) {
@@ -326,9 +358,32 @@ impl RedisBackend {
                 out[at..at + key_spec.features.len()].fill(FeatureValue::Beyond);
                 continue;
             }
-            layout.encode_entry((self.writer, self.seq), u.ts, u.fields, u.matched, entry);
-            self.seq += 1;
+            let token = match u.id {
+                Some(id) if self.ids => {
+                    if cached.seen.contains(&id) {
+                        // Applied already (a retry): not again; its first values are read
+                        // back once the flush is committed.
+                        repeats.push(Repeat {
+                            spec: work.spec,
+                            key: work.key.clone(),
+                            token: id,
+                            at: offsets[i],
+                        });
+                        continue;
+                    }
+                    id
+                }
+                _ => {
+                    self.seq += 1;
+                    (self.writer, self.seq - 1)
+                }
+            };
+            layout.encode_entry(token, u.ts, u.fields, u.matched, entry);
             entries.push(entry.clone());
+            if self.ids {
+                cached.tokens.push_back(token);
+                cached.seen.insert(token);
+            }
             let at = offsets[i];
             cached.state.observe(
                 key_spec,
@@ -342,6 +397,7 @@ impl RedisBackend {
             cached.times.push_back(u.ts);
             floor = floor.max(u.floor);
         }
+        self.repeats.insert(work_index, repeats);
         // Trim the oldest entries no window can reach any more.
         let limit = horizon(key_spec, floor);
         let trim = cached.times.iter().take_while(|&&t| t < limit).count();
@@ -405,6 +461,72 @@ impl RedisBackend {
             .is_some_and(|(token, _, _)| token == commit.first_token)
     }
 
+    /// Writes the values of repeated events: each key's log is read (one pipeline) and
+    /// replayed up to the entry of the event's first application, whose values they are. An
+    /// entry trimmed since gets [`FeatureValue::Beyond`] (a `late` dead letter).
+    fn answer_repeats(
+        &mut self,
+        plan: &Plan,
+        repeats: Vec<Repeat>,
+        out: &mut [FeatureValue],
+    ) -> Result<()> {
+        if repeats.is_empty() {
+            return Ok(());
+        }
+        let requests: Vec<Request> = repeats
+            .iter()
+            .map(|r| {
+                let name = self.layouts[r.spec].redis_key(&r.key);
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(self.cluster.script_sha(READ_SCRIPT))
+                    .arg(1)
+                    .arg(&name);
+                Request {
+                    slot: slot_of(&name),
+                    cmd,
+                }
+            })
+            .collect();
+        let replies = self.cluster.exec(&requests)?;
+        for (r, reply) in repeats.iter().zip(replies) {
+            let key_spec = &plan.keys[r.spec];
+            let values = &mut out[r.at..r.at + key_spec.features.len()];
+            values.fill(FeatureValue::Beyond);
+            let Value::Array(log) = reply else {
+                return Err(backend_error(format!("unexpected read reply {reply:?}")));
+            };
+            let mut state = KeyState::new(key_spec);
+            let mut fields = Vec::new();
+            for entry in log.iter().skip(4) {
+                let Value::BulkString(entry) = entry else {
+                    return Err(backend_error(format!("unexpected log entry {entry:?}")));
+                };
+                let (token, ts, matched) = self.layouts[r.spec]
+                    .decode_entry(entry, plan.fields.len(), &mut fields)
+                    .ok_or_else(|| backend_error("malformed log entry"))?;
+                let mut scratch = vec![FeatureValue::Null; key_spec.features.len()];
+                let target: &mut [FeatureValue] = if token == r.token {
+                    &mut *values
+                } else {
+                    &mut scratch
+                };
+                state.observe(
+                    key_spec,
+                    ts,
+                    &fields,
+                    matched,
+                    REPLAY_FLOOR,
+                    &mut self.scratch,
+                    target,
+                );
+                if token == r.token {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn flush(
         &mut self,
         plan: &Plan,
@@ -414,11 +536,13 @@ impl RedisBackend {
         out: &mut [FeatureValue],
     ) -> Result<()> {
         self.load_missing(plan, works)?;
+        self.repeats.clear();
         let mut todo: Vec<usize> = (0..works.len()).collect();
         let mut entry = Vec::new();
         for _attempt in 0..MAX_ATTEMPTS {
             if todo.is_empty() {
-                return Ok(());
+                let repeats: Vec<Repeat> = self.repeats.drain().flat_map(|(_, r)| r).collect();
+                return self.answer_repeats(plan, repeats, out);
             }
             let mut requests = Vec::with_capacity(todo.len());
             let mut commits = Vec::with_capacity(todo.len());
@@ -445,6 +569,9 @@ impl RedisBackend {
                     cached.version += commit.entries as u64;
                     let trimmed = (commit.new_base - cached.base) as usize;
                     cached.times.drain(..trimmed);
+                    for token in cached.tokens.drain(..trimmed.min(cached.tokens.len())) {
+                        cached.seen.remove(&token);
+                    }
                     cached.base = commit.new_base;
                     cached.trimmed = commit.new_trimmed;
                     continue;
