@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,7 +18,13 @@ fn example_pipeline() -> PathBuf {
 
 /// The example pipeline on Redis state under a fresh namespace, as members of cluster `c`.
 fn member_pipeline(dir: &Path, urls: &[String]) -> PathBuf {
+    member_pipeline_with(dir, urls, "")
+}
+
+/// [`member_pipeline`] with `[event]` settings `event` added.
+fn member_pipeline_with(dir: &Path, urls: &[String], event: &str) -> PathBuf {
     let text = std::fs::read_to_string(example_pipeline()).expect("example");
+    let text = text.replacen("[event]\n", &format!("[event]\n{event}"), 1);
     let text = text.replace("path = \"transactions.jsonl\"", "path = \"unused.jsonl\"");
     let namespace = common::unique_namespace("cluster");
     let path = dir.join("member.toml");
@@ -222,4 +230,142 @@ fn concurrent_requests_share_round_trips() {
         batches < events,
         "{batches} engine batches for {events} events"
     );
+}
+
+/// One `POST /v1/events` on a fresh connection; `None` when the member cannot be reached or
+/// the connection breaks.
+fn try_post(addr: &str, body: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(body.as_bytes()).ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let status = line.split_whitespace().nth(1)?.parse().ok()?;
+    loop {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        if line.trim_end().is_empty() {
+            break;
+        }
+    }
+    let mut body = String::new();
+    reader.read_to_string(&mut body).ok()?;
+    Some((status, body))
+}
+
+/// `kill -9` of one of three members while a client sends a stream one event at a time to
+/// the members in turn, each event with its id: what fails (the killed member, or a request
+/// it was computing) is sent again to another member, some events are sent twice anyway (a
+/// client that timed out), and every answer equals one `sluice run` over the stream (a
+/// retried event is applied once, with its first answer). The others take the dead member's
+/// groups.
+#[test]
+fn a_killed_member_loses_nothing_and_retries_apply_once() {
+    let Some(urls) = common::redis_urls() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dir.path().join("events.jsonl");
+    let lines = common::gen_lines(
+        &input,
+        &[
+            "--events", "400", "--users", "25", "--days", "1", "--seed", "12",
+        ],
+    );
+    let (out, dead) = (dir.path().join("run.out"), dir.path().join("run.dead"));
+    let run = common::sluice_run(&example_pipeline(), &input, &out, &dead, 1)
+        .output()
+        .expect("run");
+    common::assert_success(&run);
+    let want = common::lines(&out);
+
+    let pipeline = member_pipeline_with(dir.path(), &urls, "id = \"event_id\"\n");
+    let mut servers: Vec<Server> = (0..3).map(|_| Server::start(&pipeline, &[], &[])).collect();
+    wait_for_members(&servers.iter().collect::<Vec<_>>(), 3);
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr().to_owned()).collect();
+    let mut alive = vec![true; 3];
+    let mut got = Vec::new();
+    let mut retries = 0;
+    // The kill comes from another thread, at a moment of its own: a request may be in
+    // flight on the member (as the one asked, or as the owner of a forwarded event).
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let pid = servers[1].pid();
+    let killer = {
+        let sent = std::sync::Arc::clone(&sent);
+        std::thread::spawn(move || {
+            while sent.load(std::sync::atomic::Ordering::Relaxed) < 150 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            std::thread::sleep(Duration::from_micros(1500));
+            let status = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success());
+        })
+    };
+    for (i, line) in lines.iter().enumerate() {
+        sent.store(i, std::sync::atomic::Ordering::Relaxed);
+        let mut answer = None;
+        for attempt in 0..6 {
+            let m = (i + attempt) % 3;
+            if !alive[m] {
+                continue;
+            }
+            match try_post(&addrs[m], line) {
+                Some((status, body)) if status < 500 => {
+                    answer = Some((status, body));
+                    break;
+                }
+                Some(_) => retries += 1,
+                None => {
+                    alive[m] = false;
+                    retries += 1;
+                }
+            }
+        }
+        let (status, body) = answer.unwrap_or_else(|| panic!("event {i} got no answer"));
+        if i % 20 == 7 {
+            // A client that timed out sends it again, to another member: applied once, the
+            // first answer again.
+            let other = (0..3)
+                .map(|k| (i + 1 + k) % 3)
+                .find(|&m| alive[m])
+                .expect("a member");
+            if let Some((again_status, again)) = try_post(&addrs[other], line) {
+                assert_eq!(
+                    (again_status, &again),
+                    (status, &body),
+                    "event {i} sent again"
+                );
+            }
+        }
+        if status == 200 {
+            got.push(body);
+        }
+    }
+    killer.join().expect("the killer");
+    servers[1].kill();
+    assert!(retries > 0, "the killed member's requests were sent again");
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "event {i}");
+    }
+    wait_for_members(&[&servers[0], &servers[2]], 2);
+    let view = membership(&servers[0]);
+    let groups: u64 = view["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["groups"].as_u64().expect("groups"))
+        .sum();
+    assert_eq!(groups, 256, "the two left own every group: {view}");
 }

@@ -77,6 +77,25 @@ impl Server {
         status.success()
     }
 
+    /// Kills the process with SIGKILL (no chance to finish anything) and waits for it.
+    #[allow(dead_code)]
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its process id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The address it listens on.
+    #[allow(dead_code)]
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
     /// What it wrote to stderr.
     pub fn log(&self) -> String {
         self.stderr.text()
