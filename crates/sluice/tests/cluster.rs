@@ -291,7 +291,7 @@ fn a_killed_member_loses_nothing_and_retries_apply_once() {
     let mut servers: Vec<Server> = (0..3).map(|_| Server::start(&pipeline, &[], &[])).collect();
     wait_for_members(&servers.iter().collect::<Vec<_>>(), 3);
     let addrs: Vec<String> = servers.iter().map(|s| s.addr().to_owned()).collect();
-    let mut alive = vec![true; 3];
+    let mut alive = [true; 3];
     let mut got = Vec::new();
     let mut retries = 0;
     // The kill comes from another thread, at a moment of its own: a request may be in
