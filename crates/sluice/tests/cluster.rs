@@ -369,3 +369,81 @@ fn a_killed_member_loses_nothing_and_retries_apply_once() {
         .sum();
     assert_eq!(groups, 256, "the two left own every group: {view}");
 }
+
+/// A fourth member joins while a client sends a stream to the three others in turn: no
+/// request fails, every answer equals one `sluice run` over the stream, and the newcomer
+/// ends up owning about a quarter of the 256 groups (rendezvous hashing moves only those).
+#[test]
+fn a_member_joins_under_load() {
+    let Some(urls) = common::redis_urls() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = dir.path().join("events.jsonl");
+    let lines = common::gen_lines(
+        &input,
+        &[
+            "--events", "400", "--users", "25", "--days", "1", "--seed", "13",
+        ],
+    );
+    let (out, dead) = (dir.path().join("run.out"), dir.path().join("run.dead"));
+    let run = common::sluice_run(&example_pipeline(), &input, &out, &dead, 1)
+        .output()
+        .expect("run");
+    common::assert_success(&run);
+    let want = common::lines(&out);
+
+    let pipeline = member_pipeline_with(dir.path(), &urls, "id = \"event_id\"\n");
+    let mut servers: Vec<Server> = (0..3).map(|_| Server::start(&pipeline, &[], &[])).collect();
+    wait_for_members(&servers.iter().collect::<Vec<_>>(), 3);
+    let before = membership(&servers[0]);
+    let owners_before: Vec<(String, u64)> = before["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["address"].as_str().expect("address").to_owned(),
+                m["groups"].as_u64().expect("groups"),
+            )
+        })
+        .collect();
+    let mut http: Vec<_> = servers.iter().map(Server::connect).collect();
+    let mut got = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if i == 100 {
+            servers.push(Server::start(&pipeline, &[], &[]));
+        }
+        let r = http[i % 3].post_events(line.as_bytes());
+        assert!(r.status < 500, "event {i}: {} {}", r.status, r.text());
+        if r.status == 200 {
+            got.push(r.text());
+        }
+    }
+    assert_eq!(got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g, w, "event {i}");
+    }
+    wait_for_members(&servers.iter().collect::<Vec<_>>(), 4);
+    let after = membership(&servers[3]);
+    let newcomer = after["self"].as_str().expect("self").to_owned();
+    let members = after["members"].as_array().expect("members");
+    let groups = |address: &str| {
+        members
+            .iter()
+            .find(|m| m["address"] == address)
+            .and_then(|m| m["groups"].as_u64())
+            .expect("a member")
+    };
+    let taken = groups(&newcomer);
+    assert!((40..=90).contains(&taken), "about 64 of 256: {after}");
+    // Each old member gave up only groups to the newcomer.
+    let kept: u64 = owners_before.iter().map(|(a, _)| groups(a)).sum();
+    assert_eq!(kept + taken, 256, "{after}");
+    for (address, had) in &owners_before {
+        assert!(
+            groups(address) <= *had,
+            "{address} gained groups: {before} then {after}"
+        );
+    }
+}
