@@ -9,6 +9,7 @@
 //!   checkpoints, Redis state, `sluice serve` and Kafka.
 
 pub mod checkpoints;
+pub mod cluster;
 pub mod e2e;
 pub mod gen;
 #[cfg(feature = "kafka")]

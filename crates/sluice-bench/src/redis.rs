@@ -335,7 +335,7 @@ fn naive_layout(
 }
 
 /// Deletes every key matching `pattern` on every master; returns how many.
-fn delete_matching(cluster: &Cluster, pattern: &str) -> Result<u64> {
+pub(crate) fn delete_matching(cluster: &Cluster, pattern: &str) -> Result<u64> {
     let mut deleted = 0;
     for addr in cluster.masters() {
         let client = redis::Client::open(format!("redis://{addr}"))?;

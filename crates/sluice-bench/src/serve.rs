@@ -37,7 +37,7 @@ pub struct ServeBench {
 }
 
 /// The server under test, killed when dropped.
-struct ServerProcess(Child);
+pub(crate) struct ServerProcess(pub(crate) Child);
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
@@ -73,7 +73,14 @@ pub fn run(opts: &BenchOptions, bench: &ServeBench) -> Result<()> {
     let mut next = 0usize;
     for &rate in &bench.rates {
         let n = (rate * bench.seconds) as usize;
-        let r = fixed_rate(&addr, &lines, next, n, rate, bench.connections)?;
+        let r = fixed_rate(
+            std::slice::from_ref(&addr),
+            &lines,
+            next,
+            n,
+            rate,
+            bench.connections,
+        )?;
         next += n;
         println!(
             "| {rate} | {:.0} | {} | {} | {} | {} | {} |",
@@ -98,7 +105,7 @@ pub fn run(opts: &BenchOptions, bench: &ServeBench) -> Result<()> {
     Ok(())
 }
 
-fn us(d: Duration) -> String {
+pub(crate) fn us(d: Duration) -> String {
     let us = d.as_micros();
     if us >= 10_000 {
         format!("{:.1} ms", us as f64 / 1000.0)
@@ -108,7 +115,7 @@ fn us(d: Duration) -> String {
 }
 
 /// Starts `sluice serve` on a free loopback port; returns it and its address.
-fn start_server(exe: &Path, pipeline: &Path) -> Result<(Child, String)> {
+pub(crate) fn start_server(exe: &Path, pipeline: &Path) -> Result<(Child, String)> {
     let mut child = std::process::Command::new(exe)
         .arg("serve")
         .arg(pipeline)
@@ -192,14 +199,14 @@ impl Conn {
 }
 
 /// Latencies of one phase.
-struct Phase {
+pub(crate) struct Phase {
     latencies: Vec<Duration>,
-    achieved: f64,
-    errors: usize,
+    pub(crate) achieved: f64,
+    pub(crate) errors: usize,
 }
 
 impl Phase {
-    fn p(&self, q: f64) -> Duration {
+    pub(crate) fn p(&self, q: f64) -> Duration {
         if self.latencies.is_empty() {
             return Duration::ZERO;
         }
@@ -228,9 +235,9 @@ fn on_connections<T: Send>(
 }
 
 /// `n` single-event requests (lines `from..`) due at `rate` per second, spread round-robin
-/// over `conns` connections.
-fn fixed_rate(
-    addr: &str,
+/// over `conns` connections, connection `c` to server `addrs[c % addrs.len()]`.
+pub(crate) fn fixed_rate(
+    addrs: &[String],
     lines: &[String],
     from: usize,
     n: usize,
@@ -240,7 +247,7 @@ fn fixed_rate(
     let start = Instant::now() + Duration::from_millis(50);
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let results = on_connections(conns, |c| {
-        let mut conn = Conn::open(addr)?;
+        let mut conn = Conn::open(&addrs[c % addrs.len()])?;
         let mut lat = Vec::with_capacity(n / conns + 1);
         let mut errors = 0;
         let mut free_since = start;

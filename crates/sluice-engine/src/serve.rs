@@ -191,6 +191,11 @@ impl ServeEngine {
         self.backend.live_keys()
     }
 
+    /// Round trips, commands, conflicts and cache hits of a remote state, so far.
+    pub fn traffic(&self) -> Option<crate::state::redis::Traffic> {
+        self.backend.traffic()
+    }
+
     /// Processes JSONL records (each line one record), in order: each is enriched and added
     /// to state, or rejected with a dead letter, exactly as `sluice run` would. Records are
     /// numbered on from the previous batches, for the dead letters' `line`.

@@ -239,9 +239,15 @@ impl Node {
             me,
             view: RwLock::new(View::default()),
             routes: Mutex::new(routes),
-            client: Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build_http(),
+            client: {
+                // No Nagle: a forwarded request written in two pieces must not wait for the
+                // delayed acknowledgement of the first (40 ms stalls otherwise).
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .build(connector)
+            },
             timeout: Duration::from_secs(5),
             metrics: ClusterMetrics::default(),
             stop: AtomicBool::new(false),

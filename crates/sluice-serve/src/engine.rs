@@ -68,6 +68,9 @@ impl Core {
     pub fn events_of(&mut self, requests: Vec<Records>, metrics: &Metrics) -> Vec<Reply> {
         let replies = process(&mut self.engine, requests, metrics, &mut self.dead_letters);
         metrics.keys.set(self.engine.live_keys() as u64);
+        if let Some(t) = self.engine.traffic() {
+            metrics.set_traffic(&t);
+        }
         replies
     }
 

@@ -104,6 +104,11 @@ pub struct Metrics {
     pub hub_nulls: Counter,
     /// `sluice_keys`: keys in state, as of the engine's last batch.
     pub keys: CountGauge,
+    /// With Redis state, as of the engine's last batch: `sluice_redis_round_trips` (flushes,
+    /// each one round trip), `sluice_redis_commands`, `sluice_redis_conflicts`,
+    /// `sluice_redis_cache_hits` and `sluice_redis_cache_misses` (keys of a flush found in
+    /// the cache, or read first).
+    pub redis: [CountGauge; 5],
     /// `sluice_queue_depth`: requests in progress (holding a permit), as of the last
     /// `/metrics` request.
     pub queued: CountGauge,
@@ -137,6 +142,7 @@ impl Metrics {
             batches: Counter::default(),
             hub_nulls: Counter::default(),
             keys: CountGauge::default(),
+            redis: Default::default(),
             queued: CountGauge::default(),
             queue_capacity: CountGauge::default(),
             requests: Family::default(),
@@ -185,6 +191,28 @@ impl Metrics {
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
         }
+        let redis = [
+            (
+                "sluice_redis_round_trips",
+                "Redis round trips (flushes) of the state",
+            ),
+            ("sluice_redis_commands", "Redis commands sent for the state"),
+            (
+                "sluice_redis_conflicts",
+                "Commits that found a key changed by another writer",
+            ),
+            (
+                "sluice_redis_cache_hits",
+                "Keys of a flush found in this server's cache",
+            ),
+            (
+                "sluice_redis_cache_misses",
+                "Keys of a flush read from Redis first",
+            ),
+        ];
+        for ((name, help), gauge) in redis.into_iter().zip(&metrics.redis) {
+            registry.register(name, help, gauge.clone());
+        }
         registry.register(
             "sluice_http_requests",
             "HTTP requests by route and status",
@@ -196,6 +224,20 @@ impl Metrics {
             latency_family,
         );
         metrics
+    }
+
+    /// Sets the Redis gauges from the state's traffic so far.
+    pub fn set_traffic(&self, t: &sluice_engine::state::redis::Traffic) {
+        let values = [
+            t.flushes,
+            t.commands,
+            t.conflicts,
+            t.cache_hits,
+            t.cache_misses,
+        ];
+        for (gauge, v) in self.redis.iter().zip(values) {
+            gauge.set(v);
+        }
     }
 
     /// Counts a finished request.

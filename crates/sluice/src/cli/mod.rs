@@ -98,7 +98,12 @@ struct BenchArgs {
     /// percentiles), then batched requests (events/s).
     #[arg(long)]
     serve: bool,
-    /// With --serve: single-event request rates, comma-separated.
+    /// Benchmark a serving cluster instead (needs --redis): single-event requests at fixed
+    /// rates through one server, three members of a `[cluster]` and three plain servers on
+    /// the same Redis state, with the Redis round trips, cache hits and conflicts.
+    #[arg(long, requires = "redis")]
+    cluster: bool,
+    /// With --serve or --cluster: single-event request rates, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [5_000, 10_000, 20_000, 30_000])]
     rates: Vec<u64>,
     /// With --serve: seconds per rate.
@@ -255,6 +260,18 @@ pub fn main() -> ExitCode {
             };
             if let Some(brokers) = &args.kafka {
                 bench_kafka(&opts, brokers)
+            } else if args.cluster {
+                alloc::no_huge_pages();
+                sluice_bench::cluster::run(
+                    &opts,
+                    &sluice_bench::serve::ServeBench {
+                        rates: args.rates,
+                        seconds: args.seconds.max(1),
+                        connections: args.connections.max(1),
+                        batch: args.batch.max(1),
+                    },
+                    &args.redis,
+                )
             } else if args.serve {
                 // The generator's own huge-page faults would stall its threads and show as
                 // latency.

@@ -121,6 +121,8 @@ pub struct RedisBackend {
     ids: bool,
     /// Per work of the current flush, its repeated events (recomputed with the work).
     repeats: HashMap<usize, Vec<Repeat>>,
+    cache_hits: u64,
+    cache_misses: u64,
 }
 
 fn backend_error(message: impl Into<String>) -> Error {
@@ -171,6 +173,8 @@ impl RedisBackend {
             conflicts: 0,
             ids: plan.id_field.is_some(),
             repeats: HashMap::new(),
+            cache_hits: 0,
+            cache_misses: 0,
         })
     }
 
@@ -178,6 +182,8 @@ impl RedisBackend {
     pub fn traffic(&self) -> Traffic {
         Traffic {
             conflicts: self.conflicts,
+            cache_hits: self.cache_hits,
+            cache_misses: self.cache_misses,
             ..self.cluster.traffic()
         }
     }
@@ -282,8 +288,10 @@ impl RedisBackend {
             // A flush holds each key once, so only the cache needs checking.
             let ck = (w.spec, w.key.clone());
             if self.cache.contains_key(&ck) {
+                self.cache_hits += 1;
                 continue;
             }
+            self.cache_misses += 1;
             let name = self.layouts[w.spec].redis_key(&w.key);
             let mut cmd = redis::cmd("EVALSHA");
             cmd.arg(self.cluster.script_sha(READ_SCRIPT))

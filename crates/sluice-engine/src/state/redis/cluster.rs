@@ -71,6 +71,10 @@ pub struct Traffic {
     pub retries: u64,
     /// Commits that found the key changed by another writer (and were computed again).
     pub conflicts: u64,
+    /// Keys of a flush found in the writer's cache.
+    pub cache_hits: u64,
+    /// Keys of a flush read from Redis first.
+    pub cache_misses: u64,
 }
 
 impl Traffic {
@@ -82,6 +86,8 @@ impl Traffic {
             commands: self.commands + o.commands,
             retries: self.retries + o.retries,
             conflicts: self.conflicts + o.conflicts,
+            cache_hits: self.cache_hits + o.cache_hits,
+            cache_misses: self.cache_misses + o.cache_misses,
         }
     }
 }
