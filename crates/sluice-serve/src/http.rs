@@ -73,7 +73,6 @@ async fn track(State(state): Shared, request: Request, next: Next) -> Response {
     let route = match request.uri().path() {
         EVENTS => Route::Events,
         FEATURES => Route::Features,
-        CLUSTER => Route::Other,
         _ => Route::Other,
     };
     let started = Instant::now();
