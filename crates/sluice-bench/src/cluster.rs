@@ -85,10 +85,11 @@ pub fn run(opts: &BenchOptions, bench: &ServeBench, urls: &[String]) -> Result<(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     println!(
-        "Single-event requests, open loop over {} connections spread over the servers, {} s per rate, Redis state ({} masters):",
+        "Single-event requests, open loop over {} connections spread over the servers, {} s per rate, Redis state ({} masters), batch_wait {}:",
         bench.connections,
         bench.seconds,
-        redis.masters().len()
+        redis.masters().len(),
+        bench.batch_wait.as_deref().unwrap_or("0")
     );
     println!("| setup | target rate | achieved | p50 | p99 | p99.9 | errors | events per round trip | cache hit rate | conflicts |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
@@ -104,7 +105,11 @@ pub fn run(opts: &BenchOptions, bench: &ServeBench, urls: &[String]) -> Result<(
             std::fs::write(
                 &pipeline,
                 format!(
-                    "{BENCH_PIPELINE}\n[serve]\nqueue = 65536\n\n[state]\nbackend = \"redis\"\nurls = [{}]\nnamespace = \"{namespace}\"\n{cluster}",
+                    "{BENCH_PIPELINE}\n[serve]\nqueue = 65536\n{}\n[state]\nbackend = \"redis\"\nurls = [{}]\nnamespace = \"{namespace}\"\n{cluster}",
+                    bench
+                        .batch_wait
+                        .as_ref()
+                        .map_or(String::new(), |w| format!("batch_wait = \"{w}\"\n")),
                     quoted.join(", ")
                 ),
             )?;

@@ -34,6 +34,8 @@ pub struct ServeBench {
     pub connections: usize,
     /// Events per request in the batched phase.
     pub batch: usize,
+    /// `[serve] batch_wait` of the servers (`--cluster`), if set.
+    pub batch_wait: Option<String>,
 }
 
 /// The server under test, killed when dropped.

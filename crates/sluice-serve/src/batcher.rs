@@ -4,12 +4,16 @@
 //! per node for all of them — and answers each. While a batch waits for Redis, the next one
 //! gathers, so the busier the server, the more requests share a round trip.
 //!
+//! `[serve] batch_wait` makes the thread gather for that long after the first request of a
+//! batch: more requests per round trip, each waiting up to that long more.
+//!
 //! Requests keep their order: the records of the requests of one batch are processed in the
 //! order the requests were queued, and a feature query waits for the records queued before
 //! it.
 
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sluice_engine::serve::KeyValue;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
@@ -52,13 +56,28 @@ impl std::fmt::Debug for Job {
 
 impl Batcher {
     /// Starts the engine thread over `core`; it ends when every [`Batcher`] is dropped.
-    pub fn start(core: Arc<tokio::sync::Mutex<Core>>, metrics: Arc<Metrics>) -> Batcher {
+    /// `wait`: how long it gathers requests after the first one before taking them.
+    pub fn start(
+        core: Arc<tokio::sync::Mutex<Core>>,
+        metrics: Arc<Metrics>,
+        wait: Duration,
+    ) -> Batcher {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sluice-engine".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
                     let mut jobs = vec![first];
+                    let until = Instant::now() + wait;
+                    while jobs.len() < MAX_REQUESTS {
+                        let Some(left) = until.checked_duration_since(Instant::now()) else {
+                            break;
+                        };
+                        match rx.recv_timeout(left) {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
                     while jobs.len() < MAX_REQUESTS {
                         match rx.try_recv() {
                             Ok(job) => jobs.push(job),

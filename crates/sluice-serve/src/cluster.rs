@@ -298,19 +298,13 @@ impl Node {
         let before: Vec<&str> = view.members.iter().map(|m| m.address.as_str()).collect();
         let mut after: Vec<&str> = members.iter().map(|m| m.address.as_str()).collect();
         after.sort_unstable();
-        let changed = before != after;
-        if changed {
+        if before != after {
             tracing::info!("cluster: members {after:?}");
             if !view.members.is_empty() {
                 self.metrics.changes.inc();
             }
-            *view = View::new(members);
-        } else {
-            // Same members: new heartbeats, same owners.
-            let mut fresh = View::new(members);
-            std::mem::swap(&mut fresh.owners, &mut view.owners);
-            *view = fresh;
         }
+        *view = View::new(members);
         self.metrics.members.set(view.members.len() as u64);
         self.metrics.groups.set(view.groups_of(&self.me) as u64);
     }

@@ -44,6 +44,9 @@ pub struct ServeConfig {
     pub max_body: usize,
     /// Requests that may wait for the engine; beyond, 503 at once.
     pub queue: usize,
+    /// With a remote state: how long the engine thread gathers requests after the first one
+    /// before taking them as one batch (zero: what is queued when it gets free).
+    pub batch_wait: std::time::Duration,
     /// `[cluster]`: membership of a serving cluster, if set.
     pub cluster: Option<ClusterConfig>,
 }
@@ -69,6 +72,7 @@ impl Default for ServeConfig {
             token: None,
             max_body: 1 << 20,
             queue: 1024,
+            batch_wait: std::time::Duration::ZERO,
             cluster: None,
         }
     }
@@ -144,8 +148,9 @@ impl Server {
             token: config.token.clone(),
             max_body: config.max_body,
             cluster: None,
-            batcher: blocking
-                .then(|| batcher::Batcher::start(Arc::clone(&core), Arc::clone(&metrics))),
+            batcher: blocking.then(|| {
+                batcher::Batcher::start(Arc::clone(&core), Arc::clone(&metrics), config.batch_wait)
+            }),
         });
         Server {
             state,

@@ -148,6 +148,9 @@ struct ServeSection {
     max_body: Option<Spanned<String>>,
     /// Requests waiting for the engine before new ones get 503. Default 1024.
     queue: Option<Spanned<i64>>,
+    /// With a remote state: how long the engine thread gathers requests after the first
+    /// before it takes them as one batch. Default 0 (what is queued when it gets free).
+    batch_wait: Option<Spanned<String>>,
 }
 
 /// One `[[feature]]`.
@@ -1337,11 +1340,25 @@ fn serve_config(src: &Source<'_>, s: Option<&ServeSection>) -> Result<ServeConfi
         Some(q) if (1..=1_000_000).contains(q.get_ref()) => *q.get_ref() as usize,
         Some(q) => return Err(src.error(Some(q.span()), "queue must be between 1 and 1000000")),
     };
+    let batch_wait = match s.and_then(|s| s.batch_wait.as_ref()) {
+        None => Duration::ZERO,
+        Some(w) if is_zero_duration(w.get_ref()) => Duration::ZERO,
+        Some(w) => match src.duration(w)? {
+            ms @ 1..=1000 => Duration::from_millis(ms as u64),
+            _ => {
+                return Err(src.error(
+                    Some(w.span()),
+                    "batch_wait must be between 0 and 1s: every request waits up to it",
+                ))
+            }
+        },
+    };
     Ok(ServeConfig {
         listen,
         token,
         max_body,
         queue,
+        batch_wait,
         cluster: None,
     })
 }
@@ -1639,6 +1656,22 @@ mod tests {
         );
         let e = err("[[feature]\n");
         assert!(e.starts_with("p.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn serve_batch_wait_is_bounded() {
+        let features = format!("{BASE}agg = \"count\"\nwindow = \"1d\"\n");
+        let p = parse(
+            Path::new("p.toml"),
+            &format!("[serve]\nbatch_wait = \"2ms\"\n{features}"),
+        )
+        .expect("valid");
+        assert_eq!(p.serve.batch_wait, Duration::from_millis(2));
+        let e = err(&format!("[serve]\nbatch_wait = \"2s\"\n{features}"));
+        assert!(
+            e.starts_with("p.toml:2:14: batch_wait must be between 0 and 1s"),
+            "{e}"
+        );
     }
 
     #[test]

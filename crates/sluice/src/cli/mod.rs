@@ -115,6 +115,9 @@ struct BenchArgs {
     /// With --serve: events per request in the batched phase.
     #[arg(long, default_value_t = 100)]
     batch: usize,
+    /// With --cluster: the servers' `[serve] batch_wait` (for example 1ms).
+    #[arg(long)]
+    batch_wait: Option<String>,
     /// With --redis: events run through the naive layout (one key per hourly bucket, one
     /// command per round trip), which is far slower.
     #[arg(long, default_value_t = 2_000)]
@@ -269,6 +272,7 @@ pub fn main() -> ExitCode {
                         seconds: args.seconds.max(1),
                         connections: args.connections.max(1),
                         batch: args.batch.max(1),
+                        batch_wait: args.batch_wait.clone(),
                     },
                     &args.redis,
                 )
@@ -283,6 +287,7 @@ pub fn main() -> ExitCode {
                         seconds: args.seconds.max(1),
                         connections: args.connections.max(1),
                         batch: args.batch.max(1),
+                        batch_wait: None,
                     },
                 )
             } else if args.checkpoints {
