@@ -351,12 +351,8 @@ impl RedisBackend {
         let mut floor = i64::MIN;
         let mut entries = Vec::with_capacity(work.updates.len());
         let mut repeats = Vec::new();
-        let first_token = work
-            .updates
-            .first()
-            .and_then(|&i| updates[i].id)
-            .filter(|_| self.ids)
-            .unwrap_or((self.writer, self.seq));
+        // The token of the first entry appended, by which a lost reply's commit is known.
+        let mut first_token = None;
         for &i in &work.updates {
             let u = &updates[i];
             if cached.trimmed.is_some_and(|t| t >= horizon(key_spec, u.ts)) {
@@ -387,6 +383,7 @@ impl RedisBackend {
                 }
             };
             layout.encode_entry(token, u.ts, u.fields, u.matched, entry);
+            first_token.get_or_insert(token);
             entries.push(entry.clone());
             if self.ids {
                 cached.tokens.push_back(token);
@@ -426,7 +423,7 @@ impl RedisBackend {
         let commit = Commit {
             work: work_index,
             entries: entries.len(),
-            first_token,
+            first_token: first_token.unwrap_or((self.writer, self.seq)),
             expected_version: cached.version,
             new_epoch,
             new_base,
