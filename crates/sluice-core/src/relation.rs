@@ -163,6 +163,21 @@ pub struct LinkIndex {
     pub overflows: u64,
 }
 
+/// Starts a read: a new `epoch` for the marks, grown to cover the `n` interned values (and
+/// cleared when the epoch wraps).
+fn next_read(marks: &mut Vec<u32>, via_marks: &mut Vec<u32>, epoch: &mut u32, n: usize) {
+    if marks.len() < n {
+        marks.resize(n, 0);
+        via_marks.resize(n, 0);
+    }
+    *epoch = epoch.wrapping_add(1);
+    if *epoch == 0 {
+        marks.fill(0);
+        via_marks.fill(0);
+        *epoch = 1;
+    }
+}
+
 /// Inserts `item` at time `ts` after every entry at or before `ts`.
 fn insert_in_time(list: &mut Timed, ts: i64, item: u32) {
     let at = list.partition_point(|e| e.0 <= ts);
@@ -224,17 +239,12 @@ impl LinkIndex {
         let Some(links) = self.links.get(key) else {
             return FeatureValue::Int(0);
         };
-        let n = self.values.bytes.len();
-        if self.marks.len() < n {
-            self.marks.resize(n, 0);
-            self.via_marks.resize(n, 0);
-        }
-        self.epoch = self.epoch.wrapping_add(1);
-        if self.epoch == 0 {
-            self.marks.fill(0);
-            self.via_marks.fill(0);
-            self.epoch = 1;
-        }
+        next_read(
+            &mut self.marks,
+            &mut self.via_marks,
+            &mut self.epoch,
+            self.values.bytes.len(),
+        );
         let (mut read, mut count, mut distinct) = (0usize, 0u64, 0u64);
         for &(_, via) in links.range(in_window(links, lo, t)) {
             // Each via value once, however many links to it the window holds.

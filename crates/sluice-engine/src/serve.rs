@@ -72,6 +72,26 @@ pub enum QueryError {
     },
 }
 
+/// Encodes into `key` the key whose fields are `by`, with their values from `given`; false
+/// when a field is not given. The global key (`by = []`) is the answer to a query that gives
+/// no field at all, and only to such a query.
+fn encode_given(by: &[String], given: &[(String, KeyValue)], key: &mut Vec<u8>) -> bool {
+    key.clear();
+    if by.is_empty() != given.is_empty() {
+        return false;
+    }
+    let mut enc = KeyEncoder::new(key);
+    by.iter().all(|field| {
+        match given.iter().find(|(name, _)| name == field) {
+            Some((_, KeyValue::Str(s))) => enc.str(s),
+            Some((_, KeyValue::Num(n))) => enc.num(*n),
+            Some((_, KeyValue::Bool(b))) => enc.bool(*b),
+            None => return false,
+        }
+        true
+    })
+}
+
 /// Which key group a record is routed by in a serving cluster: that of its first entity key
 /// (in the order of the pipeline's key specs; the global key only when the pipeline has no
 /// other), so that the member owning that group computes the record.
@@ -103,20 +123,8 @@ impl RouteKeys {
     pub fn query_group(&self, given: &[(String, KeyValue)]) -> Option<u32> {
         let mut key = Vec::new();
         self.order.iter().find_map(|&k| {
-            let by = &self.by[k];
-            if by.is_empty() != given.is_empty() {
-                return None;
-            }
-            key.clear();
-            let mut enc = KeyEncoder::new(&mut key);
-            for field in by {
-                match given.iter().find(|(name, _)| name == field)? {
-                    (_, KeyValue::Str(s)) => enc.str(s),
-                    (_, KeyValue::Num(n)) => enc.num(*n),
-                    (_, KeyValue::Bool(b)) => enc.bool(*b),
-                }
-            }
-            Some(sluice_core::group_of(sluice_core::key_hash(&key)))
+            encode_given(&self.by[k], given, &mut key)
+                .then(|| sluice_core::group_of(sluice_core::key_hash(&key)))
         })
     }
 
@@ -254,21 +262,7 @@ impl ServeEngine {
         let mut answers = Vec::new();
         let mut key = Vec::new();
         for (k, spec) in plan.keys.iter().enumerate() {
-            key.clear();
-            if spec.by.is_empty() != given.is_empty() {
-                continue;
-            }
-            let mut enc = KeyEncoder::new(&mut key);
-            let complete = spec.by.iter().all(|field| {
-                match given.iter().find(|(name, _)| name == field) {
-                    Some((_, KeyValue::Str(s))) => enc.str(s),
-                    Some((_, KeyValue::Num(n))) => enc.num(*n),
-                    Some((_, KeyValue::Bool(b))) => enc.bool(*b),
-                    None => return false,
-                }
-                true
-            });
-            if !complete {
+            if !encode_given(&spec.by, given, &mut key) {
                 continue;
             }
             let mut values = vec![FeatureValue::Null; spec.features.len()];
@@ -317,22 +311,11 @@ impl ServeEngine {
         };
         let mut key = Vec::new();
         for (i, r) in plan.relations.iter().enumerate() {
-            if plan.hidden.contains(&r.feature) || r.by.is_empty() != given.is_empty() {
+            if plan.hidden.contains(&r.feature) {
                 continue;
             }
             let by: Vec<String> = r.by.iter().map(|&f| plan.fields[f].clone()).collect();
-            key.clear();
-            let mut enc = KeyEncoder::new(&mut key);
-            let complete = by.iter().all(|field| {
-                match given.iter().find(|(name, _)| name == field) {
-                    Some((_, KeyValue::Str(s))) => enc.str(s),
-                    Some((_, KeyValue::Num(n))) => enc.num(*n),
-                    Some((_, KeyValue::Bool(b))) => enc.bool(*b),
-                    None => return false,
-                }
-                true
-            });
-            if !complete {
+            if !encode_given(&by, given, &mut key) {
                 continue;
             }
             let slot = match answers.iter().position(|a| a.by == by) {

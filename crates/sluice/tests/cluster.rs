@@ -37,6 +37,25 @@ fn member_pipeline_with(dir: &Path, urls: &[String], event: &str) -> PathBuf {
     path
 }
 
+/// `events` generated transactions of `users` users (seed `seed`), and the enriched lines of
+/// one `sluice run` of the example pipeline over them: what a cluster must answer.
+fn one_run(dir: &Path, events: u32, users: u32, seed: u32) -> (Vec<String>, Vec<String>) {
+    let input = dir.join("events.jsonl");
+    let (events, users, seed) = (events.to_string(), users.to_string(), seed.to_string());
+    let lines = common::gen_lines(
+        &input,
+        &[
+            "--events", &events, "--users", &users, "--days", "1", "--seed", &seed,
+        ],
+    );
+    let (out, dead) = (dir.join("run.out"), dir.join("run.dead"));
+    let run = common::sluice_run(&example_pipeline(), &input, &out, &dead, 1)
+        .output()
+        .expect("run");
+    common::assert_success(&run);
+    (lines, common::lines(&out))
+}
+
 /// `GET /v1/cluster` of `server`.
 fn membership(server: &Server) -> Value {
     let r = server.connect().get("/v1/cluster");
@@ -71,19 +90,7 @@ fn three_members_answer_like_one_run() {
         return;
     };
     let dir = tempfile::tempdir().expect("tmp");
-    let input = dir.path().join("events.jsonl");
-    let lines = common::gen_lines(
-        &input,
-        &[
-            "--events", "300", "--users", "20", "--days", "1", "--seed", "11",
-        ],
-    );
-    let (out, dead) = (dir.path().join("run.out"), dir.path().join("run.dead"));
-    let run = common::sluice_run(&example_pipeline(), &input, &out, &dead, 1)
-        .output()
-        .expect("run");
-    common::assert_success(&run);
-    let want = common::lines(&out);
+    let (lines, want) = one_run(dir.path(), 300, 20, 11);
 
     let pipeline = member_pipeline(dir.path(), &urls);
     let servers: Vec<Server> = (0..3).map(|_| Server::start(&pipeline, &[], &[])).collect();
@@ -273,19 +280,7 @@ fn a_killed_member_loses_nothing_and_retries_apply_once() {
         return;
     };
     let dir = tempfile::tempdir().expect("tmp");
-    let input = dir.path().join("events.jsonl");
-    let lines = common::gen_lines(
-        &input,
-        &[
-            "--events", "400", "--users", "25", "--days", "1", "--seed", "12",
-        ],
-    );
-    let (out, dead) = (dir.path().join("run.out"), dir.path().join("run.dead"));
-    let run = common::sluice_run(&example_pipeline(), &input, &out, &dead, 1)
-        .output()
-        .expect("run");
-    common::assert_success(&run);
-    let want = common::lines(&out);
+    let (lines, want) = one_run(dir.path(), 400, 25, 12);
 
     let pipeline = member_pipeline_with(dir.path(), &urls, "id = \"event_id\"\n");
     let mut servers: Vec<Server> = (0..3).map(|_| Server::start(&pipeline, &[], &[])).collect();
@@ -379,19 +374,7 @@ fn a_member_joins_under_load() {
         return;
     };
     let dir = tempfile::tempdir().expect("tmp");
-    let input = dir.path().join("events.jsonl");
-    let lines = common::gen_lines(
-        &input,
-        &[
-            "--events", "400", "--users", "25", "--days", "1", "--seed", "13",
-        ],
-    );
-    let (out, dead) = (dir.path().join("run.out"), dir.path().join("run.dead"));
-    let run = common::sluice_run(&example_pipeline(), &input, &out, &dead, 1)
-        .output()
-        .expect("run");
-    common::assert_success(&run);
-    let want = common::lines(&out);
+    let (lines, want) = one_run(dir.path(), 400, 25, 13);
 
     let pipeline = member_pipeline_with(dir.path(), &urls, "id = \"event_id\"\n");
     let mut servers: Vec<Server> = (0..3).map(|_| Server::start(&pipeline, &[], &[])).collect();

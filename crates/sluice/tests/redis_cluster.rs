@@ -596,17 +596,20 @@ fn event_ids_make_a_repeated_run_apply_nothing_twice() {
     let dir = tempfile::tempdir().expect("tmp");
     let input = gen(dir.path(), 2000, 50);
     let text = std::fs::read_to_string(&input).expect("input");
-    let repeated: String = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            if i % 10 == 3 {
-                format!("{l}\n{l}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
+    // Each tenth line twice, as a client retry would send it.
+    let repeat = |text: &str| -> String {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| {
+                if i % 10 == 3 {
+                    format!("{l}\n{l}\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect()
+    };
+    let repeated = repeat(&text);
     let retried = dir.path().join("retried.jsonl");
     std::fs::write(&retried, &repeated).expect("write");
     let probe_input = dir.path().join("probes.jsonl");
@@ -623,17 +626,7 @@ fn event_ids_make_a_repeated_run_apply_nothing_twice() {
     };
     let first = run(&input, "first.jsonl");
     let second = run(&retried, "second.jsonl");
-    let want: String = first
-        .lines()
-        .enumerate()
-        .map(|(i, l)| {
-            if i % 10 == 3 {
-                format!("{l}\n{l}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
+    let want = repeat(&first);
     if second != want {
         let diff = second
             .lines()

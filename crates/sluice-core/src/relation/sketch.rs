@@ -262,17 +262,12 @@ impl LinkIndex {
             self.overflows += 1;
             return FeatureValue::Null;
         }
-        let n = self.values.bytes.len();
-        if self.marks.len() < n {
-            self.marks.resize(n, 0);
-            self.via_marks.resize(n, 0);
-        }
-        self.epoch = self.epoch.wrapping_add(1);
-        if self.epoch == 0 {
-            self.marks.fill(0);
-            self.via_marks.fill(0);
-            self.epoch = 1;
-        }
+        super::next_read(
+            &mut self.marks,
+            &mut self.via_marks,
+            &mut self.epoch,
+            self.values.bytes.len(),
+        );
         let mut reading = Reading::default();
         for &(_, via) in links.range(range) {
             // Each via value once, however many links to it the window holds.

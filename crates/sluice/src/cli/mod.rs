@@ -261,35 +261,23 @@ pub fn main() -> ExitCode {
                 json: args.json,
                 against: args.against,
             };
+            let serve_bench = sluice_bench::serve::ServeBench {
+                rates: args.rates.clone(),
+                seconds: args.seconds.max(1),
+                connections: args.connections.max(1),
+                batch: args.batch.max(1),
+                batch_wait: args.batch_wait.clone(),
+            };
             if let Some(brokers) = &args.kafka {
                 bench_kafka(&opts, brokers)
             } else if args.cluster {
                 alloc::no_huge_pages();
-                sluice_bench::cluster::run(
-                    &opts,
-                    &sluice_bench::serve::ServeBench {
-                        rates: args.rates,
-                        seconds: args.seconds.max(1),
-                        connections: args.connections.max(1),
-                        batch: args.batch.max(1),
-                        batch_wait: args.batch_wait.clone(),
-                    },
-                    &args.redis,
-                )
+                sluice_bench::cluster::run(&opts, &serve_bench, &args.redis)
             } else if args.serve {
                 // The generator's own huge-page faults would stall its threads and show as
                 // latency.
                 alloc::no_huge_pages();
-                sluice_bench::serve::run(
-                    &opts,
-                    &sluice_bench::serve::ServeBench {
-                        rates: args.rates,
-                        seconds: args.seconds.max(1),
-                        connections: args.connections.max(1),
-                        batch: args.batch.max(1),
-                        batch_wait: None,
-                    },
-                )
+                sluice_bench::serve::run(&opts, &serve_bench)
             } else if args.checkpoints {
                 config::parse(Path::new("bench.toml"), sluice_bench::BENCH_PIPELINE)
                     .map_err(anyhow::Error::from)

@@ -502,6 +502,7 @@ impl RedisBackend {
             };
             let mut state = KeyState::new(key_spec);
             let mut fields = Vec::new();
+            let mut scratch = vec![FeatureValue::Null; key_spec.features.len()];
             for entry in log.iter().skip(4) {
                 let Value::BulkString(entry) = entry else {
                     return Err(backend_error(format!("unexpected log entry {entry:?}")));
@@ -509,7 +510,6 @@ impl RedisBackend {
                 let (token, ts, matched) = self.layouts[r.spec]
                     .decode_entry(entry, plan.fields.len(), &mut fields)
                     .ok_or_else(|| backend_error("malformed log entry"))?;
-                let mut scratch = vec![FeatureValue::Null; key_spec.features.len()];
                 let target: &mut [FeatureValue] = if token == r.token {
                     &mut *values
                 } else {
