@@ -8,11 +8,44 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use sluice_engine::checkpoint::InputDigest;
-use sluice_engine::{InputFormat, Position, Resume, Sink, StreamSink, StreamSource};
+use sluice_engine::{
+    InputFormat, ParquetInput, ParquetSink, ParquetSource, Position, Resume, Sink, Source,
+    StreamSink, StreamSource, TimeFormat,
+};
+
+/// The event time field and format, which a Parquet input checks and converts.
+pub type TimeSpec<'a> = (&'a str, TimeFormat);
 
 /// A source reading `path` in `format`: stdin for `-`. Stdin, a pipe or a terminal is live
-/// (batches are also cut by time); a regular file is not.
-pub fn open_source(path: &Path, format: InputFormat) -> Result<StreamSource> {
+/// (batches are also cut by time); a regular file is not. A Parquet file is read one row
+/// group per batch.
+pub fn open_source(
+    path: &Path,
+    format: InputFormat,
+    time: TimeSpec<'_>,
+) -> Result<Box<dyn Source>> {
+    if format == InputFormat::Parquet {
+        return Ok(Box::new(ParquetSource::new(open_parquet(path, time)?)));
+    }
+    Ok(Box::new(open_stream(path, format)?))
+}
+
+fn open_parquet(path: &Path, time: TimeSpec<'_>) -> Result<ParquetInput> {
+    if path.as_os_str() == "-" {
+        return Err(Error::Refused(
+            "a Parquet input is read from a file (its footer is at the end), not from stdin".into(),
+        ));
+    }
+    Ok(ParquetInput::open(path, time.0, time.1)?)
+}
+
+/// A Parquet output at `path`, written whole at the end of the run.
+pub fn open_parquet_sink(path: &Path) -> Result<Box<dyn Sink>> {
+    let sink = ParquetSink::create(path).map_err(Error::io("open output", path))?;
+    Ok(Box::new(sink))
+}
+
+fn open_stream(path: &Path, format: InputFormat) -> Result<StreamSource> {
     let name = path.display().to_string();
     if path.as_os_str() == "-" {
         return Ok(StreamSource::new(Box::new(io::stdin()), name, format).live(true));
@@ -25,7 +58,24 @@ pub fn open_source(path: &Path, format: InputFormat) -> Result<StreamSource> {
 /// The source positioned where `resume` left it, once the file is known to be the input the
 /// checkpoint read: at least as long, and with the same bytes at both ends of what was read
 /// ([`InputDigest`]).
-pub fn open_source_at(path: &Path, format: InputFormat, resume: &Resume) -> Result<StreamSource> {
+pub fn open_source_at(
+    path: &Path,
+    format: InputFormat,
+    time: TimeSpec<'_>,
+    resume: &Resume,
+) -> Result<Box<dyn Source>> {
+    if format == InputFormat::Parquet {
+        let input = open_parquet(path, time)?;
+        return Ok(Box::new(ParquetSource::resuming(
+            input,
+            &resume.position,
+            resume.digest,
+        )?));
+    }
+    Ok(Box::new(open_stream_at(path, format, resume)?))
+}
+
+fn open_stream_at(path: &Path, format: InputFormat, resume: &Resume) -> Result<StreamSource> {
     let Position::Stream { offset, line } = resume.position else {
         return Err(Error::Refused(
             "the checkpoint was taken on a partitioned source, not on a file; run with --fresh \

@@ -23,7 +23,10 @@ pub mod state;
 
 pub use checkpoint::Resume;
 pub use codec::time::TimeFormat;
-pub use connector::{InputFormat, Position, Sink, Source, StreamSink, StreamSource};
+pub use connector::{
+    InputFormat, OutputFormat, ParquetInput, ParquetSink, ParquetSource, Position, Sink, Source,
+    StreamSink, StreamSource,
+};
 pub use dataflow::run::{plan_fingerprint, run, run_resumed, Job, Outputs, Stats, Summary};
 pub use dataflow::writer::Written;
 pub use error::{Error, Result};

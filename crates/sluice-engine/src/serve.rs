@@ -229,6 +229,7 @@ impl ServeEngine {
         let formatted = format_batch(
             &self.plan,
             &self.layout,
+            None,
             &self.source,
             &self.pool,
             job,

@@ -17,7 +17,7 @@ use sluice_core::{parse_duration, Agg, FeatureSpec, FieldPath, Plan};
 use sluice_engine::checkpoint::CheckpointConfig;
 use sluice_engine::state::redis::{ClusterOptions, RedisOptions};
 use sluice_engine::state::EmbeddedOptions;
-use sluice_engine::{InputFormat, StateConfig, TimeFormat};
+use sluice_engine::{InputFormat, OutputFormat, StateConfig, TimeFormat};
 pub use sluice_serve::{ClusterConfig, ServeConfig};
 use toml::Spanned;
 
@@ -91,6 +91,9 @@ struct SinkSection<K> {
     /// Kafka: `compression.type`. Default `lz4`.
     #[serde(default, deserialize_with = "opt_choice")]
     compression: Option<Spanned<Compression>>,
+    /// A file's format: `jsonl` (default) or `parquet` (inferred from a `.parquet` path).
+    #[serde(default, deserialize_with = "opt_choice")]
+    format: Option<Spanned<OutputFormatName>>,
 }
 
 /// `[state]`.
@@ -274,7 +277,11 @@ choice_enum!(
 );
 choice_enum!(
     /// `[source] format`.
-    FormatName, "source format", [Jsonl, Csv]
+    FormatName, "source format", [Jsonl, Csv, Parquet]
+);
+choice_enum!(
+    /// `[sink] format`.
+    OutputFormatName, "sink format", [Jsonl, Parquet]
 );
 choice_enum!(
     /// `[source] kind`.
@@ -346,11 +353,21 @@ impl From<TimeFormatName> for TimeFormat {
     }
 }
 
+impl From<OutputFormatName> for OutputFormat {
+    fn from(f: OutputFormatName) -> OutputFormat {
+        match f {
+            OutputFormatName::Jsonl => OutputFormat::Jsonl,
+            OutputFormatName::Parquet => OutputFormat::Parquet,
+        }
+    }
+}
+
 impl From<FormatName> for InputFormat {
     fn from(f: FormatName) -> InputFormat {
         match f {
             FormatName::Jsonl => InputFormat::Jsonl,
             FormatName::Csv => InputFormat::Csv,
+            FormatName::Parquet => InputFormat::Parquet,
         }
     }
 }
@@ -481,6 +498,8 @@ pub struct PipelineConfig {
     pub format: InputFormat,
     /// Output, if configured.
     pub sink: Option<SinkConfig>,
+    /// The output file's format.
+    pub output_format: OutputFormat,
     /// Dead-letter file, if configured.
     pub dead_letters: Option<PathBuf>,
     /// Dead-letter topic, if configured.
@@ -511,6 +530,7 @@ impl PipelineConfig {
             source: None,
             format: InputFormat::Jsonl,
             sink: None,
+            output_format: OutputFormat::Jsonl,
             dead_letters: None,
             dead_letter_topic: None,
             workers: None,
@@ -649,10 +669,21 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
     let source = match &file.source {
         None => None,
         Some(s) => {
-            if let Some(f) = &s.format {
-                format = (*f.get_ref()).into();
+            match &s.format {
+                Some(f) => format = (*f.get_ref()).into(),
+                None if s.path.as_deref().is_some_and(|p| p.ends_with(".parquet")) => {
+                    format = InputFormat::Parquet
+                }
+                None => {}
             }
             let kind = s.kind.as_ref().map_or(SourceKind::File, |k| *k.get_ref());
+            if let (SourceKind::Stdin, InputFormat::Parquet) = (kind, format) {
+                return Err(src.error(
+                    s.format.as_ref().map(Spanned::span),
+                    "a Parquet input is read from a file (its footer is at the end); valid with \
+                     kind = \"stdin\": format = \"jsonl\" or \"csv\"",
+                ));
+            }
             match (kind, &s.path) {
                 (SourceKind::Stdin, _) => Some(SourceConfig::Stdin),
                 (SourceKind::Kafka, _) => Some(SourceConfig::Kafka(kafka_source(&src, s)?)),
@@ -677,10 +708,26 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
             ));
         }
     }
+    let mut output_format = OutputFormat::Jsonl;
     let sink = match &file.sink {
         None => None,
         Some(s) => {
             let kind = s.kind.as_ref().map_or(SinkKind::File, |k| *k.get_ref());
+            output_format = match (&s.format, &s.path) {
+                (Some(f), _) => (*f.get_ref()).into(),
+                (None, Some(p)) if p.ends_with(".parquet") => OutputFormat::Parquet,
+                (None, _) => OutputFormat::Jsonl,
+            };
+            if output_format == OutputFormat::Parquet && kind != SinkKind::File {
+                return Err(src.error(
+                    s.format
+                        .as_ref()
+                        .map(Spanned::span)
+                        .or(s.kind.as_ref().map(Spanned::span)),
+                    "a Parquet output is a file; valid: kind = \"file\" with a path, or \
+                     format = \"jsonl\"",
+                ));
+            }
             match (kind, &s.path) {
                 (SinkKind::Stdout, _) => Some(SinkConfig::Stdout),
                 (SinkKind::Kafka, _) => Some(SinkConfig::Kafka(kafka_sink(&src, s, "sink")?)),
@@ -714,6 +761,13 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
         None => None,
         Some(c) => Some(checkpoint_config(&src, c, &state, format, &resolve)?),
     };
+    if let (Some(c), OutputFormat::Parquet) = (&file.checkpoint, output_format) {
+        return Err(src.error(
+            Some(c.path.span()),
+            "a Parquet output cannot be cut back to a checkpoint (its footer is written at the \
+             end): write the output as JSONL with [checkpoint], or remove [checkpoint]",
+        ));
+    }
 
     let mut serve = serve_config(&src, file.serve.as_ref())?;
     if let Some(c) = &file.cluster {
@@ -780,6 +834,7 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
         source,
         format,
         sink,
+        output_format,
         dead_letters,
         dead_letter_topic,
         workers,
@@ -839,6 +894,13 @@ fn dead_letters_config(
     d: &SinkSection<DeadLetterKind>,
     resolve: &impl Fn(&str) -> PathBuf,
 ) -> Result<(Option<PathBuf>, Option<KafkaSink>), ConfigError> {
+    if let Some(f) = &d.format {
+        return Err(src.error(
+            Some(f.span()),
+            "[dead_letters] takes no `format`: dead letters are JSONL, one per line with its \
+             reason; remove it",
+        ));
+    }
     if let Some(key) = &d.key {
         return Err(src.error(
             Some(key.span()),

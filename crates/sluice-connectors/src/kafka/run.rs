@@ -151,8 +151,9 @@ pub fn run(run: KafkaRun, stats: Arc<Stats>) -> Result<KafkaSummary> {
             // them at the end.
             let (outputs, _) = open_outputs(&run, false)?;
             let (path, format) = &run.input;
-            let mut input = file::open_source(path, *format)?;
-            sluice_engine::run(&run.job, &mut input, outputs, Arc::clone(&stats))?
+            let time = (run.job.time_field.as_str(), run.job.time_format);
+            let mut input = file::open_source(path, *format, time)?;
+            sluice_engine::run(&run.job, input.as_mut(), outputs, Arc::clone(&stats))?
         }
     };
     Ok(KafkaSummary {

@@ -1,7 +1,7 @@
 //! The output stage: enriched events as JSON lines, and dead letters.
 
 use sluice_core::derived::{Input, Output};
-use sluice_core::expr::{Compiled, Val, Value};
+use sluice_core::expr::{Compiled, Type, Val, Value};
 use sluice_core::{canonical_parts, Agg, FeatureValue, Plan};
 use smallvec::SmallVec;
 
@@ -249,6 +249,109 @@ impl OutputLayout {
         out.extend_from_slice(b"}}\n");
     }
 
+    /// Each output value of one event, in output order, as `emit(output, cell)`: what
+    /// [`OutputLayout::write_event`] writes as JSON, for a columnar output. `value` and `text`
+    /// as there.
+    pub(crate) fn cells<'t>(
+        &self,
+        batch: &ParsedBatch,
+        event: usize,
+        n_fields: usize,
+        value: impl Fn(usize, usize) -> Option<FeatureValue>,
+        text: impl Fn(usize) -> &'t [u8],
+        mut emit: impl FnMut(usize, Cell<'_>),
+    ) {
+        let feature = |f: usize| {
+            let (k, slot) = self.origin[f];
+            value(k, slot).unwrap_or(FeatureValue::Null)
+        };
+        let text_of = |f: usize| text(self.origin[f].0);
+        let derived = if self.derived.is_empty() {
+            Vec::new()
+        } else {
+            self.derive(batch, event, n_fields, &feature, &text_of)
+        };
+        for (i, (_, output)) in self.outputs.iter().enumerate() {
+            let cell = match *output {
+                Output::Feature(f) => match feature(f) {
+                    FeatureValue::Null | FeatureValue::Beyond => Cell::Null,
+                    FeatureValue::Int(n) => Cell::Int(n),
+                    FeatureValue::Num(v) => Cell::Num(v),
+                    FeatureValue::Exact(v) => Cell::Exact(v),
+                    FeatureValue::Text { start, len } => {
+                        Cell::canonical(text_at(text_of(f), start, len))
+                    }
+                    FeatureValue::Own => match self.own_field[f] {
+                        Some(field) => {
+                            let slot = &batch.fields[event * n_fields + field];
+                            match slot.kind {
+                                FieldKind::Missing | FieldKind::Other => Cell::Null,
+                                FieldKind::Num => Cell::Exact(slot.num),
+                                FieldKind::Str => Cell::Str(slot_text(&batch.arena, slot)),
+                                FieldKind::Bool => {
+                                    Cell::Bool(slot_text(&batch.arena, slot) == b"true")
+                                }
+                            }
+                        }
+                        None => Cell::Null,
+                    },
+                },
+                Output::Derived(d) => match &derived[d] {
+                    DerivedValue::Null => Cell::Null,
+                    DerivedValue::Num(n) => Cell::Num(*n),
+                    DerivedValue::Bool(b) => Cell::Bool(*b),
+                    DerivedValue::Str(s) => Cell::Str(s.as_bytes()),
+                },
+            };
+            emit(i, cell);
+        }
+    }
+
+    /// The static type of each output in output order, for a columnar output's schema.
+    pub(crate) fn output_types(&self, plan: &Plan) -> Vec<(String, CellType)> {
+        self.outputs
+            .iter()
+            .map(|&(_, output)| match output {
+                Output::Feature(f) => {
+                    let spec = &plan.features[f];
+                    let numeric_of = spec
+                        .of
+                        .as_ref()
+                        .and_then(|of| plan.fields.iter().position(|x| x == of))
+                        .is_some_and(|i| plan.numeric_fields[i]);
+                    let ty = match spec.agg {
+                        Agg::Count
+                        | Agg::DistinctCount
+                        | Agg::DistinctCountApprox
+                        | Agg::LinkedCount
+                        | Agg::LinkedDistinctCount
+                        | Agg::LinkedDistinctCountApprox => CellType::Int,
+                        Agg::Sum
+                        | Agg::Avg
+                        | Agg::Min
+                        | Agg::Max
+                        | Agg::Variance
+                        | Agg::Stddev
+                        | Agg::VariancePop
+                        | Agg::StddevPop
+                        | Agg::Quantile(_) => CellType::Float,
+                        Agg::First | Agg::Last | Agg::Lag if numeric_of => CellType::Float,
+                        Agg::First | Agg::Last | Agg::Lag | Agg::Set(_) => CellType::Text,
+                    };
+                    (spec.name.clone(), ty)
+                }
+                Output::Derived(d) => {
+                    let ty = match self.derived[d].0.ty() {
+                        Type::Num => CellType::Float,
+                        Type::Bool => CellType::Bool,
+                        Type::Str | Type::Null | Type::Any => CellType::Text,
+                    };
+                    (plan.derived[d].spec.name.clone(), ty)
+                }
+            })
+            .collect()
+    }
+
     /// Writes the value of aggregated feature `f` (not a [`FeatureValue::Text`]: see
     /// [`write_text`]).
     #[inline(always)]
@@ -406,6 +509,53 @@ fn slot_value<'b>(arena: &'b [u8], slot: &FieldSlot, canonical: bool) -> Value<'
             std::str::from_utf8(text).map_or(Value::Missing, Value::Str)
         }
     }
+}
+
+/// One output value of one event, for a columnar output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Cell<'a> {
+    /// No value.
+    Null,
+    /// A count.
+    Int(u64),
+    /// A computed number (text: 15 significant digits).
+    Num(f64),
+    /// An observed number (text: exactly).
+    Exact(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A string's UTF-8 bytes.
+    Str(&'a [u8]),
+    /// A kept number, as its JSON text.
+    Number(&'a [u8]),
+    /// Other JSON text (a `set`'s array).
+    Json(&'a [u8]),
+}
+
+impl<'a> Cell<'a> {
+    /// The cell of canonical value bytes ([`sluice_core::KeyEncoder`]).
+    fn canonical(canonical: &'a [u8]) -> Cell<'a> {
+        match canonical_parts(canonical) {
+            Some((b's', text)) => Cell::Str(text),
+            Some((b'n', text)) => Cell::Number(text),
+            Some((b'b', text)) => Cell::Bool(text == b"true"),
+            Some((b'j', text)) => Cell::Json(text),
+            _ => Cell::Null,
+        }
+    }
+}
+
+/// The column type of an output, from its aggregation or its expression's static type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CellType {
+    /// 64-bit integers (counts).
+    Int,
+    /// Doubles.
+    Float,
+    /// Booleans.
+    Bool,
+    /// UTF-8 text: a string as it is, any other value as its JSON text.
+    Text,
 }
 
 /// A derived feature's value for one event, owned (a string result outlives the inputs).

@@ -42,6 +42,8 @@ pub struct Extractor {
     /// Per `of` field: `None` when a feature without a filter aggregates it, else the filters
     /// of the features that do (an event matching none of them is not type-checked there).
     field_filters: Vec<Option<u64>>,
+    /// Whether a Parquet row group's columns are kept for a columnar output.
+    keep_columns: bool,
 }
 
 /// Per-thread scratch space of the parse stage.
@@ -71,6 +73,7 @@ impl Extractor {
             filters: Vec::new(),
             expr_fields: Vec::new(),
             field_filters: field_filters(plan),
+            keep_columns: false,
         };
         ex.time = ex.slot(time_field);
         ex.key_fields = plan
@@ -120,6 +123,13 @@ impl Extractor {
         self
     }
 
+    /// Keeps the columns of Parquet row groups for a columnar output
+    /// ([`ParsedBatch::columns`]).
+    pub fn keeping_columns(mut self) -> Self {
+        self.keep_columns = true;
+        self
+    }
+
     /// Sets the CSV header (the column names, in order).
     pub fn with_csv_header(mut self, header: Vec<String>) -> Self {
         self.csv_header = header
@@ -157,39 +167,87 @@ impl Extractor {
             partitions: Vec::new(),
             digest: None,
             output_keys: Vec::new(),
+            columns: None,
         };
-        match &raw {
-            RawBatch::Lines {
-                data, first_line, ..
-            } => {
-                // Records are rarely shorter than 64 bytes: reserve once instead of growing.
-                let records = data.len() / 64 + 1;
-                out.events.reserve(records);
-                out.keys.reserve(records * self.key_fields.len());
-                out.fields.reserve(records * self.of_fields.len());
-                out.arena
-                    .reserve(records * 16 * (self.key_fields.len() + self.of_fields.len()));
-                let mut line_no = *first_line;
-                let mut start = 0;
-                while start < data.len() {
-                    let end =
-                        memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
-                    let line = trim_end(&data[start..end]);
-                    if !line.iter().all(u8::is_ascii_whitespace) {
-                        self.parse_json_line(line, start, line_no, scratch, &mut out);
-                    }
-                    start = end + 1;
-                    line_no += 1;
-                }
+        let raw = match raw {
+            RawBatch::Lines { data, first_line } => {
+                self.parse_lines(&data, first_line, scratch, &mut out);
+                RawBatch::Lines { data, first_line }
             }
             RawBatch::Csv(rows) => {
-                for row in rows {
+                for row in &rows {
                     self.parse_csv_row(row, scratch, &mut out);
                 }
+                RawBatch::Csv(rows)
             }
-        }
+            RawBatch::RowGroup(group) => match group.decode() {
+                Ok(decoded) => {
+                    self.parse_lines(&decoded.lines, group.first_row, scratch, &mut out);
+                    if self.keep_columns {
+                        out.columns = Some(decoded.columns);
+                    }
+                    RawBatch::Lines {
+                        data: decoded.lines,
+                        first_line: group.first_row,
+                    }
+                }
+                Err(message) => {
+                    // Nothing of the row group can be read: each of its rows is a dead letter
+                    // saying why, so that none is lost without a trace.
+                    let span = Span::default();
+                    for row in 0..group.rows {
+                        let rejection = Rejection {
+                            reason: "malformed",
+                            message: message.clone(),
+                        };
+                        scratch.caps.clear();
+                        scratch.reserved = false;
+                        self.finish_event(
+                            group.first_row + row,
+                            span,
+                            span,
+                            Some(rejection),
+                            scratch,
+                            &mut out,
+                        );
+                    }
+                    RawBatch::Lines {
+                        data: Vec::new(),
+                        first_line: group.first_row,
+                    }
+                }
+            },
+        };
         out.raw = raw;
         out
+    }
+
+    /// Parses JSONL lines, the first numbered `first_line`.
+    fn parse_lines(
+        &self,
+        data: &[u8],
+        first_line: u64,
+        scratch: &mut ParseScratch,
+        out: &mut ParsedBatch,
+    ) {
+        // Records are rarely shorter than 64 bytes: reserve once instead of growing.
+        let records = data.len() / 64 + 1;
+        out.events.reserve(records);
+        out.keys.reserve(records * self.key_fields.len());
+        out.fields.reserve(records * self.of_fields.len());
+        out.arena
+            .reserve(records * 16 * (self.key_fields.len() + self.of_fields.len()));
+        let mut line_no = first_line;
+        let mut start = 0;
+        while start < data.len() {
+            let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+            let line = trim_end(&data[start..end]);
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                self.parse_json_line(line, start, line_no, scratch, out);
+            }
+            start = end + 1;
+            line_no += 1;
+        }
     }
 
     fn parse_json_line(

@@ -8,9 +8,11 @@
 
 mod csv;
 mod lines;
+pub mod parquet;
 mod sink;
 mod source;
 
+pub use parquet::{ParquetInput, ParquetSink, ParquetSource};
 pub use sink::{RecordKeys, Sink, StreamSink, SyncJob};
 pub use source::{Acknowledge, Batching, Position, Source, SourceBatch, StreamSource};
 
@@ -22,4 +24,16 @@ pub enum InputFormat {
     Jsonl,
     /// CSV with a header row.
     Csv,
+    /// A Parquet file.
+    Parquet,
+}
+
+/// Record format of an output file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// One JSON object per line: the event's fields and `"features"`.
+    #[default]
+    Jsonl,
+    /// A Parquet file: the input's columns and one typed column per feature.
+    Parquet,
 }

@@ -51,6 +51,21 @@ pub trait Sink: Send {
     /// message key when the sink names a [`Sink::key_field`].
     fn write(&mut self, lines: &[u8], keys: Option<&RecordKeys>) -> io::Result<()>;
 
+    /// Whether the sink takes record batches ([`Sink::write_columns`]) instead of lines.
+    fn is_columnar(&self) -> bool {
+        false
+    }
+
+    /// A columnar sink: the schema of every batch it will take, before the first.
+    fn set_schema(&mut self, _schema: arrow_schema::SchemaRef) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// A columnar sink: takes the enriched events of one batch, in input order.
+    fn write_columns(&mut self, _columns: &arrow_array::RecordBatch) -> io::Result<()> {
+        Err(io::Error::other("this output takes lines, not columns"))
+    }
+
     /// Hands what is buffered on (to the file, the network) without waiting for it to be
     /// durable.
     fn flush(&mut self) -> io::Result<()>;

@@ -88,6 +88,7 @@ impl SourceBatch {
         match &self.raw {
             RawBatch::Lines { data, .. } => data.len(),
             RawBatch::Csv(_) => 0,
+            RawBatch::RowGroup(g) => g.compressed_bytes(),
         }
     }
 }
@@ -119,6 +120,11 @@ pub trait Source: Send {
 
     /// The CSV header, for a CSV source (after [`Source::start`]).
     fn csv_header(&self) -> Option<&[String]> {
+        None
+    }
+
+    /// The columns of a Parquet source (after [`Source::start`]).
+    fn parquet_schema(&self) -> Option<arrow_schema::SchemaRef> {
         None
     }
 
@@ -226,6 +232,14 @@ impl Source for StreamSource {
                 Stream::Lines(lines.starting_at(self.start.0, self.start.1, digest))
             }
             InputFormat::Csv => Stream::Csv(CsvBatcher::new(reader, name, batching.csv_rows)?),
+            InputFormat::Parquet => {
+                return Err(crate::error::Error::Input {
+                    path: name,
+                    error: std::io::Error::other(
+                        "a Parquet file is read by a Parquet source, not as a byte stream",
+                    ),
+                })
+            }
         };
         Ok(())
     }

@@ -1,6 +1,9 @@
 //! Batches: the unit of work between stages. A batch holds raw records as read, then what the
 //! parse stage extracted from each of them.
 
+use arrow_array::RecordBatch;
+
+use crate::connector::parquet::RowGroup;
 use crate::connector::Position;
 
 /// Raw records of one batch, as read from the source.
@@ -15,6 +18,8 @@ pub enum RawBatch {
     },
     /// CSV rows, already split into fields by the reader.
     Csv(Vec<CsvRow>),
+    /// A row group of a Parquet file, decoded by the parse stage (on a worker).
+    RowGroup(RowGroup),
 }
 
 /// One CSV row or the error the CSV reader gave for it.
@@ -135,6 +140,9 @@ pub struct ParsedBatch {
     /// With an output key field (a keyed sink): each event's key text in the arena, or
     /// `None` (else empty).
     pub output_keys: Vec<Option<(usize, usize)>>,
+    /// A Parquet row group written to a columnar output: its columns as read (one row per
+    /// event, rejected ones included).
+    pub columns: Option<RecordBatch>,
 }
 
 impl ParsedBatch {
@@ -145,7 +153,7 @@ impl ParsedBatch {
         } else {
             match &self.raw {
                 RawBatch::Lines { data, .. } => &data[span.start..span.end],
-                RawBatch::Csv(_) => &[],
+                RawBatch::Csv(_) | RawBatch::RowGroup(_) => &[],
             }
         }
     }

@@ -480,6 +480,7 @@ mod tests {
             partitions: Vec::new(),
             digest: None,
             output_keys: Vec::new(),
+            columns: None,
         }
     }
 

@@ -23,6 +23,7 @@ use crossbeam_channel::{bounded, never, unbounded, Receiver, Select, Sender};
 use sluice_core::{shard_of, Plan};
 
 use crate::checkpoint::{self, Barrier, CheckpointConfig, GroupSnapshot, Resume};
+use crate::codec::columns::{ColumnLayout, InputColumns};
 use crate::codec::format::OutputLayout;
 use crate::codec::parse::{Extractor, ParseScratch};
 use crate::codec::time::TimeFormat;
@@ -312,6 +313,8 @@ struct WorkerShared {
     plan: Arc<Plan>,
     extractor: Extractor,
     layout: OutputLayout,
+    /// A columnar output's layout.
+    columns: Option<ColumnLayout>,
     source_name: String,
     pool: BufferPool,
     stats: Arc<Stats>,
@@ -324,7 +327,7 @@ struct WorkerShared {
 pub fn run_resumed(
     job: &Job,
     source: &mut dyn Source,
-    outputs: Outputs<'_>,
+    mut outputs: Outputs<'_>,
     stats: Arc<Stats>,
     resume: Option<Resume>,
 ) -> Result<Summary> {
@@ -339,16 +342,27 @@ pub fn run_resumed(
     if let Some(field) = outputs.events.key_field() {
         extractor = extractor.with_output_key(field);
     }
+    let columns = columnar_output(job, source, &mut outputs)?;
+    if columns.is_some() {
+        extractor = extractor.keeping_columns();
+    }
     let sink_start = resume.as_ref().map(|r| r.sink).unwrap_or_default();
     let start = Start::open(job, resume)?;
     let ends = writer_ends(outputs, source, sink_start, &start.position)?;
     let by_partition = ends.source_checkpoint.is_some() && job.checkpoint.is_some();
 
-    let max_in_flight = 4 * n + 4;
+    // A Parquet batch is a whole row group (often 100k rows or more): fewer of them in flight
+    // bound memory while every worker still has one to decode.
+    let max_in_flight = if source.parquet_schema().is_some() {
+        n + 2
+    } else {
+        4 * n + 4
+    };
     let shared = Arc::new(WorkerShared {
         plan: Arc::clone(&plan),
         extractor,
         layout: OutputLayout::new(&plan),
+        columns,
         source_name: source.name().to_owned(),
         pool: BufferPool::new(2 * max_in_flight),
         stats: Arc::clone(&stats),
@@ -448,6 +462,44 @@ pub fn run_resumed(
     })
 }
 
+/// A columnar events sink's layout, its schema set: the source's columns, then the features.
+/// Fails when a feature has the name of an input column, or when checkpoints would need to
+/// cut the output back.
+fn columnar_output(
+    job: &Job,
+    source: &dyn Source,
+    outputs: &mut Outputs<'_>,
+) -> Result<Option<ColumnLayout>> {
+    if !outputs.events.is_columnar() {
+        return Ok(None);
+    }
+    let refuse = |message: String| Error::Output {
+        what: "output",
+        error: std::io::Error::other(message),
+    };
+    if job.checkpoint.is_some() {
+        return Err(refuse(
+            "a Parquet output cannot be cut back to a checkpoint: write JSONL with \
+             [checkpoint], or run without it"
+                .into(),
+        ));
+    }
+    let input = match (source.parquet_schema(), source.csv_header()) {
+        (Some(schema), _) => InputColumns::Parquet(schema),
+        (None, Some(header)) => InputColumns::Csv(header.to_vec()),
+        (None, None) => InputColumns::Json,
+    };
+    let layout = ColumnLayout::new(&job.plan, input).map_err(refuse)?;
+    outputs
+        .events
+        .set_schema(Arc::clone(layout.schema()))
+        .map_err(|error| Error::Output {
+            what: "output",
+            error,
+        })?;
+    Ok(Some(layout))
+}
+
 /// The writer's ends: the sinks cut back to where a resumed checkpoint left them, and the
 /// source's acknowledger and part in checkpoints.
 fn writer_ends<'o>(
@@ -502,12 +554,10 @@ fn spawn_reader<'scope>(
                     let Some(batch) = source.next_batch(shared.pool.take())? else {
                         return Ok(());
                     };
-                    if let crate::dataflow::batch::RawBatch::Lines { data, .. } = &batch.raw {
-                        shared
-                            .stats
-                            .bytes_read
-                            .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    }
+                    shared
+                        .stats
+                        .bytes_read
+                        .fetch_add(batch.bytes() as u64, Ordering::Relaxed);
                     shared
                         .stats
                         .records_read
@@ -569,7 +619,15 @@ fn work(i: usize, backend: Backend, queues: WorkerQueues, shared: &WorkerShared)
                 }
                 WorkerJob::Format(job) => {
                     let s = shared;
-                    let f = format_batch(&s.plan, &s.layout, &s.source_name, &s.pool, job, |_| {});
+                    let f = format_batch(
+                        &s.plan,
+                        &s.layout,
+                        s.columns.as_ref(),
+                        &s.source_name,
+                        &s.pool,
+                        job,
+                        |_| {},
+                    );
                     written.send(WriterMsg::Batch(f)).is_ok()
                 }
                 WorkerJob::Parse(seq, batch) => {

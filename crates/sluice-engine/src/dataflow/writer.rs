@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
+
 use crossbeam_channel::{Receiver, Sender};
 use sluice_core::{FeatureValue, Plan};
 
@@ -12,6 +14,7 @@ use crate::checkpoint::{
     self, Barrier, CheckpointConfig, FileEntry, Manifest, PartitionPosition, SinkPosition,
     SourceCheckpoint, SourcePosition, FORMAT_VERSION,
 };
+use crate::codec::columns::ColumnLayout;
 use crate::codec::format::{write_dead_letter, OutputLayout, RELATION};
 use crate::connector::{Acknowledge, Position, RecordKeys, Sink};
 use crate::dataflow::batch::{RawBatch, Rejection};
@@ -41,6 +44,9 @@ pub(crate) struct Formatted {
     n_late: u64,
     /// Relation values null because a hub exceeded its limit.
     n_link_overflows: u64,
+    /// For a columnar output: the enriched events as one record batch (in place of
+    /// `events`), or why it could not be built.
+    pub(crate) columns: Option<std::result::Result<RecordBatch, String>>,
 }
 
 /// Where one record of a formatted batch went: the byte range of its line (newline included)
@@ -59,6 +65,7 @@ pub enum Written {
 pub(crate) fn format_batch(
     plan: &Plan,
     layout: &OutputLayout,
+    columnar: Option<&ColumnLayout>,
     source: &str,
     pool: &BufferPool,
     job: FormatJob,
@@ -79,11 +86,14 @@ pub(crate) fn format_batch(
         }
     }
     let mut events = pool.take();
-    let input_bytes = match &batch.raw {
-        RawBatch::Lines { data, .. } => data.len(),
-        RawBatch::Csv(_) => batch.arena.len(),
-    };
-    events.reserve(input_bytes + batch.events.len() * layout.bytes_per_event());
+    let mut columns = columnar.map(|c| c.builder(batch.events.len()));
+    if columns.is_none() {
+        let input_bytes = match &batch.raw {
+            RawBatch::Lines { data, .. } => data.len(),
+            RawBatch::Csv(_) | RawBatch::RowGroup(_) => batch.arena.len(),
+        };
+        events.reserve(input_bytes + batch.events.len() * layout.bytes_per_event());
+    }
     let mut dead = Vec::new();
     let mut keys = (!batch.output_keys.is_empty()).then(RecordKeys::default);
     let (mut n_events, mut n_dead, mut n_late) = (0, 0, 0);
@@ -120,36 +130,39 @@ pub(crate) fn format_batch(
             n_late += 1;
             continue;
         }
+        let value = |k: usize, slot: usize| {
+            if k == RELATION {
+                return routed.links.get(i * n_links + slot).copied();
+            }
+            let (shard, offset) = at[i * n_keys + k];
+            (shard != u32::MAX).then(|| job.results[shard as usize].values[offset as usize + slot])
+        };
+        let text = |k: usize| {
+            if k == RELATION {
+                return &[][..];
+            }
+            let (shard, _) = at[i * n_keys + k];
+            job.results
+                .get(shard as usize)
+                .map_or(&[][..], |r| r.text.as_slice())
+        };
         let start = events.len();
-        layout.write_event(
-            &mut events,
-            batch,
-            i,
-            n_fields,
-            |k, slot| {
-                if k == RELATION {
-                    return routed.links.get(i * n_links + slot).copied();
-                }
-                let (shard, offset) = at[i * n_keys + k];
-                (shard != u32::MAX)
-                    .then(|| job.results[shard as usize].values[offset as usize + slot])
-            },
-            |k| {
-                if k == RELATION {
-                    return &[][..];
-                }
-                let (shard, _) = at[i * n_keys + k];
-                job.results
-                    .get(shard as usize)
-                    .map_or(&[][..], |r| r.text.as_slice())
-            },
-        );
+        match columns.as_mut() {
+            Some(columns) => {
+                columns.add_event(batch, i);
+                layout.cells(batch, i, n_fields, value, text, |o, cell| {
+                    columns.add_cell(o, cell)
+                });
+            }
+            None => layout.write_event(&mut events, batch, i, n_fields, value, text),
+        }
         each(Written::Event(start..events.len()));
         if let Some(keys) = keys.as_mut() {
             keys.push(batch.output_keys[i].map(|(a, b)| &batch.arena[a..b]));
         }
         n_events += 1;
     }
+    let columns = columns.map(|c| c.finish(batch));
     let seq = batch.seq;
     let end = batch.end.clone();
     let n_link_overflows = routed.link_overflows;
@@ -169,6 +182,7 @@ pub(crate) fn format_batch(
         n_dead,
         n_late,
         n_link_overflows,
+        columns,
     }
 }
 
@@ -294,9 +308,14 @@ impl Sinks<'_, '_> {
 
     /// Writes one formatted batch.
     fn write(&mut self, f: &Formatted) -> Result<()> {
-        self.events
-            .write(&f.events, f.keys.as_ref())
-            .map_err(out_err)?;
+        match &f.columns {
+            Some(Ok(columns)) => self.events.write_columns(columns).map_err(out_err)?,
+            Some(Err(message)) => return Err(out_err(std::io::Error::other(message.clone()))),
+            None => self
+                .events
+                .write(&f.events, f.keys.as_ref())
+                .map_err(out_err)?,
+        }
         if !f.dead.is_empty() {
             self.dead_letters.write(&f.dead, None).map_err(dead_err)?;
         }

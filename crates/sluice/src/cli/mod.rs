@@ -152,9 +152,10 @@ pub(crate) struct RunArgs {
     /// Worker threads (default: `workers` of the `engine` section, else the number of cores).
     #[arg(long)]
     workers: Option<usize>,
-    /// Input format, when the `source` section does not give it (`jsonl` or `csv`; a `.csv` input
-    /// path implies csv).
-    #[arg(long, value_parser = ["jsonl", "csv"])]
+    /// Input format, when the `source` section does not give it (`jsonl`, `csv` or `parquet`;
+    /// a `.csv` or `.parquet` input is read as such). An `--output` ending in `.parquet` is
+    /// written as Parquet.
+    #[arg(long, value_parser = ["jsonl", "csv", "parquet"])]
     format: Option<String>,
     /// Never show a progress bar (periodic log lines are still written when not on a terminal).
     #[arg(long)]

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use sluice::config::{PipelineConfig, SinkConfig, SourceConfig};
 use sluice_connectors::file;
 use sluice_engine::checkpoint;
-use sluice_engine::{InputFormat, Job, Outputs, Position, Stats, Summary};
+use sluice_engine::{InputFormat, Job, OutputFormat, Outputs, Position, Stats, Summary};
 
 use super::progress::Progress;
 use super::RunArgs;
@@ -21,6 +21,7 @@ struct Ends {
     input: PathBuf,
     format: InputFormat,
     output: PathBuf,
+    output_format: OutputFormat,
     dead_letters: Option<PathBuf>,
     /// Whether Kafka is at either end.
     kafka: bool,
@@ -39,7 +40,9 @@ fn ends(args: &RunArgs, pipeline: &PipelineConfig) -> Result<Ends> {
     };
     let format = match args.format.as_deref() {
         Some("csv") => InputFormat::Csv,
+        Some("parquet") => InputFormat::Parquet,
         Some(_) => InputFormat::Jsonl,
+        None if input.extension().is_some_and(|e| e == "parquet") => InputFormat::Parquet,
         None if pipeline.source.is_none() && input.extension().is_some_and(|e| e == "csv") => {
             InputFormat::Csv
         }
@@ -51,6 +54,11 @@ fn ends(args: &RunArgs, pipeline: &PipelineConfig) -> Result<Ends> {
         (None, Some(SinkConfig::Kafka(k))) => PathBuf::from(format!("kafka:{}", k.topic)),
         _ => PathBuf::from("-"),
     };
+    let output_format = match &args.output {
+        Some(p) if p.extension().is_some_and(|e| e == "parquet") => OutputFormat::Parquet,
+        Some(_) => OutputFormat::Jsonl,
+        None => pipeline.output_format,
+    };
     let dead_letters = args
         .dead_letters
         .clone()
@@ -58,10 +66,20 @@ fn ends(args: &RunArgs, pipeline: &PipelineConfig) -> Result<Ends> {
     let kafka = (args.input.is_none() && matches!(pipeline.source, Some(SourceConfig::Kafka(_))))
         || (args.output.is_none() && matches!(pipeline.sink, Some(SinkConfig::Kafka(_))))
         || (dead_letters.is_none() && pipeline.dead_letter_topic.is_some());
+    if kafka && (format == InputFormat::Parquet || output_format == OutputFormat::Parquet) {
+        anyhow::bail!(
+            "Parquet is for files: a run with Kafka at one end reads and writes JSONL files at \
+             the other"
+        );
+    }
+    if output_format == OutputFormat::Parquet && output.as_os_str() == "-" {
+        anyhow::bail!("a Parquet output is a file: give --output PATH.parquet");
+    }
     Ok(Ends {
         input,
         format,
         output,
+        output_format,
         dead_letters,
         kafka,
     })
@@ -122,18 +140,31 @@ fn run_files(
         }
         None => None,
     };
+    let time = (job.time_field.as_str(), job.time_format);
     let mut source = match &resume {
-        Some(r) => file::open_source_at(&ends.input, ends.format, r)?,
-        None => file::open_source(&ends.input, ends.format)?,
+        Some(r) => file::open_source_at(&ends.input, ends.format, time, r)?,
+        None => file::open_source(&ends.input, ends.format, time)?,
     };
     let resuming = resume.is_some();
-    let (events, _) = file::open_sink(&ends.output, "output", resuming)?;
+    let events = match ends.output_format {
+        OutputFormat::Parquet => file::open_parquet_sink(&ends.output)?,
+        OutputFormat::Jsonl => file::open_sink(&ends.output, "output", resuming)?.0,
+    };
     let dead_letters = match &ends.dead_letters {
         Some(p) => file::open_sink(p, "dead-letter file", resuming)?.0,
         None => file::stderr_sink(),
     };
     if let (Some(r), Some(c)) = (&resume, &config.checkpoint) {
-        if let Position::Stream { offset, line } = r.position {
+        if let (Position::Stream { offset, line }, InputFormat::Parquet) =
+            (&r.position, ends.format)
+        {
+            eprintln!(
+                "sluice: resuming from checkpoint {} in {}: input row {line} (row group {offset}), {} keys; --fresh starts over",
+                r.id,
+                c.dir.display(),
+                r.keys(),
+            );
+        } else if let Position::Stream { offset, line } = r.position {
             eprintln!(
                 "sluice: resuming from checkpoint {} in {}: input line {line} (byte {offset}), {} keys; --fresh starts over",
                 r.id,
@@ -147,7 +178,7 @@ fn run_files(
     let outputs = Outputs::new(events, dead_letters);
     Ok(sluice_engine::run_resumed(
         &job,
-        &mut source,
+        source.as_mut(),
         outputs,
         stats,
         resume,

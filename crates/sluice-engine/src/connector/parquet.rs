@@ -1,0 +1,499 @@
+//! Parquet files: a source that hands out one row group per batch (decoded on the workers, in
+//! parallel) and a sink that writes typed columns.
+//!
+//! A Parquet source stands at a row group: its [`Position`] is `Stream { offset: <index of the
+//! next row group>, line: <1-based number of its first row> }`, and a checkpoint's digest is a
+//! hash of the row groups' metadata before it, so a resumed run can tell that it reads the
+//! file the checkpoint read.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, SchemaRef, TimeUnit};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::file::reader::{ChunkReader, Length};
+
+use crate::codec::time::TimeFormat;
+use crate::connector::sink::{RecordKeys, Sink, SyncJob};
+use crate::connector::source::{Batching, Position, Source, SourceBatch};
+use crate::dataflow::batch::RawBatch;
+use crate::error::{Error, Result};
+
+/// A Parquet file opened for reading by several threads at once (positioned reads).
+#[derive(Debug)]
+struct SharedFile {
+    file: File,
+    len: u64,
+}
+
+impl Length for SharedFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// Reads a [`SharedFile`] from a position, without moving any shared file offset.
+struct PositionedRead {
+    file: Arc<SharedFile>,
+    at: u64,
+}
+
+impl Read for PositionedRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+/// A [`ChunkReader`] over a shared file: every reader gets its own position.
+#[derive(Clone)]
+struct Chunks(Arc<SharedFile>);
+
+impl Length for Chunks {
+    fn len(&self) -> u64 {
+        self.0.len
+    }
+}
+
+impl ChunkReader for Chunks {
+    type T = PositionedRead;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<PositionedRead> {
+        Ok(PositionedRead {
+            file: Arc::clone(&self.0),
+            at: start,
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        let mut buf = vec![0; length];
+        self.0.file.read_exact_at(&mut buf, start).map_err(|e| {
+            parquet::errors::ParquetError::General(format!(
+                "cannot read {length} bytes at byte {start}: {e}"
+            ))
+        })?;
+        Ok(buf.into())
+    }
+}
+
+/// An open Parquet input: its file, metadata and schema, shared by the batches read from it.
+pub struct ParquetInput {
+    name: String,
+    chunks: Chunks,
+    meta: ArrowReaderMetadata,
+    /// The event time column, when it holds timestamps or dates: its index, converted to what
+    /// the time format reads before records are parsed.
+    time_column: Option<usize>,
+    time_format: TimeFormat,
+}
+
+impl std::fmt::Debug for ParquetInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetInput")
+            .field("name", &self.name)
+            .field("row_groups", &self.row_groups())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ParquetInput {
+    /// Opens `path` and reads its footer. Fails, naming the file, when it is not a readable
+    /// Parquet file or has no column `time_field` (the event time).
+    pub fn open(path: &Path, time_field: &str, time_format: TimeFormat) -> Result<ParquetInput> {
+        let name = path.display().to_string();
+        let bad = |message: String| Error::Input {
+            path: PathBuf::from(&name),
+            error: io::Error::other(message),
+        };
+        let file = File::open(path).map_err(|error| Error::Input {
+            path: path.to_owned(),
+            error,
+        })?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let chunks = Chunks(Arc::new(SharedFile { file, len }));
+        let meta = ArrowReaderMetadata::load(&chunks, ArrowReaderOptions::new())
+            .map_err(|e| bad(format!("not a readable Parquet file: {e}")))?;
+        let schema = meta.schema();
+        let top = time_field.split('.').next().unwrap_or(time_field);
+        let Some((index, field)) = schema.column_with_name(top) else {
+            let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(bad(format!(
+                "has no column `{top}` for the event time ([event] time); its columns are: {}",
+                columns.join(", ")
+            )));
+        };
+        let time_column = (top == time_field
+            && matches!(
+                field.data_type(),
+                DataType::Timestamp(..) | DataType::Date32 | DataType::Date64
+            ))
+        .then_some(index);
+        Ok(ParquetInput {
+            name,
+            chunks,
+            meta,
+            time_column,
+            time_format,
+        })
+    }
+
+    /// The columns of the file.
+    pub fn schema(&self) -> &SchemaRef {
+        self.meta.schema()
+    }
+
+    /// Number of row groups.
+    pub fn row_groups(&self) -> usize {
+        self.meta.metadata().num_row_groups()
+    }
+
+    /// Rows of row group `i`.
+    fn rows_of(&self, i: usize) -> u64 {
+        self.meta.metadata().row_group(i).num_rows().max(0) as u64
+    }
+
+    /// A digest of the row groups before `upto`: their row counts, sizes and offsets.
+    pub fn digest(&self, upto: usize) -> u64 {
+        let mut bytes = Vec::with_capacity(upto * 24);
+        for g in self.meta.metadata().row_groups().iter().take(upto) {
+            bytes.extend_from_slice(&g.num_rows().to_le_bytes());
+            bytes.extend_from_slice(&g.compressed_size().to_le_bytes());
+            let offset = g.columns().first().map_or(0, |c| c.byte_range().0);
+            bytes.extend_from_slice(&offset.to_le_bytes());
+        }
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+
+    /// Decodes row group `index` into one record batch.
+    fn decode(&self, index: usize) -> std::result::Result<RecordBatch, String> {
+        let rows = self.rows_of(index) as usize;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+            self.chunks.clone(),
+            self.meta.clone(),
+        )
+        .with_row_groups(vec![index])
+        .with_batch_size(rows.max(1))
+        .build()
+        .map_err(|e| e.to_string())?;
+        let batches = reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        match batches.len() {
+            1 => Ok(batches.into_iter().next().expect("one batch")),
+            _ => arrow_select::concat::concat_batches(self.schema(), &batches)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The columns of `batch` as the parse stage reads them: a timestamp or date time column
+    /// becomes what the time format reads (epoch milliseconds or seconds, or RFC 3339 text).
+    fn for_parsing(&self, batch: &RecordBatch) -> std::result::Result<RecordBatch, String> {
+        let Some(i) = self.time_column else {
+            return Ok(batch.clone());
+        };
+        let utc: Arc<str> = Arc::from("+00:00");
+        let cast = |a: &ArrayRef, to: &DataType| {
+            arrow_cast::cast(a, to).map_err(|e| format!("time column: {e}"))
+        };
+        let column = batch.column(i);
+        let time = match self.time_format {
+            TimeFormat::EpochMs => cast(
+                &cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None))?,
+                &DataType::Int64,
+            )?,
+            TimeFormat::EpochS => cast(
+                &cast(column, &DataType::Timestamp(TimeUnit::Second, None))?,
+                &DataType::Int64,
+            )?,
+            TimeFormat::Rfc3339 => cast(
+                &cast(
+                    column,
+                    &DataType::Timestamp(TimeUnit::Millisecond, Some(utc)),
+                )?,
+                &DataType::Utf8,
+            )?,
+        };
+        let mut columns = batch.columns().to_vec();
+        columns[i] = time;
+        let fields: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(j, f)| {
+                if j == i {
+                    Arc::new(
+                        f.as_ref()
+                            .clone()
+                            .with_data_type(columns[i].data_type().clone()),
+                    )
+                } else {
+                    Arc::clone(f)
+                }
+            })
+            .collect();
+        RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// One row group of a Parquet input, to decode on a worker.
+#[derive(Debug, Clone)]
+pub struct RowGroup {
+    /// The input it belongs to.
+    pub(crate) input: Arc<ParquetInput>,
+    /// Its index in the file.
+    pub(crate) index: usize,
+    /// The 1-based number of its first row in the file.
+    pub(crate) first_row: u64,
+    /// Its rows.
+    pub(crate) rows: u64,
+}
+
+/// A decoded row group: its columns as read, and its rows as JSON lines for the parse stage.
+pub(crate) struct DecodedGroup {
+    pub(crate) columns: RecordBatch,
+    pub(crate) lines: Vec<u8>,
+}
+
+impl RowGroup {
+    /// Its compressed size in the file.
+    pub(crate) fn compressed_bytes(&self) -> usize {
+        let size = self
+            .input
+            .meta
+            .metadata()
+            .row_group(self.index)
+            .compressed_size();
+        size.max(0) as usize
+    }
+
+    /// Decodes the row group; the error says which row group of which file failed.
+    pub(crate) fn decode(&self) -> std::result::Result<DecodedGroup, String> {
+        let columns = self.input.decode(self.index).and_then(|columns| {
+            let parsing = self.input.for_parsing(&columns)?;
+            let mut lines = Vec::with_capacity(columns.num_rows() * 64);
+            let mut writer = arrow_json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, arrow_json::writer::LineDelimited>(&mut lines);
+            writer.write(&parsing).map_err(|e| e.to_string())?;
+            writer.finish().map_err(|e| e.to_string())?;
+            drop(writer);
+            Ok(DecodedGroup { columns, lines })
+        });
+        columns.map_err(|e| {
+            format!(
+                "row group {} of {} (rows {}..{}) cannot be read: {e}",
+                self.index,
+                self.input.name,
+                self.first_row,
+                self.first_row + self.rows
+            )
+        })
+    }
+}
+
+/// Reads a Parquet file one row group per batch.
+#[derive(Debug)]
+pub struct ParquetSource {
+    input: Arc<ParquetInput>,
+    next: usize,
+    next_row: u64,
+}
+
+impl ParquetSource {
+    /// Reads `input` from its first row group.
+    pub fn new(input: ParquetInput) -> Self {
+        ParquetSource {
+            input: Arc::new(input),
+            next: 0,
+            next_row: 1,
+        }
+    }
+
+    /// Reads `input` from the row group a checkpoint stands at (`position`, with the digest it
+    /// recorded), once it is known to be the file the checkpoint read.
+    pub fn resuming(input: ParquetInput, position: &Position, digest: Option<u64>) -> Result<Self> {
+        let refuse = |what: String| Error::Input {
+            path: PathBuf::from(&input.name),
+            error: io::Error::other(format!(
+                "{what}: not the input the checkpoint was taken on; run with --fresh to \
+                     start over"
+            )),
+        };
+        let &Position::Stream { offset, line } = position else {
+            return Err(refuse(
+                "the checkpoint was taken on a partitioned source".into(),
+            ));
+        };
+        let group = offset as usize;
+        if group > input.row_groups() {
+            return Err(refuse(format!(
+                "has {} row groups but the checkpoint is at row group {group}",
+                input.row_groups()
+            )));
+        }
+        let rows: u64 = (0..group).map(|g| input.rows_of(g)).sum();
+        if rows + 1 != line || digest.is_some_and(|d| d != input.digest(group)) {
+            return Err(refuse(format!(
+                "differs from the checkpoint's in its first {group} row groups"
+            )));
+        }
+        Ok(ParquetSource {
+            input: Arc::new(input),
+            next: group,
+            next_row: line,
+        })
+    }
+}
+
+impl Source for ParquetSource {
+    fn name(&self) -> &str {
+        &self.input.name
+    }
+
+    fn is_live(&self) -> bool {
+        false
+    }
+
+    fn start(&mut self, _batching: &Batching) -> Result<()> {
+        Ok(())
+    }
+
+    fn parquet_schema(&self) -> Option<SchemaRef> {
+        Some(Arc::clone(self.input.schema()))
+    }
+
+    fn next_batch(&mut self, _buf: Vec<u8>) -> Result<Option<SourceBatch>> {
+        if self.next >= self.input.row_groups() {
+            return Ok(None);
+        }
+        let index = self.next;
+        let rows = self.input.rows_of(index);
+        let group = RowGroup {
+            input: Arc::clone(&self.input),
+            index,
+            first_row: self.next_row,
+            rows,
+        };
+        self.next += 1;
+        self.next_row += rows;
+        Ok(Some(SourceBatch {
+            raw: RawBatch::RowGroup(group),
+            records: rows,
+            end: Position::Stream {
+                offset: self.next as u64,
+                line: self.next_row,
+            },
+            partitions: Vec::new(),
+            digest: Some(self.input.digest(self.next)),
+        }))
+    }
+}
+
+/// Rows per row group of a Parquet output (as DuckDB writes them).
+pub const OUTPUT_ROW_GROUP_ROWS: usize = 122_880;
+
+/// Writes enriched events as a Parquet file: the input's columns and one typed column per
+/// feature (see [`crate::codec::columns`]). The file is written under a temporary name and
+/// takes its own name when the run finishes, so a reader never sees a file without its footer.
+pub struct ParquetSink {
+    path: PathBuf,
+    partial: PathBuf,
+    file: Option<File>,
+    writer: Option<parquet::arrow::ArrowWriter<File>>,
+}
+
+impl std::fmt::Debug for ParquetSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetSink")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ParquetSink {
+    /// Creates the output `path` (first as `<path>.partial`).
+    pub fn create(path: &Path) -> io::Result<ParquetSink> {
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        let partial = PathBuf::from(partial);
+        let file = File::create(&partial)?;
+        Ok(ParquetSink {
+            path: path.to_owned(),
+            partial,
+            file: Some(file),
+            writer: None,
+        })
+    }
+
+    fn not_started() -> io::Error {
+        io::Error::other("the Parquet output was not given its schema")
+    }
+}
+
+impl Sink for ParquetSink {
+    fn write(&mut self, lines: &[u8], _keys: Option<&RecordKeys>) -> io::Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        Err(io::Error::other(
+            "a Parquet output takes columns, not lines",
+        ))
+    }
+
+    fn is_columnar(&self) -> bool {
+        true
+    }
+
+    fn set_schema(&mut self, schema: SchemaRef) -> io::Result<()> {
+        let file = self.file.take().ok_or_else(Self::not_started)?;
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(OUTPUT_ROW_GROUP_ROWS))
+            .build();
+        let writer = parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))
+            .map_err(io::Error::other)?;
+        self.writer = Some(writer);
+        Ok(())
+    }
+
+    fn write_columns(&mut self, columns: &RecordBatch) -> io::Result<()> {
+        let writer = self.writer.as_mut().ok_or_else(Self::not_started)?;
+        writer.write(columns).map_err(io::Error::other)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // A row group is written when it is full; a Parquet file is complete only at the end.
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<Option<SyncJob>> {
+        Ok(None)
+    }
+
+    fn cut_back(&mut self, len: u64) -> io::Result<u64> {
+        if len == 0 {
+            return Ok(0);
+        }
+        Err(io::Error::other(
+            "a Parquet output cannot be cut back to a checkpoint; run with --fresh",
+        ))
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        let file = writer.into_inner().map_err(io::Error::other)?;
+        file.sync_data()?;
+        std::fs::rename(&self.partial, &self.path)
+    }
+}
