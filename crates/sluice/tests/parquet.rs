@@ -424,6 +424,10 @@ fn bad_parquet_input_gives_dead_letters_or_an_error_naming_the_file() {
     assert_eq!(wrong[7]["line"], 8, "row numbers are 1-based");
     assert!(wrong[7]["raw"].as_str().expect("raw").contains("n/a"));
     assert!(dead.iter().any(|d| d["reason"] == "missing_time"));
+    // To a Parquet output (fields read from the columns), the same dead letters.
+    case.run(&pipeline, &typed_parquet, "w.parquet", 2);
+    assert_eq!(case.dead_letters("w.parquet"), dead);
+    assert!(read_parquet(&case.path("w.parquet")).is_empty());
 }
 
 #[test]

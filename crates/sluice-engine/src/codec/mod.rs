@@ -2,6 +2,7 @@
 //! for serde's visitors, `parse` for both and CSV), and writing enriched events and dead
 //! letters (`format`).
 
+pub(crate) mod arrow_read;
 pub mod columns;
 pub(crate) mod field;
 pub(crate) mod format;

@@ -5,11 +5,15 @@ use serde::de::Deserializer;
 use sluice_core::expr::{self, Compiled, Fields, Value};
 use sluice_core::{key_hash, FieldPath, KeyEncoder, Plan};
 
+use arrow_array::RecordBatch;
+
+use crate::codec::arrow_read::ColumnReader;
 use crate::codec::field::{json_number, Captured, LineVisitor};
 use crate::codec::format::escape_json_str;
 use crate::codec::paths::{KeyMatch, PathTree};
 use crate::codec::scan::scan_line;
 use crate::codec::time::TimeFormat;
+use crate::connector::parquet::{json_lines, RowGroup};
 use crate::dataflow::batch::{
     CsvRow, Event, FieldKind, FieldSlot, KeySlot, ParsedBatch, RawBatch, Rejection, Span,
 };
@@ -24,6 +28,8 @@ pub struct Extractor {
     names: Vec<String>,
     /// The same paths as a tree, for the scanners.
     tree: PathTree,
+    /// The same paths, parsed (for columnar input).
+    paths: Vec<FieldPath>,
     /// Each path's keys joined by dots: the CSV column that holds it.
     columns: Vec<String>,
     time: usize,
@@ -60,6 +66,7 @@ impl Extractor {
         let mut ex = Extractor {
             names: Vec::new(),
             tree: PathTree::new(FEATURES_FIELD),
+            paths: Vec::new(),
             columns: Vec::new(),
             time: 0,
             time_format,
@@ -111,6 +118,7 @@ impl Extractor {
         let slot = self.names.len();
         self.tree.insert(&parsed, slot);
         self.columns.push(parsed.joined());
+        self.paths.push(parsed.clone());
         self.names.push(path.to_owned());
         slot
     }
@@ -180,9 +188,33 @@ impl Extractor {
                 }
                 RawBatch::Csv(rows)
             }
-            RawBatch::RowGroup(group) => match group.decode() {
-                Ok(decoded) => {
-                    self.parse_lines(&decoded.lines, group.first_row, scratch, &mut out);
+            RawBatch::RowGroup(group) => match group.decode(!self.keep_columns) {
+                Ok(mut decoded) => {
+                    // A columnar output reads the fields from the columns (when every wanted
+                    // one has a plain type); otherwise the rows are read as JSON lines.
+                    let reader = self
+                        .keep_columns
+                        .then(|| ColumnReader::new(&decoded.parsing, &self.paths))
+                        .flatten();
+                    match reader {
+                        Some(reader) => self.parse_columns(
+                            &reader,
+                            &decoded.parsing,
+                            group.first_row,
+                            scratch,
+                            &mut out,
+                        ),
+                        None => {
+                            let mut lines = std::mem::take(&mut decoded.lines);
+                            if lines.is_empty() {
+                                if let Err(message) = json_lines(&decoded.parsing, &mut lines) {
+                                    self.reject_rows(&group, &message, scratch, &mut out);
+                                }
+                            }
+                            self.parse_lines(&lines, group.first_row, scratch, &mut out);
+                            decoded.lines = lines;
+                        }
+                    }
                     if self.keep_columns {
                         out.columns = Some(decoded.columns);
                     }
@@ -192,25 +224,7 @@ impl Extractor {
                     }
                 }
                 Err(message) => {
-                    // Nothing of the row group can be read: each of its rows is a dead letter
-                    // saying why, so that none is lost without a trace.
-                    let span = Span::default();
-                    for row in 0..group.rows {
-                        let rejection = Rejection {
-                            reason: "malformed",
-                            message: message.clone(),
-                        };
-                        scratch.caps.clear();
-                        scratch.reserved = false;
-                        self.finish_event(
-                            group.first_row + row,
-                            span,
-                            span,
-                            Some(rejection),
-                            scratch,
-                            &mut out,
-                        );
-                    }
+                    self.reject_rows(&group, &message, scratch, &mut out);
                     RawBatch::Lines {
                         data: Vec::new(),
                         first_line: group.first_row,
@@ -220,6 +234,71 @@ impl Extractor {
         };
         out.raw = raw;
         out
+    }
+
+    /// Nothing of a row group can be read: each of its rows is a dead letter saying why, so
+    /// that none is lost without a trace.
+    fn reject_rows(
+        &self,
+        group: &RowGroup,
+        message: &str,
+        s: &mut ParseScratch,
+        out: &mut ParsedBatch,
+    ) {
+        let span = Span::default();
+        for row in 0..group.rows {
+            let rejection = Rejection {
+                reason: "malformed",
+                message: message.to_owned(),
+            };
+            s.caps.clear();
+            s.reserved = false;
+            self.finish_event(group.first_row + row, span, span, Some(rejection), s, out);
+        }
+    }
+
+    /// Parses the rows of a decoded row group from its columns, the first numbered
+    /// `first_row`. A rejected row's record for the dead letters is its JSON text.
+    fn parse_columns(
+        &self,
+        reader: &ColumnReader,
+        batch: &RecordBatch,
+        first_row: u64,
+        s: &mut ParseScratch,
+        out: &mut ParsedBatch,
+    ) {
+        let rows = batch.num_rows();
+        out.events.reserve(rows);
+        out.keys.reserve(rows * self.key_fields.len());
+        out.fields.reserve(rows * self.of_fields.len());
+        out.arena
+            .reserve(rows * 16 * (self.key_fields.len() + self.of_fields.len()));
+        for row in 0..rows {
+            s.caps.clear();
+            s.caps.resize(self.names.len(), Captured::Missing);
+            s.text.clear();
+            s.reserved = false;
+            reader.capture(row, &mut s.caps, &mut s.text);
+            let at = out.arena.len();
+            let span = Span {
+                in_arena: true,
+                start: at,
+                end: at,
+            };
+            self.finish_event(first_row + row as u64, span, span, None, s, out);
+            if let Some(event) = out.events.last_mut().filter(|e| e.rejection.is_some()) {
+                let start = out.arena.len();
+                if json_lines(&batch.slice(row, 1), &mut out.arena).is_ok() {
+                    let end = trim_end(&out.arena[start..]).len() + start;
+                    out.arena.truncate(end);
+                    event.raw = Span {
+                        in_arena: true,
+                        start,
+                        end,
+                    };
+                }
+            }
+        }
     }
 
     /// Parses JSONL lines, the first numbered `first_line`.

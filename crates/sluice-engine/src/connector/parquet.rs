@@ -257,9 +257,11 @@ pub struct RowGroup {
     pub(crate) rows: u64,
 }
 
-/// A decoded row group: its columns as read, and its rows as JSON lines for the parse stage.
+/// A decoded row group: its columns as read, the same with the time column as the parse stage
+/// reads it, and (when asked for) its rows as JSON lines.
 pub(crate) struct DecodedGroup {
     pub(crate) columns: RecordBatch,
+    pub(crate) parsing: RecordBatch,
     pub(crate) lines: Vec<u8>,
 }
 
@@ -275,20 +277,23 @@ impl RowGroup {
         size.max(0) as usize
     }
 
-    /// Decodes the row group; the error says which row group of which file failed.
-    pub(crate) fn decode(&self) -> std::result::Result<DecodedGroup, String> {
-        let columns = self.input.decode(self.index).and_then(|columns| {
+    /// Decodes the row group, and writes its rows as JSON lines when `json`; the error says
+    /// which row group of which file failed.
+    pub(crate) fn decode(&self, json: bool) -> std::result::Result<DecodedGroup, String> {
+        let decoded = self.input.decode(self.index).and_then(|columns| {
             let parsing = self.input.for_parsing(&columns)?;
-            let mut lines = Vec::with_capacity(columns.num_rows() * 64);
-            let mut writer = arrow_json::WriterBuilder::new()
-                .with_explicit_nulls(true)
-                .build::<_, arrow_json::writer::LineDelimited>(&mut lines);
-            writer.write(&parsing).map_err(|e| e.to_string())?;
-            writer.finish().map_err(|e| e.to_string())?;
-            drop(writer);
-            Ok(DecodedGroup { columns, lines })
+            let mut lines = Vec::new();
+            if json {
+                lines.reserve(columns.num_rows() * 64);
+                json_lines(&parsing, &mut lines)?;
+            }
+            Ok(DecodedGroup {
+                columns,
+                parsing,
+                lines,
+            })
         });
-        columns.map_err(|e| {
+        decoded.map_err(|e| {
             format!(
                 "row group {} of {} (rows {}..{}) cannot be read: {e}",
                 self.index,
@@ -298,6 +303,18 @@ impl RowGroup {
             )
         })
     }
+}
+
+/// Appends the rows of `batch` as JSON lines (nulls written out).
+pub(crate) fn json_lines(
+    batch: &RecordBatch,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), String> {
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow_json::writer::LineDelimited>(out);
+    writer.write(batch).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())
 }
 
 /// Reads a Parquet file one row group per batch.
