@@ -933,7 +933,7 @@ fn print_table(r: &DuckResult, runs: usize) {
         r.events, r.users, r.days, r.seed, r.disorder_ms, r.duckdb_version, r.threads, r.threads
     );
     println!(
-        "| leg | DuckDB wall | Sluice wall | DuckDB / Sluice | DuckDB query | Sluice run | DuckDB peak | Sluice peak |"
+        "| leg | DuckDB wall | Sluice wall | DuckDB / Sluice | DuckDB query only | Sluice in-process | DuckDB peak | Sluice peak |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     let secs = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{s:.2} s"));
@@ -975,7 +975,7 @@ fn met(ok: bool) -> &'static str {
 fn print_goals(l: &LegResult) {
     let label = l.leg.label();
     if let Some(why) = &l.unsupported {
-        println!("- {label}: not supported by this sluice binary ({why})");
+        println!("- {label}: not supported by this sluice binary: {why}");
         return;
     }
     if let Some(ratio) = l.ratio() {
