@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sluice::config::{self, PipelineConfig};
+use sluice_bench::duckdb::Leg as DuckLeg;
 use sluice_bench::gen::{self, GenFormat, GenKind, GenOptions};
 use sluice_core::relation::LinkAgg;
 use sluice_core::{format_duration, SeriesKind};
@@ -134,6 +135,27 @@ struct BenchArgs {
     /// relation pipeline with its links in memory and in the Redis Cluster, interleaved.
     #[arg(long, conflicts_with_all = ["against", "checkpoints", "kafka", "serve", "language"])]
     relations: bool,
+    /// Benchmark against DuckDB instead: the six-feature pipeline in Sluice and as SQL window
+    /// functions in DuckDB (installed from PyPI into `<target>/duckdb-venv` on first use),
+    /// file to file, interleaved round by round (--runs rounds), JSONL and Parquet, with
+    /// medians of the wall times, peak memory and a cross-check of the first round's outputs.
+    #[arg(
+        long,
+        conflicts_with_all = [
+            "against", "redis", "checkpoints", "kafka", "serve", "cluster", "language", "relations"
+        ]
+    )]
+    vs_duckdb: bool,
+    /// With --vs-duckdb: the legs to run, comma-separated (`jsonl`: JSONL in and out;
+    /// `parquet`: Parquet in and out).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_values_t = [DuckLeg::Jsonl, DuckLeg::Parquet],
+        requires = "vs_duckdb"
+    )]
+    duckdb_legs: Vec<DuckLeg>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -283,6 +305,8 @@ pub fn main() -> ExitCode {
                 config::parse(Path::new("bench.toml"), sluice_bench::BENCH_PIPELINE)
                     .map_err(anyhow::Error::from)
                     .and_then(|p| sluice_bench::checkpoints::run(&opts, &p.plan, args.keys))
+            } else if args.vs_duckdb {
+                bench_duckdb(&opts, &args.duckdb_legs)
             } else if args.language {
                 sluice_bench::language::run(&opts)
             } else if args.relations && !args.redis.is_empty() {
@@ -303,6 +327,18 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `sluice bench --vs-duckdb`: the benchmark pipeline against DuckDB.
+fn bench_duckdb(opts: &sluice_bench::BenchOptions, legs: &[DuckLeg]) -> Result<()> {
+    let p = config::parse(Path::new("bench.toml"), sluice_bench::BENCH_PIPELINE)?;
+    sluice_bench::duckdb::run(
+        opts,
+        sluice_bench::BENCH_PIPELINE,
+        &p.plan,
+        &p.time_field,
+        legs,
+    )
 }
 
 fn check(path: &Path) -> Result<()> {
