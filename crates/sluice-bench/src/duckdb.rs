@@ -768,7 +768,9 @@ fn run_leg(
                         .sluice
                         .add(run.wall, run.report.seconds, run.report.peak_memory_mb)
                 }
-                Err(e) if setup.leg == Leg::Parquet => {
+                // A failure of the first Parquet run means no Parquet support; a later one is
+                // an error like any other.
+                Err(e) if setup.leg == Leg::Parquet && result.sluice.walls.is_empty() => {
                     eprintln!("bench: {label}: not supported by this sluice binary: {e:#}");
                     result.unsupported = Some(format!("{e:#}"));
                 }
