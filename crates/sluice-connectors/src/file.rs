@@ -9,8 +9,8 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use sluice_engine::checkpoint::InputDigest;
 use sluice_engine::{
-    InputFormat, ParquetInput, ParquetSink, ParquetSource, Position, Resume, Sink, Source,
-    StreamSink, StreamSource, TimeFormat,
+    InputFormat, OutputFormat, ParquetInput, ParquetSink, ParquetSource, Position, Resume, Sink,
+    Source, StreamSink, StreamSource, TimeFormat,
 };
 
 /// The event time field and format, which a Parquet input checks and converts.
@@ -127,9 +127,16 @@ fn open_stream_at(path: &Path, format: InputFormat, resume: &Resume) -> Result<S
 /// (`resuming`), kept as it is for the run to cut back to what the checkpoint had written.
 /// `what` names it in errors ("output", "dead-letter file"). Also returns the file, for
 /// others to sync.
-pub fn open_sink(path: &Path, what: &str, resuming: bool) -> Result<(Box<dyn Sink>, Option<File>)> {
+pub fn open_sink(
+    path: &Path,
+    what: &str,
+    resuming: bool,
+    format: OutputFormat,
+) -> Result<(Box<dyn Sink>, Option<File>)> {
     if path.as_os_str() == "-" {
-        let stdout = StreamSink::new(Box::new(io::stdout()), what).named("stdout");
+        let stdout = StreamSink::new(Box::new(io::stdout()), what)
+            .named("stdout")
+            .with_format(format);
         return Ok((Box::new(stdout), None));
     }
     let f = if resuming {
@@ -147,7 +154,8 @@ pub fn open_sink(path: &Path, what: &str, resuming: bool) -> Result<(Box<dyn Sin
         .map_err(Error::io(format!("open {what}"), path))?;
     let sink = StreamSink::file(f, what)
         .map_err(Error::io(format!("open {what}"), path))?
-        .named(path.display().to_string());
+        .named(path.display().to_string())
+        .with_format(format);
     Ok((Box::new(sink), Some(shared)))
 }
 

@@ -281,7 +281,7 @@ choice_enum!(
 );
 choice_enum!(
     /// `[sink] format`.
-    OutputFormatName, "sink format", [Jsonl, Parquet]
+    OutputFormatName, "sink format", [Jsonl, Csv, Parquet]
 );
 choice_enum!(
     /// `[source] kind`.
@@ -357,6 +357,7 @@ impl From<OutputFormatName> for OutputFormat {
     fn from(f: OutputFormatName) -> OutputFormat {
         match f {
             OutputFormatName::Jsonl => OutputFormat::Jsonl,
+            OutputFormatName::Csv => OutputFormat::Csv,
             OutputFormatName::Parquet => OutputFormat::Parquet,
         }
     }
@@ -716,6 +717,7 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
             output_format = match (&s.format, &s.path) {
                 (Some(f), _) => (*f.get_ref()).into(),
                 (None, Some(p)) if p.ends_with(".parquet") => OutputFormat::Parquet,
+                (None, Some(p)) if p.ends_with(".csv") => OutputFormat::Csv,
                 (None, _) => OutputFormat::Jsonl,
             };
             if output_format == OutputFormat::Parquet && kind != SinkKind::File {
@@ -726,6 +728,12 @@ pub fn parse(path: &Path, text: &str) -> Result<PipelineConfig, ConfigError> {
                         .or(s.kind.as_ref().map(Spanned::span)),
                     "a Parquet output is a file; valid: kind = \"file\" with a path, or \
                      format = \"jsonl\"",
+                ));
+            }
+            if output_format != OutputFormat::Jsonl && kind == SinkKind::Kafka {
+                return Err(src.error(
+                    s.format.as_ref().map(Spanned::span),
+                    "a Kafka sink writes one JSON message per event; valid: format = \"jsonl\"",
                 ));
             }
             match (kind, &s.path) {

@@ -84,6 +84,29 @@ fn read_parquet(path: &Path) -> Vec<Map<String, Value>> {
     serde_json::from_slice(&text).expect("JSON rows")
 }
 
+/// The rows of a CSV file as JSON objects of text (an empty cell is null).
+fn read_csv(path: &Path) -> Vec<Map<String, Value>> {
+    let mut reader = csv::Reader::from_path(path).expect("open CSV output");
+    let header = reader.headers().expect("header").clone();
+    reader
+        .records()
+        .map(|r| {
+            let r = r.expect("a CSV row");
+            header
+                .iter()
+                .zip(r.iter())
+                .map(|(h, cell)| {
+                    let v = match cell {
+                        "" => Value::Null,
+                        text => Value::String(text.to_owned()),
+                    };
+                    (h.to_owned(), v)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// The lines of a JSONL file, parsed.
 fn read_jsonl(path: &Path) -> Vec<Value> {
     common::lines(path)
@@ -115,12 +138,17 @@ fn same_value(parquet: Option<&Value>, json: &Value) -> bool {
             p == j || String::from_utf8_lossy(&printed).parse::<f64>().ok() == Some(j)
         }
         (Value::String(p), Value::String(j)) => p == j,
+        // A CSV cell: a number's text.
+        (Value::String(p), Value::Number(_)) if p.parse::<f64>().is_ok() => {
+            let number = serde_json::from_str::<Value>(p).ok();
+            same_value(number.as_ref(), json)
+        }
         (Value::String(p), j) => p.as_str() == j.to_string().as_str(),
         (p, j) => p == j,
     }
 }
 
-/// Checks that `rows` (a Parquet output) holds the features of `reference` (a JSONL output of
+/// Checks that `rows` (a Parquet or CSV output) holds the features of `reference` (a JSONL output of
 /// the same events) in the same order.
 fn assert_same_features(what: &str, rows: &[Map<String, Value>], reference: &[Value]) {
     assert_eq!(rows.len(), reference.len(), "{what}: rows");
@@ -254,6 +282,29 @@ fn every_format_gives_the_features_of_the_jsonl_run() {
         let rows = read_parquet(&case.path(&out));
         assert_same_features(&out, &rows, &reference);
         assert!(rows[0].contains_key("user.id"), "{:?}", rows[0].keys());
+
+        // CSV out, from CSV and from JSONL: the same columns as text.
+        for (input, out) in [(&csv, "csv"), (&jsonl, "json")] {
+            let out = format!("{out}-{workers}.csv");
+            case.run(&pipeline, input, &out, workers);
+            assert_same_features(&out, &read_csv(&case.path(&out)), &reference);
+        }
+        // Parquet with struct columns cannot be CSV.
+        let out = sluice_run(
+            &pipeline,
+            &parquet,
+            &case.path("pq.csv"),
+            &case.path("pq.csv.dead"),
+            workers,
+        )
+        .output()
+        .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("a CSV output cannot hold the column"),
+            "{stderr}"
+        );
     }
 }
 
@@ -435,46 +486,75 @@ fn a_run_over_parquet_killed_after_a_checkpoint_resumes_to_the_same_output() {
     let case = Case::new();
     let (_, parquet) = transactions(&case, 200_000, 2_000);
     let reference = case.write("ref.toml", FLAT.as_bytes());
-    case.run(&reference, &parquet, "ref.jsonl", 2);
-    let expected = std::fs::read(case.path("ref.jsonl")).expect("read");
-    let expected_dead = std::fs::read(case.path("ref.jsonl.dead")).unwrap_or_default();
-
-    let pipeline = case.write(
-        "p.toml",
-        format!("{FLAT}\n[checkpoint]\npath = \"ckpt\"\ninterval = \"20ms\"\nkeep = 2\n")
-            .as_bytes(),
-    );
-    for (round, workers) in [(1, 2), (2, 1), (3, 3)] {
-        let mut child = sluice_run(
-            &pipeline,
-            &parquet,
-            &case.path("out.jsonl"),
-            &case.path("out.jsonl.dead"),
-            workers,
-        )
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run");
-        let deadline = Deadline::after(
-            Duration::from_secs(120),
-            format!("round {round}: a new complete checkpoint"),
+    // JSONL and CSV outputs are cut back to a checkpoint's length; Parquet's are refused.
+    for ext in ["jsonl", "csv"] {
+        let (out, dead) = (format!("out.{ext}"), format!("out.{ext}.dead"));
+        case.run(&reference, &parquet, &format!("ref.{ext}"), 2);
+        let expected = std::fs::read(case.path(&format!("ref.{ext}"))).expect("read");
+        let expected_dead =
+            std::fs::read(case.path(&format!("ref.{ext}.dead"))).unwrap_or_default();
+        let pipeline = case.write(
+            &format!("p-{ext}.toml"),
+            format!("{FLAT}\n[checkpoint]\npath = \"ckpt-{ext}\"\ninterval = \"20ms\"\nkeep = 2\n")
+                .as_bytes(),
         );
-        let before = checkpoints(&case.path("ckpt"));
-        while checkpoints(&case.path("ckpt")) <= before {
-            if child.try_wait().expect("try_wait").is_some() {
-                break;
+        for (round, workers) in [(1, 2), (2, 1), (3, 3)] {
+            let mut child = sluice_run(
+                &pipeline,
+                &parquet,
+                &case.path(&out),
+                &case.path(&dead),
+                workers,
+            )
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run");
+            let deadline = Deadline::after(
+                Duration::from_secs(120),
+                format!("{ext}, round {round}: a new complete checkpoint"),
+            );
+            let root = case.path(&format!("ckpt-{ext}"));
+            let before = checkpoints(&root);
+            while checkpoints(&root) <= before {
+                if child.try_wait().expect("try_wait").is_some() {
+                    break;
+                }
+                deadline.pause(Duration::from_millis(2), String::new);
             }
-            deadline.pause(Duration::from_millis(2), String::new);
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        let stderr = case.run(&pipeline, &parquet, &out, 2);
+        assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
+        let written = std::fs::read(case.path(&out)).expect("read");
+        assert!(
+            written == expected,
+            "{ext}: the resumed output differs from one run"
+        );
+        let written_dead = std::fs::read(case.path(&dead)).unwrap_or_default();
+        assert!(
+            written_dead == expected_dead,
+            "{ext}: the resumed dead letters differ"
+        );
     }
-    let stderr = case.run(&pipeline, &parquet, "out.jsonl", 2);
-    assert!(stderr.contains("resuming from checkpoint"), "{stderr}");
-    let out = std::fs::read(case.path("out.jsonl")).expect("read");
-    assert!(out == expected, "the resumed output differs from one run");
-    let dead = std::fs::read(case.path("out.jsonl.dead")).unwrap_or_default();
-    assert!(dead == expected_dead, "the resumed dead letters differ");
+    // A Parquet output with checkpoints is refused at start, naming the setting.
+    let pipeline = case.write(
+        "p-parquet.toml",
+        format!("{FLAT}\n[checkpoint]\npath = \"ckpt\"\n[sink]\npath = \"o.parquet\"\n").as_bytes(),
+    );
+    let out = common::sluice()
+        .args(["run"])
+        .arg(&pipeline)
+        .arg("--input")
+        .arg(&parquet)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("p-parquet.toml") && stderr.contains("cannot be cut back"),
+        "{stderr}"
+    );
 }
 
 /// The newest complete checkpoint's number under `root` (0 for none).

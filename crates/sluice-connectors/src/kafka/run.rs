@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use sluice_engine::checkpoint::CheckpointConfig;
-use sluice_engine::{InputFormat, Job, Outputs, Sink, Stats, Summary};
+use sluice_engine::{InputFormat, Job, OutputFormat, Outputs, Sink, Stats, Summary};
 
 use super::checkpoint::{PartitionCheckpoints, Partitions};
 use super::client::{self, SinkHandle, TopicSink, TopicSource};
@@ -179,7 +179,7 @@ fn open_outputs(run: &KafkaRun, resuming: bool) -> Result<(Outputs<'static>, Vec
     let mut open = |output: &Output, what: &str| -> Result<Box<dyn Sink>> {
         Ok(match output {
             Output::File(path) => {
-                let (sink, file) = file::open_sink(path, what, resuming)?;
+                let (sink, file) = file::open_sink(path, what, resuming, OutputFormat::Jsonl)?;
                 watched.extend(file.map(Watched::File));
                 sink
             }

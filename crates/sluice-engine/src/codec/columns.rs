@@ -1,5 +1,5 @@
-//! Columnar output (Parquet): the schema of an enriched record batch and the builder that
-//! fills one from a formatted batch.
+//! Columnar output (Parquet, CSV): the schema of an enriched record batch and the builder that
+//! fills one from a formatted batch. A CSV output is that batch written as CSV rows.
 //!
 //! The columns are the input's, then one typed, nullable column per feature, named after it:
 //! a Parquet input's columns as read, a CSV input's columns as text, a JSONL input's records
@@ -13,6 +13,7 @@ use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use sluice_core::Plan;
 
 use crate::codec::format::{write_computed, write_exact, Cell, CellType, OutputLayout};
+use crate::connector::OutputFormat;
 use crate::dataflow::batch::{ParsedBatch, RawBatch};
 
 /// The name of the text column holding a JSONL input's records.
@@ -35,12 +36,19 @@ pub struct ColumnLayout {
     schema: SchemaRef,
     input: InputColumns,
     types: Vec<CellType>,
+    format: OutputFormat,
+    /// A CSV output: whether the run writes the header row (it starts an empty output).
+    header: bool,
 }
 
 impl ColumnLayout {
     /// The layout of `plan`'s output after `input`'s columns. Fails when a feature has the
     /// name of an input column.
-    pub fn new(plan: &Plan, input: InputColumns) -> Result<ColumnLayout, String> {
+    pub fn new(
+        plan: &Plan,
+        input: InputColumns,
+        format: OutputFormat,
+    ) -> Result<ColumnLayout, String> {
         let mut fields: Vec<FieldRef> = match &input {
             InputColumns::Parquet(schema) => schema.fields().iter().cloned().collect(),
             InputColumns::Csv(header) => header
@@ -67,11 +75,49 @@ impl ColumnLayout {
             fields.push(Arc::new(Field::new(name, data_type, true)));
             types.push(ty);
         }
+        if format == OutputFormat::Csv {
+            if let Some(f) = fields.iter().find(|f| f.data_type().is_nested()) {
+                return Err(format!(
+                    "a CSV output cannot hold the column `{}` of type {}: write JSONL or \
+                     Parquet",
+                    f.name(),
+                    f.data_type()
+                ));
+            }
+        }
         Ok(ColumnLayout {
             schema: Arc::new(Schema::new(fields)),
             input,
             types,
+            format,
+            header: true,
         })
+    }
+
+    /// The same layout, writing a CSV header row or not (a resumed run goes on after it).
+    pub fn with_header(mut self, header: bool) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// What the output is written as.
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    /// Appends `batch` as CSV rows, after the header row for the run's first batch (`seq` 0)
+    /// when the run writes one.
+    pub(crate) fn write_csv(
+        &self,
+        batch: &RecordBatch,
+        seq: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let header = self.header && seq == 0;
+        let mut writer = arrow_csv::WriterBuilder::new()
+            .with_header(header)
+            .build(out);
+        writer.write(batch).map_err(|e| e.to_string())
     }
 
     /// The output's schema.

@@ -34,6 +34,8 @@ pub enum OutputFormat {
     /// One JSON object per line: the event's fields and `"features"`.
     #[default]
     Jsonl,
+    /// CSV with a header row: the input's columns and one column per feature.
+    Csv,
     /// A Parquet file: the input's columns and one typed column per feature.
     Parquet,
 }

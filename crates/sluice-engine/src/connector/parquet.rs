@@ -466,8 +466,8 @@ impl Sink for ParquetSink {
         ))
     }
 
-    fn is_columnar(&self) -> bool {
-        true
+    fn output_format(&self) -> crate::connector::OutputFormat {
+        crate::connector::OutputFormat::Parquet
     }
 
     fn set_schema(&mut self, schema: SchemaRef) -> io::Result<()> {

@@ -3,6 +3,8 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 
+use crate::connector::OutputFormat;
+
 /// Makes what a sink had written when it was created durable; run on any thread.
 pub type SyncJob = Box<dyn FnOnce() -> io::Result<()> + Send>;
 
@@ -51,9 +53,10 @@ pub trait Sink: Send {
     /// message key when the sink names a [`Sink::key_field`].
     fn write(&mut self, lines: &[u8], keys: Option<&RecordKeys>) -> io::Result<()>;
 
-    /// Whether the sink takes record batches ([`Sink::write_columns`]) instead of lines.
-    fn is_columnar(&self) -> bool {
-        false
+    /// What the sink writes: JSONL or CSV lines (through [`Sink::write`]), or Parquet record
+    /// batches (through [`Sink::write_columns`]).
+    fn output_format(&self) -> OutputFormat {
+        OutputFormat::Jsonl
     }
 
     /// A columnar sink: the schema of every batch it will take, before the first.
@@ -95,6 +98,7 @@ pub trait Sink: Send {
 /// A sink over any writer (stdout, a buffer) or a file, which it can sync and cut back.
 pub struct StreamSink<'a> {
     out: Out<'a>,
+    format: OutputFormat,
     what: String,
     name: String,
     appends: bool,
@@ -111,6 +115,7 @@ impl<'a> StreamSink<'a> {
     pub fn new(writer: Box<dyn Write + Send + 'a>, what: impl Into<String>) -> Self {
         StreamSink {
             out: Out::Writer(BufWriter::with_capacity(1 << 20, writer)),
+            format: OutputFormat::Jsonl,
             what: what.into(),
             name: "the output stream".into(),
             appends: false,
@@ -131,10 +136,17 @@ impl<'a> StreamSink<'a> {
         file.seek(SeekFrom::End(0))?;
         Ok(StreamSink {
             out: Out::File(BufWriter::with_capacity(1 << 20, file)),
+            format: OutputFormat::Jsonl,
             what: what.into(),
             name: "the output file".into(),
             appends: false,
         })
+    }
+
+    /// The same sink, writing lines of `format` (JSONL or CSV).
+    pub fn with_format(mut self, format: OutputFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// The same sink, named `name` (a path, `stdout`) in errors.
@@ -152,6 +164,10 @@ impl<'a> StreamSink<'a> {
 }
 
 impl Sink for StreamSink<'_> {
+    fn output_format(&self) -> OutputFormat {
+        self.format
+    }
+
     fn write(&mut self, lines: &[u8], _keys: Option<&RecordKeys>) -> io::Result<()> {
         self.writer().write_all(lines)
     }

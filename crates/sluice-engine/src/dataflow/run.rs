@@ -27,7 +27,7 @@ use crate::codec::columns::{ColumnLayout, InputColumns};
 use crate::codec::format::OutputLayout;
 use crate::codec::parse::{Extractor, ParseScratch};
 use crate::codec::time::TimeFormat;
-use crate::connector::{Batching, Position, Sink, Source, SourceBatch, StreamSink};
+use crate::connector::{Batching, OutputFormat, Position, Sink, Source, SourceBatch, StreamSink};
 use crate::dataflow::pool::BufferPool;
 use crate::dataflow::router::{route_all, CheckpointTimer, Router, RouterMsg, ShardMsg};
 use crate::dataflow::shard;
@@ -342,7 +342,8 @@ pub fn run_resumed(
     if let Some(field) = outputs.events.key_field() {
         extractor = extractor.with_output_key(field);
     }
-    let columns = columnar_output(job, source, &mut outputs)?;
+    let fresh_output = resume.as_ref().is_none_or(|r| r.sink.events_bytes == 0);
+    let columns = columnar_output(job, source, &mut outputs, fresh_output)?;
     if columns.is_some() {
         extractor = extractor.keeping_columns();
     }
@@ -469,15 +470,17 @@ fn columnar_output(
     job: &Job,
     source: &dyn Source,
     outputs: &mut Outputs<'_>,
+    fresh_output: bool,
 ) -> Result<Option<ColumnLayout>> {
-    if !outputs.events.is_columnar() {
+    let format = outputs.events.output_format();
+    if format == OutputFormat::Jsonl {
         return Ok(None);
     }
     let refuse = |message: String| Error::Output {
         what: "output",
         error: std::io::Error::other(message),
     };
-    if job.checkpoint.is_some() {
+    if job.checkpoint.is_some() && format == OutputFormat::Parquet {
         return Err(refuse(
             "a Parquet output cannot be cut back to a checkpoint: write JSONL with \
              [checkpoint], or run without it"
@@ -489,14 +492,18 @@ fn columnar_output(
         (None, Some(header)) => InputColumns::Csv(header.to_vec()),
         (None, None) => InputColumns::Json,
     };
-    let layout = ColumnLayout::new(&job.plan, input).map_err(refuse)?;
-    outputs
-        .events
-        .set_schema(Arc::clone(layout.schema()))
-        .map_err(|error| Error::Output {
-            what: "output",
-            error,
-        })?;
+    let layout = ColumnLayout::new(&job.plan, input, format)
+        .map_err(refuse)?
+        .with_header(fresh_output);
+    if format == OutputFormat::Parquet {
+        outputs
+            .events
+            .set_schema(Arc::clone(layout.schema()))
+            .map_err(|error| Error::Output {
+                what: "output",
+                error,
+            })?;
+    }
     Ok(Some(layout))
 }
 

@@ -16,7 +16,7 @@ use crate::checkpoint::{
 };
 use crate::codec::columns::ColumnLayout;
 use crate::codec::format::{write_dead_letter, OutputLayout, RELATION};
-use crate::connector::{Acknowledge, Position, RecordKeys, Sink};
+use crate::connector::{Acknowledge, OutputFormat, Position, RecordKeys, Sink};
 use crate::dataflow::batch::{RawBatch, Rejection};
 use crate::dataflow::pool::BufferPool;
 use crate::dataflow::router::RoutedBatch;
@@ -162,7 +162,14 @@ pub(crate) fn format_batch(
         }
         n_events += 1;
     }
-    let columns = columns.map(|c| c.finish(batch));
+    let mut columns = columns.map(|c| c.finish(batch));
+    if let (Some(layout), Some(Ok(built))) = (columnar, &columns) {
+        if layout.format() == OutputFormat::Csv {
+            // CSV is lines: written (and cut back for checkpoints) like JSONL.
+            let written = layout.write_csv(built, batch.seq, &mut events);
+            columns = written.err().map(Err);
+        }
+    }
     let seq = batch.seq;
     let end = batch.end.clone();
     let n_link_overflows = routed.link_overflows;

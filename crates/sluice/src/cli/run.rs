@@ -56,6 +56,7 @@ fn ends(args: &RunArgs, pipeline: &PipelineConfig) -> Result<Ends> {
     };
     let output_format = match &args.output {
         Some(p) if p.extension().is_some_and(|e| e == "parquet") => OutputFormat::Parquet,
+        Some(p) if p.extension().is_some_and(|e| e == "csv") => OutputFormat::Csv,
         Some(_) => OutputFormat::Jsonl,
         None => pipeline.output_format,
     };
@@ -66,10 +67,10 @@ fn ends(args: &RunArgs, pipeline: &PipelineConfig) -> Result<Ends> {
     let kafka = (args.input.is_none() && matches!(pipeline.source, Some(SourceConfig::Kafka(_))))
         || (args.output.is_none() && matches!(pipeline.sink, Some(SinkConfig::Kafka(_))))
         || (dead_letters.is_none() && pipeline.dead_letter_topic.is_some());
-    if kafka && (format == InputFormat::Parquet || output_format == OutputFormat::Parquet) {
+    if kafka && (format == InputFormat::Parquet || output_format != OutputFormat::Jsonl) {
         anyhow::bail!(
-            "Parquet is for files: a run with Kafka at one end reads and writes JSONL files at \
-             the other"
+            "a run with Kafka at one end reads and writes JSONL at the other (Parquet and CSV \
+             outputs are for runs between files)"
         );
     }
     if output_format == OutputFormat::Parquet && output.as_os_str() == "-" {
@@ -148,10 +149,10 @@ fn run_files(
     let resuming = resume.is_some();
     let events = match ends.output_format {
         OutputFormat::Parquet => file::open_parquet_sink(&ends.output)?,
-        OutputFormat::Jsonl => file::open_sink(&ends.output, "output", resuming)?.0,
+        format => file::open_sink(&ends.output, "output", resuming, format)?.0,
     };
     let dead_letters = match &ends.dead_letters {
-        Some(p) => file::open_sink(p, "dead-letter file", resuming)?.0,
+        Some(p) => file::open_sink(p, "dead-letter file", resuming, OutputFormat::Jsonl)?.0,
         None => file::stderr_sink(),
     };
     if let (Some(r), Some(c)) = (&resume, &config.checkpoint) {
