@@ -13,6 +13,7 @@ use arrow_schema::{DataType, Field, FieldRef, Schema, SchemaRef};
 use sluice_core::Plan;
 
 use crate::codec::format::{write_computed, write_exact, Cell, CellType, OutputLayout};
+use crate::connector::parquet::{EncodedRowGroup, RowGroupEncoder};
 use crate::connector::OutputFormat;
 use crate::dataflow::batch::{ParsedBatch, RawBatch};
 
@@ -39,6 +40,8 @@ pub struct ColumnLayout {
     format: OutputFormat,
     /// A CSV output: whether the run writes the header row (it starts an empty output).
     header: bool,
+    /// A Parquet output: what encodes its row groups.
+    encoder: Option<Arc<RowGroupEncoder>>,
 }
 
 impl ColumnLayout {
@@ -91,6 +94,7 @@ impl ColumnLayout {
             types,
             format,
             header: true,
+            encoder: None,
         })
     }
 
@@ -98,6 +102,21 @@ impl ColumnLayout {
     pub fn with_header(mut self, header: bool) -> Self {
         self.header = header;
         self
+    }
+
+    /// The same layout, encoding Parquet row groups with `encoder` (the sink's).
+    pub fn with_encoder(mut self, encoder: Option<Arc<RowGroupEncoder>>) -> Self {
+        self.encoder = encoder;
+        self
+    }
+
+    /// Encodes `batch` as a Parquet row group.
+    pub(crate) fn encode(&self, batch: &RecordBatch) -> Result<EncodedRowGroup, String> {
+        let encoder = self
+            .encoder
+            .as_ref()
+            .ok_or("the Parquet output has no encoder")?;
+        encoder.encode(batch).map_err(|e| e.to_string())
     }
 
     /// What the output is written as.

@@ -17,7 +17,14 @@ use arrow_schema::{DataType, SchemaRef, TimeUnit};
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use parquet::arrow::arrow_writer::{
+    compute_leaves, ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory,
+};
+use parquet::arrow::{add_encoded_arrow_schema_to_metadata, ArrowSchemaConverter};
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::writer::SerializedFileWriter;
 
 use crate::codec::time::TimeFormat;
 use crate::connector::sink::{RecordKeys, Sink, SyncJob};
@@ -418,14 +425,67 @@ impl Source for ParquetSource {
 /// Rows per row group of a Parquet output (as DuckDB writes them).
 pub const OUTPUT_ROW_GROUP_ROWS: usize = 122_880;
 
+/// Encodes record batches as Parquet row groups, on any thread: the workers encode the row
+/// groups of their batches in parallel, and the sink only appends them to the file in order.
+pub struct RowGroupEncoder {
+    factory: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+}
+
+impl std::fmt::Debug for RowGroupEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowGroupEncoder").finish_non_exhaustive()
+    }
+}
+
+/// One encoded row group, ready to append.
+pub struct EncodedRowGroup {
+    chunks: Vec<ArrowColumnChunk>,
+    rows: usize,
+}
+
+impl std::fmt::Debug for EncodedRowGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedRowGroup")
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RowGroupEncoder {
+    /// Encodes `batch` (of the output's schema) as one row group.
+    pub fn encode(&self, batch: &RecordBatch) -> parquet::errors::Result<EncodedRowGroup> {
+        let mut writers = self.factory.create_column_writers(0)?;
+        let mut next = writers.iter_mut();
+        for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
+            for leaf in compute_leaves(field, column)? {
+                let writer = next.next().ok_or_else(|| {
+                    parquet::errors::ParquetError::General("more leaves than columns".into())
+                })?;
+                writer.write(&leaf)?;
+            }
+        }
+        let chunks = writers
+            .into_iter()
+            .map(ArrowColumnWriter::close)
+            .collect::<parquet::errors::Result<Vec<_>>>()?;
+        Ok(EncodedRowGroup {
+            chunks,
+            rows: batch.num_rows(),
+        })
+    }
+}
+
 /// Writes enriched events as a Parquet file: the input's columns and one typed column per
-/// feature (see [`crate::codec::columns`]). The file is written under a temporary name and
-/// takes its own name when the run finishes, so a reader never sees a file without its footer.
+/// feature (see [`crate::codec::columns`]), one row group per batch, encoded by the workers.
+/// The file is written under a temporary name and takes its own name when the run finishes,
+/// so a reader never sees a file without its footer.
 pub struct ParquetSink {
     path: PathBuf,
     partial: PathBuf,
     file: Option<File>,
-    writer: Option<parquet::arrow::ArrowWriter<File>>,
+    writer: Option<SerializedFileWriter<File>>,
+    encoder: Option<Arc<RowGroupEncoder>>,
 }
 
 impl std::fmt::Debug for ParquetSink {
@@ -448,6 +508,7 @@ impl ParquetSink {
             partial,
             file: Some(file),
             writer: None,
+            encoder: None,
         })
     }
 
@@ -472,23 +533,45 @@ impl Sink for ParquetSink {
 
     fn set_schema(&mut self, schema: SchemaRef) -> io::Result<()> {
         let file = self.file.take().ok_or_else(Self::not_started)?;
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::SNAPPY)
+        let mut props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(OUTPUT_ROW_GROUP_ROWS))
             .build();
-        let writer = parquet::arrow::ArrowWriter::try_new(file, schema, Some(props))
+        add_encoded_arrow_schema_to_metadata(&schema, &mut props);
+        let props = Arc::new(props);
+        let parquet_schema = ArrowSchemaConverter::new()
+            .with_coerce_types(props.coerce_types())
+            .convert(&schema)
             .map_err(io::Error::other)?;
+        let writer = SerializedFileWriter::new(file, parquet_schema.root_schema_ptr(), props)
+            .map_err(io::Error::other)?;
+        let factory = ArrowRowGroupWriterFactory::new(&writer, schema.clone());
+        self.encoder = Some(Arc::new(RowGroupEncoder { factory, schema }));
         self.writer = Some(writer);
         Ok(())
     }
 
-    fn write_columns(&mut self, columns: &RecordBatch) -> io::Result<()> {
+    fn row_group_encoder(&self) -> Option<Arc<RowGroupEncoder>> {
+        self.encoder.clone()
+    }
+
+    fn write_row_group(&mut self, group: EncodedRowGroup) -> io::Result<()> {
+        if group.rows == 0 {
+            return Ok(());
+        }
         let writer = self.writer.as_mut().ok_or_else(Self::not_started)?;
-        writer.write(columns).map_err(io::Error::other)
+        let mut row_group = writer.next_row_group().map_err(io::Error::other)?;
+        for chunk in group.chunks {
+            chunk
+                .append_to_row_group(&mut row_group)
+                .map_err(io::Error::other)?;
+        }
+        row_group.close().map_err(io::Error::other)?;
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        // A row group is written when it is full; a Parquet file is complete only at the end.
+        // A Parquet file is complete only at the end, when its footer is written.
         Ok(())
     }
 

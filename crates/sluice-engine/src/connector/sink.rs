@@ -3,6 +3,9 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 
+use std::sync::Arc;
+
+use crate::connector::parquet::{EncodedRowGroup, RowGroupEncoder};
 use crate::connector::OutputFormat;
 
 /// Makes what a sink had written when it was created durable; run on any thread.
@@ -64,9 +67,15 @@ pub trait Sink: Send {
         Ok(())
     }
 
-    /// A columnar sink: takes the enriched events of one batch, in input order.
-    fn write_columns(&mut self, _columns: &arrow_array::RecordBatch) -> io::Result<()> {
-        Err(io::Error::other("this output takes lines, not columns"))
+    /// A Parquet sink (after [`Sink::set_schema`]): what encodes its row groups, shared
+    /// with the workers.
+    fn row_group_encoder(&self) -> Option<Arc<RowGroupEncoder>> {
+        None
+    }
+
+    /// A Parquet sink: appends the row group of one batch, in input order.
+    fn write_row_group(&mut self, _group: EncodedRowGroup) -> io::Result<()> {
+        Err(io::Error::other("this output takes lines, not row groups"))
     }
 
     /// Hands what is buffered on (to the file, the network) without waiting for it to be

@@ -334,7 +334,15 @@ pub fn run_resumed(
     let started = Instant::now();
     let n = job.workers;
     let plan = Arc::clone(&job.plan);
-    source.start(&job.batching())?;
+    // A Parquet output writes a row group per batch: text input is cut into batches of about
+    // a row group (100k records) instead of 256 KiB.
+    let parquet_out = outputs.events.output_format() == OutputFormat::Parquet;
+    let mut batching = job.batching();
+    if parquet_out {
+        batching.bytes = batching.bytes.max(16 << 20);
+        batching.csv_rows = batching.csv_rows.max(100_000);
+    }
+    source.start(&batching)?;
     let mut extractor = Extractor::new(&plan, &job.time_field, job.time_format);
     if let Some(header) = source.csv_header() {
         extractor = extractor.with_csv_header(header.to_vec());
@@ -353,8 +361,8 @@ pub fn run_resumed(
     let by_partition = ends.source_checkpoint.is_some() && job.checkpoint.is_some();
 
     // A Parquet batch is a whole row group (often 100k rows or more): fewer of them in flight
-    // bound memory while every worker still has one to decode.
-    let max_in_flight = if source.parquet_schema().is_some() {
+    // bound memory while every worker still has one to decode or encode.
+    let max_in_flight = if source.parquet_schema().is_some() || parquet_out {
         n + 2
     } else {
         4 * n + 4
@@ -492,7 +500,7 @@ fn columnar_output(
         (None, Some(header)) => InputColumns::Csv(header.to_vec()),
         (None, None) => InputColumns::Json,
     };
-    let layout = ColumnLayout::new(&job.plan, input, format)
+    let mut layout = ColumnLayout::new(&job.plan, input, format)
         .map_err(refuse)?
         .with_header(fresh_output);
     if format == OutputFormat::Parquet {
@@ -503,6 +511,7 @@ fn columnar_output(
                 what: "output",
                 error,
             })?;
+        layout = layout.with_encoder(outputs.events.row_group_encoder());
     }
     Ok(Some(layout))
 }

@@ -5,8 +5,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use arrow_array::RecordBatch;
-
 use crossbeam_channel::{Receiver, Sender};
 use sluice_core::{FeatureValue, Plan};
 
@@ -16,6 +14,7 @@ use crate::checkpoint::{
 };
 use crate::codec::columns::ColumnLayout;
 use crate::codec::format::{write_dead_letter, OutputLayout, RELATION};
+use crate::connector::parquet::EncodedRowGroup;
 use crate::connector::{Acknowledge, OutputFormat, Position, RecordKeys, Sink};
 use crate::dataflow::batch::{RawBatch, Rejection};
 use crate::dataflow::pool::BufferPool;
@@ -46,7 +45,7 @@ pub(crate) struct Formatted {
     n_link_overflows: u64,
     /// For a columnar output: the enriched events as one record batch (in place of
     /// `events`), or why it could not be built.
-    pub(crate) columns: Option<std::result::Result<RecordBatch, String>>,
+    pub(crate) columns: Option<std::result::Result<EncodedRowGroup, String>>,
 }
 
 /// Where one record of a formatted batch went: the byte range of its line (newline included)
@@ -162,14 +161,19 @@ pub(crate) fn format_batch(
         }
         n_events += 1;
     }
-    let mut columns = columns.map(|c| c.finish(batch));
-    if let (Some(layout), Some(Ok(built))) = (columnar, &columns) {
-        if layout.format() == OutputFormat::Csv {
-            // CSV is lines: written (and cut back for checkpoints) like JSONL.
-            let written = layout.write_csv(built, batch.seq, &mut events);
-            columns = written.err().map(Err);
-        }
-    }
+    // CSV is lines, written (and cut back for checkpoints) like JSONL; Parquet row groups are
+    // encoded here, on the workers, and only appended by the writer.
+    let columns = match (columnar, columns) {
+        (Some(layout), Some(builder)) => match builder.finish(batch) {
+            Err(message) => Some(Err(message)),
+            Ok(built) if layout.format() == OutputFormat::Csv => layout
+                .write_csv(&built, batch.seq, &mut events)
+                .err()
+                .map(Err),
+            Ok(built) => Some(layout.encode(&built)),
+        },
+        _ => None,
+    };
     let seq = batch.seq;
     let end = batch.end.clone();
     let n_link_overflows = routed.link_overflows;
@@ -314,10 +318,10 @@ impl Sinks<'_, '_> {
     }
 
     /// Writes one formatted batch.
-    fn write(&mut self, f: &Formatted) -> Result<()> {
-        match &f.columns {
-            Some(Ok(columns)) => self.events.write_columns(columns).map_err(out_err)?,
-            Some(Err(message)) => return Err(out_err(std::io::Error::other(message.clone()))),
+    fn write(&mut self, f: &mut Formatted) -> Result<()> {
+        match f.columns.take() {
+            Some(Ok(group)) => self.events.write_row_group(group).map_err(out_err)?,
+            Some(Err(message)) => return Err(out_err(std::io::Error::other(message))),
             None => self
                 .events
                 .write(&f.events, f.keys.as_ref())
@@ -405,10 +409,10 @@ pub(crate) fn write_all(
                     c.sink = Some(sink.make_durable(c.barrier.id, &synced_tx)?);
                 }
             }
-            let Some(f) = waiting.remove(&next) else {
+            let Some(mut f) = waiting.remove(&next) else {
                 break;
             };
-            sink.write(&f)?;
+            sink.write(&mut f)?;
             stats
                 .events_written
                 .fetch_add(f.n_events, Ordering::Relaxed);
