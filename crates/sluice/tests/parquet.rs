@@ -484,8 +484,17 @@ fn bad_parquet_input_gives_dead_letters_or_an_error_naming_the_file() {
 #[test]
 fn a_run_over_parquet_killed_after_a_checkpoint_resumes_to_the_same_output() {
     let case = Case::new();
-    let (_, parquet) = transactions(&case, 200_000, 2_000);
+    // Row groups of 100k rows: the run cuts each into pieces, and checkpoints fall inside
+    // row groups.
+    let (jsonl, parquet) = transactions(&case, 200_000, 100_000);
     let reference = case.write("ref.toml", FLAT.as_bytes());
+    case.run(&reference, &jsonl, "from-jsonl.jsonl", 2);
+    case.run(&reference, &parquet, "from-parquet.jsonl", 2);
+    assert_eq!(
+        features_of(&read_jsonl(&case.path("from-parquet.jsonl"))),
+        features_of(&read_jsonl(&case.path("from-jsonl.jsonl"))),
+        "pieces of row groups give the features of the JSONL run"
+    );
     // JSONL and CSV outputs are cut back to a checkpoint's length; Parquet's are refused.
     for ext in ["jsonl", "csv"] {
         let (out, dead) = (format!("out.{ext}"), format!("out.{ext}.dead"));

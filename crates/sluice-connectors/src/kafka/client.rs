@@ -331,6 +331,8 @@ impl TopicSource {
             assigned: Vec::new(),
             name: format!("kafka:{}", source.topic),
             batching: Batching {
+                slice_rows: 0,
+                max_slices: 1,
                 bytes: 256 * 1024,
                 csv_rows: 2048,
                 wait: Duration::from_millis(10),

@@ -87,6 +87,22 @@ impl ColumnReader {
         Some(ColumnReader { leaves })
     }
 
+    /// The same fields over rows `offset..offset + len` (row 0 of the slice is `offset`).
+    pub(crate) fn slice(&self, offset: usize, len: usize) -> ColumnReader {
+        let leaves = self
+            .leaves
+            .iter()
+            .map(|leaf| {
+                leaf.as_ref().map(|l| Leaf {
+                    parents: l.parents.iter().map(|p| p.slice(offset, len)).collect(),
+                    array: l.array.slice(offset, len),
+                    kind: l.kind,
+                })
+            })
+            .collect();
+        ColumnReader { leaves }
+    }
+
     /// Captures row `row`'s fields into `caps` (strings' text appended to `text`).
     pub(crate) fn capture(&self, row: usize, caps: &mut [Captured], text: &mut Vec<u8>) {
         for (cap, leaf) in caps.iter_mut().zip(&self.leaves) {

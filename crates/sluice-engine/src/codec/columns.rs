@@ -262,6 +262,10 @@ impl BatchBuilder<'_> {
     /// The record batch of the events added.
     pub(crate) fn finish(self, batch: &ParsedBatch) -> Result<RecordBatch, String> {
         let mut columns: Vec<ArrayRef> = match (&self.layout.input, &batch.columns) {
+            // Every row kept (the usual case): the columns as read, not copied.
+            (InputColumns::Parquet(_), Some(input)) if self.kept.len() == input.num_rows() => {
+                input.columns().to_vec()
+            }
             (InputColumns::Parquet(_), Some(input)) => {
                 let rows = UInt32Array::from(self.kept);
                 arrow_select::take::take_record_batch(input, &rows)

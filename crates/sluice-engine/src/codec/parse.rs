@@ -162,21 +162,7 @@ impl Extractor {
 
     /// Parses every record of a raw batch.
     pub fn parse_batch(&self, seq: u64, raw: RawBatch, scratch: &mut ParseScratch) -> ParsedBatch {
-        let mut out = ParsedBatch {
-            seq,
-            raw: RawBatch::Csv(Vec::new()),
-            events: Vec::new(),
-            keys: Vec::new(),
-            fields: Vec::new(),
-            matched: Vec::new(),
-            expr_values: Vec::new(),
-            arena: Vec::new(),
-            end: crate::connector::Position::START,
-            partitions: Vec::new(),
-            digest: None,
-            output_keys: Vec::new(),
-            columns: None,
-        };
+        let mut out = ParsedBatch::empty(seq);
         let raw = match raw {
             RawBatch::Lines { data, first_line } => {
                 self.parse_lines(&data, first_line, scratch, &mut out);
@@ -188,72 +174,91 @@ impl Extractor {
                 }
                 RawBatch::Csv(rows)
             }
-            RawBatch::RowGroup(group) => match group.decode(!self.keep_columns) {
-                Ok(mut decoded) => {
-                    // A columnar output reads the fields from the columns (when every wanted
-                    // one has a plain type); otherwise the rows are read as JSON lines.
-                    let reader = self
-                        .keep_columns
-                        .then(|| ColumnReader::new(&decoded.parsing, &self.paths))
-                        .flatten();
-                    match reader {
-                        Some(reader) => self.parse_columns(
-                            &reader,
-                            &decoded.parsing,
-                            group.first_row,
-                            scratch,
-                            &mut out,
-                        ),
-                        None => {
-                            let mut lines = std::mem::take(&mut decoded.lines);
-                            if lines.is_empty() {
-                                if let Err(message) = json_lines(&decoded.parsing, &mut lines) {
-                                    self.reject_rows(&group, &message, scratch, &mut out);
-                                }
-                            }
-                            self.parse_lines(&lines, group.first_row, scratch, &mut out);
-                            decoded.lines = lines;
-                        }
-                    }
-                    if self.keep_columns {
-                        out.columns = Some(decoded.columns);
-                    }
-                    RawBatch::Lines {
-                        data: decoded.lines,
-                        first_line: group.first_row,
-                    }
-                }
-                Err(message) => {
-                    self.reject_rows(&group, &message, scratch, &mut out);
-                    RawBatch::Lines {
-                        data: Vec::new(),
-                        first_line: group.first_row,
-                    }
-                }
-            },
+            RawBatch::RowGroup(group) => {
+                // One batch for the whole row group.
+                let whole = RowGroup { slices: 1, ..group };
+                let mut parsed = self.parse_row_group(seq, &whole, scratch);
+                return parsed.pop().unwrap_or(out);
+            }
         };
         out.raw = raw;
         out
+    }
+
+    /// Parses a Parquet row group into one batch per piece ([`RowGroup::pieces`]), numbered
+    /// from `seq`, each with the source position after it. The row group is decoded once;
+    /// each piece is a slice of its columns.
+    pub fn parse_row_group(
+        &self,
+        seq: u64,
+        group: &RowGroup,
+        scratch: &mut ParseScratch,
+    ) -> Vec<ParsedBatch> {
+        let decoded = group.decode();
+        let reader = match &decoded {
+            Ok(d) if self.keep_columns => ColumnReader::new(&d.parsing, &self.paths),
+            _ => None,
+        };
+        let mut batches = Vec::with_capacity(group.slices as usize);
+        for (j, piece) in group.pieces().enumerate() {
+            let mut out = ParsedBatch::empty(seq + j as u64);
+            let first_line = group.first_row + piece.start;
+            let (start, len) = (piece.start as usize, (piece.end - piece.start) as usize);
+            let mut data = Vec::new();
+            match &decoded {
+                Err(message) => {
+                    self.reject_rows(first_line, len as u64, message, scratch, &mut out)
+                }
+                Ok(d) => {
+                    let parsing = d.parsing.slice(start, len);
+                    match &reader {
+                        Some(reader) => {
+                            let part = reader.slice(start, len);
+                            self.parse_columns(&part, &parsing, first_line, scratch, &mut out);
+                        }
+                        None => match json_lines(&parsing, &mut data) {
+                            Ok(()) => self.parse_lines(&data, first_line, scratch, &mut out),
+                            Err(message) => {
+                                let message = format!("{}: {message}", group.describe());
+                                self.reject_rows(
+                                    first_line, len as u64, &message, scratch, &mut out,
+                                )
+                            }
+                        },
+                    }
+                    if self.keep_columns {
+                        out.columns = Some(d.columns.slice(start, len));
+                    }
+                }
+            }
+            out.raw = RawBatch::Lines { data, first_line };
+            let (end, digest) = group.position_after(piece.end);
+            out.end = end;
+            out.digest = Some(digest);
+            batches.push(out);
+        }
+        batches
     }
 
     /// Nothing of a row group can be read: each of its rows is a dead letter saying why, so
     /// that none is lost without a trace.
     fn reject_rows(
         &self,
-        group: &RowGroup,
+        first_line: u64,
+        rows: u64,
         message: &str,
         s: &mut ParseScratch,
         out: &mut ParsedBatch,
     ) {
         let span = Span::default();
-        for row in 0..group.rows {
+        for row in 0..rows {
             let rejection = Rejection {
                 reason: "malformed",
                 message: message.to_owned(),
             };
             s.caps.clear();
             s.reserved = false;
-            self.finish_event(group.first_row + row, span, span, Some(rejection), s, out);
+            self.finish_event(first_line + row, span, span, Some(rejection), s, out);
         }
     }
 

@@ -92,6 +92,7 @@ impl CsvBatcher {
             end,
             partitions: Vec::new(),
             digest: None,
+            slices: 1,
         }))
     }
 }

@@ -251,6 +251,7 @@ impl LineBatcher {
             },
             partitions: Vec::new(),
             digest: self.digest.value(),
+            slices: 1,
         }))
     }
 }

@@ -262,14 +262,61 @@ pub struct RowGroup {
     pub(crate) first_row: u64,
     /// Its rows.
     pub(crate) rows: u64,
+    /// Rows at its start already processed (a run resumed in the middle of it).
+    pub(crate) skip: u64,
+    /// How many engine batches the rest is cut into.
+    pub(crate) slices: u64,
+    /// The digest of the row groups before it, and up to it (see [`ParquetInput::digest`]).
+    pub(crate) digests: (u64, u64),
 }
 
-/// A decoded row group: its columns as read, the same with the time column as the parse stage
-/// reads it, and (when asked for) its rows as JSON lines.
+impl RowGroup {
+    /// Names it in messages: its index, file and rows.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "row group {} of {} (rows {}..{})",
+            self.index,
+            self.input.name,
+            self.first_row,
+            self.first_row + self.rows
+        )
+    }
+
+    /// The row ranges (0-based, within the row group) of its pieces, after the skipped rows.
+    pub(crate) fn pieces(&self) -> impl Iterator<Item = std::ops::Range<u64>> + '_ {
+        let rest = self.rows.saturating_sub(self.skip);
+        let n = self.slices.clamp(1, rest.max(1));
+        let per = rest.div_ceil(n).max(1);
+        (0..n).map(move |j| {
+            let start = self.skip + j * per;
+            start.min(self.rows)..(start + per).min(self.rows)
+        })
+    }
+
+    /// Where the source stands after the piece that ends at row `end` (0-based, exclusive) of
+    /// the row group: the next row group once it is done, else this one at the next row.
+    pub(crate) fn position_after(&self, end: u64) -> (Position, u64) {
+        if end >= self.rows {
+            let position = Position::Stream {
+                offset: self.index as u64 + 1,
+                line: self.first_row + self.rows,
+            };
+            (position, self.digests.1)
+        } else {
+            let position = Position::Stream {
+                offset: self.index as u64,
+                line: self.first_row + end,
+            };
+            (position, self.digests.0)
+        }
+    }
+}
+
+/// A decoded row group: its columns as read, and the same with the time column as the parse
+/// stage reads it.
 pub(crate) struct DecodedGroup {
     pub(crate) columns: RecordBatch,
     pub(crate) parsing: RecordBatch,
-    pub(crate) lines: Vec<u8>,
 }
 
 impl RowGroup {
@@ -284,31 +331,13 @@ impl RowGroup {
         size.max(0) as usize
     }
 
-    /// Decodes the row group, and writes its rows as JSON lines when `json`; the error says
-    /// which row group of which file failed.
-    pub(crate) fn decode(&self, json: bool) -> std::result::Result<DecodedGroup, String> {
+    /// Decodes the row group; the error says which row group of which file failed.
+    pub(crate) fn decode(&self) -> std::result::Result<DecodedGroup, String> {
         let decoded = self.input.decode(self.index).and_then(|columns| {
             let parsing = self.input.for_parsing(&columns)?;
-            let mut lines = Vec::new();
-            if json {
-                lines.reserve(columns.num_rows() * 64);
-                json_lines(&parsing, &mut lines)?;
-            }
-            Ok(DecodedGroup {
-                columns,
-                parsing,
-                lines,
-            })
+            Ok(DecodedGroup { columns, parsing })
         });
-        decoded.map_err(|e| {
-            format!(
-                "row group {} of {} (rows {}..{}) cannot be read: {e}",
-                self.index,
-                self.input.name,
-                self.first_row,
-                self.first_row + self.rows
-            )
-        })
+        decoded.map_err(|e| format!("{} cannot be read: {e}", self.describe()))
     }
 }
 
@@ -330,6 +359,10 @@ pub struct ParquetSource {
     input: Arc<ParquetInput>,
     next: usize,
     next_row: u64,
+    /// Rows of the next row group already processed (a run resumed in the middle of it).
+    skip: u64,
+    slice_rows: usize,
+    max_slices: usize,
 }
 
 impl ParquetSource {
@@ -339,6 +372,9 @@ impl ParquetSource {
             input: Arc::new(input),
             next: 0,
             next_row: 1,
+            skip: 0,
+            slice_rows: usize::MAX,
+            max_slices: 1,
         }
     }
 
@@ -364,16 +400,26 @@ impl ParquetSource {
                 input.row_groups()
             )));
         }
-        let rows: u64 = (0..group).map(|g| input.rows_of(g)).sum();
-        if rows + 1 != line || digest.is_some_and(|d| d != input.digest(group)) {
+        // A checkpoint stands at the start of row group `group`, or inside it (at a piece).
+        let before: u64 = (0..group).map(|g| input.rows_of(g)).sum();
+        let rows = if group < input.row_groups() {
+            input.rows_of(group)
+        } else {
+            0
+        };
+        let inside = line.checked_sub(before + 1).filter(|&skip| skip <= rows);
+        let Some(skip) = inside.filter(|_| digest.is_none_or(|d| d == input.digest(group))) else {
             return Err(refuse(format!(
                 "differs from the checkpoint's in its first {group} row groups"
             )));
-        }
+        };
         Ok(ParquetSource {
             input: Arc::new(input),
             next: group,
-            next_row: line,
+            next_row: before + 1,
+            skip,
+            slice_rows: usize::MAX,
+            max_slices: 1,
         })
     }
 }
@@ -387,7 +433,9 @@ impl Source for ParquetSource {
         false
     }
 
-    fn start(&mut self, _batching: &Batching) -> Result<()> {
+    fn start(&mut self, batching: &Batching) -> Result<()> {
+        self.slice_rows = batching.slice_rows.max(1);
+        self.max_slices = batching.max_slices.max(1);
         Ok(())
     }
 
@@ -401,23 +449,28 @@ impl Source for ParquetSource {
         }
         let index = self.next;
         let rows = self.input.rows_of(index);
+        let skip = std::mem::take(&mut self.skip).min(rows);
+        let rest = (rows - skip) as usize;
+        let slices = rest.div_ceil(self.slice_rows).clamp(1, self.max_slices) as u64;
         let group = RowGroup {
             input: Arc::clone(&self.input),
             index,
             first_row: self.next_row,
             rows,
+            skip,
+            slices,
+            digests: (self.input.digest(index), self.input.digest(index + 1)),
         };
         self.next += 1;
         self.next_row += rows;
+        let (end, digest) = group.position_after(rows);
         Ok(Some(SourceBatch {
             raw: RawBatch::RowGroup(group),
-            records: rows,
-            end: Position::Stream {
-                offset: self.next as u64,
-                line: self.next_row,
-            },
+            records: rest as u64,
+            end,
             partitions: Vec::new(),
-            digest: Some(self.input.digest(self.next)),
+            digest: Some(digest),
+            slices,
         }))
     }
 }

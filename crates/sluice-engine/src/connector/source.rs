@@ -57,6 +57,8 @@ pub struct SourceBatch {
     pub(crate) partitions: Vec<u32>,
     /// A byte stream: the [`InputDigest`] of its bytes up to `end`.
     pub(crate) digest: Option<u64>,
+    /// How many engine batches the parse stage cuts it into (a Parquet row group: several).
+    pub(crate) slices: u64,
 }
 
 impl SourceBatch {
@@ -75,6 +77,7 @@ impl SourceBatch {
             end: Position::Partitions(end),
             partitions: origins.iter().map(|&(p, _)| p).collect(),
             digest: None,
+            slices: 1,
         }
     }
 
@@ -103,6 +106,11 @@ pub struct Batching {
     /// A live source cuts a batch once it holds a record and this long has passed since its
     /// first one arrived, so that a slow input is not held back until a batch fills.
     pub wait: Duration,
+    /// Rows of a piece of a Parquet row group: the parse stage cuts a row group into pieces of
+    /// about this many rows, each an engine batch (and a row group of a Parquet output).
+    pub slice_rows: usize,
+    /// The most pieces a row group may be cut into (larger row groups get larger pieces).
+    pub max_slices: usize,
 }
 
 /// Where a run reads records from. The run calls [`Source::start`] once, then

@@ -146,6 +146,25 @@ pub struct ParsedBatch {
 }
 
 impl ParsedBatch {
+    /// An empty batch numbered `seq`.
+    pub(crate) fn empty(seq: u64) -> ParsedBatch {
+        ParsedBatch {
+            seq,
+            raw: RawBatch::Csv(Vec::new()),
+            events: Vec::new(),
+            keys: Vec::new(),
+            fields: Vec::new(),
+            matched: Vec::new(),
+            expr_values: Vec::new(),
+            arena: Vec::new(),
+            end: Position::START,
+            partitions: Vec::new(),
+            digest: None,
+            output_keys: Vec::new(),
+            columns: None,
+        }
+    }
+
     /// The bytes of a span.
     pub fn bytes(&self, span: Span) -> &[u8] {
         if span.in_arena {

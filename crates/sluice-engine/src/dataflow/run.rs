@@ -28,6 +28,7 @@ use crate::codec::format::OutputLayout;
 use crate::codec::parse::{Extractor, ParseScratch};
 use crate::codec::time::TimeFormat;
 use crate::connector::{Batching, OutputFormat, Position, Sink, Source, SourceBatch, StreamSink};
+use crate::dataflow::batch::RawBatch;
 use crate::dataflow::pool::BufferPool;
 use crate::dataflow::router::{route_all, CheckpointTimer, Router, RouterMsg, ShardMsg};
 use crate::dataflow::shard;
@@ -37,6 +38,9 @@ use crate::dataflow::writer::{
 use crate::error::{Error, Result};
 use crate::state::redis::Traffic;
 use crate::state::{Backend, StateBackend, StateConfig};
+
+/// Rows of the pieces a Parquet row group is cut into, and of the batches of a Parquet output.
+pub const PARQUET_SLICE_ROWS: usize = 32_768;
 
 /// Everything a run needs to know about the pipeline.
 #[derive(Clone)]
@@ -119,6 +123,8 @@ impl Job {
             bytes: self.batch_bytes,
             csv_rows: self.csv_batch_rows,
             wait: self.batch_wait,
+            slice_rows: PARQUET_SLICE_ROWS,
+            max_slices: 1,
         }
     }
 }
@@ -334,13 +340,18 @@ pub fn run_resumed(
     let started = Instant::now();
     let n = job.workers;
     let plan = Arc::clone(&job.plan);
-    // A Parquet output writes a row group per batch: text input is cut into batches of about
-    // a row group (100k records) instead of 256 KiB.
+    // Columnar work goes in batches of about PARQUET_SLICE_ROWS rows: a Parquet input's row
+    // groups are cut into pieces of that size (decoded whole on a worker), and a Parquet
+    // output writes a row group per batch, so text input is cut into batches of about that
+    // many records (4 MiB) instead of 256 KiB. Fewer such batches are in flight.
     let parquet_out = outputs.events.output_format() == OutputFormat::Parquet;
+    let columnar = parquet_out || source.parquet_schema().is_some();
+    let max_in_flight = if columnar { 2 * n + 2 } else { 4 * n + 4 };
     let mut batching = job.batching();
+    batching.max_slices = max_in_flight - 1;
     if parquet_out {
-        batching.bytes = batching.bytes.max(16 << 20);
-        batching.csv_rows = batching.csv_rows.max(100_000);
+        batching.bytes = batching.bytes.max(4 << 20);
+        batching.csv_rows = batching.csv_rows.max(PARQUET_SLICE_ROWS);
     }
     source.start(&batching)?;
     let mut extractor = Extractor::new(&plan, &job.time_field, job.time_format);
@@ -360,13 +371,6 @@ pub fn run_resumed(
     let ends = writer_ends(outputs, source, sink_start, &start.position)?;
     let by_partition = ends.source_checkpoint.is_some() && job.checkpoint.is_some();
 
-    // A Parquet batch is a whole row group (often 100k rows or more): fewer of them in flight
-    // bound memory while every worker still has one to decode or encode.
-    let max_in_flight = if source.parquet_schema().is_some() || parquet_out {
-        n + 2
-    } else {
-        4 * n + 4
-    };
     let shared = Arc::new(WorkerShared {
         plan: Arc::clone(&plan),
         extractor,
@@ -570,6 +574,13 @@ fn spawn_reader<'scope>(
                     let Some(batch) = source.next_batch(shared.pool.take())? else {
                         return Ok(());
                     };
+                    // A batch cut into pieces holds a token per piece (the writer returns one
+                    // per piece).
+                    for _ in 1..batch.slices {
+                        if tokens.recv().is_err() {
+                            return Ok(());
+                        }
+                    }
                     shared
                         .stats
                         .bytes_read
@@ -578,10 +589,11 @@ fn spawn_reader<'scope>(
                         .stats
                         .records_read
                         .fetch_add(batch.records, Ordering::Relaxed);
+                    let slices = batch.slices.max(1);
                     if parse.send((seq, batch)).is_err() {
                         return Ok(());
                     }
-                    seq += 1;
+                    seq += slices;
                 }
                 Ok(()) // the writer stopped; its error is reported
             };
@@ -646,6 +658,17 @@ fn work(i: usize, backend: Backend, queues: WorkerQueues, shared: &WorkerShared)
                     );
                     written.send(WriterMsg::Batch(f)).is_ok()
                 }
+                WorkerJob::Parse(
+                    seq,
+                    SourceBatch {
+                        raw: RawBatch::RowGroup(group),
+                        ..
+                    },
+                ) => shared
+                    .extractor
+                    .parse_row_group(seq, &group, &mut scratch)
+                    .into_iter()
+                    .all(|parsed| router.send(RouterMsg::Parsed(Box::new(parsed))).is_ok()),
                 WorkerJob::Parse(seq, batch) => {
                     let mut parsed = shared.extractor.parse_batch(seq, batch.raw, &mut scratch);
                     parsed.end = batch.end;
