@@ -40,7 +40,7 @@ use crate::state::redis::Traffic;
 use crate::state::{Backend, StateBackend, StateConfig};
 
 /// Rows of the pieces a Parquet row group is cut into, and of the batches of a Parquet output.
-pub const PARQUET_SLICE_ROWS: usize = 32_768;
+pub const PARQUET_SLICE_ROWS: usize = 16_384;
 
 /// Everything a run needs to know about the pipeline.
 #[derive(Clone)]
