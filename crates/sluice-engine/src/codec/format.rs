@@ -63,6 +63,11 @@ fn write_shortest(out: &mut Vec<u8>, v: f64) {
 /// `round(|v| * 10^d)` for the `d` that leaves 15 of them. When the text reads back as `v` it is
 /// also the shortest such text (two decimals of at most 15 digits are too far apart to round to
 /// the same double), so `exact` output equals ryu's.
+///
+/// The digits are formatted once, as one integer, and the point is placed among them; the
+/// trailing zeros are trimmed on the text. (Splitting the integer at the point instead costs
+/// a division by a variable power of ten and a loop of divisions per trailing zero, and this
+/// runs for several numbers of every output line.)
 fn write_15_digits(out: &mut Vec<u8>, v: f64, exact: bool) -> bool {
     let a = v.abs();
     if a == 0.0 {
@@ -73,36 +78,82 @@ fn write_15_digits(out: &mut Vec<u8>, v: f64, exact: bool) -> bool {
         return false;
     }
     // Decimals that leave 15 significant digits, from the table (exact, unlike log10).
+    // (Counted rather than searched: the count has no branch to mispredict, and the numbers
+    // of consecutive lines differ in magnitude.)
     let decimals = if a >= 1.0 {
-        15 - POW10[..16].partition_point(|&p| p <= a) // digits before the point: 1..=15
+        15 - POW10[..16].iter().filter(|&&p| p <= a).count() // digits before the point: 1..=15
     } else {
-        14 + POW10[..6].partition_point(|&p| a * p < 1.0) // leading zeros after it: 0..=4
+        14 + POW10[..6].iter().filter(|&&p| a * p < 1.0).count() // leading zeros after it: 0..=4
     };
     let scale = POW10[decimals];
-    let n = (a * scale).round();
-    if exact && n / scale != a {
+    // `round`, half away from zero: `a * scale` is at most about 1e15 (< 2^50), where adding
+    // 0.5 is exact, so truncating after it rounds exactly (`f64::round` is a library call on
+    // baseline x86_64; a conversion to `i64` is one instruction, to `u64` several).
+    let n = (a * scale + 0.5) as i64 as u64;
+    if exact && n as f64 / scale != a {
         return false;
     }
-    let n = n as u64;
-    let unit = 10u64.pow(decimals as u32);
-    let (int, mut frac) = (n / unit, n % unit);
     if v < 0.0 {
         out.push(b'-');
     }
-    let mut b = itoa::Buffer::new();
-    out.extend_from_slice(b.format(int).as_bytes());
-    if frac > 0 {
-        let mut width = decimals;
-        while frac % 10 == 0 {
-            frac /= 10;
-            width -= 1;
-        }
-        out.push(b'.');
-        let digits = b.format(frac).as_bytes();
-        out.extend(std::iter::repeat_n(b'0', width - digits.len()));
-        out.extend_from_slice(digits);
-    }
+    // `n` has 15 digits, or 16 when rounding carried into a new one: they end the buffer,
+    // after zeros enough for the fraction's leading zeros (`decimals` is at most 19), and the
+    // last `decimals` of them are the fraction.
+    let mut buf = [b'0'; 24];
+    write_16_digits(&mut buf[8..], n);
+    let first = 24 - if n >= 10u64.pow(15) { 16 } else { 15 };
+    let point = 24 - decimals;
+    let trailing = trailing_zeros(&buf).min(decimals);
+    let end = 24 - trailing;
+    // The text is the integer digits (or a 0), then `.` and the fraction if it is not 0.
+    // `point >= 5`, so there is room before the digits for the `.` and the `0` moved there.
+    let text = if first < point {
+        buf.copy_within(first..point, first - 1);
+        buf[point - 1] = b'.';
+        let int_end = if end > point { end } else { point - 1 };
+        &buf[first - 1..int_end]
+    } else {
+        buf[point - 2] = b'0';
+        buf[point - 1] = b'.';
+        &buf[point - 2..end]
+    };
+    out.extend_from_slice(text);
     true
+}
+
+/// Writes the 16 decimal digits of `n` (`n < 10^16`, zero-padded) into `out`: two digits per
+/// step from a table, in two halves of eight (constant divisors only).
+#[inline]
+fn write_16_digits(out: &mut [u8], n: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    // Four independent groups of four digits, so that the steps overlap.
+    let (high, low) = ((n / 100_000_000) as u32, (n % 100_000_000) as u32);
+    let quads = [high / 10_000, high % 10_000, low / 10_000, low % 10_000];
+    for (q, x) in quads.into_iter().enumerate() {
+        for (k, pair) in [x / 100, x % 100].into_iter().enumerate() {
+            let p = pair as usize * 2;
+            out[q * 4 + k * 2] = PAIRS[p];
+            out[q * 4 + k * 2 + 1] = PAIRS[p + 1];
+        }
+    }
+}
+
+/// The number of `0` digits that end `buf` (at most 16), a word at a time.
+#[inline]
+fn trailing_zeros(buf: &[u8; 24]) -> usize {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let word = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes")) ^ ZEROS;
+    // Little-endian: the last digit is the most significant byte of the word.
+    let last = (word(16).leading_zeros() / 8) as usize;
+    if last < 8 {
+        last
+    } else {
+        8 + (word(8).leading_zeros() / 8) as usize
+    }
 }
 
 /// Output-side view of the plan: feature names as JSON keys, in output order.
@@ -691,6 +742,71 @@ mod tests {
         assert_eq!(computed(123456789012345.6), "123456789012346");
         assert_eq!(computed(-0.1 - 0.2), "-0.3");
         assert_eq!(computed(0.0), "0");
+    }
+
+    /// The former integer split (quotient and remainder by the power of ten), as a reference.
+    fn split_reference(v: f64, exact: bool) -> Option<String> {
+        let a = v.abs();
+        if a == 0.0 {
+            return Some("0".into());
+        }
+        if !(1e-5..1e15).contains(&a) {
+            return None;
+        }
+        let decimals = if a >= 1.0 {
+            15 - POW10[..16].partition_point(|&p| p <= a)
+        } else {
+            14 + POW10[..6].partition_point(|&p| a * p < 1.0)
+        };
+        let scale = POW10[decimals];
+        let n = (a * scale).round();
+        if exact && n / scale != a {
+            return None;
+        }
+        let n = n as u64;
+        let unit = 10u64.pow(decimals as u32);
+        let (int, mut frac) = (n / unit, n % unit);
+        let mut text = String::new();
+        if v < 0.0 {
+            text.push('-');
+        }
+        text.push_str(&int.to_string());
+        if frac > 0 {
+            let mut width = decimals;
+            while frac % 10 == 0 {
+                frac /= 10;
+                width -= 1;
+            }
+            text.push_str(&format!(".{frac:0width$}"));
+        }
+        Some(text)
+    }
+
+    #[test]
+    fn digits_match_the_integer_split() {
+        let mut x: u64 = 7;
+        for i in 0..300_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let v = match i % 6 {
+                0 => (x >> 40) as f64 / 100.0,
+                1 => f64::from_bits(x >> 2),
+                2 => (x >> 11) as f64 * 1e-9,
+                3 => -((x >> 30) as f64) / 7.0,
+                4 => ((x >> 44) as f64 + 0.5) * POW10[(x % 20) as usize] / 1e5,
+                _ => 1.0 / ((x >> 20) as f64 + 1.0),
+            };
+            if !v.is_finite() {
+                continue;
+            }
+            for exact in [false, true] {
+                let mut out = Vec::new();
+                let written = write_15_digits(&mut out, v, exact);
+                let text = written.then(|| String::from_utf8(out).expect("utf8"));
+                assert_eq!(text, split_reference(v, exact), "{v:e} exact {exact}");
+            }
+        }
     }
 
     #[test]

@@ -160,6 +160,12 @@ impl Extractor {
         self.tree.lookup(node, name)
     }
 
+    /// [`Extractor::lookup`] of a key given as bytes.
+    #[inline]
+    pub(crate) fn lookup_bytes(&self, node: u32, name: &[u8]) -> KeyMatch {
+        self.tree.lookup_bytes(node, name)
+    }
+
     /// Parses every record of a raw batch.
     pub fn parse_batch(&self, seq: u64, raw: RawBatch, scratch: &mut ParseScratch) -> ParsedBatch {
         let mut out = ParsedBatch::empty(seq);

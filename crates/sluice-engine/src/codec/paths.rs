@@ -76,12 +76,19 @@ impl PathTree {
     /// What key `name` of the object at `node` is.
     #[inline]
     pub(crate) fn lookup(&self, node: u32, name: &str) -> KeyMatch {
+        self.lookup_bytes(node, name.as_bytes())
+    }
+
+    /// [`KeyTree::lookup`] of a key given as bytes (the scanner's, which need not be checked
+    /// as UTF-8 first: a key that is not cannot match).
+    #[inline]
+    pub(crate) fn lookup_bytes(&self, node: u32, name: &[u8]) -> KeyMatch {
         for (key, m) in &self.nodes[node as usize].keys {
-            if &**key == name {
+            if key.as_bytes() == name {
                 return *m;
             }
         }
-        if node == 0 && name == self.reserved {
+        if node == 0 && name == self.reserved.as_bytes() {
             KeyMatch::Reserved
         } else {
             KeyMatch::Other

@@ -8,7 +8,7 @@
 //! accepts a record serde_json would reject, and captures the same values for the ones it
 //! accepts (numbers are parsed with the standard library's correctly rounded parser).
 
-use crate::codec::field::{json_number, Captured};
+use crate::codec::field::{json_number_bytes, Captured};
 use crate::codec::parse::{Extractor, ParseScratch};
 use crate::codec::paths::KeyMatch;
 
@@ -21,6 +21,22 @@ const MAX_DEPTH: usize = 64;
 pub(crate) fn scan_line(ex: &Extractor, line: &[u8], s: &mut ParseScratch) -> bool {
     let mut sc = Scanner { b: line, i: 0 };
     sc.object_fields(ex, s).is_some()
+}
+
+/// Marks (sets the high bit of) the bytes of `w`, eight bytes read little-endian, that a
+/// string scan must look at one by one: a quote, a backslash, a control character, or a byte
+/// of a non-ASCII character. The lowest mark is exact (a higher one may be false: a borrow
+/// only runs upwards from a byte that is itself marked), which is all the scan uses.
+#[inline]
+fn special(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    zero_byte(w ^ (ONES * u64::from(b'"')))
+        | zero_byte(w ^ (ONES * u64::from(b'\\')))
+        | below_space
+        | (w & HIGH)
 }
 
 struct Scanner<'a> {
@@ -65,12 +81,13 @@ impl Scanner<'_> {
     ) -> Option<()> {
         self.eat(b'{')?;
         self.items(b'}', |sc| {
+            // `string` has checked it is UTF-8.
             let (a, z) = sc.string()?;
-            let name = std::str::from_utf8(&sc.b[a..z]).ok()?;
+            let name = &sc.b[a..z];
             sc.ws();
             sc.eat(b':')?;
             sc.ws();
-            match ex.lookup(node, name) {
+            match ex.lookup_bytes(node, name) {
                 KeyMatch::Field {
                     wanted,
                     inner: Some(inner),
@@ -126,6 +143,15 @@ impl Scanner<'_> {
         let start = self.i;
         let mut high = false;
         loop {
+            // Eight bytes at a time up to the first one that needs a look.
+            while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+                let marks = special(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
+                if marks != 0 {
+                    self.i += (marks.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                self.i += 8;
+            }
             let c = self.peek()?;
             match c {
                 b'"' => break,
@@ -168,13 +194,14 @@ impl Scanner<'_> {
             .then(|| self.i += lit.len())
     }
 
-    /// A JSON number (the grammar and parsing of [`json_number`], shared with CSV cells).
+    /// A JSON number (the grammar and parsing of [`crate::codec::field::json_number`], shared
+    /// with CSV cells).
     fn number(&mut self) -> Option<Captured> {
         let start = self.i;
         while let Some(b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') = self.peek() {
             self.i += 1;
         }
-        json_number(std::str::from_utf8(&self.b[start..self.i]).ok()?)
+        json_number_bytes(&self.b[start..self.i])
     }
 
     /// Skips any value, validating it.
@@ -237,6 +264,29 @@ mod tests {
         )
         .expect("valid plan");
         Extractor::new(&plan, "ts", TimeFormat::EpochMs)
+    }
+
+    #[test]
+    fn special_marks_the_first_byte_to_look_at() {
+        let mut x: u64 = 5;
+        for _ in 0..100_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // Mostly ordinary ASCII, with some of each kind of byte to look at.
+            let bytes: [u8; 8] = std::array::from_fn(|k| match (x >> (k * 8)) as u8 {
+                0..=3 => b'"',
+                4..=7 => b'\\',
+                8..=11 => (x >> 60) as u8,
+                12..=15 => 0x80 | (x >> 56) as u8,
+                b => 0x20 + b % 0x5f,
+            });
+            let look = |c: u8| c == b'"' || c == b'\\' || !(0x20..0x80).contains(&c);
+            let expected = bytes.iter().position(|&c| look(c));
+            let marks = special(u64::from_le_bytes(bytes));
+            let first = (marks != 0).then(|| (marks.trailing_zeros() / 8) as usize);
+            assert_eq!(first, expected, "{bytes:?}");
+        }
     }
 
     /// What a scratch holds, with strings resolved.
