@@ -104,6 +104,9 @@ pub trait Sink: Send {
     }
 }
 
+/// Writes at least this long bypass a file sink's buffer.
+const DIRECT_WRITE: usize = 64 * 1024;
+
 /// A sink over any writer (stdout, a buffer) or a file, which it can sync and cut back.
 pub struct StreamSink<'a> {
     out: Out<'a>,
@@ -178,6 +181,14 @@ impl Sink for StreamSink<'_> {
     }
 
     fn write(&mut self, lines: &[u8], _keys: Option<&RecordKeys>) -> io::Result<()> {
+        // A formatted batch (hundreds of KiB) goes straight to the file after what is
+        // buffered, instead of being copied through the buffer first.
+        if lines.len() >= DIRECT_WRITE {
+            if let Out::File(w) = &mut self.out {
+                w.flush()?;
+                return w.get_mut().write_all(lines);
+            }
+        }
         self.writer().write_all(lines)
     }
 
