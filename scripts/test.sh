@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: unit, property, golden pipelines, CLI and README tests, the
+# dashboard in headless Chromium (installed here if missing), the
 # Redis Cluster integration tests against a real 3-master cluster that this script starts
 # (scripts/redis-cluster.sh, loopback ports 7300-7302), and the Kafka tests against a real
 # Kafka-protocol broker (scripts/kafka.sh, tansu on loopback port 9392). Both are stopped again
@@ -17,6 +18,19 @@ if ! command -v redis-server >/dev/null 2>&1; then
     exit 1
   fi
 fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: installing chromium (needed by the dashboard's browser test)"
+    apt-get install -y -qq chromium >/dev/null ||
+      { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+  else
+    echo "test.sh: chromium not found; install it: sudo apt-get install -y chromium" >&2
+    exit 1
+  fi
+fi
+# The browser test fails instead of skipping without it.
+export SLUICE_REQUIRE_CHROMIUM=1
 
 # shellcheck source=scripts/build-deps.sh
 . scripts/build-deps.sh

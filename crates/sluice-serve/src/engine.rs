@@ -196,8 +196,10 @@ fn answer<'a>(
         let text = &bytes[r.clone()];
         let text = text.strip_suffix(b"\n").unwrap_or(text);
         // Dead letters start with their reason (see `write_dead_letter`).
-        late +=
-            u64::from(matches!(w, Written::Dead(_)) && text.starts_with(b"{\"reason\":\"late\""));
+        if matches!(w, Written::Dead(_)) {
+            late += u64::from(text.starts_with(b"{\"reason\":\"late\""));
+            metrics.dead_letter(text);
+        }
         if i > 0 {
             body.push(b',');
         }

@@ -18,6 +18,7 @@ use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::batcher::Batcher;
 use crate::cluster::{Node, FORWARDED};
+use crate::dashboard::{self, DashboardInfo, History};
 use crate::engine::{Core, Records, Reply};
 use crate::metrics::{self as m, Metrics, Route, SharedRegistry};
 
@@ -45,6 +46,10 @@ pub struct AppState {
     pub cluster: Option<Arc<Node>>,
     /// With a remote state: the queue of the engine thread, which batches requests.
     pub batcher: Option<Batcher>,
+    /// The counters sampled once a second, for the dashboard.
+    pub history: Arc<History>,
+    /// What the dashboard shows of the pipeline and the state.
+    pub dashboard: DashboardInfo,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -52,6 +57,8 @@ type Shared = State<Arc<AppState>>;
 const EVENTS: &str = "/v1/events";
 const FEATURES: &str = "/v1/features";
 const CLUSTER: &str = "/v1/cluster";
+const DASHBOARD: &str = "/v1/dashboard";
+const PIPELINE: &str = "/v1/dashboard/pipeline";
 
 /// The routes, every request counted and timed by [`track`].
 pub fn router(state: Arc<AppState>) -> Router {
@@ -59,6 +66,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(EVENTS, post(events))
         .route(FEATURES, get(features))
         .route(CLUSTER, get(cluster))
+        .route("/", get(page))
+        .route(DASHBOARD, get(dashboard))
+        .route(PIPELINE, get(pipeline))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -105,10 +115,15 @@ fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         .unwrap_or(b"");
-    given.len() == token.len()
+    constant_time_eq(given, token.as_bytes())
+}
+
+/// Whether two byte strings are equal, in a time that depends only on their lengths.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
         && given
             .iter()
-            .zip(token.as_bytes())
+            .zip(expected)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
 }
@@ -495,6 +510,149 @@ fn key_value(text: &str) -> Option<KeyValue> {
     }
 }
 
+/// `GET /`: the dashboard page. With a token, the page too needs it: as the API's header, or
+/// once as `?token=` (the page then keeps it for its requests and drops it from the address).
+async fn page(State(state): Shared, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
+    let given = query.as_deref().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("token="))
+            .map(percent_decode)
+    });
+    let by_query = match (&state.token, given) {
+        (Some(token), Some(given)) => constant_time_eq(token.as_bytes(), given.as_bytes()),
+        _ => false,
+    };
+    if !by_query && !authorized(&state, &headers) {
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            )],
+            "<!doctype html><html lang=\"en\"><title>Sluice: token required</title>\
+             <p>This server requires a token: open <code>/?token=&lt;token&gt;</code>.</p></html>",
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        dashboard::PAGE,
+    )
+        .into_response()
+}
+
+/// `%XX` escapes and `+` of a query value decoded (a token is ASCII).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What `GET /v1/dashboard` answers.
+#[derive(serde::Serialize)]
+struct DashboardView<'a> {
+    now_ms: u64,
+    uptime_s: u64,
+    backend: &'a str,
+    events: u64,
+    dead_letters: u64,
+    late: u64,
+    keys: u64,
+    api_requests: u64,
+    dead_letters_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    latency: dashboard::Latency,
+    rates: Vec<dashboard::Rate>,
+    redis: Option<std::collections::BTreeMap<&'static str, u64>>,
+    cluster: Option<serde_json::Value>,
+    queue: (u64, u64),
+}
+
+/// `GET /v1/dashboard`: the live figures of the page.
+async fn dashboard(State(state): Shared, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    let m = &state.metrics;
+    let redis = (state.dashboard.backend == "redis").then(|| {
+        [
+            "round_trips",
+            "commands",
+            "conflicts",
+            "cache_hits",
+            "cache_misses",
+        ]
+        .into_iter()
+        .zip(m.redis.iter().map(|g| g.get()))
+        .collect()
+    });
+    let cluster = state
+        .cluster
+        .as_ref()
+        .and_then(|node| serde_json::from_slice(&node.describe()).ok());
+    let view = DashboardView {
+        now_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        uptime_s: state.history.uptime_s(),
+        backend: &state.dashboard.backend,
+        events: m.events.get(),
+        dead_letters: m.dead_letters.get(),
+        late: m.late.get(),
+        keys: m.keys.get(),
+        api_requests: m.api_requests(),
+        dead_letters_by_reason: m.dead_letters_by_reason().into_iter().collect(),
+        latency: state.history.latency(&m.recent_latency),
+        rates: state.history.rates(),
+        redis,
+        cluster,
+        queue: (
+            (state.capacity - state.permits.available_permits()) as u64,
+            state.capacity as u64,
+        ),
+    };
+    match serde_json::to_vec(&view) {
+        Ok(body) => json(Reply { status: 200, body }),
+        Err(e) => json(Reply::error(500, "internal", &e.to_string())),
+    }
+}
+
+/// `GET /v1/dashboard/pipeline`: the features grouped by key and register set.
+async fn pipeline(State(state): Shared, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return unauthorized();
+    }
+    match serde_json::to_vec(&state.dashboard.pipeline) {
+        Ok(body) => json(Reply { status: 200, body }),
+        Err(e) => json(Reply::error(500, "internal", &e.to_string())),
+    }
+}
+
 async fn healthz() -> Response {
     json(Reply {
         status: 200,
@@ -529,7 +687,8 @@ async fn not_found() -> Response {
     json(Reply::error(
         404,
         "not_found",
-        "no such route; valid: POST /v1/events, GET /v1/features, GET /healthz, GET /metrics",
+        "no such route; valid: POST /v1/events, GET /v1/features, GET /v1/cluster, GET / (the \
+         dashboard), GET /v1/dashboard, GET /v1/dashboard/pipeline, GET /healthz, GET /metrics",
     ))
 }
 
@@ -719,5 +878,127 @@ mod tests {
         assert_eq!(key_value("true"), Some(KeyValue::Bool(true)));
         assert_eq!(key_value("null"), None);
         assert_eq!(key_value("[1]"), None);
+    }
+
+    /// A GET with the bearer token `token`.
+    async fn get_with(router: &Router, path: &str, token: &str) -> (u16, String) {
+        let request = Request::builder()
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .expect("request");
+        let response = router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn parse(text: &str) -> serde_json::Value {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_answers_in_an_empty_state() {
+        let info = DashboardInfo {
+            pipeline: serde_json::json!({"keys": [{"by": ["user_id"]}]}),
+            backend: "memory".into(),
+        };
+        let router = server(SharedRegistry::default())
+            .with_dashboard(info)
+            .router();
+        let (status, page) = call(&router, "GET", "/", Vec::new()).await;
+        assert_eq!(status, 200);
+        assert!(page.contains("<title>Sluice dashboard</title>"));
+        // Nothing is fetched from elsewhere: no external script, style sheet, image or font.
+        for external in ["src=", "href=", "url(", "@import"] {
+            assert!(!page.contains(external), "the page refers to {external}");
+        }
+        let (status, text) = call(&router, "GET", DASHBOARD, Vec::new()).await;
+        assert_eq!(status, 200, "{text}");
+        let d = parse(&text);
+        assert_eq!(d["backend"], "memory");
+        assert_eq!(d["events"], 0);
+        assert_eq!(d["keys"], 0);
+        assert_eq!(d["dead_letters_by_reason"], serde_json::json!({}));
+        assert_eq!(d["latency"]["p50_ms"], serde_json::Value::Null);
+        assert_eq!(d["latency"]["requests"], 0);
+        assert_eq!(d["rates"], serde_json::json!([]));
+        assert_eq!(d["redis"], serde_json::Value::Null);
+        assert_eq!(d["cluster"], serde_json::Value::Null);
+        assert_eq!(d["queue"], serde_json::json!([0, 1024]));
+        let (status, text) = call(&router, "GET", PIPELINE, Vec::new()).await;
+        assert_eq!(status, 200);
+        assert_eq!(parse(&text)["keys"][0]["by"][0], "user_id");
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_counts_dead_letters_by_reason_and_times_requests() {
+        let router = server(SharedRegistry::default()).router();
+        for event in [
+            &b"{\"user_id\":\"a\",\"ts\":1000000}"[..],
+            b"{\"user_id\":\"a\",\"ts\":1000001}",
+            b"{\"user_id\":",
+            b"{\"user_id\":\"b\"}",
+            b"{\"user_id\":\"a\",\"ts\":1}",
+        ] {
+            call(&router, "POST", EVENTS, event.to_vec()).await;
+        }
+        call(&router, "GET", "/v1/features?user_id=a", Vec::new()).await;
+        let d = parse(&call(&router, "GET", DASHBOARD, Vec::new()).await.1);
+        assert_eq!(d["events"], 2);
+        assert_eq!(d["dead_letters"], 3);
+        assert_eq!(
+            d["dead_letters_by_reason"],
+            serde_json::json!({"malformed": 1, "missing_time": 1, "late": 1})
+        );
+        assert_eq!(d["keys"], 1);
+        // Six API requests (the dashboard's own are not counted), timed.
+        assert_eq!(d["api_requests"], 6);
+        assert_eq!(d["latency"]["requests"], 6);
+        assert!(d["latency"]["p99_ms"].as_f64().is_some_and(|p| p > 0.0));
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_needs_the_token() {
+        let plan =
+            Plan::new(vec![feature("n", Agg::Count, None, &["user_id"])], 300_000).expect("plan");
+        let engine = ServeEngine::new(
+            plan,
+            "ts",
+            TimeFormat::EpochMs,
+            &StateConfig::Memory,
+            "http",
+        )
+        .expect("engine");
+        let config = ServeConfig {
+            token: Some("t0k en".into()),
+            ..ServeConfig::default()
+        };
+        let router = Server::new(engine, &config, false, None).router();
+        for path in ["/", "/?token=wrong", DASHBOARD, PIPELINE] {
+            assert_eq!(
+                call(&router, "GET", path, Vec::new()).await.0,
+                401,
+                "{path}"
+            );
+        }
+        assert_eq!(get_with(&router, DASHBOARD, "wrong").await.0, 401);
+        // The page by header, or once by query (percent-encoded).
+        assert_eq!(get_with(&router, "/", "t0k en").await.0, 200);
+        assert_eq!(
+            call(&router, "GET", "/?token=t0k%20en", Vec::new()).await.0,
+            200
+        );
+        assert_eq!(
+            call(&router, "GET", "/?a=1&token=t0k+en", Vec::new())
+                .await
+                .0,
+            200
+        );
+        for path in [DASHBOARD, PIPELINE] {
+            assert_eq!(get_with(&router, path, "t0k en").await.0, 200, "{path}");
+        }
     }
 }

@@ -15,6 +15,7 @@
 
 mod batcher;
 pub mod cluster;
+pub mod dashboard;
 mod engine;
 mod http;
 pub mod metrics;
@@ -151,6 +152,8 @@ impl Server {
             batcher: blocking.then(|| {
                 batcher::Batcher::start(Arc::clone(&core), Arc::clone(&metrics), config.batch_wait)
             }),
+            history: Arc::new(dashboard::History::default()),
+            dashboard: dashboard::DashboardInfo::default(),
         });
         Server {
             state,
@@ -199,6 +202,16 @@ impl Server {
         self
     }
 
+    /// The same server, its dashboard showing `info` (the pipeline, the state backend). Call
+    /// before [`Server::serve`] (or [`Server::router`]).
+    pub fn with_dashboard(mut self, info: dashboard::DashboardInfo) -> Server {
+        match Arc::get_mut(&mut self.state) {
+            Some(state) => state.dashboard = info,
+            None => panic!("Server::with_dashboard after the server's routes were taken"),
+        }
+        self
+    }
+
     /// The registry `GET /metrics` renders, for other components to register their metrics
     /// in (behind a lock: take it only to register, never across an `await`).
     pub fn registry(&self) -> SharedRegistry {
@@ -234,9 +247,14 @@ impl Server {
                 let _ = tokio::task::spawn_blocking(move || node.leave()).await;
             }
         };
+        let sampler = tokio::spawn(dashboard::History::run(
+            Arc::clone(&self.state.history),
+            Arc::clone(&self.metrics),
+        ));
         let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;
+        sampler.abort();
         self.core.lock().await.flush();
         served?;
         Ok(ServeReport {

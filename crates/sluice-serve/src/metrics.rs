@@ -6,7 +6,7 @@
 //! answers for both. A request costs a few relaxed atomic increments and one short histogram
 //! lock; the registry's lock is only taken to register and to render.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::dashboard::LatencyBuckets;
 
 /// A metrics registry several components can register into and one `/metrics` renders.
 pub type SharedRegistry = Arc<RwLock<Registry>>;
@@ -71,6 +73,23 @@ const BUCKETS_S: [f64; 14] = [
     5.0,
 ];
 
+/// The reasons of dead letters (`Rejection::reason`); any other is counted as `other`.
+const REASONS: [&str; 7] = [
+    "malformed",
+    "missing_time",
+    "bad_time",
+    "wrong_type",
+    "reserved_field",
+    "invalid_utf8",
+    "late",
+];
+
+/// Labels of `sluice_dead_letters_by_reason_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
 /// Labels of `sluice_http_requests_total`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
@@ -114,6 +133,12 @@ pub struct Metrics {
     pub queued: CountGauge,
     /// `sluice_queue_capacity`: requests allowed in progress at once (`[serve] queue`).
     pub queue_capacity: CountGauge,
+    /// `sluice_dead_letters_by_reason_total{reason}`: dead letters by their reason.
+    by_reason: Family<ReasonLabels, Counter>,
+    /// Latencies of the API routes (events, features) for the dashboard's percentiles.
+    pub recent_latency: LatencyBuckets,
+    /// API requests (events, features) finished.
+    api_requests: AtomicU64,
     /// `sluice_http_requests_total{route,code}`.
     requests: Family<RequestLabels, Counter>,
     /// `sluice_http_request_duration_seconds{route}`, one histogram per [`Route::ALL`].
@@ -145,6 +170,9 @@ impl Metrics {
             redis: Default::default(),
             queued: CountGauge::default(),
             queue_capacity: CountGauge::default(),
+            by_reason: Family::default(),
+            recent_latency: LatencyBuckets::default(),
+            api_requests: AtomicU64::new(0),
             requests: Family::default(),
             latency,
         };
@@ -214,6 +242,11 @@ impl Metrics {
             registry.register(name, help, gauge.clone());
         }
         registry.register(
+            "sluice_dead_letters_by_reason",
+            "Records rejected, by the reason of their dead letter",
+            metrics.by_reason.clone(),
+        );
+        registry.register(
             "sluice_http_requests",
             "HTTP requests by route and status",
             metrics.requests.clone(),
@@ -250,6 +283,37 @@ impl Metrics {
             .inc();
         // `Route::ALL` lists the routes in declaration order.
         self.latency[route as usize].observe(took.as_secs_f64());
+        if route != Route::Other {
+            self.recent_latency.record(took);
+            self.api_requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// API requests (events, features) finished so far.
+    pub fn api_requests(&self) -> u64 {
+        self.api_requests.load(Ordering::Relaxed)
+    }
+
+    /// Counts a dead letter whose text starts with its reason (`{"reason":"late",...`).
+    pub fn dead_letter(&self, text: &[u8]) {
+        let reason = text
+            .strip_prefix(b"{\"reason\":\"")
+            .and_then(|rest| REASONS.iter().find(|r| rest.starts_with(r.as_bytes())))
+            .copied()
+            .unwrap_or("other");
+        self.by_reason.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Dead letters by reason, the reasons seen so far.
+    pub fn dead_letters_by_reason(&self) -> Vec<(&'static str, u64)> {
+        REASONS
+            .iter()
+            .chain(&["other"])
+            .filter_map(|&reason| {
+                let n = self.by_reason.get(&ReasonLabels { reason })?.get();
+                (n > 0).then_some((reason, n))
+            })
+            .collect()
     }
 }
 

@@ -347,6 +347,86 @@ fn check(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The kind of a key's register set, as `sluice check` words it.
+fn series_kind(series: &sluice_core::plan::SeriesSpec) -> &'static str {
+    match series.kind {
+        SeriesKind::Numeric if series.needs_squares => "numeric registers with sums of squares",
+        SeriesKind::Numeric => "numeric registers",
+        SeriesKind::Distinct => "distinct registers",
+        SeriesKind::Values => "value registers",
+        SeriesKind::Approx => "HyperLogLog sketches",
+    }
+}
+
+/// The plan of a pipeline as JSON, for the dashboard of `sluice serve`: the features grouped
+/// by key and register set as `sluice check` prints them, each with its definition.
+pub(crate) fn describe_json(p: &PipelineConfig) -> serde_json::Value {
+    use serde_json::json;
+    let plan = &p.plan;
+    let fql = |name: &str| {
+        p.fql_forms
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, form)| form.clone())
+    };
+    let feature = |f: usize| {
+        let spec = &plan.features[f];
+        json!({"name": spec.name, "agg": spec.agg.to_string(), "where": spec.filter, "fql": fql(&spec.name)})
+    };
+    let keys: Vec<_> = plan
+        .keys
+        .iter()
+        .map(|key| {
+            let series: Vec<_> = key
+                .series
+                .iter()
+                .map(|series| {
+                    let windows: Vec<_> = series
+                        .windows
+                        .iter()
+                        .map(|w| {
+                            let features: Vec<_> = w
+                                .outputs
+                                .iter()
+                                .filter(|&&(_, slot)| !plan.hidden.contains(&key.features[slot]))
+                                .map(|&(_, slot)| feature(key.features[slot]))
+                                .collect();
+                            json!({"window": format_duration(w.width_ms).to_string(), "features": features})
+                        })
+                        .collect();
+                    json!({
+                        "kind": series_kind(series),
+                        "of": series.of.map_or("events".to_owned(), |f| plan.fields[f].clone()),
+                        "where": series.filter.map(|i| plan.filters[i].clone()),
+                        "precision": if series.granularity_ms == 1 {
+                            "exact".to_owned()
+                        } else {
+                            format!("{} buckets", format_duration(series.granularity_ms))
+                        },
+                        "windows": windows,
+                    })
+                })
+                .collect();
+            json!({"by": key.by, "series": series})
+        })
+        .collect();
+    let relations: Vec<_> = plan.relations.iter().map(|r| feature(r.feature)).collect();
+    let derived: Vec<_> = plan
+        .derived
+        .iter()
+        .map(|d| json!({"name": d.spec.name, "agg": "expr", "expr": d.spec.expr, "fql": fql(&d.spec.name)}))
+        .collect();
+    json!({
+        "path": p.path.display().to_string(),
+        "time_field": p.time_field,
+        "lateness": format_duration(plan.lateness_ms.max(1)).to_string(),
+        "features": plan.outputs.len(),
+        "keys": keys,
+        "relations": relations,
+        "derived": derived,
+    })
+}
+
 /// The plan of a pipeline, for people.
 fn describe(p: &PipelineConfig) -> String {
     let plan = &p.plan;
@@ -372,15 +452,7 @@ fn describe(p: &PipelineConfig) -> String {
             let of = series
                 .of
                 .map_or("events".to_owned(), |f| format!("`{}`", plan.fields[f]));
-            let kind = match series.kind {
-                SeriesKind::Numeric if series.needs_squares => {
-                    "numeric registers with sums of squares"
-                }
-                SeriesKind::Numeric => "numeric registers",
-                SeriesKind::Distinct => "distinct registers",
-                SeriesKind::Values => "value registers",
-                SeriesKind::Approx => "HyperLogLog sketches",
-            };
+            let kind = series_kind(series);
             let precision = if series.granularity_ms == 1 {
                 "exact".to_owned()
             } else {

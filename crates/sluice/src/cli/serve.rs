@@ -60,7 +60,17 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             Some(Box::new(std::io::BufWriter::new(f)))
         }
     };
-    let server = pipeline.server(&config, dead_letters)?;
+    let backend = match &pipeline.config().state {
+        StateConfig::Memory => "memory",
+        StateConfig::Redis(_) => "redis",
+        _ => "embedded",
+    };
+    let server = pipeline.server(&config, dead_letters)?.with_dashboard(
+        sluice_serve::dashboard::DashboardInfo {
+            pipeline: super::describe_json(pipeline.config()),
+            backend: backend.to_owned(),
+        },
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
             std::env::var("SLUICE_HTTP_THREADS")
@@ -94,7 +104,7 @@ pub fn run(opts: ServeOptions) -> Result<()> {
             _ => server,
         };
         eprintln!(
-            "sluice: serving {} on http://{addr} (POST /v1/events, GET /v1/features, /healthz, /metrics)",
+            "sluice: serving {} on http://{addr} (POST /v1/events, GET /v1/features, /healthz, /metrics; dashboard at /)",
             opts.pipeline.display()
         );
         server
