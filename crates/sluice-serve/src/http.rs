@@ -585,6 +585,7 @@ struct DashboardView<'a> {
     late: u64,
     keys: u64,
     api_requests: u64,
+    api_failures: u64,
     dead_letters_by_reason: std::collections::BTreeMap<&'static str, u64>,
     latency: dashboard::Latency,
     rates: Vec<dashboard::Rate>,
@@ -626,6 +627,7 @@ async fn dashboard(State(state): Shared, headers: HeaderMap) -> Response {
         late: m.late.get(),
         keys: m.keys.get(),
         api_requests: m.api_requests(),
+        api_failures: m.api_failures(),
         dead_letters_by_reason: m.dead_letters_by_reason().into_iter().collect(),
         latency: state.history.latency(&m.recent_latency),
         rates: state.history.rates(),
@@ -928,6 +930,7 @@ mod tests {
         assert_eq!(d["redis"], serde_json::Value::Null);
         assert_eq!(d["cluster"], serde_json::Value::Null);
         assert_eq!(d["queue"], serde_json::json!([0, 1024]));
+        assert_eq!(d["api_failures"], 0);
         let (status, text) = call(&router, "GET", PIPELINE, Vec::new()).await;
         assert_eq!(status, 200);
         assert_eq!(parse(&text)["keys"][0]["by"][0], "user_id");

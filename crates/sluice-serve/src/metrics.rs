@@ -289,6 +289,22 @@ impl Metrics {
         }
     }
 
+    /// API requests (events, features) answered `500` or `503` (the state backend failed, or
+    /// the server was overloaded) so far.
+    pub fn api_failures(&self) -> u64 {
+        let mut n = 0;
+        for route in [Route::Events, Route::Features] {
+            for code in ["500", "503"] {
+                let labels = RequestLabels {
+                    route: route.label(),
+                    code,
+                };
+                n += self.requests.get(&labels).map_or(0, |c| c.get());
+            }
+        }
+        n
+    }
+
     /// API requests (events, features) finished so far.
     pub fn api_requests(&self) -> u64 {
         self.api_requests.load(Ordering::Relaxed)
