@@ -377,17 +377,10 @@ impl OutputLayout {
                         | Agg::LinkedCount
                         | Agg::LinkedDistinctCount
                         | Agg::LinkedDistinctCountApprox => CellType::Int,
-                        Agg::Sum
-                        | Agg::Avg
-                        | Agg::Min
-                        | Agg::Max
-                        | Agg::Variance
-                        | Agg::Stddev
-                        | Agg::VariancePop
-                        | Agg::StddevPop
-                        | Agg::Quantile(_) => CellType::Float,
+                        agg if agg.is_numeric() => CellType::Float,
                         Agg::First | Agg::Last | Agg::Lag if numeric_of => CellType::Float,
-                        Agg::First | Agg::Last | Agg::Lag | Agg::Set(_) => CellType::Text,
+                        // The rest: kept values of any type, and `set`'s arrays.
+                        _ => CellType::Text,
                     };
                     (spec.name.clone(), ty)
                 }

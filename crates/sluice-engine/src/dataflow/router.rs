@@ -455,7 +455,6 @@ mod tests {
 
     fn batch(times: &[i64]) -> ParsedBatch {
         ParsedBatch {
-            seq: 0,
             raw: RawBatch::Lines {
                 data: Vec::new(),
                 first_line: 1,
@@ -471,16 +470,7 @@ mod tests {
                     rejection: None,
                 })
                 .collect(),
-            keys: Vec::new(),
-            fields: Vec::new(),
-            matched: Vec::new(),
-            expr_values: Vec::new(),
-            arena: Vec::new(),
-            end: Position::START,
-            partitions: Vec::new(),
-            digest: None,
-            output_keys: Vec::new(),
-            columns: None,
+            ..ParsedBatch::empty(0)
         }
     }
 

@@ -43,8 +43,8 @@ pub(crate) struct Formatted {
     n_late: u64,
     /// Relation values null because a hub exceeded its limit.
     n_link_overflows: u64,
-    /// For a columnar output: the enriched events as one record batch (in place of
-    /// `events`), or why it could not be built.
+    /// For a Parquet output: the enriched events as one encoded row group (in place of
+    /// `events`), or why it could not be built. (A CSV output's rows are in `events`.)
     pub(crate) columns: Option<std::result::Result<EncodedRowGroup, String>>,
 }
 
