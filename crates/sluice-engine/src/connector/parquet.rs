@@ -1,9 +1,11 @@
-//! Parquet files: a source that hands out one row group per batch (decoded on the workers, in
-//! parallel) and a sink that writes typed columns.
+//! Parquet files: a source that hands out one row group per batch (decoded on a worker and cut
+//! into pieces, so several row groups are decoded in parallel) and a sink that writes typed
+//! columns, one row group per engine batch, encoded by the workers.
 //!
-//! A Parquet source stands at a row group: its [`Position`] is `Stream { offset: <index of the
-//! next row group>, line: <1-based number of its first row> }`, and a checkpoint's digest is a
-//! hash of the row groups' metadata before it, so a resumed run can tell that it reads the
+//! A Parquet source stands at a row: its [`Position`] is `Stream { offset: <row group>, line:
+//! <1-based number of the next row> }`, where the row group is the next one once a row group
+//! is done, or the current one between two of its pieces. A checkpoint's digest is a hash of
+//! the row groups' metadata before that row group, so a resumed run can tell that it reads the
 //! file the checkpoint read.
 
 use std::fs::File;
