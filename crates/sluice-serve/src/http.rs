@@ -512,11 +512,15 @@ fn key_value(text: &str) -> Option<KeyValue> {
 
 /// `GET /`: the dashboard page. With a token, the page too needs it: as the API's header, or
 /// once as `?token=` (the page then keeps it for its requests and drops it from the address).
-async fn page(State(state): Shared, headers: HeaderMap, RawQuery(query): RawQuery) -> Response {
-    let given = query.as_deref().and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("token="))
-            .map(percent_decode)
+async fn page(
+    State(state): Shared,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let given = query.ok().and_then(|Query(params)| {
+        params
+            .into_iter()
+            .find_map(|(name, value)| (name == "token").then_some(value))
     });
     let by_query = match (&state.token, given) {
         (Some(token), Some(given)) => constant_time_eq(token.as_bytes(), given.as_bytes()),
@@ -548,30 +552,6 @@ async fn page(State(state): Shared, headers: HeaderMap, RawQuery(query): RawQuer
         dashboard::PAGE,
     )
         .into_response()
-}
-
-/// `%XX` escapes and `+` of a query value decoded (a token is ASCII).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What `GET /v1/dashboard` answers.
@@ -743,11 +723,22 @@ mod tests {
     }
 
     async fn call(router: &Router, method: &str, path: &str, body: Vec<u8>) -> (u16, String) {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .body(Body::from(body))
-            .expect("request");
+        send(router, method, path, None, body).await
+    }
+
+    /// A request with the bearer token `token`, when given.
+    async fn send(
+        router: &Router,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, String) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Body::from(body)).expect("request");
         let response = router.clone().oneshot(request).await.expect("infallible");
         let status = response.status().as_u16();
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
@@ -884,17 +875,7 @@ mod tests {
 
     /// A GET with the bearer token `token`.
     async fn get_with(router: &Router, path: &str, token: &str) -> (u16, String) {
-        let request = Request::builder()
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(Body::empty())
-            .expect("request");
-        let response = router.clone().oneshot(request).await.expect("infallible");
-        let status = response.status().as_u16();
-        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("body");
-        (status, String::from_utf8_lossy(&body).into_owned())
+        send(router, "GET", path, Some(token), Vec::new()).await
     }
 
     fn parse(text: &str) -> serde_json::Value {

@@ -348,9 +348,7 @@ mod tests {
     fn fast_numbers_match_the_standard_parser() {
         let mut x: u64 = 11;
         for i in 0..200_000u32 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = crate::codec::lcg(x);
             let digits = (x >> 8) % 10u64.pow(1 + (x % 19) as u32);
             let point = (x >> 3) % 20;
             let mut text = digits.to_string();

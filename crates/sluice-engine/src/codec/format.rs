@@ -702,9 +702,7 @@ mod tests {
     fn exact_numbers_read_back_and_match_the_shortest_text() {
         let mut x: u64 = 99;
         for i in 0..200_000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = crate::codec::lcg(x);
             let v = match i % 4 {
                 0 => (x >> 40) as f64 / 100.0,
                 1 => f64::from_bits(x >> 2),
@@ -779,9 +777,7 @@ mod tests {
     fn digits_match_the_integer_split() {
         let mut x: u64 = 7;
         for i in 0..300_000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = crate::codec::lcg(x);
             let v = match i % 6 {
                 0 => (x >> 40) as f64 / 100.0,
                 1 => f64::from_bits(x >> 2),

@@ -270,9 +270,7 @@ mod tests {
     fn special_marks_the_first_byte_to_look_at() {
         let mut x: u64 = 5;
         for _ in 0..100_000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            x = crate::codec::lcg(x);
             // Mostly ordinary ASCII, with some of each kind of byte to look at.
             let bytes: [u8; 8] = std::array::from_fn(|k| match (x >> (k * 8)) as u8 {
                 0..=3 => b'"',

@@ -273,6 +273,26 @@ pub struct RowGroup {
 }
 
 impl RowGroup {
+    /// Its compressed size in the file.
+    pub(crate) fn compressed_bytes(&self) -> usize {
+        let size = self
+            .input
+            .meta
+            .metadata()
+            .row_group(self.index)
+            .compressed_size();
+        size.max(0) as usize
+    }
+
+    /// Decodes the row group; the error says which row group of which file failed.
+    pub(crate) fn decode(&self) -> std::result::Result<DecodedGroup, String> {
+        let decoded = self.input.decode(self.index).and_then(|columns| {
+            let parsing = self.input.for_parsing(&columns)?;
+            Ok(DecodedGroup { columns, parsing })
+        });
+        decoded.map_err(|e| format!("{} cannot be read: {e}", self.describe()))
+    }
+
     /// Names it in messages: its index, file and rows.
     pub(crate) fn describe(&self) -> String {
         format!(
@@ -319,28 +339,6 @@ impl RowGroup {
 pub(crate) struct DecodedGroup {
     pub(crate) columns: RecordBatch,
     pub(crate) parsing: RecordBatch,
-}
-
-impl RowGroup {
-    /// Its compressed size in the file.
-    pub(crate) fn compressed_bytes(&self) -> usize {
-        let size = self
-            .input
-            .meta
-            .metadata()
-            .row_group(self.index)
-            .compressed_size();
-        size.max(0) as usize
-    }
-
-    /// Decodes the row group; the error says which row group of which file failed.
-    pub(crate) fn decode(&self) -> std::result::Result<DecodedGroup, String> {
-        let decoded = self.input.decode(self.index).and_then(|columns| {
-            let parsing = self.input.for_parsing(&columns)?;
-            Ok(DecodedGroup { columns, parsing })
-        });
-        decoded.map_err(|e| format!("{} cannot be read: {e}", self.describe()))
-    }
 }
 
 /// Appends the rows of `batch` as JSON lines (nulls written out).

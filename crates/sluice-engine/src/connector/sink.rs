@@ -56,8 +56,8 @@ pub trait Sink: Send {
     /// message key when the sink names a [`Sink::key_field`].
     fn write(&mut self, lines: &[u8], keys: Option<&RecordKeys>) -> io::Result<()>;
 
-    /// What the sink writes: JSONL or CSV lines (through [`Sink::write`]), or Parquet record
-    /// batches (through [`Sink::write_columns`]).
+    /// What the sink writes: JSONL or CSV lines (through [`Sink::write`]), or Parquet
+    /// row groups (through [`Sink::write_row_group`]).
     fn output_format(&self) -> OutputFormat {
         OutputFormat::Jsonl
     }
